@@ -3,4 +3,5 @@
 pub mod backoff;
 pub mod heartbeat;
 pub mod rng;
+pub mod version;
 pub mod wire;
