@@ -1,0 +1,869 @@
+//! The client connection machine: handshake and negotiation, gap detection and repair, cursor
+//! and resume, backoff, heartbeat and the request outbox, with no IO, clock or global RNG.
+//!
+//! # Drive contract
+//! The adapter owns the socket and a timer. After creating the machine and after **every**
+//! `handle_*` call or command, it drains [`Client::poll_transmit`] (performing each
+//! [`Transmit`]), [`Client::poll_event`] (handing events to the application) and re-arms its timer
+//! at [`Client::poll_timeout`], calling [`Client::handle_timeout`] with the *current* time when
+//! it fires (early or repeated calls do nothing). After a [`Transmit::Close`] it feeds nothing
+//! more from that socket. The last event is always exactly one [`Event::Closed`].
+
+mod config;
+mod event;
+mod outbox;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub use config::{ClientConfig, HandshakeMode};
+pub use event::{
+    ClosedReason, Delivered, DisconnectCause, Event, Rejection, RequestStatus, RequestUpdate,
+    State, Transmit,
+};
+use outbox::Outbox;
+
+use crate::backoff::Backoff;
+use crate::cursor::ResumeState;
+use crate::heartbeat::{Heartbeat, HeartbeatAction, HeartbeatConfig};
+use crate::rng::Rng;
+use crate::sequence::{SequenceTracker, Verdict};
+use crate::wire::{
+    ClientFrame, ConnectErrorCode, DecodeError, ErrorFrame, EventFrame, Hello, HelloError, Join,
+    RecoveryStep, ResponseFrame, ServerFrame,
+};
+
+/// Misuse of the client API (not a peer problem).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The client has stopped for good; create a new one.
+    #[error("the client is closed")]
+    Closed,
+    /// Too many unresolved requests; wait for outcomes before sending more.
+    #[error("outbox full ({capacity} unresolved requests)")]
+    OutboxFull {
+        /// The configured capacity.
+        capacity: usize,
+    },
+    /// Empty content: the PraisonAI server accepts it but never answers, stalling the session.
+    #[error("message content must not be empty")]
+    EmptyContent,
+    /// The request id is already in use by an unresolved request.
+    #[error("request id {0:?} is already pending")]
+    DuplicateRequestId(String),
+}
+
+/// Running counters, for logs and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Tracked events delivered.
+    pub delivered: u64,
+    /// Duplicates and stale frames dropped.
+    pub duplicates: u64,
+    /// Live gaps detected.
+    pub gaps: u64,
+    /// Events reported lost.
+    pub lost: u64,
+    /// Connections that reached the handshake.
+    pub connections: u64,
+    /// Frames that could not be decoded.
+    pub bad_frames: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Asked the adapter for a socket.
+    Connecting,
+    /// Socket open, handshake sent.
+    Handshaking(HandshakeMode),
+    Connected,
+    /// Between connections, `reconnect_at` armed.
+    Waiting,
+    AwaitingCredentials,
+    Closed,
+}
+
+/// State that lives and dies with one socket.
+#[derive(Debug, Default)]
+struct Conn {
+    heartbeat: Option<Heartbeat>,
+    /// Head cursor announced by the handshake, until the replays that follow it are over.
+    replay_head: Option<u64>,
+    /// A recoverable rejection received, explaining the close that follows.
+    rejection: Option<Rejection>,
+    /// An in-band resync is in flight from this expected sequence.
+    repair_pending: Option<u64>,
+    legacy: bool,
+}
+
+/// What a handshake reply establishes.
+struct Adopted {
+    version: u32,
+    session_id: String,
+    head: u64,
+    sequence: Option<u64>,
+    heartbeat_ms: Option<u64>,
+    legacy: bool,
+}
+
+/// The sans-IO client connection machine. See the module docs for the drive contract.
+#[derive(Debug)]
+pub struct Client {
+    config: ClientConfig,
+    rng: Rng,
+    backoff: Backoff,
+    phase: Phase,
+    session_id: Option<String>,
+    cursor: Option<u64>,
+    tracker: Option<SequenceTracker>,
+    version: Option<u32>,
+    conn: Conn,
+    handshake_deadline: Option<Instant>,
+    reconnect_at: Option<Instant>,
+    /// Expected sequence of the last live gap a repair was attempted for (no repair loops).
+    repaired_from: Option<u64>,
+    outbox: Outbox,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: ClientStats,
+}
+
+impl Client {
+    /// A client for a new session; it asks for a socket at once ([`Transmit::Open`]).
+    pub fn new(config: ClientConfig, now: Instant) -> Self {
+        Self::with_resume_state(config, ResumeState::default(), now)
+    }
+
+    /// A client that resumes a persisted session (after a process restart): it rejoins `since`
+    /// the saved cursor and resends the saved unresolved requests with their ids.
+    pub fn with_resume_state(config: ClientConfig, state: ResumeState, now: Instant) -> Self {
+        let mut rng = Rng::from_u64(config.seed);
+        let backoff = Backoff::new(config.backoff.clone(), rng.fork());
+        let mut outbox = Outbox::default();
+        for p in state.outbox {
+            if !outbox.contains(&p.request_id) {
+                outbox.push(p.request_id, p.content, true);
+            }
+        }
+        let tracker = state
+            .session_id
+            .as_ref()
+            .and(state.sequence.or(state.cursor))
+            .map(|last| SequenceTracker::new(last.saturating_add(1)));
+        let mut client = Self {
+            config,
+            rng,
+            backoff,
+            phase: Phase::Closed,
+            cursor: state.session_id.as_ref().and(state.cursor),
+            session_id: state.session_id,
+            tracker,
+            version: state.version,
+            conn: Conn::default(),
+            handshake_deadline: None,
+            reconnect_at: None,
+            repaired_from: None,
+            outbox,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: ClientStats::default(),
+        };
+        client.open(now);
+        client
+    }
+
+    // ---------------------------------------------------------------- outputs
+
+    /// The next transport action.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the application.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Client::handle_timeout`] must be called next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let connected = self.phase == Phase::Connected;
+        let heartbeat = self
+            .conn
+            .heartbeat
+            .as_ref()
+            .filter(|_| connected)
+            .and_then(Heartbeat::next_deadline);
+        let healthy = self.backoff.healthy_deadline().filter(|_| connected);
+        [
+            self.handshake_deadline,
+            self.reconnect_at,
+            heartbeat,
+            healthy,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    // ---------------------------------------------------------------- queries
+
+    /// What to persist to resume after a restart.
+    pub fn resume_state(&self) -> ResumeState {
+        ResumeState {
+            session_id: self.session_id.clone(),
+            cursor: self.cursor,
+            sequence: self.tracker.as_ref().and_then(SequenceTracker::last),
+            version: self.version,
+            outbox: self.outbox.pending(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ClientStats {
+        let mut stats = self.stats;
+        stats.duplicates += self.tracker.as_ref().map_or(0, SequenceTracker::duplicates);
+        stats
+    }
+
+    /// The current session, once a handshake has named one.
+    pub fn session_id(&self) -> Option<&str> {
+        self.session_id.as_deref()
+    }
+
+    /// The resume cursor (`since` of the next handshake).
+    pub fn cursor(&self) -> Option<u64> {
+        self.cursor
+    }
+
+    /// Whether the handshake is done and events flow.
+    pub fn is_connected(&self) -> bool {
+        self.phase == Phase::Connected
+    }
+
+    /// Whether the client has stopped for good.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    // ---------------------------------------------------------------- commands
+
+    /// Queues a message; it is written now if connected, else after the next handshake. Returns
+    /// its `request_id` (random from the seeded PRNG); outcomes arrive as [`Event::Request`].
+    pub fn send(&mut self, now: Instant, content: impl Into<Value>) -> Result<String, SendError> {
+        let id = self.rng.hex_id(16);
+        self.send_with_id(now, id, content)
+    }
+
+    /// Like [`Client::send`] with a caller-chosen idempotency key.
+    pub fn send_with_id(
+        &mut self,
+        _now: Instant,
+        request_id: impl Into<String>,
+        content: impl Into<Value>,
+    ) -> Result<String, SendError> {
+        let (request_id, content) = (request_id.into(), content.into());
+        if self.phase == Phase::Closed {
+            return Err(SendError::Closed);
+        }
+        if content.is_null() || content.as_str().is_some_and(str::is_empty) {
+            return Err(SendError::EmptyContent);
+        }
+        if self.outbox.len() >= self.config.outbox_capacity {
+            return Err(SendError::OutboxFull {
+                capacity: self.config.outbox_capacity,
+            });
+        }
+        if self.outbox.contains(&request_id) {
+            return Err(SendError::DuplicateRequestId(request_id));
+        }
+        self.outbox.push(request_id.clone(), content, false);
+        if self.phase == Phase::Connected {
+            self.flush_outbox();
+        }
+        Ok(request_id)
+    }
+
+    /// Stops for good: closes the socket cleanly if one is open and emits [`Event::Closed`]
+    /// with [`ClosedReason::Requested`]. Never raises an earlier error; idempotent.
+    pub fn disconnect(&mut self, _now: Instant) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        if self.socket_open() {
+            self.close_socket(1000, "client disconnect");
+        }
+        self.finish(ClosedReason::Requested);
+    }
+
+    /// After [`State::AwaitingCredentials`]: the adapter has fresh credentials; reconnect now.
+    pub fn credentials_refreshed(&mut self, now: Instant) {
+        if self.phase == Phase::AwaitingCredentials {
+            self.backoff.reset();
+            self.open(now);
+        }
+    }
+
+    // ---------------------------------------------------------------- transport inputs
+
+    /// The socket asked for by [`Transmit::Open`] is open: the handshake goes out.
+    pub fn handle_connected(&mut self, _now: Instant) {
+        if self.phase != Phase::Connecting {
+            return;
+        }
+        self.conn = Conn::default();
+        let mode = self.config.handshake;
+        self.send_handshake(mode);
+    }
+
+    /// The socket asked for by [`Transmit::Open`] could not be opened.
+    pub fn handle_connect_failed(&mut self, now: Instant, reason: impl Into<String>) {
+        if self.phase == Phase::Connecting {
+            self.connection_ended(now, DisconnectCause::ConnectFailed(reason.into()));
+        }
+    }
+
+    /// The socket closed (`code` `None`: no close frame) or a write failed.
+    pub fn handle_closed(&mut self, now: Instant, code: Option<u16>, reason: &str) {
+        if !self.socket_open() {
+            return;
+        }
+        if code == Some(4001) {
+            // Credentials rotated: reconnecting with the old ones would only be refused.
+            self.end_socket();
+            self.phase = Phase::AwaitingCredentials;
+            self.events
+                .push_back(Event::StateChanged(State::AwaitingCredentials));
+            return;
+        }
+        let cause = match self.conn.rejection.take() {
+            Some(rejection) => DisconnectCause::Rejected(rejection),
+            None => DisconnectCause::Closed {
+                code,
+                reason: reason.to_owned(),
+            },
+        };
+        self.connection_ended(now, cause);
+    }
+
+    /// A binary frame arrived: not part of the protocol; reported and dropped.
+    pub fn handle_binary(&mut self, now: Instant) {
+        if let Some(hb) = self.conn.heartbeat.as_mut() {
+            hb.on_inbound(now);
+        }
+        self.bad_frame(DecodeError::Binary);
+    }
+
+    /// A text frame arrived.
+    pub fn handle_text(&mut self, now: Instant, text: &str) {
+        let mode = match self.phase {
+            Phase::Handshaking(mode) => Some(mode),
+            Phase::Connected => None,
+            _ => return,
+        };
+        if let Some(hb) = self.conn.heartbeat.as_mut() {
+            hb.on_inbound(now);
+        }
+        if text.len() > self.config.max_frame_bytes {
+            return self.bad_frame(DecodeError::TooLarge {
+                len: text.len(),
+                limit: self.config.max_frame_bytes,
+            });
+        }
+        match ServerFrame::decode(text) {
+            Err(err) => self.bad_frame(err),
+            Ok(frame) => match mode {
+                Some(mode) => self.on_handshake_reply(now, mode, frame),
+                None => self.on_frame(now, frame),
+            },
+        }
+    }
+
+    /// Timers: handshake deadline, reconnect, heartbeat, healthy-connection reset.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.handshake_deadline.is_some_and(|d| now >= d) {
+            self.handshake_deadline = None;
+            if matches!(self.phase, Phase::Connecting | Phase::Handshaking(_)) {
+                self.close_socket(1000, "handshake timeout");
+                self.connection_ended(now, DisconnectCause::HandshakeTimeout);
+            }
+        }
+        if self.phase == Phase::Waiting && self.reconnect_at.is_some_and(|d| now >= d) {
+            self.reconnect_at = None;
+            self.open(now);
+        }
+        if self.phase == Phase::Connected {
+            match self.conn.heartbeat.as_mut().and_then(|hb| hb.poll(now)) {
+                Some(HeartbeatAction::SendPing) => self.send_frame(&ClientFrame::Ping),
+                Some(HeartbeatAction::Dead) => {
+                    self.close_socket(4002, "liveness_timeout");
+                    self.connection_ended(now, DisconnectCause::HeartbeatTimeout);
+                }
+                None => {}
+            }
+            if self.backoff.healthy_deadline().is_some_and(|d| now >= d) {
+                self.backoff.healthy(now);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- internals: lifecycle
+
+    fn socket_open(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Connecting | Phase::Handshaking(_) | Phase::Connected
+        )
+    }
+
+    fn open(&mut self, now: Instant) {
+        self.phase = Phase::Connecting;
+        self.handshake_deadline = Some(now + self.config.handshake_timeout);
+        self.transmits.push_back(Transmit::Open);
+        self.events
+            .push_back(Event::StateChanged(State::Connecting {
+                attempt: self.backoff.attempt(),
+            }));
+    }
+
+    fn send_handshake(&mut self, mode: HandshakeMode) {
+        let since = self.session_id.as_ref().and(self.cursor);
+        let (min, max) = (self.config.versions.min(), self.config.versions.max());
+        let frame = match mode {
+            HandshakeMode::Hello => ClientFrame::Hello(Hello {
+                agent_id: Some(self.config.agent_id.clone()),
+                protocol_min: Some(min),
+                protocol_max: Some(max),
+                capabilities: Some(self.config.capabilities.clone()),
+                session_id: self.session_id.clone(),
+                since,
+                ..Hello::default()
+            }),
+            HandshakeMode::Join => ClientFrame::Join(Join {
+                agent_id: Some(self.config.agent_id.clone()),
+                min_version: Some(min),
+                max_version: Some(max),
+                session_id: self.session_id.clone(),
+                since,
+                ..Join::default()
+            }),
+        };
+        self.send_frame(&frame);
+        self.phase = Phase::Handshaking(mode);
+    }
+
+    fn send_frame(&mut self, frame: &ClientFrame) {
+        self.transmits.push_back(Transmit::Frame(frame.encode()));
+    }
+
+    fn close_socket(&mut self, code: u16, reason: &str) {
+        self.transmits.push_back(Transmit::Close {
+            code,
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// Forgets the socket's state; unanswered requests wait for a resend (or turn ambiguous).
+    fn end_socket(&mut self) {
+        self.conn = Conn::default();
+        self.handshake_deadline = None;
+        let updates = self.outbox.connection_lost(self.config.resend_unanswered);
+        self.push_request_updates(updates);
+    }
+
+    /// The socket is gone (or being closed by us): report it and schedule the next attempt.
+    fn connection_ended(&mut self, now: Instant, cause: DisconnectCause) {
+        let floor = match &cause {
+            DisconnectCause::Rejected(r) => r.retry_after,
+            _ => None,
+        };
+        self.end_socket();
+        self.backoff.disconnected(now);
+        self.events
+            .push_back(Event::StateChanged(State::Disconnected {
+                cause: cause.clone(),
+            }));
+        let delay = if cause == DisconnectCause::GapRepair {
+            // Not a failure: resume at once to fetch the missing events.
+            Duration::ZERO
+        } else {
+            if let Some(floor) = floor {
+                self.backoff.set_floor(floor);
+            }
+            match self.backoff.next_delay(now) {
+                Ok(delay) => delay,
+                Err(limit) => {
+                    return self.finish(ClosedReason::GaveUp { limit, last: cause });
+                }
+            }
+        };
+        self.phase = Phase::Waiting;
+        self.reconnect_at = Some(now + delay);
+        self.events
+            .push_back(Event::StateChanged(State::Reconnecting {
+                attempt: self.backoff.attempt(),
+                delay,
+            }));
+    }
+
+    fn finish(&mut self, reason: ClosedReason) {
+        self.conn = Conn::default();
+        self.handshake_deadline = None;
+        self.reconnect_at = None;
+        self.phase = Phase::Closed;
+        self.events.push_back(Event::Closed(reason));
+    }
+
+    fn bad_frame(&mut self, err: DecodeError) {
+        self.stats.bad_frames += 1;
+        self.events.push_back(Event::BadFrame(err));
+    }
+
+    fn protocol_error(&mut self, now: Instant, what: String) {
+        self.close_socket(1002, "protocol error");
+        self.connection_ended(
+            now,
+            DisconnectCause::Closed {
+                code: Some(1002),
+                reason: what,
+            },
+        );
+    }
+
+    fn reject(&mut self, now: Instant, rejection: Rejection) {
+        if rejection.code.is_recoverable() {
+            self.close_socket(1000, "rejected");
+            self.connection_ended(now, DisconnectCause::Rejected(rejection));
+        } else {
+            self.close_socket(1000, "rejected");
+            self.finish(ClosedReason::Rejected(rejection));
+        }
+    }
+
+    // ---------------------------------------------------------------- internals: handshake
+
+    fn on_handshake_reply(&mut self, now: Instant, mode: HandshakeMode, frame: ServerFrame) {
+        match frame {
+            ServerFrame::HelloOk(ok) => self.adopt(
+                now,
+                Adopted {
+                    version: ok.protocol,
+                    session_id: ok.session_id,
+                    head: ok.cursor,
+                    sequence: ok.sequence,
+                    heartbeat_ms: ok.policy.heartbeat_ms,
+                    legacy: false,
+                },
+            ),
+            ServerFrame::Joined(j) => self.adopt(
+                now,
+                Adopted {
+                    version: j.protocol_version.unwrap_or(crate::version::V1),
+                    session_id: j.session_id,
+                    head: j.cursor,
+                    sequence: j.sequence,
+                    heartbeat_ms: None,
+                    legacy: true,
+                },
+            ),
+            ServerFrame::HelloError(e) => self.reject(now, rejection_of_hello_error(e)),
+            ServerFrame::Error(e) if mode == HandshakeMode::Hello && knows_no_hello(&e) => {
+                self.send_handshake(HandshakeMode::Join);
+            }
+            ServerFrame::Error(e) => self.reject(now, rejection_of_error(e)),
+            ServerFrame::Ping => self.send_frame(&ClientFrame::Pong),
+            ServerFrame::Pong => {}
+            other => self.protocol_error(now, format!("unexpected handshake reply {other:?}")),
+        }
+    }
+
+    fn adopt(&mut self, now: Instant, a: Adopted) {
+        if !self.config.versions.contains(a.version) {
+            self.close_socket(1002, "unsupported version");
+            return self.finish(ClosedReason::ProtocolViolation(format!(
+                "server chose version {} outside the offered {}",
+                a.version, self.config.versions
+            )));
+        }
+        self.handshake_deadline = None;
+        self.phase = Phase::Connected;
+        self.version = Some(a.version);
+        self.stats.connections += 1;
+        let resumed = self.session_id.as_deref() == Some(a.session_id.as_str());
+        if let Some(previous) = self.session_id.take().filter(|_| !resumed) {
+            self.events.push_back(Event::SessionReplaced {
+                previous,
+                current: a.session_id.clone(),
+            });
+            self.cursor = None;
+            let updates = self.outbox.session_lost();
+            self.push_request_updates(updates);
+        }
+        self.session_id = Some(a.session_id.clone());
+        let expected = match self.cursor {
+            Some(c) if a.head < c => {
+                self.events.push_back(Event::ServerReset {
+                    cursor: c,
+                    head: a.head,
+                });
+                let updates = self.outbox.session_lost();
+                self.push_request_updates(updates);
+                self.cursor = Some(a.head);
+                a.head.saturating_add(1)
+            }
+            // Replays follow from since+1; the replay logic reports whatever is missing.
+            Some(c) => c.saturating_add(1),
+            None => {
+                self.cursor = Some(a.sequence.unwrap_or(a.head));
+                a.sequence.unwrap_or(a.head).saturating_add(1)
+            }
+        };
+        self.tracker = Some(SequenceTracker::new(expected));
+        self.conn.replay_head = Some(a.head);
+        self.conn.legacy = a.legacy;
+        let interval = a
+            .heartbeat_ms
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+            .or(self.config.fallback_heartbeat);
+        self.conn.heartbeat = interval.map(|interval| {
+            Heartbeat::new(
+                HeartbeatConfig {
+                    interval,
+                    silence_factor: self.config.silence_factor,
+                },
+                now,
+            )
+        });
+        self.backoff.connected(now);
+        self.events.push_back(Event::StateChanged(State::Connected {
+            version: a.version,
+            session_id: a.session_id,
+            resumed,
+            legacy: a.legacy,
+        }));
+        self.flush_outbox();
+    }
+
+    fn flush_outbox(&mut self) {
+        for frame in self.outbox.write_queued() {
+            self.transmits.push_back(Transmit::Frame(frame));
+        }
+    }
+
+    // ---------------------------------------------------------------- internals: events
+
+    fn on_frame(&mut self, now: Instant, frame: ServerFrame) {
+        match frame {
+            ServerFrame::Replay(r) => {
+                let inner = crate::wire::parse_typed::<SeqFields>(r.event.data.get());
+                let Ok(inner) = inner else {
+                    return self.bad_frame(inner.err().unwrap_or(DecodeError::NotObject));
+                };
+                let Some(seq) = r.event.sequence.or(r.seq).or(inner.seq).or(inner.cursor) else {
+                    return self.bad_frame(DecodeError::Field {
+                        field: "event.sequence".into(),
+                        reason: "missing".into(),
+                    });
+                };
+                let cursor = inner.cursor.unwrap_or(seq);
+                let payload: Box<str> = r.event.data.into();
+                self.on_tracked(now, r.event.kind, seq, cursor, payload, true);
+            }
+            ServerFrame::Event(ev) if ev.kind == "replay_end" => self.on_replay_end(ev),
+            ServerFrame::Event(ev) => {
+                self.end_replay_phase(None);
+                match (ev.sequence(), ev.resume_cursor()) {
+                    (Some(seq), Some(cursor)) => {
+                        self.on_tracked(now, ev.kind, seq, cursor, ev.text, false)
+                    }
+                    _ => self.events.push_back(Event::Notice(ev)),
+                }
+            }
+            ServerFrame::Ping => {
+                self.end_replay_phase(None);
+                self.send_frame(&ClientFrame::Pong);
+            }
+            ServerFrame::Pong => self.end_replay_phase(None),
+            ServerFrame::Error(e) => {
+                self.end_replay_phase(None);
+                self.events.push_back(Event::ServerError(e));
+            }
+            ServerFrame::Snapshot(s) => {
+                self.events.push_back(Event::Snapshot(s));
+                self.end_replay_phase(None);
+            }
+            ServerFrame::HelloError(e) => self.reject(now, rejection_of_hello_error(e)),
+            other => {
+                self.protocol_error(now, format!("unexpected frame after handshake {other:?}"))
+            }
+        }
+    }
+
+    fn on_replay_end(&mut self, ev: EventFrame) {
+        let head = ev.resume_cursor();
+        self.conn.repair_pending = None;
+        self.end_replay_phase(head);
+    }
+
+    /// The replays that follow a handshake (or a resync) are over: whatever they did not cover up
+    /// to the announced head is gone.
+    fn end_replay_phase(&mut self, head: Option<u64>) {
+        let Some(head) = head.or(self.conn.replay_head.take()) else {
+            return;
+        };
+        self.conn.replay_head = None;
+        let Some(tracker) = self.tracker.as_mut() else {
+            return;
+        };
+        let expected = tracker.expected();
+        if expected <= head {
+            tracker.skip_to(head);
+            self.report_lost(expected, head);
+            self.cursor = Some(self.cursor.map_or(head, |c| c.max(head)));
+        }
+    }
+
+    fn report_lost(&mut self, from: u64, to: u64) {
+        self.stats.lost += to.saturating_sub(from).saturating_add(1);
+        self.events.push_back(Event::Lost { from, to });
+    }
+
+    fn on_tracked(
+        &mut self,
+        now: Instant,
+        kind: String,
+        seq: u64,
+        cursor: u64,
+        payload: Box<str>,
+        replayed: bool,
+    ) {
+        let Some(tracker) = self.tracker.as_mut() else {
+            return;
+        };
+        match tracker.observe(seq) {
+            Verdict::InOrder => self.deliver(kind, seq, cursor, payload, replayed),
+            Verdict::Duplicate => {}
+            Verdict::Gap { expected, received } => {
+                if replayed {
+                    // The server replays all it holds: a hole here cannot be repaired.
+                    tracker.skip_to(seq);
+                    self.report_lost(expected, received - 1);
+                    return self.deliver(kind, seq, cursor, payload, replayed);
+                }
+                if self.conn.repair_pending.is_some() {
+                    return; // the resync in flight will bring this frame again
+                }
+                self.stats.gaps += 1;
+                self.events.push_back(Event::Gap { expected, received });
+                if self.config.repair_gaps && self.repaired_from != Some(expected) {
+                    self.repaired_from = Some(expected);
+                    self.repair(now, expected);
+                } else {
+                    tracker.skip_to(seq);
+                    self.report_lost(expected, received - 1);
+                    self.deliver(kind, seq, cursor, payload, replayed);
+                }
+            }
+        }
+    }
+
+    /// v2: ask for the missing events in-band; v1: resume on a new socket.
+    fn repair(&mut self, now: Instant, expected: u64) {
+        let since = expected.saturating_sub(1);
+        if self.version.unwrap_or(1) >= crate::version::V2 && !self.conn.legacy {
+            self.conn.repair_pending = Some(expected);
+            self.transmits.push_back(Transmit::Frame(format!(
+                r#"{{"type":"resync","since":{since}}}"#
+            )));
+        } else {
+            self.close_socket(1000, "gap repair");
+            self.connection_ended(now, DisconnectCause::GapRepair);
+        }
+    }
+
+    fn deliver(&mut self, kind: String, seq: u64, cursor: u64, payload: Box<str>, replayed: bool) {
+        self.stats.delivered += 1;
+        self.cursor = Some(self.cursor.map_or(cursor, |c| c.max(cursor)));
+        let update = if kind == "response" {
+            crate::wire::parse_typed::<ResponseFrame>(&payload)
+                .ok()
+                .and_then(|r| self.outbox.on_response(r))
+        } else {
+            None
+        };
+        self.events.push_back(Event::Delivered(Delivered {
+            kind,
+            seq,
+            cursor,
+            replayed,
+            payload,
+        }));
+        if let Some(update) = update {
+            self.events.push_back(Event::Request(update));
+        }
+    }
+
+    fn push_request_updates(&mut self, updates: Vec<RequestUpdate>) {
+        self.events.extend(updates.into_iter().map(Event::Request));
+    }
+}
+
+/// `cursor`/`seq` of a replayed event's original frame.
+#[derive(serde::Deserialize)]
+struct SeqFields {
+    #[serde(default)]
+    cursor: Option<u64>,
+    #[serde(default)]
+    seq: Option<u64>,
+}
+
+/// A bare `error` answering `hello` without a code (or with the core codec's "unknown frame
+/// type" `configuration_error`) means the server predates `hello`: try `join`. Anything with a
+/// real code is a real rejection (the reference client wrongly falls back on every error).
+fn knows_no_hello(e: &ErrorFrame) -> bool {
+    match &e.code {
+        None => true,
+        Some(ConnectErrorCode::ConfigurationError) => {
+            e.message.to_ascii_lowercase().contains("unknown")
+        }
+        Some(_) => false,
+    }
+}
+
+fn rejection_of_hello_error(e: HelloError) -> Rejection {
+    Rejection {
+        next_step: e.next_step.or_else(|| e.next.map(RecoveryStep::from)),
+        code: e.code,
+        message: e.message,
+        retry_after: e.retry_after_seconds.map(Duration::from_secs),
+    }
+}
+
+fn rejection_of_error(e: ErrorFrame) -> Rejection {
+    let next_step = match e.code {
+        Some(ConnectErrorCode::VersionUnsupported) => {
+            let server_min = e.extra.get("server_min_version").and_then(Value::as_u64);
+            Some(match server_min {
+                Some(min) if min > 1 => RecoveryStep::UpgradeClient,
+                _ => RecoveryStep::DowngradeClient,
+            })
+        }
+        _ => None,
+    };
+    Rejection {
+        code: e
+            .code
+            .unwrap_or_else(|| ConnectErrorCode::Other(String::new())),
+        message: e.message,
+        next_step,
+        retry_after: None,
+    }
+}
+
+#[cfg(test)]
+mod tests;
