@@ -1,0 +1,437 @@
+//! The client connection loop and the application's handle to it.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::channel::{mpsc, oneshot};
+use futures::future;
+use futures::{SinkExt, Stream, StreamExt};
+use serde_json::Value;
+use tether_core::client::{
+    Client as Machine, ClientConfig, ClientStats, ClosedReason, Event, RequestStatus, SendError,
+    Transmit,
+};
+use tether_core::cursor::ResumeState;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::Message;
+
+use crate::{BoxFuture, Connector, Runtime, UrlError};
+
+/// Events queued for the application before the loop waits for it to catch up (backpressure:
+/// a slow application slows reading from the socket rather than growing memory).
+const EVENT_QUEUE: usize = 1024;
+/// Commands queued from the application.
+const COMMAND_QUEUE: usize = 256;
+/// How long a closing handshake may take before the socket is simply dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// How a request ended: [`RequestStatus::Final`], [`RequestStatus::Duplicate`] or
+/// [`RequestStatus::Ambiguous`] (never `Accepted`, which is only an event).
+pub type RequestOutcome = RequestStatus;
+
+/// Errors of the client handle.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClientError {
+    /// The URL is unusable.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// The core refused the request (outbox full, empty content, ...).
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// The client stopped for good (the reason, when known).
+    #[error("client closed: {0:?}")]
+    Closed(Option<ClosedReason>),
+}
+
+enum Command {
+    Send {
+        request_id: Option<String>,
+        content: Value,
+        reply: oneshot::Sender<Result<RequestOutcome, ClientError>>,
+    },
+    Disconnect,
+    ResumeState(oneshot::Sender<ResumeState>),
+    Stats(oneshot::Sender<ClientStats>),
+}
+
+/// The application's handle: cheap to clone; the connection runs in a background task that
+/// reconnects by itself on the core's schedule. Dropping every handle disconnects.
+#[derive(Clone)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    closed: Arc<std::sync::Mutex<Option<ClosedReason>>>,
+}
+
+/// The stream of [`Event`]s: delivered events (each sequence once, in order), gaps, losses,
+/// state changes, request updates, and last the terminal [`Event::Closed`].
+pub struct ClientEvents {
+    rx: mpsc::Receiver<Event>,
+}
+
+impl Stream for ClientEvents {
+    type Item = Event;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.rx.poll_next_unpin(cx)
+    }
+}
+
+impl Client {
+    /// Starts a client for a new session at `url` (the token, if any, is appended to the query).
+    pub fn start<R: Runtime, C: Connector>(
+        runtime: R,
+        connector: C,
+        url: &str,
+        token: Option<&str>,
+        config: ClientConfig,
+    ) -> Result<(Client, ClientEvents), ClientError> {
+        Self::start_resumed(
+            runtime,
+            connector,
+            url,
+            token,
+            config,
+            ResumeState::default(),
+        )
+    }
+
+    /// Starts a client that resumes a persisted session (see [`Client::resume_state`]).
+    pub fn start_resumed<R: Runtime, C: Connector>(
+        runtime: R,
+        connector: C,
+        url: &str,
+        token: Option<&str>,
+        config: ClientConfig,
+        state: ResumeState,
+    ) -> Result<(Client, ClientEvents), ClientError> {
+        let url = crate::with_token(url, token)?;
+        let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let closed = Arc::new(std::sync::Mutex::new(None));
+        let machine = Machine::with_resume_state(config, state, runtime.now());
+        let driver = Driver {
+            runtime: runtime.clone(),
+            connector,
+            url,
+            machine,
+            socket: None,
+            connecting: None,
+            timer: None,
+            commands: commands_rx,
+            events: events_tx,
+            pending: HashMap::new(),
+            unflushed: false,
+            closed: closed.clone(),
+            turn: 0,
+        };
+        runtime.spawn(Box::pin(driver.run()));
+        Ok((
+            Client {
+                commands: commands_tx,
+                closed,
+            },
+            ClientEvents { rx: events_rx },
+        ))
+    }
+
+    /// Sends a message; resolves with its outcome (`Final`, `Duplicate` or `Ambiguous`). The
+    /// message is queued while disconnected and written after the next handshake.
+    pub async fn send(&self, content: impl Into<Value>) -> Result<RequestOutcome, ClientError> {
+        self.send_request(None, content.into()).await
+    }
+
+    /// Like [`Client::send`] with a caller-chosen idempotency key.
+    pub async fn send_with_id(
+        &self,
+        request_id: impl Into<String>,
+        content: impl Into<Value>,
+    ) -> Result<RequestOutcome, ClientError> {
+        self.send_request(Some(request_id.into()), content.into())
+            .await
+    }
+
+    async fn send_request(
+        &self,
+        request_id: Option<String>,
+        content: Value,
+    ) -> Result<RequestOutcome, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::Send {
+            request_id,
+            content,
+            reply,
+        })
+        .await?;
+        answer.await.unwrap_or_else(|_| Err(self.closed_error()))
+    }
+
+    /// Disconnects cleanly; the event stream ends with `Event::Closed(Requested)`.
+    pub async fn disconnect(&self) {
+        let _ = self.command(Command::Disconnect).await;
+    }
+
+    /// The state to persist for a resume after a process restart.
+    pub async fn resume_state(&self) -> Result<ResumeState, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::ResumeState(tx)).await?;
+        rx.await.map_err(|_| self.closed_error())
+    }
+
+    /// The core's counters.
+    pub async fn stats(&self) -> Result<ClientStats, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Stats(tx)).await?;
+        rx.await.map_err(|_| self.closed_error())
+    }
+
+    async fn command(&self, command: Command) -> Result<(), ClientError> {
+        let mut tx = self.commands.clone();
+        tx.send(command).await.map_err(|_| self.closed_error())
+    }
+
+    fn closed_error(&self) -> ClientError {
+        ClientError::Closed(self.closed.lock().ok().and_then(|c| c.clone()))
+    }
+}
+
+enum Wake<S> {
+    Socket(Option<Result<Message, tungstenite::Error>>),
+    Connected(Result<S, tungstenite::Error>),
+    Timer,
+    Command(Option<Command>),
+}
+
+struct Driver<R: Runtime, C: Connector> {
+    runtime: R,
+    connector: C,
+    url: String,
+    machine: Machine,
+    socket: Option<C::Socket>,
+    connecting: Option<BoxFuture<Result<C::Socket, tungstenite::Error>>>,
+    timer: Option<(Instant, BoxFuture<()>)>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    pending: HashMap<String, oneshot::Sender<Result<RequestOutcome, ClientError>>>,
+    unflushed: bool,
+    closed: Arc<std::sync::Mutex<Option<ClosedReason>>>,
+    turn: u8,
+}
+
+impl<R: Runtime, C: Connector> Driver<R, C> {
+    async fn run(mut self) {
+        loop {
+            self.write_transmits().await;
+            if self.deliver_events().await {
+                break;
+            }
+            self.arm_timer();
+            let wake = self.wake().await;
+            let now = self.runtime.now();
+            match wake {
+                Wake::Socket(message) => self.on_message(now, message),
+                Wake::Connected(Ok(socket)) => {
+                    self.connecting = None;
+                    self.socket = Some(socket);
+                    self.machine.handle_connected(now);
+                }
+                Wake::Connected(Err(err)) => {
+                    self.connecting = None;
+                    self.machine.handle_connect_failed(now, err.to_string());
+                }
+                Wake::Timer => {
+                    self.timer = None;
+                    self.machine.handle_timeout(now);
+                }
+                Wake::Command(Some(command)) => self.on_command(now, command),
+                // Every handle is gone: nobody can use the connection any more.
+                Wake::Command(None) => self.machine.disconnect(now),
+            }
+        }
+        let reason = self.closed.lock().ok().and_then(|c| c.clone());
+        for (_, reply) in self.pending.drain() {
+            let _ = reply.send(Err(ClientError::Closed(reason.clone())));
+        }
+    }
+
+    /// Performs the machine's transport actions: frames are fed, then flushed once.
+    async fn write_transmits(&mut self) {
+        while let Some(transmit) = self.machine.poll_transmit() {
+            match transmit {
+                Transmit::Open => {
+                    self.socket = None;
+                    self.connecting = Some(self.connector.connect(&self.url));
+                }
+                Transmit::Frame(text) => {
+                    if let Some(socket) = self.socket.as_mut() {
+                        match socket.feed(Message::text(text)).await {
+                            Ok(()) => self.unflushed = true,
+                            Err(err) => self.socket_failed(err),
+                        }
+                    }
+                }
+                Transmit::Close { code, reason } => {
+                    self.connecting = None;
+                    self.unflushed = false;
+                    if let Some(socket) = self.socket.take() {
+                        self.close_in_background(socket, code, reason);
+                    }
+                }
+            }
+        }
+        if self.unflushed {
+            self.unflushed = false;
+            if let Some(socket) = self.socket.as_mut() {
+                if let Err(err) = socket.flush().await {
+                    self.socket_failed(err);
+                }
+            }
+        }
+    }
+
+    fn socket_failed(&mut self, err: tungstenite::Error) {
+        self.socket = None;
+        self.unflushed = false;
+        let now = self.runtime.now();
+        self.machine.handle_closed(now, None, &err.to_string());
+    }
+
+    fn close_in_background(&self, mut socket: C::Socket, code: u16, reason: String) {
+        let deadline = self.runtime.now() + CLOSE_GRACE;
+        let sleep = self.runtime.sleep_until(deadline);
+        self.runtime.spawn(Box::pin(async move {
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.into(),
+            };
+            let close = Box::pin(async move {
+                if socket.send(Message::Close(Some(frame))).await.is_ok() {
+                    let _ = socket.close().await;
+                }
+            });
+            let _ = future::select(close, sleep).await;
+        }));
+    }
+
+    /// Hands events to the application; returns true once the machine is closed and all its
+    /// events are out.
+    async fn deliver_events(&mut self) -> bool {
+        while let Some(event) = self.machine.poll_event() {
+            match &event {
+                Event::Request(update) if !matches!(update.status, RequestStatus::Accepted) => {
+                    if let Some(reply) = self.pending.remove(&update.request_id) {
+                        let _ = reply.send(Ok(update.status.clone()));
+                    }
+                }
+                Event::Closed(reason) => {
+                    if let Ok(mut closed) = self.closed.lock() {
+                        *closed = Some(reason.clone());
+                    }
+                }
+                _ => {}
+            }
+            // A dropped event stream only means nobody listens; the connection goes on.
+            let _ = self.events.send(event).await;
+        }
+        self.machine.is_closed()
+    }
+
+    /// Re-arms the timer only when the deadline moved earlier: a later deadline lets the armed
+    /// one fire early, which the core ignores, and saves a timer per frame.
+    fn arm_timer(&mut self) {
+        match (self.machine.poll_timeout(), &self.timer) {
+            (None, _) => self.timer = None,
+            (Some(deadline), Some((armed, _))) if *armed <= deadline => {}
+            (Some(deadline), _) => {
+                self.timer = Some((deadline, self.runtime.sleep_until(deadline)));
+            }
+        }
+    }
+
+    /// Waits for the next input, rotating priorities so no source starves the others.
+    async fn wake(&mut self) -> Wake<C::Socket> {
+        self.turn = self.turn.wrapping_add(1);
+        let turn = self.turn;
+        future::poll_fn(|cx| {
+            for i in 0..4u8 {
+                let ready = match (turn.wrapping_add(i)) % 4 {
+                    0 => match self.socket.as_mut() {
+                        Some(s) => s.poll_next_unpin(cx).map(Wake::Socket),
+                        None => Poll::Pending,
+                    },
+                    1 => match self.connecting.as_mut() {
+                        Some(c) => c.as_mut().poll(cx).map(Wake::Connected),
+                        None => Poll::Pending,
+                    },
+                    2 => match self.timer.as_mut() {
+                        Some((_, sleep)) => sleep.as_mut().poll(cx).map(|()| Wake::Timer),
+                        None => Poll::Pending,
+                    },
+                    _ => self.commands.poll_next_unpin(cx).map(Wake::Command),
+                };
+                if ready.is_ready() {
+                    return ready;
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn on_message(&mut self, now: Instant, message: Option<Result<Message, tungstenite::Error>>) {
+        match message {
+            Some(Ok(Message::Text(text))) => self.machine.handle_text(now, text.as_str()),
+            Some(Ok(Message::Binary(_))) => self.machine.handle_binary(now),
+            // tungstenite queued the pong; it goes out with the next flush.
+            Some(Ok(Message::Ping(_))) => self.unflushed = true,
+            Some(Ok(Message::Pong(_) | Message::Frame(_))) => {}
+            Some(Ok(Message::Close(frame))) => {
+                let (code, reason) = frame.map_or((None, String::new()), |f| {
+                    (Some(u16::from(f.code)), f.reason.to_string())
+                });
+                if let Some(socket) = self.socket.take() {
+                    // Completes the closing handshake tungstenite has already answered.
+                    self.close_in_background(socket, code.unwrap_or(1000), String::new());
+                }
+                self.machine.handle_closed(now, code, &reason);
+            }
+            Some(Err(err)) => self.socket_failed(err),
+            None => {
+                self.socket = None;
+                self.machine.handle_closed(now, None, "connection closed");
+            }
+        }
+    }
+
+    fn on_command(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Send {
+                request_id,
+                content,
+                reply,
+            } => {
+                let sent = match request_id {
+                    Some(id) => self.machine.send_with_id(now, id, content),
+                    None => self.machine.send(now, content),
+                };
+                match sent {
+                    Ok(id) => {
+                        self.pending.insert(id, reply);
+                    }
+                    Err(err) => {
+                        let _ = reply.send(Err(err.into()));
+                    }
+                }
+            }
+            Command::Disconnect => self.machine.disconnect(now),
+            Command::ResumeState(reply) => {
+                let _ = reply.send(self.machine.resume_state());
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(self.machine.stats());
+            }
+        }
+    }
+}

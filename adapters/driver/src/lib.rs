@@ -1,0 +1,65 @@
+//! # tether-driver
+//!
+//! The connection loops of tether, written once and generic over the runtime: they drive the
+//! sans-IO machines of `tether-core` over any `Stream + Sink` of tungstenite [`Message`]s and a
+//! tiny [`Runtime`] (clock, timer, spawn). `tether-tokio` and `tether-async-std` are thin shells
+//! that plug in their runtime and their WebSocket connector; a third adapter (another runtime, a
+//! test transport) needs nothing else.
+//!
+//! The loops make no protocol decision: every decision is the core's. They own the socket, the
+//! timer and the application's channels, and after each wake-up they write what the machine
+//! produced with `feed` and a single `flush` (never a flush per frame).
+
+mod client;
+mod url;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Instant;
+
+use futures::{Sink, Stream};
+
+pub use client::{Client, ClientError, ClientEvents, RequestOutcome};
+pub use tether_core;
+pub use tungstenite::{self, Message};
+pub use url::{with_token, UrlError};
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What a connection loop needs from an async runtime: a clock, a timer and a way to spawn.
+pub trait Runtime: Clone + Send + Sync + 'static {
+    /// The current time (the only clock read; the core gets it as `now`).
+    fn now(&self) -> Instant;
+    /// A future that completes at `deadline`.
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<()>;
+    /// Runs `future` in the background.
+    fn spawn(&self, future: BoxFuture<()>);
+}
+
+/// A WebSocket: a stream of incoming messages and a sink for outgoing ones.
+pub trait WebSocket:
+    Stream<Item = Result<Message, tungstenite::Error>>
+    + Sink<Message, Error = tungstenite::Error>
+    + Unpin
+    + Send
+    + 'static
+{
+}
+
+impl<T> WebSocket for T where
+    T: Stream<Item = Result<Message, tungstenite::Error>>
+        + Sink<Message, Error = tungstenite::Error>
+        + Unpin
+        + Send
+        + 'static
+{
+}
+
+/// Opens client WebSockets.
+pub trait Connector: Send + Sync + 'static {
+    /// The socket type.
+    type Socket: WebSocket;
+    /// Opens a WebSocket to `url` (TCP connect, TLS if `wss`, HTTP upgrade).
+    fn connect(&self, url: &str) -> BoxFuture<Result<Self::Socket, tungstenite::Error>>;
+}
