@@ -3,5 +3,6 @@
 pub mod backoff;
 pub mod heartbeat;
 pub mod rng;
+pub mod server;
 pub mod version;
 pub mod wire;

@@ -172,7 +172,10 @@ mod tests {
 
     #[test]
     fn mismatch_messages_match_the_reference_server_wording() {
-        let old = negotiate(VersionRange::new(1, 1).unwrap(), VersionRange::new(2, 2).unwrap());
+        let old = negotiate(
+            VersionRange::new(1, 1).unwrap(),
+            VersionRange::new(2, 2).unwrap(),
+        );
         assert_eq!(
             old.unwrap_err().to_string(),
             "protocol version 1 is too old, minimum required is 2"

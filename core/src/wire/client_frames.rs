@@ -56,7 +56,10 @@ impl Hello {
     /// 1), else the nested form, else 1..=1.
     pub fn offered_range(&self) -> (u32, u32) {
         if self.protocol_min.is_some() || self.protocol_max.is_some() {
-            (self.protocol_min.unwrap_or(1), self.protocol_max.unwrap_or(1))
+            (
+                self.protocol_min.unwrap_or(1),
+                self.protocol_max.unwrap_or(1),
+            )
         } else if let Some(p) = self.protocol {
             (p.min.unwrap_or(1), p.max.unwrap_or(1))
         } else {

@@ -116,17 +116,28 @@ mod tests {
 
     #[test]
     fn codes_round_trip_and_unknown_codes_are_kept_and_recoverable() {
-        for text in ["auth_required", "rate_limited", "version_unsupported", "brand_new_code"] {
+        for text in [
+            "auth_required",
+            "rate_limited",
+            "version_unsupported",
+            "brand_new_code",
+        ] {
             let code = ConnectErrorCode::from(text);
             assert_eq!(code.as_str(), text);
             assert_eq!(String::from(code.clone()), text);
             let json = serde_json::to_string(&code).unwrap();
-            assert_eq!(serde_json::from_str::<ConnectErrorCode>(&json).unwrap(), code);
+            assert_eq!(
+                serde_json::from_str::<ConnectErrorCode>(&json).unwrap(),
+                code
+            );
         }
         assert!(ConnectErrorCode::RateLimited.is_recoverable());
         assert!(ConnectErrorCode::from("brand_new_code").is_recoverable());
         assert!(!ConnectErrorCode::AuthRequired.is_recoverable());
         assert!(!ConnectErrorCode::ProtocolUnsupported.is_recoverable());
-        assert_eq!(RecoveryStep::from("downgrade_client"), RecoveryStep::DowngradeClient);
+        assert_eq!(
+            RecoveryStep::from("downgrade_client"),
+            RecoveryStep::DowngradeClient
+        );
     }
 }

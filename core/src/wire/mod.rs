@@ -319,7 +319,10 @@ pub(crate) fn parse_typed<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, De
 
 fn explain<'a, T: Deserialize<'a>>(text: &'a str, first: serde_json::Error) -> DecodeError {
     use serde_json::error::Category;
-    if matches!(first.classify(), Category::Syntax | Category::Eof | Category::Io) {
+    if matches!(
+        first.classify(),
+        Category::Syntax | Category::Eof | Category::Io
+    ) {
         return DecodeError::Syntax(first.to_string());
     }
     let mut de = serde_json::Deserializer::from_str(text);
@@ -353,7 +356,11 @@ fn explain<'a, T: Deserialize<'a>>(text: &'a str, first: serde_json::Error) -> D
         .and_then(|r| r.strip_suffix('`'))
     {
         return DecodeError::Field {
-            field: if path == "." { name.to_owned() } else { format!("{path}.{name}") },
+            field: if path == "." {
+                name.to_owned()
+            } else {
+                format!("{path}.{name}")
+            },
             reason: "duplicate".into(),
         };
     }

@@ -11,7 +11,10 @@ fn equivalent(a: &Value, b: &Value) -> bool {
         (Value::Object(x), Value::Object(y)) => {
             let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
             keys.into_iter().all(|k| {
-                let (va, vb) = (x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null));
+                let (va, vb) = (
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                );
                 equivalent(va, vb)
             })
         }
@@ -27,7 +30,13 @@ fn equivalent(a: &Value, b: &Value) -> bool {
 fn expected_rejection(text: &str) -> Option<&'static str> {
     let v: Value = serde_json::from_str(text).unwrap();
     let bad = |k: &str| v.get(k).is_some_and(|x| !x.is_null() && !x.is_u64());
-    for field in ["protocol_min", "protocol_max", "min_version", "max_version", "since"] {
+    for field in [
+        "protocol_min",
+        "protocol_max",
+        "min_version",
+        "max_version",
+        "since",
+    ] {
         if bad(field) {
             return Some(match field {
                 "protocol_min" => "protocol_min",
@@ -82,8 +91,14 @@ fn every_transcript_frame_decodes_and_reencodes_to_an_equivalent_object() {
             "not equivalent:\n  in:  {text}\n  out: {reencoded}"
         );
     }
-    assert!(server_frames > 100 && client_frames > 40, "fixture too small");
-    assert!(rejected >= 7, "the transcript's malformed version fields must be refused");
+    assert!(
+        server_frames > 100 && client_frames > 40,
+        "fixture too small"
+    );
+    assert!(
+        rejected >= 7,
+        "the transcript's malformed version fields must be refused"
+    );
 }
 
 #[test]
@@ -93,7 +108,10 @@ fn live_tracked_frames_stay_raw_and_expose_cursor_and_seq() {
         panic!("not an event")
     };
     assert_eq!(ev.kind, "token_stream");
-    assert_eq!((ev.cursor, ev.seq, ev.sequence()), (Some(15), Some(15), Some(15)));
+    assert_eq!(
+        (ev.cursor, ev.seq, ev.sequence()),
+        (Some(15), Some(15), Some(15))
+    );
     assert_eq!(&*ev.text, text);
     assert_eq!(ServerFrame::Event(ev).encode(), text);
 }
@@ -101,8 +119,11 @@ fn live_tracked_frames_stay_raw_and_expose_cursor_and_seq() {
 #[test]
 fn a_tracked_error_is_an_event_and_an_untracked_error_is_typed() {
     let tracked = r#"{"type":"error","message":"m","cursor":7,"seq":7}"#;
-    assert!(matches!(ServerFrame::decode(tracked).unwrap(), ServerFrame::Event(e) if e.seq == Some(7)));
-    let untracked = r#"{"type":"error","code":"version_unsupported","message":"m","server_min_version":1}"#;
+    assert!(
+        matches!(ServerFrame::decode(tracked).unwrap(), ServerFrame::Event(e) if e.seq == Some(7))
+    );
+    let untracked =
+        r#"{"type":"error","code":"version_unsupported","message":"m","server_min_version":1}"#;
     let ServerFrame::Error(e) = ServerFrame::decode(untracked).unwrap() else {
         panic!("not an error")
     };
@@ -131,7 +152,8 @@ fn replay_keeps_the_inner_frame_raw_and_both_path_shapes_decode() {
 
 #[test]
 fn unknown_types_and_extra_fields_are_kept() {
-    let text = r#"{"type":"hello_ok","protocol":2,"session_id":"s","cursor":3,"shiny":{"new":true}}"#;
+    let text =
+        r#"{"type":"hello_ok","protocol":2,"session_id":"s","cursor":3,"shiny":{"new":true}}"#;
     let frame = ServerFrame::decode(text).unwrap();
     let ServerFrame::HelloOk(ok) = &frame else {
         panic!()
@@ -141,23 +163,36 @@ fn unknown_types_and_extra_fields_are_kept() {
     assert_eq!(back["shiny"], json!({"new": true}));
 
     let unknown = r#"{"type":"telemetry","x":1}"#;
-    assert!(matches!(ServerFrame::decode(unknown).unwrap(), ServerFrame::Event(e) if e.kind == "telemetry" && e.sequence().is_none()));
-    assert!(matches!(ClientFrame::decode(unknown).unwrap(), ClientFrame::Other(e) if e.kind == "telemetry"));
+    assert!(
+        matches!(ServerFrame::decode(unknown).unwrap(), ServerFrame::Event(e) if e.kind == "telemetry" && e.sequence().is_none())
+    );
+    assert!(
+        matches!(ClientFrame::decode(unknown).unwrap(), ClientFrame::Other(e) if e.kind == "telemetry")
+    );
 }
 
 #[test]
 fn ill_typed_and_missing_fields_name_the_field() {
     let cases = [
-        (r#"{"type":"hello_ok","protocol":"1","session_id":"s"}"#, "protocol"),
+        (
+            r#"{"type":"hello_ok","protocol":"1","session_id":"s"}"#,
+            "protocol",
+        ),
         (r#"{"type":"hello_ok","protocol":1}"#, "session_id"),
         (r#"{"type":"hello_error","message":"m"}"#, "code"),
         (r#"{"type":"replay","event":{"type":"m"}}"#, "event.data"),
-        (r#"{"type":"replay","event":{"type":"m","data":{},"sequence":-1}}"#, "event.sequence"),
+        (
+            r#"{"type":"replay","event":{"type":"m","data":{},"sequence":-1}}"#,
+            "event.sequence",
+        ),
         (r#"{"type":"message","cursor":1.5}"#, "cursor"),
         (r#"{"type":"message","seq":"3"}"#, "seq"),
         (r#"{"type":7}"#, "type"),
         (r#"{"content":"no type"}"#, "type"),
-        (r#"{"type":"joined","session_id":"s","policy":1,"cursor":-4}"#, "cursor"),
+        (
+            r#"{"type":"joined","session_id":"s","policy":1,"cursor":-4}"#,
+            "cursor",
+        ),
     ];
     for (text, field) in cases {
         let err = ServerFrame::decode(text).unwrap_err();
@@ -167,7 +202,10 @@ fn ill_typed_and_missing_fields_name_the_field() {
         (r#"{"type":"hello","protocol_min":true}"#, "protocol_min"),
         (r#"{"type":"hello","protocol_max":-1}"#, "protocol_max"),
         (r#"{"type":"hello","protocol":{"min":"1"}}"#, "protocol.min"),
-        (r#"{"type":"hello","capabilities":"streaming"}"#, "capabilities"),
+        (
+            r#"{"type":"hello","capabilities":"streaming"}"#,
+            "capabilities",
+        ),
         (r#"{"type":"join","min_version":1.9}"#, "min_version"),
         (r#"{"type":"message","request_id":5}"#, "request_id"),
     ];
@@ -179,11 +217,26 @@ fn ill_typed_and_missing_fields_name_the_field() {
 
 #[test]
 fn garbage_is_a_typed_error_never_a_panic() {
-    assert!(matches!(ServerFrame::decode("{not json"), Err(DecodeError::Syntax(_))));
-    assert!(matches!(ServerFrame::decode(""), Err(DecodeError::Syntax(_))));
-    assert!(matches!(ServerFrame::decode("[1,2,3]"), Err(DecodeError::NotObject)));
-    assert!(matches!(ClientFrame::decode("5"), Err(DecodeError::NotObject)));
-    assert!(matches!(ClientFrame::decode(r#"{"type":"ping"} x"#), Err(DecodeError::Syntax(_))));
+    assert!(matches!(
+        ServerFrame::decode("{not json"),
+        Err(DecodeError::Syntax(_))
+    ));
+    assert!(matches!(
+        ServerFrame::decode(""),
+        Err(DecodeError::Syntax(_))
+    ));
+    assert!(matches!(
+        ServerFrame::decode("[1,2,3]"),
+        Err(DecodeError::NotObject)
+    ));
+    assert!(matches!(
+        ClientFrame::decode("5"),
+        Err(DecodeError::NotObject)
+    ));
+    assert!(matches!(
+        ClientFrame::decode(r#"{"type":"ping"} x"#),
+        Err(DecodeError::Syntax(_))
+    ));
     assert!(matches!(
         ServerFrame::decode(r#"{"type":"message","cursor":1,"cursor":2}"#),
         Err(DecodeError::Field { .. })
@@ -197,11 +250,20 @@ fn hello_range_follows_the_reference_defaulting() {
         _ => panic!(),
     };
     assert_eq!(h(r#"{"type":"hello"}"#).offered_range(), (1, 1));
-    assert_eq!(h(r#"{"type":"hello","protocol_max":3}"#).offered_range(), (1, 3));
-    assert_eq!(h(r#"{"type":"hello","protocol":{"min":2,"max":4}}"#).offered_range(), (2, 4));
+    assert_eq!(
+        h(r#"{"type":"hello","protocol_max":3}"#).offered_range(),
+        (1, 3)
+    );
+    assert_eq!(
+        h(r#"{"type":"hello","protocol":{"min":2,"max":4}}"#).offered_range(),
+        (2, 4)
+    );
     assert_eq!(
         h(r#"{"type":"hello","protocol_min":2,"protocol":{"min":5,"max":6}}"#).offered_range(),
         (2, 1)
     );
-    assert_eq!(h(r#"{"type":"hello","caps":["a"]}"#).offered_capabilities(), ["a"]);
+    assert_eq!(
+        h(r#"{"type":"hello","caps":["a"]}"#).offered_capabilities(),
+        ["a"]
+    );
 }
