@@ -893,7 +893,8 @@ fn garbage_binary_and_oversize_frames_get_typed_errors_and_clean_closes() {
         t0,
     );
     let other = connect_v1(&mut s, t0, ConnId(9));
-    let cases: [(&dyn Fn(&mut Server, ConnId), u16, &str); 4] = [
+    type Feed<'a> = &'a dyn Fn(&mut Server, ConnId);
+    let cases: [(Feed, u16, &str); 4] = [
         (
             &|s, c| s.handle_text(t0, c, "{not json"),
             1007,
