@@ -10,6 +10,7 @@
 //! * [`heartbeat`]: ping schedule and silence watchdog.
 //! * [`wire`]: the JSON frames and their codec.
 //! * [`client`]: the client connection machine composing all of the above.
+//! * [`server`]: the server machine: sessions, stamping, replay ring, resume, presence, health.
 //!
 //! ## Guarantees
 //! * **No IO, no clock, no global randomness.** Time is always a `now` argument; randomness comes
@@ -76,5 +77,6 @@ pub mod cursor;
 pub mod heartbeat;
 pub mod rng;
 pub mod sequence;
+pub mod server;
 pub mod version;
 pub mod wire;

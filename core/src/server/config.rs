@@ -1,0 +1,88 @@
+//! Server configuration: limits, timers, versions and the seed.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::version::VersionRange;
+
+/// Everything the [`Server`](super::Server) needs to know up front. `Default` gives the
+/// reference server's figures where it has them (PROTOCOL.md §3.2, §7, §10).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerConfig {
+    /// Versions this server speaks; v2 is negotiated only when the client offers max ≥ 2.
+    pub versions: VersionRange,
+    /// Registered agent ids. Empty = any non-empty `agent_id` is accepted.
+    pub agents: Vec<String>,
+    /// Seed of the one PRNG (session ids, event ids, request ids). Adapters MUST fill it from OS
+    /// entropy in production: session ids are bearer capabilities and must be unguessable.
+    pub seed: [u8; 32],
+    /// Wall-clock time (epoch seconds) at the `now` given to `Server::new`/`restore`; frame
+    /// timestamps, uptime and presence `last_seen` are derived from it and `now`.
+    pub epoch_at_start: f64,
+    /// Built-in shared-token check on `?token=` (constant time). `None` = everyone is admitted
+    /// as the principal `anonymous` (loopback/dev use); install an
+    /// [`Authenticator`](super::Authenticator) for real per-user principals.
+    pub auth_token: Option<String>,
+    /// A connection without a valid handshake after this long is closed (slow-loris guard).
+    pub handshake_timeout: Duration,
+    /// Ping interval after the handshake (advertised as `policy.heartbeat_ms`); zero disables
+    /// pings and reaping.
+    pub heartbeat_interval: Duration,
+    /// Reap after `heartbeat_interval × missed_beats` of inbound silence (close 4002).
+    pub missed_beats: u32,
+    /// How long a session outlives its last connection before it expires.
+    pub session_ttl: Duration,
+    /// Most sessions held; at the cap the longest-detached one is expired to make room.
+    pub max_sessions: usize,
+    /// Most simultaneous connections; beyond it `handle_connected` rejects (`rate_limited`).
+    pub max_connections: usize,
+    /// Replay ring bound per session, in events.
+    pub ring_max_events: usize,
+    /// Replay ring bound per session, in bytes (the newest event is always kept).
+    pub ring_max_bytes: usize,
+    /// Largest inbound text frame, bytes (typed error + close 1009 beyond it).
+    pub max_payload: usize,
+    /// In-flight window per connection, frames (handed out by `poll_transmit`, not yet
+    /// confirmed by `handle_sent`).
+    pub max_queued_frames: usize,
+    /// In-flight window per connection, wire bytes.
+    pub max_buffered_bytes: usize,
+    /// Untracked frames (pong, errors, broadcasts) queued per connection before it is a slow
+    /// consumer.
+    pub max_control_frames: usize,
+    /// Request ids remembered per session for duplicate detection.
+    pub dedup_max: usize,
+    /// How long a request id is remembered.
+    pub dedup_ttl: Duration,
+    /// Frames of unknown type tolerated per connection before close 4028 (duplicates of known
+    /// requests never count).
+    pub max_unknown_frames: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            versions: VersionRange::TETHER,
+            agents: Vec::new(),
+            seed: [0; 32],
+            epoch_at_start: 0.0,
+            auth_token: None,
+            handshake_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(30),
+            missed_beats: 2,
+            session_ttl: Duration::from_secs(3600),
+            max_sessions: 10_000,
+            max_connections: 10_000,
+            ring_max_events: 2048,
+            ring_max_bytes: 8 << 20,
+            max_payload: 1 << 20,
+            max_queued_frames: 1000,
+            max_buffered_bytes: 1 << 20,
+            max_control_frames: 256,
+            dedup_max: 1000,
+            dedup_ttl: Duration::from_secs(24 * 3600),
+            max_unknown_frames: 100,
+        }
+    }
+}

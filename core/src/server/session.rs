@@ -1,0 +1,173 @@
+//! Sessions: identity, owner, sequence, replay ring and the request dedup window.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::auth::Principal;
+use super::conn::ConnId;
+use super::ring::Ring;
+use crate::rng::Rng;
+
+/// A session id: a uuid4-formatted string drawn from the server's seeded PRNG.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SessionId(pub String);
+
+impl SessionId {
+    pub(crate) fn random(rng: &mut Rng) -> Self {
+        Self(uuid4(rng))
+    }
+
+    /// The id as sent on the wire.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A uuid4-formatted random id (122 random bits).
+pub(crate) fn uuid4(rng: &mut Rng) -> String {
+    let mut b = [0u8; 16];
+    rng.fill_bytes(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// How a request ended, as the application reports it with `respond`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// `final.content` (the answer text, or any JSON).
+    pub content: Value,
+    /// `final.outcome.status`: `ok`, `error` or `rejected`.
+    pub status: OutcomeStatus,
+    /// `final.outcome.error` (`{code, retryable, retry_after_seconds, message}`), if any.
+    pub error: Option<Value>,
+}
+
+impl Outcome {
+    /// A successful answer.
+    pub fn ok(content: impl Into<Value>) -> Self {
+        Self {
+            content: content.into(),
+            status: OutcomeStatus::Ok,
+            error: None,
+        }
+    }
+
+    pub(crate) fn outcome_json(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        m.insert("status".into(), Value::from(self.status.as_str()));
+        if let Some(e) = &self.error {
+            m.insert("error".into(), e.clone());
+        }
+        Value::Object(m)
+    }
+}
+
+/// `final.outcome.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeStatus {
+    /// The request succeeded.
+    Ok,
+    /// The request failed.
+    Error,
+    /// The request was refused.
+    Rejected,
+}
+
+impl OutcomeStatus {
+    /// Wire spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct DedupEntry {
+    pub(crate) request_id: String,
+    pub(crate) at: Instant,
+    pub(crate) outcome: Option<Outcome>,
+}
+
+/// Request ids seen recently: bounded by count and age.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Dedup {
+    pub(crate) entries: VecDeque<DedupEntry>,
+}
+
+impl Dedup {
+    pub(crate) fn prune(&mut self, now: Instant, ttl: Duration) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| now.saturating_duration_since(e.at) > ttl)
+        {
+            self.entries.pop_front();
+        }
+    }
+
+    pub(crate) fn find(&self, request_id: &str) -> Option<&DedupEntry> {
+        self.entries.iter().find(|e| e.request_id == request_id)
+    }
+
+    pub(crate) fn find_mut(&mut self, request_id: &str) -> Option<&mut DedupEntry> {
+        self.entries.iter_mut().find(|e| e.request_id == request_id)
+    }
+
+    pub(crate) fn insert(&mut self, request_id: String, now: Instant, max: usize) {
+        while self.entries.len() >= max.max(1) {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(DedupEntry {
+            request_id,
+            at: now,
+            outcome: None,
+        });
+    }
+}
+
+/// One session: outlives its connection for the TTL.
+#[derive(Debug, Clone)]
+pub(crate) struct Session {
+    pub(crate) id: SessionId,
+    pub(crate) agent_id: String,
+    pub(crate) owner: Principal,
+    /// Last assigned cursor (0 = none yet).
+    pub(crate) head: u64,
+    pub(crate) ring: Ring,
+    pub(crate) dedup: Dedup,
+    pub(crate) version: u32,
+    pub(crate) capabilities: Vec<String>,
+    /// The owning connection, if attached.
+    pub(crate) conn: Option<ConnId>,
+    /// When the last connection went away (TTL start).
+    pub(crate) detached_at: Option<Instant>,
+}
+
+impl Session {
+    /// Cursor of the oldest retained event; `head + 1` when nothing is retained.
+    pub(crate) fn oldest_cursor(&self) -> u64 {
+        self.ring.oldest().unwrap_or(self.head + 1)
+    }
+}

@@ -1,0 +1,172 @@
+//! Persistence: every session's state as a serde value, and a server rebuilt from it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::auth::Principal;
+use super::ring::{Recorded, Ring};
+use super::session::{Dedup, DedupEntry, Outcome, Session, SessionId};
+use super::{RestoreError, Server, ServerConfig};
+
+const FORMAT: u32 = 1;
+
+/// All sessions, as persisted. Times are ages relative to the snapshot's `now`, so a restore
+/// at another `Instant` origin keeps TTLs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerSnapshot {
+    /// Format version of this structure.
+    pub format: u32,
+    /// Wall-clock time of the snapshot, epoch seconds.
+    pub taken_at: f64,
+    /// The sessions.
+    pub sessions: Vec<SessionSnapshot>,
+}
+
+/// One session, as persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionSnapshot {
+    /// Its id.
+    pub session_id: SessionId,
+    /// Its agent.
+    pub agent_id: String,
+    /// The principal that owns it.
+    pub owner: Principal,
+    /// Last assigned cursor (== sequence).
+    pub head: u64,
+    /// Last negotiated protocol version.
+    pub protocol_version: u32,
+    /// Last offered capabilities.
+    pub capabilities: Vec<String>,
+    /// The retained events, oldest first.
+    pub events: Vec<Recorded>,
+    /// The request dedup window, oldest first.
+    pub dedup: Vec<DedupSnapshot>,
+    /// How long it had been detached (a session attached at snapshot time counts as detached
+    /// at the snapshot).
+    pub detached_for_ms: u64,
+    /// The connection that owned it at snapshot time (presence info; not restored as a bond).
+    pub last_client: Option<String>,
+}
+
+/// One remembered request id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DedupSnapshot {
+    /// The request id.
+    pub request_id: String,
+    /// Its age, ms.
+    pub age_ms: u64,
+    /// The final outcome, if answered.
+    pub outcome: Option<Outcome>,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Server {
+    /// Every session's state at `now` (sequence, ring, dedup window, version, owner).
+    pub fn snapshot(&self, now: Instant) -> ServerSnapshot {
+        let sessions = self
+            .sessions
+            .values()
+            .map(|s| SessionSnapshot {
+                session_id: s.id.clone(),
+                agent_id: s.agent_id.clone(),
+                owner: s.owner.clone(),
+                head: s.head,
+                protocol_version: s.version,
+                capabilities: s.capabilities.clone(),
+                events: s.ring.iter().cloned().collect(),
+                dedup: s
+                    .dedup
+                    .entries
+                    .iter()
+                    .map(|e| DedupSnapshot {
+                        request_id: e.request_id.clone(),
+                        age_ms: ms(now.saturating_duration_since(e.at)),
+                        outcome: e.outcome.clone(),
+                    })
+                    .collect(),
+                detached_for_ms: s
+                    .detached_at
+                    .map_or(0, |d| ms(now.saturating_duration_since(d))),
+                last_client: s.conn.map(|c| c.label()),
+            })
+            .collect();
+        ServerSnapshot {
+            format: FORMAT,
+            taken_at: self.wall(now),
+            sessions,
+        }
+    }
+
+    /// A server holding `snapshot`'s sessions, all detached (clients resume them by id with
+    /// their cursor and get exactly the missed events). Rings are re-bounded by `config`;
+    /// sessions beyond `max_sessions` are dropped, most recently detached kept.
+    pub fn restore(
+        config: ServerConfig,
+        snapshot: ServerSnapshot,
+        now: Instant,
+    ) -> Result<Self, RestoreError> {
+        if snapshot.format != FORMAT {
+            return Err(RestoreError::UnsupportedFormat(snapshot.format));
+        }
+        let mut server = Self::new(config, now);
+        let mut all = snapshot.sessions;
+        all.sort_by_key(|s| s.detached_for_ms);
+        all.truncate(server.config.max_sessions);
+        let mut sessions = BTreeMap::new();
+        for snap in all {
+            let ago = |ms: u64| now.checked_sub(Duration::from_millis(ms)).unwrap_or(now);
+            // Keep only events consistent with the head, then apply this config's bounds.
+            let events: Vec<Recorded> = snap
+                .events
+                .into_iter()
+                .filter(|e| e.cursor <= snap.head && e.cursor > 0)
+                .collect();
+            let mut ring = Ring::from_events(events);
+            let keep = ring.iter().cloned().collect::<Vec<_>>();
+            ring = Ring::default();
+            for e in keep {
+                ring.push(
+                    e,
+                    server.config.ring_max_events,
+                    server.config.ring_max_bytes,
+                );
+            }
+            let mut dedup = Dedup::default();
+            for d in snap
+                .dedup
+                .into_iter()
+                .rev()
+                .take(server.config.dedup_max)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
+                dedup.entries.push_back(DedupEntry {
+                    request_id: d.request_id,
+                    at: ago(d.age_ms),
+                    outcome: d.outcome,
+                });
+            }
+            let session = Session {
+                id: snap.session_id.clone(),
+                agent_id: snap.agent_id,
+                owner: snap.owner,
+                head: snap.head,
+                ring,
+                dedup,
+                version: snap.protocol_version,
+                capabilities: snap.capabilities,
+                conn: None,
+                detached_at: Some(ago(snap.detached_for_ms)),
+            };
+            sessions.insert(snap.session_id, session);
+        }
+        server.sessions = sessions;
+        Ok(server)
+    }
+}

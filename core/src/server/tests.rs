@@ -1,0 +1,1188 @@
+//! Timeline tests of the server machine, written as `t0 + n s`.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::version::VersionRange;
+use crate::wire::ServerFrame;
+
+#[allow(clippy::disallowed_methods)] // tests only: an arbitrary origin for the timeline
+fn t0() -> Instant {
+    Instant::now()
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn cfg() -> ServerConfig {
+    ServerConfig {
+        agents: vec!["echo".into()],
+        epoch_at_start: 1_700_000_000.0,
+        ..ServerConfig::default()
+    }
+}
+
+/// Drains every transmit (confirming each frame as written) and returns them.
+fn drain(s: &mut Server, now: Instant) -> Vec<(ConnId, ServerTransmit)> {
+    let mut out = Vec::new();
+    while let Some((c, t)) = s.poll_transmit() {
+        if let ServerTransmit::Frame(f) = &t {
+            s.handle_sent(now, c, f.len());
+        }
+        out.push((c, t));
+    }
+    out
+}
+
+fn frames_of(out: &[(ConnId, ServerTransmit)], conn: ConnId) -> Vec<Value> {
+    out.iter()
+        .filter(|(c, _)| *c == conn)
+        .filter_map(|(_, t)| match t {
+            ServerTransmit::Frame(f) => Some(serde_json::from_str(f).unwrap()),
+            ServerTransmit::Close { .. } => None,
+        })
+        .collect()
+}
+
+fn texts_of(out: &[(ConnId, ServerTransmit)], conn: ConnId) -> Vec<String> {
+    out.iter()
+        .filter(|(c, _)| *c == conn)
+        .filter_map(|(_, t)| match t {
+            ServerTransmit::Frame(f) => Some(f.clone()),
+            ServerTransmit::Close { .. } => None,
+        })
+        .collect()
+}
+
+fn close_of(out: &[(ConnId, ServerTransmit)], conn: ConnId) -> Option<(u16, String)> {
+    out.iter().find_map(|(c, t)| match t {
+        ServerTransmit::Close { code, reason } if *c == conn => Some((*code, reason.clone())),
+        _ => None,
+    })
+}
+
+fn events(s: &mut Server) -> Vec<ServerEvent> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+/// Top-level keys in wire order (serde_json's Map sorts them).
+fn keys(text: &str) -> Vec<String> {
+    struct K(Vec<String>);
+    impl<'de> serde::Deserialize<'de> for K {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = K;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<K, A::Error> {
+                    let mut v = Vec::new();
+                    while let Some(k) = m.next_key::<String>()? {
+                        m.next_value::<serde::de::IgnoredAny>()?;
+                        v.push(k);
+                    }
+                    Ok(K(v))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    serde_json::from_str::<K>(text).unwrap().0
+}
+
+const C1: ConnId = ConnId(1);
+const C2: ConnId = ConnId(2);
+
+fn hello(conn: ConnId, s: &mut Server, now: Instant, body: &str) -> Vec<(ConnId, ServerTransmit)> {
+    s.handle_text(now, conn, body);
+    drain(s, now)
+}
+
+/// Connects and says a v1 hello; returns the session id.
+fn connect_v1(s: &mut Server, now: Instant, conn: ConnId) -> SessionId {
+    s.handle_connected(now, conn, ConnectInfo::default());
+    let out = hello(
+        conn,
+        s,
+        now,
+        r#"{"type":"hello","agent_id":"echo","protocol_min":1,"protocol_max":1}"#,
+    );
+    let f = frames_of(&out, conn);
+    assert_eq!(f[0]["type"], "hello_ok", "{f:?}");
+    SessionId(f[0]["session_id"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn v1_hello_ok_is_the_first_frame_in_reference_key_order_with_sequence() {
+    let t0 = t0();
+    let mut s = Server::new(cfg(), t0);
+    s.handle_connected(t0, C1, ConnectInfo::default());
+    let out = hello(
+        C1,
+        &mut s,
+        t0,
+        r#"{"type": "hello", "agent_id": "echo", "protocol_min": 1, "protocol_max": 1, "capabilities": ["streaming", "ack"]}"#,
+    );
+    let texts = texts_of(&out, C1);
+    assert_eq!(
+        texts.len(),
+        1,
+        "nothing but hello_ok on v1 without since: {texts:?}"
+    );
+    assert_eq!(
+        keys(&texts[0]),
+        [
+            "type",
+            "protocol",
+            "features",
+            "policy",
+            "session_id",
+            "resumed",
+            "cursor",
+            "sequence"
+        ]
+    );
+    // Same prefix as the reference frame in the transcript.
+    let reference = include_str!("../../tests/fixtures/praisonai-transcript-frames.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| {
+            r["text"]
+                .as_str()
+                .unwrap()
+                .starts_with(r#"{"type":"hello_ok""#)
+        })
+        .unwrap();
+    let ref_text = reference["text"].as_str().unwrap();
+    assert_eq!(keys(ref_text)[..], keys(&texts[0])[..7]);
+    let ours: Value = serde_json::from_str(&texts[0]).unwrap();
+    let theirs: Value = serde_json::from_str(ref_text).unwrap();
+    assert_eq!(ours["features"], theirs["features"]);
+    assert_eq!(ours["policy"], theirs["policy"]);
+    assert_eq!(
+        (
+            ours["protocol"].clone(),
+            ours["resumed"].clone(),
+            ours["cursor"].clone()
+        ),
+        (json!(1), json!(false), json!(0))
+    );
+    assert_eq!(ours["sequence"], 0);
+    assert!(
+        matches!(ServerFrame::decode(&texts[0]).unwrap(), ServerFrame::HelloOk(ok) if ok.sequence == Some(0))
+    );
+    let ev = events(&mut s);
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, ServerEvent::SessionCreated { conn: C1, .. })));
+    // No ping before the handshake: the first deadline is the handshake-free heartbeat.
+    assert_eq!(s.poll_timeout(), Some(t0 + secs(30)));
+}
+
+#[test]
+fn v2_hello_ok_carries_oldest_resync_presence_health_then_replay_end() {
+    let t0 = t0();
+    let mut s = Server::new(cfg(), t0);
+    s.handle_connected(t0, C1, ConnectInfo::default());
+    let out = hello(
+        C1,
+        &mut s,
+        t0,
+        r#"{"type":"hello","agent_id":"echo","protocol_min":1,"protocol_max":2}"#,
+    );
+    let texts = texts_of(&out, C1);
+    assert_eq!(
+        keys(&texts[0]),
+        [
+            "type",
+            "protocol",
+            "features",
+            "policy",
+            "session_id",
+            "resumed",
+            "cursor",
+            "sequence",
+            "oldest_cursor",
+            "resync_required",
+            "presence",
+            "health"
+        ]
+    );
+    let ok: Value = serde_json::from_str(&texts[0]).unwrap();
+    assert_eq!(ok["protocol"], 2);
+    assert_eq!(
+        (ok["oldest_cursor"].clone(), ok["resync_required"].clone()),
+        (json!(1), json!(false))
+    );
+    assert_eq!(ok["presence"][0]["client_id"], "conn-1");
+    assert_eq!(ok["presence"][0]["status"], "online");
+    assert_eq!(ok["health"]["sessions"], 1);
+    assert_eq!(ok["health"]["liveness"]["interval_ms"], 30000);
+    assert_eq!(texts[1], r#"{"type":"replay_end","cursor":0,"replayed":0}"#);
+}
+
+#[test]
+fn requests_are_handed_out_once_and_duplicates_carry_the_original_outcome() {
+    let t0 = t0();
+    let mut s = Server::new(cfg(), t0);
+    let sid = connect_v1(&mut s, t0, C1);
+    events(&mut s);
+    s.handle_text(
+        t0 + secs(1),
+        C1,
+        r#"{"type": "message", "content": "hi", "request_id": "req-1"}"#,
+    );
+    let out = drain(&mut s, t0 + secs(1));
+    let texts = texts_of(&out, C1);
+    assert_eq!(
+        texts[0],
+        format!(
+            r#"{{"type":"response","status":"accepted","content":"Started processing.","session_id":"{sid}","request_id":"req-1","cursor":1,"seq":1}}"#
+        )
+    );
+    let ev = events(&mut s);
+    let reqs: Vec<_> = ev
+        .iter()
+        .filter(|e| matches!(e, ServerEvent::Request { .. }))
+        .collect();
+    assert_eq!(reqs.len(), 1);
+    assert!(
+        matches!(reqs[0], ServerEvent::Request { request_id, content, .. } if request_id == "req-1" && content == "hi")
+    );
+
+    // Resend before the answer: duplicate, no content, no second Request.
+    for _ in 0..20 {
+        s.handle_text(
+            t0 + secs(2),
+            C1,
+            r#"{"type":"message","content":"hi","request_id":"req-1"}"#,
+        );
+    }
+    let out = drain(&mut s, t0 + secs(2));
+    assert_eq!(close_of(&out, C1), None, "duplicates never count as abuse");
+    let f = frames_of(&out, C1);
+    assert_eq!(f.len(), 20);
+    assert_eq!(f[0]["status"], "duplicate");
+    assert!(f[0].get("content").is_none());
+    assert!(events(&mut s)
+        .iter()
+        .all(|e| !matches!(e, ServerEvent::Request { .. })));
+
+    let n = s
+        .respond(t0 + secs(3), &sid, "req-1", Outcome::ok("echo: hi"))
+        .unwrap();
+    let out = drain(&mut s, t0 + secs(3));
+    let t = texts_of(&out, C1);
+    assert_eq!(
+        t[0],
+        format!(
+            r#"{{"type":"response","status":"final","content":"echo: hi","outcome":{{"status":"ok"}},"session_id":"{sid}","request_id":"req-1","cursor":{n},"seq":{n}}}"#
+        )
+    );
+    assert_eq!(
+        s.respond(t0 + secs(3), &sid, "req-1", Outcome::ok("x")),
+        Err(CommandError::AlreadyAnswered("req-1".into()))
+    );
+    s.handle_text(
+        t0 + secs(4),
+        C1,
+        r#"{"type":"message","content":"hi","request_id":"req-1"}"#,
+    );
+    let f = frames_of(&drain(&mut s, t0 + secs(4)), C1);
+    assert_eq!(
+        (
+            f[0]["status"].clone(),
+            f[0]["content"].clone(),
+            f[0]["outcome"]["status"].clone()
+        ),
+        (json!("duplicate"), json!("echo: hi"), json!("ok"))
+    );
+
+    // No request_id: a generated one.
+    s.handle_text(t0 + secs(5), C1, r#"{"content":"no id"}"#);
+    drain(&mut s, t0 + secs(5));
+    assert!(events(&mut s)
+        .iter()
+        .any(|e| matches!(e, ServerEvent::Request { request_id, .. } if request_id.len() == 32)));
+}
+
+#[test]
+fn empty_content_gets_an_untracked_typed_error_and_consumes_no_sequence() {
+    let t0 = t0();
+    let mut s = Server::new(cfg(), t0);
+    let sid = connect_v1(&mut s, t0, C1);
+    for bad in [
+        r#"{"type":"message","content":""}"#,
+        r#"{"type":"message"}"#,
+        r#"{"type":"message","content":null}"#,
+    ] {
+        s.handle_text(t0, C1, bad);
+        let f = frames_of(&drain(&mut s, t0), C1);
+        assert_eq!(
+            f,
+            [
+                json!({"type":"error","code":"invalid_value","message":"message content must be non-empty","field":"content"})
+            ]
+        );
+    }
+    s.handle_text(t0, C1, r#"{"type":"message","content":"x","request_id":5}"#);
+    let f = frames_of(&drain(&mut s, t0), C1);
+    assert_eq!(
+        (f[0]["code"].clone(), f[0]["field"].clone()),
+        (json!("invalid_value"), json!("request_id"))
+    );
+    assert_eq!(s.session_head(&sid), Some(0));
+}
+
+#[test]
+fn events_published_while_away_are_replayed_exactly_on_resume_with_aligned_sequence() {
+    let t0 = t0();
+    let mut s = Server::new(cfg(), t0);
+    let sid = connect_v1(&mut s, t0, C1);
+    for i in 1..=3 {
+        s.publish(
+            t0,
+            &sid,
+            "message",
+            &[
+                ("content", json!(format!("e{i}"))),
+                ("session_id", json!(sid.0)),
+            ],
+        )
+        .unwrap();
+    }
+    let live = texts_of(&drain(&mut s, t0), C1);
+    assert_eq!(live.len(), 3);
+    assert!(live[2].ends_with(r#","cursor":3,"seq":3}"#));
+    s.handle_closed(t0 + secs(1), C1);
+    for i in 4..=6 {
+        s.publish(
+            t0 + secs(2),
+            &sid,
+            "message",
+            &[("content", json!(format!("e{i}")))],
+        )
+        .unwrap();
+    }
+    s.handle_connected(t0 + secs(3), C2, ConnectInfo::default());
+    let out = hello(
+        C2,
+        &mut s,
+        t0 + secs(3),
+        &format!(
+            r#"{{"type":"hello","agent_id":"echo","protocol_min":1,"protocol_max":1,"session_id":"{sid}","since":3}}"#
+        ),
+    );
+    let texts = texts_of(&out, C2);
+    let ok: Value = serde_json::from_str(&texts[0]).unwrap();
+    assert_eq!(
+        (
+            ok["resumed"].clone(),
+            ok["cursor"].clone(),
+            ok["sequence"].clone()
+        ),
+        (json!(true), json!(6), json!(3))
+    );
+    let replays: Vec<u64> = texts[1..]
+        .iter()
+        .map(|t| match ServerFrame::decode(t).unwrap() {
+            ServerFrame::Replay(r) => {
+                assert_eq!(r.seq, None, "v1 hello path: no top-level seq");
+                assert_eq!(r.event.source.as_deref(), Some("gateway"));
+                let data: Value = serde_json::from_str(r.event.data.get()).unwrap();
+                assert_eq!(data["cursor"], json!(r.event.sequence));
+                r.event.sequence.unwrap()
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(replays, [4, 5, 6]);
+    assert_eq!(keys(&texts[1]), ["type", "event"]);
+    // Live continues after the replay.
+    s.publish(t0 + secs(4), &sid, "message", &[("content", json!("e7"))])
+        .unwrap();
+    let t = texts_of(&drain(&mut s, t0 + secs(4)), C2);
+    assert_eq!(
+        t,
+        [r#"{"type":"message","content":"e7","cursor":7,"seq":7}"#]
+    );
+}
+
+#[test]
+fn a_cursor_older_than_the_ring_is_reported_without_the_off_by_one() {
+    let t0 = t0();
+    let mut s = Server::new(
+        ServerConfig {
+            ring_max_events: 5,
+            ..cfg()
+        },
+        t0,
+    );
+    let sid = connect_v1(&mut s, t0, C1);
+    s.handle_closed(t0, C1);
+    for _ in 0..10 {
+        s.publish(t0, &sid, "message", &[("content", json!("x"))])
+            .unwrap();
+    }
+    // Ring holds 6..=10. since=5: nothing lost. since=3: 4 and 5 lost.
+    let mut conn = 10;
+    let mut join = |s: &mut Server, since: u64, proto: &str| {
+        conn += 1;
+        let c = ConnId(conn);
+        s.handle_connected(t0, c, ConnectInfo::default());
+        let out = hello(
+            c,
+            s,
+            t0,
+            &format!(
+                r#"{{"type":"{proto}","agent_id":"echo","protocol_min":1,"protocol_max":2,"min_version":1,"max_version":1,"session_id":"{sid}","since":{since}}}"#
+            ),
+        );
+        s.handle_closed(t0, c);
+        texts_of(&out, c)
+    };
+    let t = join(&mut s, 5, "join");
+    let j: Value = serde_json::from_str(&t[0]).unwrap();
+    assert_eq!(
+        (
+            j["oldest_cursor"].clone(),
+            j["resync_required"].clone(),
+            j["sequence"].clone()
+        ),
+        (json!(6), json!(false), json!(5))
+    );
+    assert_eq!(
+        keys(&t[0])[..7],
+        [
+            "type",
+            "session_id",
+            "agent_id",
+            "resumed",
+            "cursor",
+            "oldest_cursor",
+            "resync_required"
+        ]
+    );
+    assert_eq!(t.len(), 6);
+    assert!(
+        t[1].ends_with(r#","seq":6}"#),
+        "join path replays carry seq: {}",
+        t[1]
+    );
+
+    let t = join(&mut s, 3, "join");
+    let j: Value = serde_json::from_str(&t[0]).unwrap();
+    assert_eq!(
+        (j["resync_required"].clone(), j["sequence"].clone()),
+        (json!(true), json!(5))
+    );
+    assert!(t[1].starts_with(r#"{"type":"snapshot""#));
+
+    let t = join(&mut s, 3, "hello");
+    let ok: Value = serde_json::from_str(&t[0]).unwrap();
+    assert_eq!(
+        (
+            ok["protocol"].clone(),
+            ok["resync_required"].clone(),
+            ok["oldest_cursor"].clone(),
+            ok["sequence"].clone()
+        ),
+        (json!(2), json!(true), json!(6), json!(5))
+    );
+    assert_eq!(
+        t.last().unwrap(),
+        r#"{"type":"replay_end","cursor":10,"replayed":5,"lost_from":4,"lost_to":5}"#
+    );
+    assert!(t[1].ends_with(r#","seq":6}"#), "v2 replays carry seq");
+}
+
+#[test]
+fn v1_hello_with_loss_sets_sequence_at_since_so_the_python_gap_check_fires() {
+    let t0 = t0();
+    let mut s = Server::new(
+        ServerConfig {
+            ring_max_events: 2,
+            ..cfg()
+        },
+        t0,
+    );
+    let sid = connect_v1(&mut s, t0, C1);
+    s.handle_closed(t0, C1);
+    for _ in 0..5 {
+        s.publish(t0, &sid, "message", &[]).unwrap();
+    }
+    s.handle_connected(t0, C2, ConnectInfo::default());
+    let out = hello(
+        C2,
+        &mut s,
+        t0,
+        &format!(r#"{{"type":"hello","agent_id":"echo","session_id":"{sid}","since":1}}"#),
+    );
+    let f = frames_of(&out, C2);
+    assert_eq!(f[0]["sequence"], 1);
+    assert_eq!(f[1]["event"]["sequence"], 4);
+}
+
+#[test]
+fn version_and_field_errors_are_typed_replies_never_crashes() {
+    let t0 = t0();
+    let mut s = Server::new(
+        ServerConfig {
+            versions: VersionRange::V1_ONLY,
+            ..cfg()
+        },
+        t0,
+    );
+    s.handle_connected(t0, C1, ConnectInfo::default());
+    let cases = [
+        (
+            r#"{"type":"hello","agent_id":"echo","protocol_min":2,"protocol_max":2}"#,
+            r#"{"type":"hello_error","code":"protocol_unsupported","message":"Protocol version 2 is too new, server supports up to 1","next_step":"downgrade_client","next":"use_older_client"}"#,
+        ),
+        (
+            r#"{"type":"hello","agent_id":"echo","protocol_min":0,"protocol_max":0}"#,
+            r#"{"type":"hello_error","code":"protocol_unsupported","message":"Protocol version 0 is too old, minimum required is 1","next_step":"upgrade_client","next":"upgrade_client"}"#,
+        ),
+        (
+            r#"{"type":"hello","agent_id":"nope"}"#,
+            r#"{"type":"hello_error","code":"agent_not_found","message":"Agent not found: nope","next_step":"do_not_retry","next":"check_agent_id"}"#,
+        ),
+        (
+            r#"{"type":"hello"}"#,
+            r#"{"type":"hello_error","code":"agent_not_found","message":"Agent not found: None","next_step":"do_not_retry","next":"check_agent_id"}"#,
+        ),
+        (
+            r#"{"type":"join","agent_id":"nope"}"#,
+            r#"{"type":"error","message":"Agent not found: nope"}"#,
+        ),
+        (
+            r#"{"type":"join","agent_id":"echo","min_version":2,"max_version":1}"#,
+            r#"{"type":"error","code":"invalid_protocol_hello","message":"Invalid version range: min_version (2) > max_version (1)"}"#,
+        ),
+        (
+            r#"{"type":"join","agent_id":"echo","min_version":2,"max_version":3}"#,
+            r#"{"type":"error","code":"version_unsupported","message":"Protocol version mismatch. Server supports 1-1, client supports 2-3","server_min_version":1,"server_max_version":1,"next_step":"downgrade_client"}"#,
+        ),
+    ];
+    for (input, want) in cases {
+        let t = texts_of(&hello(C1, &mut s, t0, input), C1);
+        assert_eq!(t, [want], "{input}");
+    }
+    for (input, field) in [
+        (
+            r#"{"type":"hello","agent_id":"echo","protocol_min":"1"}"#,
+            "protocol_min",
+        ),
+        (
+            r#"{"type":"hello","agent_id":"echo","protocol_max":true}"#,
+            "protocol_max",
+        ),
+        (
+            r#"{"type":"hello","agent_id":"echo","protocol_min":-1}"#,
+            "protocol_min",
+        ),
+    ] {
+        let f = frames_of(&hello(C1, &mut s, t0, input), C1);
+        assert_eq!(
+            (
+                f[0]["type"].clone(),
+                f[0]["code"].clone(),
+                f[0]["field"].clone()
+            ),
+            (
+                json!("hello_error"),
+                json!("invalid_protocol_hello"),
+                json!(field)
+            ),
+            "{input}"
+        );
+    }
+    let f = frames_of(
+        &hello(
+            C1,
+            &mut s,
+            t0,
+            r#"{"type":"hello","agent_id":"echo","protocol_min":3,"protocol_max":1}"#,
+        ),
+        C1,
+    );
+    assert_eq!(f[0]["code"], "invalid_protocol_hello");
+    let f = frames_of(
+        &hello(
+            C1,
+            &mut s,
+            t0,
+            r#"{"type":"join","agent_id":"echo","min_version":"x"}"#,
+        ),
+        C1,
+    );
+    assert_eq!(f[0]["code"], "invalid_protocol_hello");
+    // The socket is still usable: a good hello now succeeds.
+    let f = frames_of(
+        &hello(
+            C1,
+            &mut s,
+            t0,
+            r#"{"type":"hello","agent_id":"echo","protocol_min":1,"protocol_max":2}"#,
+        ),
+        C1,
+    );
+    assert_eq!(
+        (f[0]["type"].clone(), f[0]["protocol"].clone()),
+        (json!("hello_ok"), json!(1))
+    );
+}
+
+#[test]
+fn bad_token_gets_the_reference_envelope_before_any_client_frame() {
+    let t0 = t0();
+    let mut s = Server::new(
+        ServerConfig {
+            auth_token: Some("s3cret".into()),
+            ..cfg()
+        },
+        t0,
+    );
+    s.handle_connected(
+        t0,
+        C1,
+        ConnectInfo {
+            query_token: Some("wrong".into()),
+            ..Default::default()
+        },
+    );
+    let out = drain(&mut s, t0);
+    assert_eq!(
+        texts_of(&out, C1),
+        [
+            r#"{"type":"hello_error","code":"auth_required","message":"Authentication required","next_step":"reauthenticate","next":"reauthenticate"}"#
+        ]
+    );
+    assert_eq!(
+        close_of(&out, C1),
+        Some((4003, "Authentication required".into()))
+    );
+    assert_eq!(out.len(), 2);
+    s.handle_text(t0, C1, r#"{"type":"hello","agent_id":"echo"}"#);
+    assert!(drain(&mut s, t0).is_empty(), "nothing after a Close");
+    s.handle_connected(
+        t0,
+        C2,
+        ConnectInfo {
+            query_token: Some("s3cret".into()),
+            ..Default::default()
+        },
+    );
+    assert!(drain(&mut s, t0).is_empty());
+    assert!(
+        auth::constant_time_eq(b"abc", b"abc")
+            && !auth::constant_time_eq(b"abc", b"abd")
+            && !auth::constant_time_eq(b"ab", b"abc")
+    );
+}
+
+struct ByToken;
+impl Authenticator for ByToken {
+    fn authenticate(&self, info: &ConnectInfo) -> Result<Principal, Rejection> {
+        info.query_token
+            .clone()
+            .map(Principal)
+            .ok_or_else(Rejection::auth_required)
+    }
+}
+
+#[test]
+fn resuming_another_principals_session_is_refused_and_leaves_it_untouched() {
+    let t0 = t0();
+    let mut s = Server::new(cfg(), t0);
+    s.set_authenticator(Box::new(ByToken));
+    s.handle_connected(
+        t0,
+        C1,
+        ConnectInfo {
+            query_token: Some("alice".into()),
+            ..Default::default()
+        },
+    );
+    let f = frames_of(
+        &hello(C1, &mut s, t0, r#"{"type":"hello","agent_id":"echo"}"#),
+        C1,
+    );
+    let sid = f[0]["session_id"].as_str().unwrap().to_owned();
+    s.handle_connected(
+        t0,
+        C2,
+        ConnectInfo {
+            query_token: Some("mallory".into()),
+            ..Default::default()
+        },
+    );
+    let f = frames_of(
+        &hello(
+            C2,
+            &mut s,
+            t0,
+            &format!(r#"{{"type":"hello","agent_id":"echo","session_id":"{sid}","since":0}}"#),
+        ),
+        C2,
+    );
+    assert_eq!(
+        (f[0]["type"].clone(), f[0]["code"].clone()),
+        (json!("hello_error"), json!("auth_unauthorized"))
+    );
+    assert_eq!(f.len(), 1, "no replay leaks");
+    assert_eq!(s.session_of(C1).map(|x| x.0.clone()), Some(sid));
+    assert_eq!(s.session_of(C2), None);
+}
+
+#[test]
+fn takeover_closes_the_old_socket_whose_later_close_does_not_orphan_the_session() {
+    let t0 = t0();
+    let mut s = Server::new(cfg(), t0);
+    let sid = connect_v1(&mut s, t0, C1);
+    s.handle_connected(t0 + secs(1), C2, ConnectInfo::default());
+    let out = hello(
+        C2,
+        &mut s,
+        t0 + secs(1),
+        &format!(r#"{{"type":"hello","agent_id":"echo","session_id":"{sid}","since":0}}"#),
+    );
+    assert_eq!(
+        close_of(&out, C1),
+        Some((4009, "session_taken_over".into()))
+    );
+    assert!(events(&mut s).iter().any(|e| matches!(
+        e,
+        ServerEvent::SessionResumed {
+            taken_over_from: Some(C1),
+            ..
+        }
+    )));
+    s.handle_closed(t0 + secs(2), C1);
+    assert!(events(&mut s)
+        .iter()
+        .all(|e| !matches!(e, ServerEvent::SessionDetached { .. })));
+    s.handle_text(
+        t0 + secs(3),
+        C2,
+        r#"{"type":"message","content":"still there?"}"#,
+    );
+    let f = frames_of(&drain(&mut s, t0 + secs(3)), C2);
+    assert_eq!(f[0]["status"], "accepted");
+}
+
+#[test]
+fn a_second_hello_releases_the_first_session_which_stays_resumable() {
+    let t0 = t0();
+    let mut s = Server::new(cfg(), t0);
+    let first = connect_v1(&mut s, t0, C1);
+    let f = frames_of(
+        &hello(C1, &mut s, t0, r#"{"type":"hello","agent_id":"echo"}"#),
+        C1,
+    );
+    let second = f[0]["session_id"].as_str().unwrap().to_owned();
+    assert_ne!(first.0, second);
+    assert!(events(&mut s)
+        .iter()
+        .any(|e| matches!(e, ServerEvent::SessionDetached { session } if *session == first)));
+    s.publish(t0, &first, "message", &[]).unwrap();
+    assert!(
+        drain(&mut s, t0).is_empty(),
+        "the released session's events do not go to C1"
+    );
+    s.handle_connected(t0, C2, ConnectInfo::default());
+    let f = frames_of(
+        &hello(
+            C2,
+            &mut s,
+            t0,
+            &format!(r#"{{"type":"hello","agent_id":"echo","session_id":"{first}","since":0}}"#),
+        ),
+        C2,
+    );
+    assert_eq!((f[0]["resumed"].clone(), f.len()), (json!(true), 2));
+}
+
+#[test]
+fn an_unknown_session_id_gets_a_fresh_session_with_a_new_id() {
+    let t0 = t0();
+    let mut s = Server::new(cfg(), t0);
+    s.handle_connected(t0, C1, ConnectInfo::default());
+    let f = frames_of(
+        &hello(
+            C1,
+            &mut s,
+            t0,
+            r#"{"type":"hello","agent_id":"echo","protocol_max":2,"session_id":"mine","since":7}"#,
+        ),
+        C1,
+    );
+    assert_ne!(f[0]["session_id"], "mine");
+    // v2 definition: resync_required iff since + 1 < oldest_cursor; here the signal is
+    // `cursor` (0) below the client's `since` (7): the client must treat it as a reset.
+    assert_eq!(
+        (
+            f[0]["resumed"].clone(),
+            f[0]["cursor"].clone(),
+            f[0]["resync_required"].clone()
+        ),
+        (json!(false), json!(0), json!(false))
+    );
+    assert_eq!(f[1], json!({"type":"replay_end","cursor":0,"replayed":0}));
+}
+
+#[test]
+fn pings_on_schedule_and_reaping_after_inbound_silence() {
+    let t0 = t0();
+    let mut s = Server::new(cfg(), t0);
+    let sid = connect_v1(&mut s, t0, C1);
+    s.handle_timeout(t0 + secs(29));
+    assert!(drain(&mut s, t0 + secs(29)).is_empty());
+    s.handle_timeout(t0 + secs(30));
+    assert_eq!(
+        texts_of(&drain(&mut s, t0 + secs(30)), C1),
+        [r#"{"type":"ping"}"#]
+    );
+    s.handle_timeout(t0 + secs(30));
+    assert!(
+        drain(&mut s, t0 + secs(30)).is_empty(),
+        "twice does nothing"
+    );
+    s.handle_text(t0 + secs(40), C1, r#"{"type":"pong"}"#);
+    // Our own traffic is no proof of life.
+    s.publish(t0 + secs(90), &sid, "message", &[]).unwrap();
+    s.handle_timeout(t0 + secs(100));
+    let out = drain(&mut s, t0 + secs(100));
+    assert!(close_of(&out, C1).is_none());
+    s.handle_timeout(t0 + secs(101));
+    let out = drain(&mut s, t0 + secs(101));
+    assert_eq!(close_of(&out, C1), Some((4002, "liveness_timeout".into())));
+    assert_eq!(s.health(t0 + secs(101)).liveness.reaped_connections, 1);
+    assert!(events(&mut s)
+        .iter()
+        .any(|e| matches!(e, ServerEvent::SessionDetached { .. })));
+}
+
+#[test]
+fn a_silent_connection_is_closed_at_the_handshake_deadline() {
+    let t0 = t0();
+    let mut s = Server::new(cfg(), t0);
+    s.handle_connected(t0, C1, ConnectInfo::default());
+    s.handle_text(t0 + secs(5), C1, r#"{"type":"ping"}"#);
+    assert_eq!(s.poll_timeout(), Some(t0 + secs(10)));
+    drain(&mut s, t0 + secs(5));
+    s.handle_timeout(t0 + secs(10));
+    assert_eq!(
+        close_of(&drain(&mut s, t0 + secs(10)), C1),
+        Some((1008, "handshake_timeout".into()))
+    );
+}
+
+#[test]
+fn garbage_binary_and_oversize_frames_get_typed_errors_and_clean_closes() {
+    let t0 = t0();
+    let mut s = Server::new(
+        ServerConfig {
+            max_payload: 100,
+            ..cfg()
+        },
+        t0,
+    );
+    let other = connect_v1(&mut s, t0, ConnId(9));
+    type Feed<'a> = &'a dyn Fn(&mut Server, ConnId);
+    let cases: [(Feed, u16, &str); 4] = [
+        (
+            &|s, c| s.handle_text(t0, c, "{not json"),
+            1007,
+            "invalid_frame",
+        ),
+        (
+            &|s, c| s.handle_text(t0, c, "[1,2,3]"),
+            1007,
+            "invalid_frame",
+        ),
+        (&|s, c| s.handle_binary(t0, c, 12), 1003, "invalid_frame"),
+        (
+            &|s, c| s.handle_text(t0, c, &"x".repeat(101)),
+            1009,
+            "payload_too_large",
+        ),
+    ];
+    for (i, (feed, code, err)) in cases.into_iter().enumerate() {
+        let c = ConnId(100 + i as u64);
+        connect_v1(&mut s, t0, c);
+        feed(&mut s, c);
+        let out = drain(&mut s, t0);
+        let f = frames_of(&out, c);
+        assert_eq!(
+            (f[0]["type"].clone(), f[0]["code"].clone()),
+            (json!("error"), json!(err))
+        );
+        assert_eq!(close_of(&out, c).map(|x| x.0), Some(code));
+        assert!(
+            out.iter().all(|(to, _)| *to == c),
+            "other connections untouched"
+        );
+    }
+    s.publish(t0, &other, "message", &[]).unwrap();
+    assert_eq!(frames_of(&drain(&mut s, t0), ConnId(9)).len(), 1);
+}
+
+#[test]
+fn unknown_types_are_ignored_then_a_flood_is_closed_4028() {
+    let t0 = t0();
+    let mut s = Server::new(
+        ServerConfig {
+            max_unknown_frames: 3,
+            ..cfg()
+        },
+        t0,
+    );
+    connect_v1(&mut s, t0, C1);
+    for _ in 0..3 {
+        s.handle_text(t0, C1, r#"{"type":"subscribe"}"#);
+        assert!(drain(&mut s, t0).is_empty());
+    }
+    s.handle_text(t0, C1, r#"{"type":"subscribe"}"#);
+    assert_eq!(
+        close_of(&drain(&mut s, t0), C1),
+        Some((4028, String::new()))
+    );
+}
+
+#[test]
+fn a_burst_never_evicts_a_fast_reader_but_a_stalled_one_is_closed_1013_alone() {
+    let t0 = t0();
+    let mut s = Server::new(
+        ServerConfig {
+            ring_max_events: 100,
+            max_queued_frames: 10,
+            ..cfg()
+        },
+        t0,
+    );
+    let fast = connect_v1(&mut s, t0, C1);
+    let slow = connect_v1(&mut s, t0, C2);
+    // Burst of 90 without draining: the ring holds it; the window only paces.
+    for _ in 0..90 {
+        s.publish(t0, &fast, "message", &[]).unwrap();
+    }
+    let out = drain(&mut s, t0);
+    assert_eq!(frames_of(&out, C1).len(), 90);
+    assert!(close_of(&out, C1).is_none());
+    // The slow one never confirms writes: its window fills at 10 frames.
+    let mut got = 0;
+    for _ in 0..150 {
+        s.publish(t0, &slow, "message", &[]).unwrap();
+        while let Some((c, t)) = s.poll_transmit() {
+            assert_eq!(c, C2);
+            if let ServerTransmit::Close { code, reason } = t {
+                assert_eq!((code, reason.as_str()), (1013, "slow_consumer"));
+                got = 1000;
+            } else {
+                got += 1;
+            }
+        }
+    }
+    assert_eq!(got, 1000, "slow consumer closed");
+    s.publish(t0, &fast, "message", &[]).unwrap();
+    assert_eq!(frames_of(&drain(&mut s, t0), C1).len(), 1);
+    // The slow session keeps everything it could for a resume.
+    assert_eq!(s.session_head(&slow), Some(150));
+}
+
+#[test]
+fn leave_answers_left_and_keeps_the_session_resumable() {
+    let t0 = t0();
+    let mut s = Server::new(cfg(), t0);
+    let sid = connect_v1(&mut s, t0, C1);
+    s.handle_text(t0, C1, r#"{"type":"leave"}"#);
+    assert_eq!(
+        frames_of(&drain(&mut s, t0), C1),
+        [json!({"type":"left","session_id":sid.0})]
+    );
+    s.handle_text(t0, C1, r#"{"type":"message","content":"x"}"#);
+    assert_eq!(
+        frames_of(&drain(&mut s, t0), C1),
+        [json!({"type":"error","message":"Not joined to any session"})]
+    );
+    let f = frames_of(
+        &hello(
+            C1,
+            &mut s,
+            t0,
+            &format!(r#"{{"type":"hello","agent_id":"echo","session_id":"{sid}"}}"#),
+        ),
+        C1,
+    );
+    assert_eq!(f[0]["resumed"], true);
+}
+
+#[test]
+fn v2_resync_replays_in_band_and_reports_loss() {
+    let t0 = t0();
+    let mut s = Server::new(
+        ServerConfig {
+            ring_max_events: 4,
+            ..cfg()
+        },
+        t0,
+    );
+    s.handle_connected(t0, C1, ConnectInfo::default());
+    let f = frames_of(
+        &hello(
+            C1,
+            &mut s,
+            t0,
+            r#"{"type":"hello","agent_id":"echo","protocol_max":2}"#,
+        ),
+        C1,
+    );
+    let sid = SessionId(f[0]["session_id"].as_str().unwrap().into());
+    for _ in 0..6 {
+        s.publish(t0, &sid, "message", &[]).unwrap();
+        drain(&mut s, t0); // a burst beyond the ring without draining would be a slow consumer
+    }
+    s.handle_text(t0, C1, r#"{"type":"resync","since":4}"#);
+    let t = texts_of(&drain(&mut s, t0), C1);
+    assert_eq!(t.len(), 3);
+    assert!(t[0].starts_with(r#"{"type":"replay","event":{"type":"message","data":{"type":"message","cursor":5,"seq":5}"#), "{}", t[0]);
+    assert_eq!(t[2], r#"{"type":"replay_end","cursor":6,"replayed":2}"#);
+    s.handle_text(t0, C1, r#"{"type":"resync","since":0}"#);
+    let t = texts_of(&drain(&mut s, t0), C1);
+    assert_eq!(
+        t.last().unwrap(),
+        r#"{"type":"replay_end","cursor":6,"replayed":4,"lost_from":1,"lost_to":2}"#
+    );
+}
+
+#[test]
+fn snapshot_restore_resumes_without_false_gaps_or_lost_dedup() {
+    let t0 = t0();
+    let mut s = Server::new(cfg(), t0);
+    let sid = connect_v1(&mut s, t0, C1);
+    s.handle_text(
+        t0,
+        C1,
+        r#"{"type":"message","content":"hi","request_id":"r1"}"#,
+    );
+    for _ in 0..4 {
+        s.publish(t0, &sid, "message", &[("content", json!("x"))])
+            .unwrap();
+    }
+    drain(&mut s, t0);
+    let snap = s.snapshot(t0 + secs(1));
+    let text = serde_json::to_string(&snap).unwrap();
+    let snap: ServerSnapshot = serde_json::from_str(&text).unwrap();
+    let t1 = t0 + secs(100);
+    let mut r = Server::restore(cfg(), snap, t1).unwrap();
+    r.handle_connected(t1, C2, ConnectInfo::default());
+    let f = frames_of(
+        &hello(
+            C2,
+            &mut r,
+            t1,
+            &format!(r#"{{"type":"hello","agent_id":"echo","session_id":"{sid}","since":2}}"#),
+        ),
+        C2,
+    );
+    assert_eq!(
+        (f[0]["cursor"].clone(), f[0]["sequence"].clone()),
+        (json!(5), json!(2))
+    );
+    let seqs: Vec<Value> = f[1..]
+        .iter()
+        .map(|x| x["event"]["sequence"].clone())
+        .collect();
+    assert_eq!(seqs, [json!(3), json!(4), json!(5)]);
+    r.handle_text(
+        t1,
+        C2,
+        r#"{"type":"message","content":"hi","request_id":"r1"}"#,
+    );
+    let f = frames_of(&drain(&mut r, t1), C2);
+    assert_eq!(
+        (f[0]["status"].clone(), f[0]["cursor"].clone()),
+        (json!("duplicate"), json!(6))
+    );
+}
+
+#[test]
+fn detached_sessions_expire_after_the_ttl() {
+    let t0 = t0();
+    let mut s = Server::new(
+        ServerConfig {
+            session_ttl: secs(60),
+            ..cfg()
+        },
+        t0,
+    );
+    let sid = connect_v1(&mut s, t0, C1);
+    s.handle_closed(t0 + secs(5), C1);
+    assert_eq!(s.poll_timeout(), Some(t0 + secs(65)));
+    s.publish(t0 + secs(10), &sid, "message", &[]).unwrap();
+    s.handle_timeout(t0 + secs(64));
+    assert_eq!(s.session_head(&sid), Some(1));
+    s.handle_timeout(t0 + secs(65));
+    assert_eq!(s.session_head(&sid), None);
+    assert!(events(&mut s)
+        .iter()
+        .any(|e| matches!(e, ServerEvent::SessionExpired { session } if *session == sid)));
+    assert_eq!(
+        s.publish(t0 + secs(66), &sid, "message", &[]),
+        Err(CommandError::UnknownSession(sid))
+    );
+}
+
+#[test]
+fn shutdown_flushes_queued_frames_then_closes_1001() {
+    let t0 = t0();
+    let mut s = Server::new(
+        ServerConfig {
+            max_queued_frames: 2,
+            ..cfg()
+        },
+        t0,
+    );
+    let sid = connect_v1(&mut s, t0, C1);
+    for _ in 0..5 {
+        s.publish(t0, &sid, "message", &[]).unwrap();
+    }
+    s.shutdown(t0);
+    let out: Vec<_> = std::iter::from_fn(|| s.poll_transmit()).collect();
+    assert_eq!(
+        frames_of(&out, C1).len(),
+        5,
+        "the window no longer paces a graceful close"
+    );
+    assert_eq!(close_of(&out, C1), Some((1001, "server_shutdown".into())));
+    assert_eq!(s.health(t0).status, "stopped");
+}
+
+#[test]
+fn publish_refuses_reserved_kinds_and_fields() {
+    let t0 = t0();
+    let mut s = Server::new(cfg(), t0);
+    let sid = connect_v1(&mut s, t0, C1);
+    assert_eq!(
+        s.publish(t0, &sid, "replay", &[]),
+        Err(CommandError::ReservedKind("replay".into()))
+    );
+    assert_eq!(
+        s.publish(t0, &sid, "m", &[("seq", json!(1))]),
+        Err(CommandError::ReservedField("seq".into()))
+    );
+    assert_eq!(
+        s.broadcast(t0, "broadcast", &json!({"text":"hello everyone"})),
+        1
+    );
+    let t = texts_of(&drain(&mut s, t0), C1);
+    assert_eq!(
+        keys(&t[0]),
+        ["type", "data", "event_id", "timestamp", "source", "target"]
+    );
+}
