@@ -11,6 +11,8 @@
 //! produced with `feed` and a single `flush` (never a flush per frame).
 
 mod client;
+mod server;
+mod upgrade;
 mod url;
 
 use std::future::Future;
@@ -20,6 +22,8 @@ use std::time::Instant;
 use futures::{Sink, Stream};
 
 pub use client::{Client, ClientError, ClientEvents, RequestOutcome};
+pub use server::{load_snapshot, save_snapshot, Server, ServerError, ServerEvents};
+pub use upgrade::{connect_info, UpgradeRefused, WS_PATH};
 pub use tether_core;
 pub use tungstenite::{self, Message};
 pub use url::{with_token, UrlError};

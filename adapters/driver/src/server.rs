@@ -1,0 +1,529 @@
+//! The server loops: one hub task owns the sans-IO [`Machine`]; one task per connection owns
+//! its socket. Connection tasks forward what they read to the hub and write what the hub routes
+//! to them (`feed` for every queued frame, one `flush`), then report the written frames back so
+//! the machine's in-flight window counts real wire bytes.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::channel::{mpsc, oneshot};
+use futures::future;
+use futures::{SinkExt, Stream, StreamExt};
+use serde_json::Value;
+use tether_core::server::{
+    CommandError, ConnId, ConnectInfo, Health, Outcome, PresenceInfo, RestoreError,
+    Server as Machine, ServerConfig, ServerEvent, ServerSnapshot, ServerStats, ServerTransmit,
+    SessionId,
+};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::Message;
+
+use crate::{BoxFuture, Runtime, WebSocket};
+
+/// Inputs queued for the hub before connection tasks wait (backpressure on readers).
+const HUB_QUEUE: usize = 4096;
+/// Server events queued for the application before the hub waits for it.
+const EVENT_QUEUE: usize = 4096;
+/// Frames a connection task writes per wake-up before flushing and yielding.
+const WRITE_BATCH: usize = 256;
+/// How long a closing handshake may take before the socket is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Errors of the server handle.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The machine refused the command (unknown session, reserved kind, ...).
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// The snapshot could not be restored.
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    /// Reading or writing the snapshot file failed.
+    #[error("snapshot file {path}: {source}")]
+    SnapshotFile {
+        /// The file.
+        path: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The snapshot file is not a snapshot.
+    #[error("snapshot file {path}: {source}")]
+    SnapshotFormat {
+        /// The file.
+        path: String,
+        /// What failed.
+        source: serde_json::Error,
+    },
+    /// The server has shut down.
+    #[error("the server is shut down")]
+    Stopped,
+}
+
+enum Out {
+    Frame(String),
+    Close(u16, String),
+}
+
+enum Input {
+    Attach(ConnId, ConnectInfo, mpsc::UnboundedSender<Out>),
+    Text(ConnId, String),
+    Binary(ConnId, usize),
+    Sent(ConnId, usize, usize),
+    Closed(ConnId),
+    Command(Command),
+}
+
+enum Command {
+    Publish(SessionId, String, Vec<(String, Value)>, Reply<Result<u64, CommandError>>),
+    Respond(SessionId, String, Outcome, Reply<Result<u64, CommandError>>),
+    Broadcast(String, Value, Reply<usize>),
+    Disconnect(ConnId, u16, String),
+    Presence(Reply<Vec<PresenceInfo>>),
+    Health(Reply<Health>),
+    Stats(Reply<ServerStats>),
+    Snapshot(Reply<ServerSnapshot>),
+    Shutdown(Reply<ServerSnapshot>),
+}
+
+type Reply<T> = oneshot::Sender<T>;
+
+/// The application's handle to a running server: publish, respond, broadcast, snapshot, shut
+/// down. Cheap to clone.
+#[derive(Clone)]
+pub struct Server {
+    hub: mpsc::Sender<Input>,
+    next_conn: Arc<AtomicU64>,
+}
+
+/// The server's [`ServerEvent`]s: requests to answer, sessions created/resumed/expired,
+/// presence changes, bad input. The hub waits when the application falls behind, so keep
+/// consuming this stream.
+pub struct ServerEvents {
+    rx: mpsc::Receiver<ServerEvent>,
+}
+
+impl Stream for ServerEvents {
+    type Item = ServerEvent;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ServerEvent>> {
+        self.rx.poll_next_unpin(cx)
+    }
+}
+
+impl Server {
+    /// Starts the hub, with the sessions of `snapshot` if given (clients resume them by id).
+    pub fn start<R: Runtime>(
+        runtime: R,
+        config: ServerConfig,
+        snapshot: Option<ServerSnapshot>,
+    ) -> Result<(Server, ServerEvents), ServerError> {
+        let now = runtime.now();
+        let machine = match snapshot {
+            Some(s) => Machine::restore(config, s, now)?,
+            None => Machine::new(config, now),
+        };
+        let (hub_tx, hub_rx) = mpsc::channel(HUB_QUEUE);
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let hub = Hub {
+            runtime: runtime.clone(),
+            machine,
+            inputs: hub_rx,
+            writers: HashMap::new(),
+            events: events_tx,
+            timer: None,
+            shutdown: None,
+        };
+        runtime.spawn(Box::pin(hub.run()));
+        Ok((
+            Server {
+                hub: hub_tx,
+                next_conn: Arc::new(AtomicU64::new(1)),
+            },
+            ServerEvents { rx: events_rx },
+        ))
+    }
+
+    /// Hands an upgraded WebSocket to the server: a task on `runtime` runs it.
+    pub fn attach<R: Runtime, S: WebSocket>(&self, runtime: &R, socket: S, info: ConnectInfo) {
+        let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
+        let (out_tx, out_rx) = mpsc::unbounded();
+        let mut hub = self.hub.clone();
+        let task = connection(runtime.clone(), conn, socket, out_rx, self.hub.clone());
+        runtime.spawn(Box::pin(async move {
+            if hub.send(Input::Attach(conn, info, out_tx)).await.is_ok() {
+                task.await;
+            }
+        }));
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ServerError> {
+        let (tx, rx) = oneshot::channel();
+        let mut hub = self.hub.clone();
+        hub.send(Input::Command(make(tx)))
+            .await
+            .map_err(|_| ServerError::Stopped)?;
+        rx.await.map_err(|_| ServerError::Stopped)
+    }
+
+    /// Records a tracked event in `session` and sends it if the session's client is connected;
+    /// a detached session keeps it for the client's resume. Returns its cursor.
+    pub async fn publish(
+        &self,
+        session: &SessionId,
+        kind: &str,
+        fields: Vec<(String, Value)>,
+    ) -> Result<u64, ServerError> {
+        let (s, k) = (session.clone(), kind.to_owned());
+        Ok(self.ask(|r| Command::Publish(s, k, fields, r)).await??)
+    }
+
+    /// Answers a request (`ServerEvent::Request`) with its final outcome.
+    pub async fn respond(
+        &self,
+        session: &SessionId,
+        request_id: &str,
+        outcome: Outcome,
+    ) -> Result<u64, ServerError> {
+        let (s, id) = (session.clone(), request_id.to_owned());
+        Ok(self.ask(|r| Command::Respond(s, id, outcome, r)).await??)
+    }
+
+    /// Sends an untracked event to every bound connection; returns how many got it.
+    pub async fn broadcast(&self, kind: &str, data: Value) -> Result<usize, ServerError> {
+        let kind = kind.to_owned();
+        self.ask(|r| Command::Broadcast(kind, data, r)).await
+    }
+
+    /// Closes one connection gracefully (its session stays resumable).
+    pub async fn disconnect(&self, conn: ConnId, code: u16, reason: &str) {
+        let mut hub = self.hub.clone();
+        let _ = hub
+            .send(Input::Command(Command::Disconnect(conn, code, reason.to_owned())))
+            .await;
+    }
+
+    /// Connected clients (PROTOCOL.md §11 shape).
+    pub async fn presence(&self) -> Result<Vec<PresenceInfo>, ServerError> {
+        self.ask(Command::Presence).await
+    }
+
+    /// Health (PROTOCOL.md §11 shape).
+    pub async fn health(&self) -> Result<Health, ServerError> {
+        self.ask(Command::Health).await
+    }
+
+    /// Counters and bounds.
+    pub async fn stats(&self) -> Result<ServerStats, ServerError> {
+        self.ask(Command::Stats).await
+    }
+
+    /// All sessions, for persistence.
+    pub async fn snapshot(&self) -> Result<ServerSnapshot, ServerError> {
+        self.ask(Command::Snapshot).await
+    }
+
+    /// Graceful shutdown: every connection gets its queued frames, then a close; new ones are
+    /// refused. Resolves, with the final snapshot, once every connection has closed (or after a
+    /// grace period for connections that do not).
+    pub async fn shutdown(&self) -> Result<ServerSnapshot, ServerError> {
+        self.ask(Command::Shutdown).await
+    }
+}
+
+/// Writes `snapshot` to `path` atomically (temporary file, then rename).
+pub fn save_snapshot(path: &Path, snapshot: &ServerSnapshot) -> Result<(), ServerError> {
+    let file_err = |source| ServerError::SnapshotFile {
+        path: path.display().to_string(),
+        source,
+    };
+    let json = serde_json::to_vec(snapshot).map_err(|source| ServerError::SnapshotFormat {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, json).map_err(file_err)?;
+    std::fs::rename(&tmp, path).map_err(file_err)
+}
+
+/// Reads a snapshot written by [`save_snapshot`]; `Ok(None)` if the file does not exist.
+pub fn load_snapshot(path: &Path) -> Result<Option<ServerSnapshot>, ServerError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| ServerError::SnapshotFormat {
+                path: path.display().to_string(),
+                source,
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ServerError::SnapshotFile {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+struct Hub<R: Runtime> {
+    runtime: R,
+    machine: Machine,
+    inputs: mpsc::Receiver<Input>,
+    writers: HashMap<ConnId, mpsc::UnboundedSender<Out>>,
+    events: mpsc::Sender<ServerEvent>,
+    timer: Option<(Instant, BoxFuture<()>)>,
+    /// Shutdown requested: reply with the snapshot when every connection is gone (or at the
+    /// deadline).
+    shutdown: Option<(Instant, Reply<ServerSnapshot>)>,
+}
+
+enum HubWake {
+    Input(Option<Input>),
+    Timer,
+}
+
+impl<R: Runtime> Hub<R> {
+    async fn run(mut self) {
+        loop {
+            self.route_transmits();
+            self.deliver_events().await;
+            if self.shutdown_complete() {
+                return;
+            }
+            self.arm_timer();
+            let wake = self.wake().await;
+            let now = self.runtime.now();
+            match wake {
+                HubWake::Timer => {
+                    self.timer = None;
+                    self.machine.handle_timeout(now);
+                }
+                HubWake::Input(None) => return, // every handle and connection is gone
+                HubWake::Input(Some(input)) => self.on_input(now, input),
+            }
+        }
+    }
+
+    fn on_input(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::Attach(conn, info, writer) => {
+                self.writers.insert(conn, writer);
+                self.machine.handle_connected(now, conn, info);
+            }
+            Input::Text(conn, text) => self.machine.handle_text(now, conn, &text),
+            Input::Binary(conn, len) => self.machine.handle_binary(now, conn, len),
+            Input::Sent(conn, frames, bytes) => {
+                // The window counts frames and bytes; the byte total rides on the first call.
+                for i in 0..frames {
+                    let b = if i == 0 { bytes } else { 0 };
+                    self.machine.handle_sent(now, conn, b);
+                }
+            }
+            Input::Closed(conn) => {
+                self.writers.remove(&conn);
+                self.machine.handle_closed(now, conn);
+            }
+            Input::Command(command) => self.on_command(now, command),
+        }
+    }
+
+    fn on_command(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Publish(session, kind, fields, reply) => {
+                let fields: Vec<(&str, Value)> =
+                    fields.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+                let _ = reply.send(self.machine.publish(now, &session, &kind, &fields));
+            }
+            Command::Respond(session, request_id, outcome, reply) => {
+                let _ = reply.send(self.machine.respond(now, &session, &request_id, outcome));
+            }
+            Command::Broadcast(kind, data, reply) => {
+                let _ = reply.send(self.machine.broadcast(now, &kind, &data));
+            }
+            Command::Disconnect(conn, code, reason) => {
+                let _ = self.machine.disconnect(now, conn, code, &reason);
+            }
+            Command::Presence(reply) => {
+                let _ = reply.send(self.machine.presence());
+            }
+            Command::Health(reply) => {
+                let _ = reply.send(self.machine.health(now));
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(self.machine.stats());
+            }
+            Command::Snapshot(reply) => {
+                let _ = reply.send(self.machine.snapshot(now));
+            }
+            Command::Shutdown(reply) => {
+                self.machine.shutdown(now);
+                self.shutdown = Some((now + CLOSE_GRACE * 5, reply));
+            }
+        }
+    }
+
+    fn route_transmits(&mut self) {
+        while let Some((conn, transmit)) = self.machine.poll_transmit() {
+            let Some(writer) = self.writers.get(&conn) else {
+                continue;
+            };
+            let out = match transmit {
+                ServerTransmit::Frame(text) => Out::Frame(text),
+                ServerTransmit::Close { code, reason } => Out::Close(code, reason),
+            };
+            let _ = writer.unbounded_send(out);
+        }
+    }
+
+    async fn deliver_events(&mut self) {
+        while let Some(event) = self.machine.poll_event() {
+            // Nobody listening is fine: the server keeps serving.
+            let _ = self.events.send(event).await;
+        }
+    }
+
+    fn shutdown_complete(&mut self) -> bool {
+        let done = match &self.shutdown {
+            Some((deadline, _)) => self.writers.is_empty() || self.runtime.now() >= *deadline,
+            None => false,
+        };
+        if done {
+            if let Some((_, reply)) = self.shutdown.take() {
+                let _ = reply.send(self.machine.snapshot(self.runtime.now()));
+            }
+        }
+        done
+    }
+
+    fn arm_timer(&mut self) {
+        let deadline = [
+            self.machine.poll_timeout(),
+            self.shutdown.as_ref().map(|(d, _)| *d),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        match (deadline, &self.timer) {
+            (None, _) => self.timer = None,
+            (Some(d), Some((armed, _))) if *armed <= d => {}
+            (Some(d), _) => self.timer = Some((d, self.runtime.sleep_until(d))),
+        }
+    }
+
+    async fn wake(&mut self) -> HubWake {
+        future::poll_fn(|cx| {
+            if let Poll::Ready(input) = self.inputs.poll_next_unpin(cx) {
+                return Poll::Ready(HubWake::Input(input));
+            }
+            match self.timer.as_mut() {
+                Some((_, sleep)) => sleep.as_mut().poll(cx).map(|()| HubWake::Timer),
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
+}
+
+enum ConnWake {
+    Socket(Option<Result<Message, tungstenite::Error>>),
+    Out(Option<Out>),
+}
+
+/// One connection: reads to the hub, writes what the hub routes here.
+async fn connection<R: Runtime, S: WebSocket>(
+    runtime: R,
+    conn: ConnId,
+    mut socket: S,
+    mut out: mpsc::UnboundedReceiver<Out>,
+    mut hub: mpsc::Sender<Input>,
+) {
+    let mut turn = false;
+    loop {
+        turn = !turn;
+        let wake = future::poll_fn(|cx| {
+            let socket_first = turn;
+            for i in 0..2 {
+                let ready = if (i == 0) == socket_first {
+                    socket.poll_next_unpin(cx).map(ConnWake::Socket)
+                } else {
+                    out.poll_next_unpin(cx).map(ConnWake::Out)
+                };
+                if ready.is_ready() {
+                    return ready;
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match wake {
+            ConnWake::Socket(Some(Ok(message))) => {
+                let input = match message {
+                    Message::Text(text) => Input::Text(conn, text.as_str().to_owned()),
+                    Message::Binary(data) => Input::Binary(conn, data.len()),
+                    Message::Ping(_) => {
+                        // tungstenite queued the pong; push it out.
+                        if socket.flush().await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    Message::Pong(_) | Message::Frame(_) => continue,
+                    Message::Close(_) => break,
+                };
+                if hub.send(input).await.is_err() {
+                    return;
+                }
+            }
+            ConnWake::Socket(_) => break,
+            ConnWake::Out(None) => break,
+            ConnWake::Out(Some(first)) => {
+                let (mut frames, mut bytes) = (0usize, 0usize);
+                let mut close = None;
+                let mut next = Some(first);
+                while let Some(item) = next.take() {
+                    match item {
+                        Out::Frame(text) => {
+                            frames += 1;
+                            bytes += text.len();
+                            if socket.feed(Message::text(text)).await.is_err() {
+                                close = Some((1011, String::new()));
+                                break;
+                            }
+                        }
+                        Out::Close(code, reason) => {
+                            close = Some((code, reason));
+                            break;
+                        }
+                    }
+                    if frames < WRITE_BATCH {
+                        next = out.try_recv().ok();
+                    }
+                }
+                let flushed = socket.flush().await.is_ok();
+                if frames > 0 && hub.send(Input::Sent(conn, frames, bytes)).await.is_err() {
+                    return;
+                }
+                if let Some((code, reason)) = close {
+                    let frame = CloseFrame {
+                        code: CloseCode::from(code),
+                        reason: reason.into(),
+                    };
+                    let closing = Box::pin(async {
+                        if socket.send(Message::Close(Some(frame))).await.is_ok() {
+                            let _ = socket.close().await;
+                        }
+                    });
+                    let grace = runtime.sleep_until(runtime.now() + CLOSE_GRACE);
+                    let _ = future::select(closing, grace).await;
+                    break;
+                }
+                if !flushed {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = hub.send(Input::Closed(conn)).await;
+}
