@@ -19,6 +19,31 @@
 //! overflows. A single frame larger than the byte window still goes out when nothing is in
 //! flight, so a big answer never evicts its reader.
 //!
+//! # Wire decisions (v1 and v2)
+//! - `hello_ok` always carries `sequence`: the first replayed cursor − 1 when replays follow,
+//!   else the head. v2 adds `oldest_cursor` (oldest retained cursor, `head + 1` when nothing is
+//!   retained), `resync_required` (`since` given and `since + 1 < oldest_cursor`), `presence`
+//!   (clients of the same agent) and `health`. The join path's `joined` uses the same values
+//!   (no off-by-one) and, when `resync_required`, sends the reference `snapshot` envelope and
+//!   then the retained replays anyway.
+//! - v1 hello with loss: `sequence` is set to `since`, so the Python client's own gap check
+//!   reports the lost range on the first replay instead of skipping it silently.
+//! - Replays: `{"type":"replay","event":E}` on the v1 hello path, `+ "seq":n` on the join path
+//!   and in v2; v2 then always sends `{"type":"replay_end","cursor":<head>,"replayed":<n>}`,
+//!   plus `"lost_from":a,"lost_to":b` when cursors `a..=b` are gone. A v2 client may send
+//!   `{"type":"resync","since":n}` at any time after the handshake: replays of the cursors
+//!   > n already sent live, then `replay_end` (`cursor` = last cursor sent live).
+//! - Tracked frames end with `"cursor":n,"seq":n`; `error` frames are never tracked.
+//!   `response` frames: `accepted` (`content:"Started processing."`, `session_id`,
+//!   `request_id`), `final` (`content`, `outcome{status[,error]}`, `session_id`, `request_id`),
+//!   `duplicate` (`[content, outcome` once answered`]`, `session_id`, `request_id`).
+//! - An unknown `session_id` gets a new session with a fresh server-chosen id
+//!   (`resumed:false`, `cursor:0`): a client whose cursor is above the head must reset.
+//! - Closes: 4003 auth (after `hello_error`), 4009 `session_taken_over`, 4002
+//!   `liveness_timeout`, 1013 `slow_consumer`, 1008 `handshake_timeout`, 1007 garbage (after
+//!   `error` `invalid_frame`), 1003 binary, 1009 over `max_payload` (after `error`
+//!   `payload_too_large`), 4028 unknown-frame flood, 1001 `server_shutdown`.
+//!
 //! ```
 //! use std::time::Instant;
 //! use tether_core::server::{Server, ServerConfig, ConnId, ConnectInfo, ServerTransmit};
