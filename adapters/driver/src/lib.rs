@@ -23,9 +23,9 @@ use futures::{Sink, Stream};
 
 pub use client::{Client, ClientError, ClientEvents, RequestOutcome};
 pub use server::{load_snapshot, save_snapshot, Server, ServerError, ServerEvents};
-pub use upgrade::{connect_info, UpgradeRefused, WS_PATH};
 pub use tether_core;
 pub use tungstenite::{self, Message};
+pub use upgrade::{connect_info, UpgradeRefused, WS_PATH};
 pub use url::{with_token, UrlError};
 
 /// A boxed, sendable future.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::channel::{mpsc, oneshot};
 use futures::future;
-use futures::{SinkExt, Stream, StreamExt};
+use futures::{FutureExt, SinkExt, Stream, StreamExt};
 use serde_json::Value;
 use tether_core::server::{
     CommandError, ConnId, ConnectInfo, Health, Outcome, PresenceInfo, RestoreError,
@@ -80,7 +80,12 @@ enum Input {
 }
 
 enum Command {
-    Publish(SessionId, String, Vec<(String, Value)>, Reply<Result<u64, CommandError>>),
+    Publish(
+        SessionId,
+        String,
+        Vec<(String, Value)>,
+        Reply<Result<u64, CommandError>>,
+    ),
     Respond(SessionId, String, Outcome, Reply<Result<u64, CommandError>>),
     Broadcast(String, Value, Reply<usize>),
     Disconnect(ConnId, u16, String),
@@ -99,6 +104,7 @@ type Reply<T> = oneshot::Sender<T>;
 pub struct Server {
     hub: mpsc::Sender<Input>,
     next_conn: Arc<AtomicU64>,
+    stopped: future::Shared<oneshot::Receiver<()>>,
 }
 
 /// The server's [`ServerEvent`]s: requests to answer, sessions created/resumed/expired,
@@ -129,7 +135,9 @@ impl Server {
         };
         let (hub_tx, hub_rx) = mpsc::channel(HUB_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let (stopped_tx, stopped_rx) = oneshot::channel();
         let hub = Hub {
+            _stopped: stopped_tx,
             runtime: runtime.clone(),
             machine,
             inputs: hub_rx,
@@ -143,9 +151,18 @@ impl Server {
             Server {
                 hub: hub_tx,
                 next_conn: Arc::new(AtomicU64::new(1)),
+                stopped: stopped_rx.shared(),
             },
             ServerEvents { rx: events_rx },
         ))
+    }
+
+    /// Resolves once the server has stopped (after [`Server::shutdown`]): accept loops end here.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let stopped = self.stopped.clone();
+        async move {
+            let _ = stopped.await;
+        }
     }
 
     /// Hands an upgraded WebSocket to the server: a task on `runtime` runs it.
@@ -203,7 +220,11 @@ impl Server {
     pub async fn disconnect(&self, conn: ConnId, code: u16, reason: &str) {
         let mut hub = self.hub.clone();
         let _ = hub
-            .send(Input::Command(Command::Disconnect(conn, code, reason.to_owned())))
+            .send(Input::Command(Command::Disconnect(
+                conn,
+                code,
+                reason.to_owned(),
+            )))
             .await;
     }
 
@@ -253,12 +274,14 @@ pub fn save_snapshot(path: &Path, snapshot: &ServerSnapshot) -> Result<(), Serve
 /// Reads a snapshot written by [`save_snapshot`]; `Ok(None)` if the file does not exist.
 pub fn load_snapshot(path: &Path) -> Result<Option<ServerSnapshot>, ServerError> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| ServerError::SnapshotFormat {
-                path: path.display().to_string(),
-                source,
-            }),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| ServerError::SnapshotFormat {
+                    path: path.display().to_string(),
+                    source,
+                })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(ServerError::SnapshotFile {
             path: path.display().to_string(),
@@ -268,6 +291,8 @@ pub fn load_snapshot(path: &Path) -> Result<Option<ServerSnapshot>, ServerError>
 }
 
 struct Hub<R: Runtime> {
+    /// Dropped when the hub ends, which resolves [`Server::stopped`].
+    _stopped: oneshot::Sender<()>,
     runtime: R,
     machine: Machine,
     inputs: mpsc::Receiver<Input>,
@@ -332,8 +357,10 @@ impl<R: Runtime> Hub<R> {
     fn on_command(&mut self, now: Instant, command: Command) {
         match command {
             Command::Publish(session, kind, fields, reply) => {
-                let fields: Vec<(&str, Value)> =
-                    fields.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+                let fields: Vec<(&str, Value)> = fields
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.clone()))
+                    .collect();
                 let _ = reply.send(self.machine.publish(now, &session, &kind, &fields));
             }
             Command::Respond(session, request_id, outcome, reply) => {

@@ -18,7 +18,10 @@ pub struct UpgradeRefused {
 
 /// Checks the route and extracts what the server machine authenticates: the `token` query
 /// parameter (percent-decoded) and the `praisonai_session` cookie.
-pub fn connect_info(request: &Request, peer: Option<String>) -> Result<ConnectInfo, UpgradeRefused> {
+pub fn connect_info(
+    request: &Request,
+    peer: Option<String>,
+) -> Result<ConnectInfo, UpgradeRefused> {
     let uri = request.uri();
     if uri.path() != WS_PATH {
         return Err(UpgradeRefused {
@@ -37,7 +40,11 @@ pub fn connect_info(request: &Request, peer: Option<String>) -> Result<ConnectIn
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix("praisonai_session=").map(str::to_owned));
+        .find_map(|c| {
+            c.trim()
+                .strip_prefix("praisonai_session=")
+                .map(str::to_owned)
+        });
     Ok(ConnectInfo {
         query_token,
         cookie,
@@ -59,10 +66,22 @@ mod tests {
 
     #[test]
     fn the_route_is_checked_and_credentials_are_decoded() {
-        let info = connect_info(&request("/ws?x=1&token=a+b%26c", Some("a=1; praisonai_session=s")), None).unwrap();
+        let info = connect_info(
+            &request("/ws?x=1&token=a+b%26c", Some("a=1; praisonai_session=s")),
+            None,
+        )
+        .unwrap();
         assert_eq!(info.query_token.as_deref(), Some("a b&c"));
         assert_eq!(info.cookie.as_deref(), Some("s"));
-        assert_eq!(connect_info(&request("/", None), None).unwrap_err().status, 403);
-        assert_eq!(connect_info(&request("/ws", None), None).unwrap().query_token, None);
+        assert_eq!(
+            connect_info(&request("/", None), None).unwrap_err().status,
+            403
+        );
+        assert_eq!(
+            connect_info(&request("/ws", None), None)
+                .unwrap()
+                .query_token,
+            None
+        );
     }
 }

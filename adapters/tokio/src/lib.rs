@@ -24,15 +24,24 @@
 //! # Ok(()) }
 //! ```
 
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tether_driver::{BoxFuture, Connector, Runtime};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use tether_core::client::{ClientConfig, Event};
 pub use tether_core::cursor::ResumeState;
-pub use tether_driver::{Client, ClientError, ClientEvents, RequestOutcome};
+pub use tether_core::server::{
+    ConnId, Outcome, ServerConfig, ServerEvent, ServerSnapshot, SessionId,
+};
+pub use tether_driver::{
+    load_snapshot, save_snapshot, Client, ClientError, ClientEvents, RequestOutcome, Server,
+    ServerError, ServerEvents,
+};
 
 /// Read buffer per connection: tungstenite's default of 128 KiB makes 10,000 idle connections
 /// cost ~1.4 GB; 4 KiB keeps them at ~7 KB each (DESIGN.md figures).
@@ -102,4 +111,102 @@ pub fn connect_resumed(
     state: ResumeState,
 ) -> Result<(Client, ClientEvents), ClientError> {
     Client::start_resumed(TokioRuntime, TokioConnector, url, token, config, state)
+}
+
+/// A running server: the handle, its events, and the address it listens on.
+pub struct Bound {
+    /// Publish, respond, snapshot, shut down.
+    pub server: Server,
+    /// Requests and session events: keep consuming them.
+    pub events: ServerEvents,
+    /// The bound address (useful with port 0).
+    pub local_addr: SocketAddr,
+}
+
+/// Binds `addr` and serves WebSocket connections on `/ws` (other paths get HTTP 403, like the
+/// PraisonAI gateway). A `seed` of all zeros (the default) is replaced with OS entropy, so
+/// session ids are unguessable; `epoch_at_start` of 0 is taken from the system clock.
+/// `snapshot` restores sessions saved by a previous run.
+pub async fn serve(
+    addr: &str,
+    mut config: ServerConfig,
+    snapshot: Option<ServerSnapshot>,
+) -> Result<Bound, ServeError> {
+    if config.seed == [0; 32] {
+        getrandom::fill(&mut config.seed).map_err(|e| ServeError::Entropy(e.to_string()))?;
+    }
+    if config.epoch_at_start == 0.0 {
+        config.epoch_at_start = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+    }
+    let listener = TcpListener::bind(addr).await.map_err(ServeError::Bind)?;
+    let local_addr = listener.local_addr().map_err(ServeError::Bind)?;
+    let (server, events) = Server::start(TokioRuntime, config, snapshot)?;
+    let acceptor = server.clone();
+    tokio::spawn(async move {
+        let stopped = acceptor.stopped();
+        tokio::pin!(stopped);
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = &mut stopped => return, // drops the listener: the port is free again
+            };
+            let Ok((tcp, peer)) = accepted else {
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let server = acceptor.clone();
+            tokio::spawn(async move {
+                let mut info = None;
+                let callback =
+                    |request: &Request, response: Response| match tether_driver::connect_info(
+                        request,
+                        Some(peer.to_string()),
+                    ) {
+                        Ok(i) => {
+                            info = Some(i);
+                            Ok(response)
+                        }
+                        Err(refused) => Err(refusal(refused)),
+                    };
+                let upgraded = tokio_tungstenite::accept_hdr_async_with_config(
+                    tcp,
+                    callback,
+                    Some(websocket_config()),
+                )
+                .await;
+                if let (Ok(socket), Some(info)) = (upgraded, info) {
+                    server.attach(&TokioRuntime, socket, info);
+                }
+            });
+        }
+    });
+    Ok(Bound {
+        server,
+        events,
+        local_addr,
+    })
+}
+
+fn refusal(refused: tether_driver::UpgradeRefused) -> ErrorResponse {
+    let mut response = ErrorResponse::new(Some(refused.reason));
+    *response.status_mut() =
+        tokio_tungstenite::tungstenite::http::StatusCode::from_u16(refused.status)
+            .unwrap_or(tokio_tungstenite::tungstenite::http::StatusCode::FORBIDDEN);
+    response
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address could not be bound.
+    #[error("cannot listen: {0}")]
+    Bind(std::io::Error),
+    /// No OS entropy for the session-id seed.
+    #[error("no OS entropy: {0}")]
+    Entropy(String),
+    /// The snapshot could not be restored.
+    #[error(transparent)]
+    Server(#[from] ServerError),
 }

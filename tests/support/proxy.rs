@@ -1,0 +1,133 @@
+//! A small TCP proxy for fault injection: cuts each connection after a random number of bytes,
+//! or turns into a black hole (keeps the sockets open, forwards nothing: a half-open link).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tether_core::rng::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+}
+
+struct State {
+    target: SocketAddr,
+    rng: Mutex<Rng>,
+    /// Cut each connection after a uniform number of bytes in this range (None: never).
+    cut_range: Mutex<Option<(u64, u64)>>,
+    black_hole: AtomicBool,
+    cuts: AtomicU64,
+    connections: AtomicU64,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr, seed: u64) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State {
+            target,
+            rng: Mutex::new(Rng::from_u64(seed)),
+            cut_range: Mutex::new(None),
+            black_hole: AtomicBool::new(false),
+            cuts: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+        });
+        let s = state.clone();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let s = s.clone();
+                tokio::spawn(async move { s.serve(inbound).await });
+            }
+        });
+        Self { addr, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn cut_randomly(&self, min_bytes: u64, max_bytes: u64) {
+        *self.state.cut_range.lock().unwrap() = Some((min_bytes, max_bytes));
+    }
+
+    pub fn stop_cutting(&self) {
+        *self.state.cut_range.lock().unwrap() = None;
+    }
+
+    pub fn black_hole(&self, on: bool) {
+        self.state.black_hole.store(on, Ordering::SeqCst);
+    }
+
+    pub fn cuts(&self) -> u64 {
+        self.state.cuts.load(Ordering::SeqCst)
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl State {
+    async fn serve(self: Arc<Self>, inbound: TcpStream) {
+        let Ok(outbound) = TcpStream::connect(self.target).await else {
+            return;
+        };
+        self.connections.fetch_add(1, Ordering::SeqCst);
+        let _ = inbound.set_nodelay(true);
+        let _ = outbound.set_nodelay(true);
+        let budget = match *self.cut_range.lock().unwrap() {
+            Some((lo, hi)) => {
+                let r = self.rng.lock().unwrap().next_u64();
+                (lo + r % (hi - lo).max(1)) as i64
+            }
+            None => i64::MAX,
+        };
+        let budget = Arc::new(AtomicI64::new(budget));
+        let (ri, wi) = inbound.into_split();
+        let (ro, wo) = outbound.into_split();
+        // When either direction ends, both sockets close (the other pump is dropped).
+        let cut = tokio::select! {
+            cut = pump(ri, wo, budget.clone(), self.clone()) => cut,
+            cut = pump(ro, wi, budget, self.clone()) => cut,
+        };
+        if cut {
+            self.cuts.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Copies until EOF, error or the shared byte budget runs out; true if it was a cut.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    budget: Arc<AtomicI64>,
+    state: Arc<State>,
+) -> bool {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        if state.black_hole.load(Ordering::SeqCst) {
+            continue; // swallowed: the peer never hears of it
+        }
+        let left = budget.fetch_sub(n as i64, Ordering::SeqCst);
+        if left <= 0 {
+            return true;
+        }
+        let take = (left as usize).min(n);
+        if to.write_all(&buf[..take]).await.is_err() {
+            return false;
+        }
+        if take < n {
+            // The cut lands mid-frame: both directions die here.
+            let _ = to.shutdown().await;
+            return true;
+        }
+    }
+}
