@@ -159,6 +159,8 @@ pub async fn serve(
             let server = acceptor.clone();
             tokio::spawn(async move {
                 let mut info = None;
+                // The callback's error type is tungstenite's, not ours to shrink.
+                #[allow(clippy::result_large_err)]
                 let callback =
                     |request: &Request, response: Response| match tether_driver::connect_info(
                         request,
