@@ -47,6 +47,7 @@ pub struct Gateway {
     pub server: Server,
     pub events: ServerEvents,
     pub addr: std::net::SocketAddr,
+    accepting: tokio::task::JoinHandle<()>,
 }
 
 impl Gateway {
@@ -63,12 +64,21 @@ impl Gateway {
             server,
             events,
             local_addr,
+            accepting,
         } = serve(addr, config, snapshot).await.expect("serve");
         Self {
             server,
             events,
             addr: local_addr,
+            accepting,
         }
+    }
+
+    /// Graceful shutdown; returns the final snapshot once the port is free.
+    pub async fn shutdown(self) -> tether_tokio::ServerSnapshot {
+        let snapshot = self.server.shutdown().await.expect("shutdown");
+        self.accepting.await.expect("accept loop");
+        snapshot
     }
 
     pub fn url(&self) -> String {
@@ -132,4 +142,64 @@ pub fn empty_events() -> ServerEvents {
         tether_driver::Server::start(tether_tokio::TokioRuntime, ServerConfig::default(), None)
             .unwrap();
     events
+}
+
+/// Connecting attempts seen and the terminal reason.
+pub async fn until_closed(mut events: ClientEvents) -> (usize, tether_core::client::ClosedReason) {
+    let mut attempts = 0;
+    loop {
+        match events.next().await.expect("events ended before Closed") {
+            Event::StateChanged(tether_core::client::State::Connecting { .. }) => attempts += 1,
+            Event::Closed(reason) => return (attempts, reason),
+            _ => {}
+        }
+    }
+}
+
+pub async fn wait_connected(events: &mut ClientEvents) {
+    loop {
+        if let Event::StateChanged(tether_core::client::State::Connected { .. }) =
+            events.next().await.expect("events ended")
+        {
+            return;
+        }
+    }
+}
+
+pub async fn wait_disconnected(events: &mut ClientEvents) {
+    loop {
+        if let Event::StateChanged(tether_core::client::State::Disconnected { .. }) =
+            events.next().await.expect("events ended")
+        {
+            return;
+        }
+    }
+}
+
+/// Reads a raw socket until it closes: the last `error` frame's code and the close code.
+pub async fn read_until_close<S>(ws: &mut S) -> (Option<String>, Option<u16>)
+where
+    S: futures::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use tokio_tungstenite::tungstenite::Message;
+    let mut code = None;
+    while let Some(message) = ws.next().await {
+        match message {
+            Ok(Message::Text(t)) => {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["type"] == "error" {
+                    code = v["code"].as_str().map(str::to_owned);
+                }
+            }
+            Ok(Message::Close(frame)) => return (code, frame.map(|f| u16::from(f.code))),
+            Ok(_) => {}
+            Err(_) => return (code, None),
+        }
+    }
+    (code, None)
 }

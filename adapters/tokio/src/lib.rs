@@ -121,6 +121,18 @@ pub struct Bound {
     pub events: ServerEvents,
     /// The bound address (useful with port 0).
     pub local_addr: SocketAddr,
+    /// The accept loop; it ends (freeing the port) once the server has stopped.
+    pub accepting: tokio::task::JoinHandle<()>,
+}
+
+impl Bound {
+    /// Graceful shutdown (see [`Server::shutdown`]) that returns once the listening port is
+    /// free again, so a restarted server can bind it at once.
+    pub async fn shutdown(self) -> Result<ServerSnapshot, ServerError> {
+        let snapshot = self.server.shutdown().await?;
+        let _ = self.accepting.await;
+        Ok(snapshot)
+    }
 }
 
 /// Binds `addr` and serves WebSocket connections on `/ws` (other paths get HTTP 403, like the
@@ -144,7 +156,7 @@ pub async fn serve(
     let local_addr = listener.local_addr().map_err(ServeError::Bind)?;
     let (server, events) = Server::start(TokioRuntime, config, snapshot)?;
     let acceptor = server.clone();
-    tokio::spawn(async move {
+    let accepting = tokio::spawn(async move {
         let stopped = acceptor.stopped();
         tokio::pin!(stopped);
         loop {
@@ -188,6 +200,7 @@ pub async fn serve(
         server,
         events,
         local_addr,
+        accepting,
     })
 }
 
