@@ -1,5 +1,8 @@
-//! Shared helpers of the adapter integration tests.
+//! Shared helpers of the adapter integration suite.
 #![allow(dead_code)]
+
+pub mod kits;
+pub mod proxy;
 
 use std::future::Future;
 use std::time::Duration;
@@ -7,18 +10,25 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::json;
 use tether_core::backoff::{BackoffConfig, Jitter};
-use tether_tokio::{
-    serve, Bound, ClientConfig, ClientEvents, Event, Server, ServerConfig, ServerEvent,
-    ServerEvents, SessionId,
-};
+use tether_core::client::{ClientConfig, ClosedReason, Event, State};
+use tether_core::server::{ServerConfig, ServerEvent, ServerSnapshot, SessionId};
+use tether_driver::{BoxFuture, ClientEvents, Server, ServerEvents};
+
+pub use kits::{background, fixtures, Gateway, Kit, ASYNC_STD, SMOL, TOKIO};
 
 pub const TOKEN: &str = "integration-test-token";
 
-/// Fails the test instead of hanging it.
+/// Fails the test instead of hanging it (runtime-neutral timer).
 pub async fn within<T>(limit: Duration, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(limit, f)
-        .await
-        .expect("test timed out")
+    let timer = async {
+        async_io::Timer::after(limit).await;
+    };
+    futures::pin_mut!(f);
+    futures::pin_mut!(timer);
+    match futures::future::select(f, timer).await {
+        futures::future::Either::Left((out, _)) => out,
+        futures::future::Either::Right(_) => panic!("test timed out after {limit:?}"),
+    }
 }
 
 pub fn server_config() -> ServerConfig {
@@ -43,42 +53,18 @@ pub fn client_config() -> ClientConfig {
     }
 }
 
-pub struct Gateway {
-    pub server: Server,
-    pub events: ServerEvents,
-    pub addr: std::net::SocketAddr,
-    accepting: tokio::task::JoinHandle<()>,
-}
-
 impl Gateway {
-    pub async fn start(config: ServerConfig) -> Self {
-        Self::start_at("127.0.0.1:0", config, None).await
+    pub async fn start(kit: &'static dyn Kit, config: ServerConfig) -> Self {
+        kit.serve("127.0.0.1:0".into(), config, None).await
     }
 
     pub async fn start_at(
+        kit: &'static dyn Kit,
         addr: &str,
         config: ServerConfig,
-        snapshot: Option<tether_tokio::ServerSnapshot>,
+        snapshot: Option<ServerSnapshot>,
     ) -> Self {
-        let Bound {
-            server,
-            events,
-            local_addr,
-            accepting,
-        } = serve(addr, config, snapshot).await.expect("serve");
-        Self {
-            server,
-            events,
-            addr: local_addr,
-            accepting,
-        }
-    }
-
-    /// Graceful shutdown; returns the final snapshot once the port is free.
-    pub async fn shutdown(self) -> tether_tokio::ServerSnapshot {
-        let snapshot = self.server.shutdown().await.expect("shutdown");
-        self.accepting.await.expect("accept loop");
-        snapshot
+        kit.serve(addr.to_owned(), config, snapshot).await
     }
 
     pub fn url(&self) -> String {
@@ -95,19 +81,26 @@ impl Gateway {
         }
     }
 
-    /// Publishes `count` numbered `message` events to `session` in a background task.
-    pub fn publisher(&self, session: SessionId, count: u64) -> tokio::task::JoinHandle<()> {
+    /// Publishes `count` numbered `message` events to `session` in a helper task.
+    pub fn publisher(&self, session: SessionId, count: u64) -> BoxFuture<()> {
         publish_range(self.server.clone(), session, 1, count)
+    }
+
+    /// Graceful shutdown; returns the final snapshot once the port is free.
+    pub async fn shutdown(self) -> ServerSnapshot {
+        let snapshot = self.server.shutdown().await.expect("shutdown");
+        self.accepting.await;
+        snapshot
+    }
+
+    /// Moves the server's event stream out (e.g. into a helper task).
+    pub fn take_events(&mut self) -> ServerEvents {
+        std::mem::replace(&mut self.events, ServerEvents::closed())
     }
 }
 
-pub fn publish_range(
-    server: Server,
-    session: SessionId,
-    first: u64,
-    last: u64,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+pub fn publish_range(server: Server, session: SessionId, first: u64, last: u64) -> BoxFuture<()> {
+    background(async move {
         for n in first..=last {
             server
                 .publish(&session, "message", vec![("n".into(), json!(n))])
@@ -133,23 +126,13 @@ pub async fn collect_delivered(events: &mut ClientEvents, count: usize) -> Vec<u
     }
     out
 }
-pub mod proxy;
-
-/// A server-event stream placeholder for when a test moves the real one into a task.
-pub fn empty_events() -> ServerEvents {
-    // Starting a throwaway hub is the only way to build one; it is never used.
-    let (_, events) =
-        tether_driver::Server::start(tether_tokio::TokioRuntime, ServerConfig::default(), None)
-            .unwrap();
-    events
-}
 
 /// Connecting attempts seen and the terminal reason.
-pub async fn until_closed(mut events: ClientEvents) -> (usize, tether_core::client::ClosedReason) {
+pub async fn until_closed(mut events: ClientEvents) -> (usize, ClosedReason) {
     let mut attempts = 0;
     loop {
         match events.next().await.expect("events ended before Closed") {
-            Event::StateChanged(tether_core::client::State::Connecting { .. }) => attempts += 1,
+            Event::StateChanged(State::Connecting { .. }) => attempts += 1,
             Event::Closed(reason) => return (attempts, reason),
             _ => {}
         }
@@ -158,7 +141,7 @@ pub async fn until_closed(mut events: ClientEvents) -> (usize, tether_core::clie
 
 pub async fn wait_connected(events: &mut ClientEvents) {
     loop {
-        if let Event::StateChanged(tether_core::client::State::Connected { .. }) =
+        if let Event::StateChanged(State::Connected { .. }) =
             events.next().await.expect("events ended")
         {
             return;
@@ -168,7 +151,7 @@ pub async fn wait_connected(events: &mut ClientEvents) {
 
 pub async fn wait_disconnected(events: &mut ClientEvents) {
     loop {
-        if let Event::StateChanged(tether_core::client::State::Disconnected { .. }) =
+        if let Event::StateChanged(State::Disconnected { .. }) =
             events.next().await.expect("events ended")
         {
             return;

@@ -2,7 +2,7 @@
 //! or turns into a black hole (keeps the sockets open, forwards nothing: a half-open link).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tether_core::rng::Rng;
@@ -19,20 +19,26 @@ struct State {
     rng: Mutex<Rng>,
     /// Cut each connection after a uniform number of bytes in this range (None: never).
     cut_range: Mutex<Option<(u64, u64)>>,
-    black_hole: AtomicBool,
+    /// Connections with a generation below this forward nothing (half-open).
+    black_hole_below: AtomicU64,
     cuts: AtomicU64,
     connections: AtomicU64,
 }
 
 impl Proxy {
+    /// Starts on the fixture runtime; awaitable from any runtime.
     pub async fn start(target: SocketAddr, seed: u64) -> Self {
+        super::background(Self::start_here(target, seed)).await
+    }
+
+    async fn start_here(target: SocketAddr, seed: u64) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
             target,
             rng: Mutex::new(Rng::from_u64(seed)),
             cut_range: Mutex::new(None),
-            black_hole: AtomicBool::new(false),
+            black_hole_below: AtomicU64::new(0),
             cuts: AtomicU64::new(0),
             connections: AtomicU64::new(0),
         });
@@ -58,8 +64,11 @@ impl Proxy {
         *self.state.cut_range.lock().unwrap() = None;
     }
 
-    pub fn black_hole(&self, on: bool) {
-        self.state.black_hole.store(on, Ordering::SeqCst);
+    /// Every connection open now goes silent both ways (sockets stay open); new connections
+    /// forward normally, so a reconnect goes through.
+    pub fn black_hole_current(&self) {
+        let next = self.state.connections.load(Ordering::SeqCst) + 1;
+        self.state.black_hole_below.store(next, Ordering::SeqCst);
     }
 
     pub fn cuts(&self) -> u64 {
@@ -76,7 +85,7 @@ impl State {
         let Ok(outbound) = TcpStream::connect(self.target).await else {
             return;
         };
-        self.connections.fetch_add(1, Ordering::SeqCst);
+        let generation = self.connections.fetch_add(1, Ordering::SeqCst) + 1;
         let _ = inbound.set_nodelay(true);
         let _ = outbound.set_nodelay(true);
         let budget = match *self.cut_range.lock().unwrap() {
@@ -91,8 +100,8 @@ impl State {
         let (ro, wo) = outbound.into_split();
         // When either direction ends, both sockets close (the other pump is dropped).
         let cut = tokio::select! {
-            cut = pump(ri, wo, budget.clone(), self.clone()) => cut,
-            cut = pump(ro, wi, budget, self.clone()) => cut,
+            cut = pump(ri, wo, budget.clone(), self.clone(), generation) => cut,
+            cut = pump(ro, wi, budget, self.clone(), generation) => cut,
         };
         if cut {
             self.cuts.fetch_add(1, Ordering::SeqCst);
@@ -106,6 +115,7 @@ async fn pump(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     budget: Arc<AtomicI64>,
     state: Arc<State>,
+    generation: u64,
 ) -> bool {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -113,7 +123,7 @@ async fn pump(
             Ok(0) | Err(_) => return false,
             Ok(n) => n,
         };
-        if state.black_hole.load(Ordering::SeqCst) {
+        if generation < state.black_hole_below.load(Ordering::SeqCst) {
             continue; // swallowed: the peer never hears of it
         }
         let left = budget.fetch_sub(n as i64, Ordering::SeqCst);

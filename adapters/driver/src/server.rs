@@ -114,6 +114,14 @@ pub struct ServerEvents {
     rx: mpsc::Receiver<ServerEvent>,
 }
 
+impl ServerEvents {
+    /// A stream that is already finished (a placeholder after moving the real one away).
+    pub fn closed() -> Self {
+        let (_, rx) = mpsc::channel(0);
+        Self { rx }
+    }
+}
+
 impl Stream for ServerEvents {
     type Item = ServerEvent;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ServerEvent>> {

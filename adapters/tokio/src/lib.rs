@@ -162,7 +162,7 @@ pub async fn serve(
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
-                () = &mut stopped => return, // drops the listener: the port is free again
+                () = &mut stopped => break,
             };
             let Ok((tcp, peer)) = accepted else {
                 continue;
@@ -195,6 +195,8 @@ pub async fn serve(
                 }
             });
         }
+        // The port is free before the task (and `Bound::shutdown`) completes.
+        drop(listener);
     });
     Ok(Bound {
         server,
