@@ -11,6 +11,7 @@
 //! produced with `feed` and a single `flush` (never a flush per frame).
 
 mod client;
+mod serve;
 mod server;
 mod upgrade;
 mod url;
@@ -22,6 +23,10 @@ use std::time::Instant;
 use futures::{Sink, Stream};
 
 pub use client::{Client, ClientError, ClientEvents, RequestOutcome};
+pub use serve::{
+    production_config, start_serving, upgrade_callback, websocket_config, Bound, ServeError,
+    READ_BUFFER, WRITE_BUFFER,
+};
 pub use server::{load_snapshot, save_snapshot, Server, ServerError, ServerEvents};
 pub use tether_core;
 pub use tungstenite::{self, Message};

@@ -1,0 +1,166 @@
+//! Serving on a listening socket, written once: configuration hygiene, the accept loop, the
+//! `/ws` upgrade callback and the running server's handle. Each runtime crate supplies only its
+//! listener and its WebSocket `accept` function.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::channel::oneshot;
+use futures::future::{self, Either};
+use tether_core::server::{ConnectInfo, ServerConfig, ServerSnapshot};
+use tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tungstenite::http::StatusCode;
+use tungstenite::protocol::WebSocketConfig;
+
+use crate::{BoxFuture, Runtime, Server, ServerError, ServerEvents, WebSocket};
+
+/// Read buffer per connection: tungstenite's default of 128 KiB makes 10,000 idle connections
+/// cost ~1.4 GB; 4 KiB keeps them at ~7 KB each (DESIGN.md figures).
+pub const READ_BUFFER: usize = 4096;
+/// Write buffer per connection (frames are batched with `feed` + one `flush`).
+pub const WRITE_BUFFER: usize = 16 * 1024;
+
+/// The tungstenite settings tether uses on both sides: small buffers, 16 MiB frame cap.
+pub fn websocket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(Some(16 << 20))
+        .max_frame_size(Some(16 << 20))
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address could not be bound.
+    #[error("cannot listen: {0}")]
+    Bind(std::io::Error),
+    /// No OS entropy for the session-id seed.
+    #[error("no OS entropy: {0}")]
+    Entropy(String),
+    /// The snapshot could not be restored.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+/// Fills what a production server must not leave at its default: an all-zero `seed` is replaced
+/// with OS entropy (session ids are bearer capabilities and must be unguessable) and an
+/// `epoch_at_start` of 0 with the system clock.
+pub fn production_config(mut config: ServerConfig) -> Result<ServerConfig, ServeError> {
+    if config.seed == [0; 32] {
+        getrandom::fill(&mut config.seed).map_err(|e| ServeError::Entropy(e.to_string()))?;
+    }
+    if config.epoch_at_start == 0.0 {
+        config.epoch_at_start = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+    }
+    Ok(config)
+}
+
+/// A running server: the handle, its events, the bound address and its accept loop.
+pub struct Bound {
+    /// Publish, respond, snapshot, shut down.
+    pub server: Server,
+    /// Requests and session events: keep consuming them.
+    pub events: ServerEvents,
+    /// The bound address (useful with port 0).
+    pub local_addr: SocketAddr,
+    /// Resolves once the accept loop has ended and the port is free.
+    pub accepting: BoxFuture<()>,
+}
+
+impl Bound {
+    /// Graceful shutdown (see [`Server::shutdown`]) that returns once the listening port is
+    /// free again, so a restarted server can bind it at once.
+    pub async fn shutdown(self) -> Result<ServerSnapshot, ServerError> {
+        let snapshot = self.server.shutdown().await?;
+        self.accepting.await;
+        Ok(snapshot)
+    }
+}
+
+/// The upgrade callback for `accept_hdr_async`: checks the `/ws` route (HTTP 403 otherwise,
+/// like the PraisonAI gateway) and records the credentials in `info`.
+#[allow(clippy::result_large_err)] // the error type is tungstenite's
+pub fn upgrade_callback(
+    peer: SocketAddr,
+    info: &mut Option<ConnectInfo>,
+) -> impl FnOnce(&Request, Response) -> Result<Response, ErrorResponse> + Unpin + '_ {
+    move |request: &Request, response: Response| match crate::connect_info(
+        request,
+        Some(peer.to_string()),
+    ) {
+        Ok(i) => {
+            *info = Some(i);
+            Ok(response)
+        }
+        Err(refused) => {
+            let mut r = ErrorResponse::new(Some(refused.reason));
+            *r.status_mut() = StatusCode::from_u16(refused.status).unwrap_or(StatusCode::FORBIDDEN);
+            Err(r)
+        }
+    }
+}
+
+/// Starts the server hub and its accept loop on `runtime`. `accept` yields the next TCP
+/// connection; `upgrade` performs the WebSocket handshake (with [`upgrade_callback`]). The loop
+/// ends, dropping `accept` (and with it the listener), once the server has stopped.
+pub fn start_serving<R, T, A, AF, U, UF, S>(
+    runtime: R,
+    config: ServerConfig,
+    snapshot: Option<ServerSnapshot>,
+    local_addr: SocketAddr,
+    mut accept: A,
+    upgrade: U,
+) -> Result<Bound, ServeError>
+where
+    R: Runtime,
+    T: Send + 'static,
+    A: FnMut() -> AF + Send + 'static,
+    AF: Future<Output = std::io::Result<(T, SocketAddr)>> + Send,
+    U: Fn(T, SocketAddr) -> UF + Send + Sync + 'static,
+    UF: Future<Output = Option<(S, ConnectInfo)>> + Send + 'static,
+    S: WebSocket,
+{
+    let config = production_config(config)?;
+    let (server, events) = Server::start(runtime.clone(), config, snapshot)?;
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let acceptor = server.clone();
+    let rt = runtime.clone();
+    runtime.spawn(Box::pin(async move {
+        let mut stopped = Box::pin(acceptor.stopped());
+        loop {
+            let next = Box::pin(accept());
+            let accepted = match future::select(next, stopped).await {
+                Either::Left((accepted, s)) => {
+                    stopped = s;
+                    accepted
+                }
+                Either::Right(((), _)) => break,
+            };
+            let Ok((tcp, peer)) = accepted else {
+                continue;
+            };
+            let (server, rt2) = (acceptor.clone(), rt.clone());
+            let handshake = upgrade(tcp, peer);
+            rt.spawn(Box::pin(async move {
+                if let Some((socket, info)) = handshake.await {
+                    server.attach(&rt2, socket, info);
+                }
+            }));
+        }
+        // The port is free before anyone waiting on `accepting` hears the loop has ended.
+        drop(accept);
+        drop(done_tx);
+    }));
+    Ok(Bound {
+        server,
+        events,
+        local_addr,
+        accepting: Box::pin(async move {
+            let _ = done_rx.await;
+        }),
+    })
+}
