@@ -14,20 +14,28 @@ use tether_core::client::{ClientConfig, ClosedReason, Event, State};
 use tether_core::server::{ServerConfig, ServerEvent, ServerSnapshot, SessionId};
 use tether_driver::{BoxFuture, ClientEvents, Server, ServerEvents};
 
+#[allow(unused_imports)] // each test binary uses a different part
 pub use kits::{background, fixtures, Gateway, Kit, ASYNC_STD, SMOL, TOKIO};
 
 pub const TOKEN: &str = "integration-test-token";
 
 /// Fails the test instead of hanging it (runtime-neutral timer).
 pub async fn within<T>(limit: Duration, f: impl Future<Output = T>) -> T {
+    before(limit, f)
+        .await
+        .unwrap_or_else(|| panic!("test timed out after {limit:?}"))
+}
+
+/// `f`'s output if it finishes within `limit`, else `None` (runtime-neutral timer).
+pub async fn before<T>(limit: Duration, f: impl Future<Output = T>) -> Option<T> {
     let timer = async {
         async_io::Timer::after(limit).await;
     };
     futures::pin_mut!(f);
     futures::pin_mut!(timer);
     match futures::future::select(f, timer).await {
-        futures::future::Either::Left((out, _)) => out,
-        futures::future::Either::Right(_) => panic!("test timed out after {limit:?}"),
+        futures::future::Either::Left((out, _)) => Some(out),
+        futures::future::Either::Right(_) => None,
     }
 }
 
