@@ -352,6 +352,9 @@ impl Client {
 
     /// A binary frame arrived: not part of the protocol; reported and dropped.
     pub fn handle_binary(&mut self, now: Instant) {
+        if !matches!(self.phase, Phase::Handshaking(_) | Phase::Connected) {
+            return;
+        }
         if let Some(hb) = self.conn.heartbeat.as_mut() {
             hb.on_inbound(now);
         }
@@ -422,7 +425,7 @@ impl Client {
 
     fn open(&mut self, now: Instant) {
         self.phase = Phase::Connecting;
-        self.handshake_deadline = Some(now + self.config.handshake_timeout);
+        self.handshake_deadline = Some(after(now, self.config.handshake_timeout));
         self.transmits.push_back(Transmit::Open);
         self.events
             .push_back(Event::StateChanged(State::Connecting {
@@ -501,8 +504,9 @@ impl Client {
                 }
             }
         };
+        let delay = delay.min(MAX_WAIT);
         self.phase = Phase::Waiting;
-        self.reconnect_at = Some(now + delay);
+        self.reconnect_at = Some(after(now, delay));
         self.events
             .push_back(Event::StateChanged(State::Reconnecting {
                 attempt: self.backoff.attempt(),
@@ -582,6 +586,9 @@ impl Client {
     }
 
     fn adopt(&mut self, now: Instant, a: Adopted) {
+        if a.head > MAX_SEQUENCE || a.sequence.is_some_and(|s| s > MAX_SEQUENCE) {
+            return self.protocol_error(now, format!("handshake cursor {} out of range", a.head));
+        }
         if !self.config.versions.contains(a.version) {
             self.close_socket(1002, "unsupported version");
             return self.finish(ClosedReason::ProtocolViolation(format!(
@@ -615,8 +622,13 @@ impl Client {
                 self.cursor = Some(a.head);
                 a.head.saturating_add(1)
             }
-            // Replays follow from since+1; the replay logic reports whatever is missing.
-            Some(c) => c.saturating_add(1),
+            // Replays follow from since+1; the replay logic reports whatever is missing. Never
+            // expect less than before: a peer whose cursor lags its seq must not get a replay of
+            // what was already delivered.
+            Some(c) => {
+                let before = self.tracker.as_ref().map_or(0, SequenceTracker::expected);
+                c.saturating_add(1).max(before)
+            }
             None => {
                 self.cursor = Some(a.sequence.unwrap_or(a.head));
                 a.sequence.unwrap_or(a.head).saturating_add(1)
@@ -729,7 +741,8 @@ impl Client {
     }
 
     fn report_lost(&mut self, from: u64, to: u64) {
-        self.stats.lost += to.saturating_sub(from).saturating_add(1);
+        let count = to.saturating_sub(from).saturating_add(1);
+        self.stats.lost = self.stats.lost.saturating_add(count);
         self.events.push_back(Event::Lost { from, to });
     }
 
@@ -742,6 +755,12 @@ impl Client {
         payload: Box<str>,
         replayed: bool,
     ) {
+        if seq > MAX_SEQUENCE || cursor > MAX_SEQUENCE {
+            return self.bad_frame(DecodeError::Field {
+                field: "seq".into(),
+                reason: format!("out of range (max {MAX_SEQUENCE})"),
+            });
+        }
         let Some(tracker) = self.tracker.as_mut() else {
             return;
         };
@@ -813,6 +832,20 @@ impl Client {
     }
 }
 
+/// Sequence numbers and cursors above this are refused as malformed: 2^53 − 1 is the largest
+/// integer every JSON peer (JavaScript included) represents exactly, and a bound keeps the
+/// counters clear of overflow.
+pub const MAX_SEQUENCE: u64 = (1 << 53) - 1;
+
+/// Longest wait the machine ever schedules (a peer's `retry_after` or a config cannot push a
+/// deadline past what `Instant` can hold).
+const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// `now + wait`, with `wait` capped at [`MAX_WAIT`].
+fn after(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait.min(MAX_WAIT)).unwrap_or(now)
+}
+
 /// `cursor`/`seq` of a replayed event's original frame.
 #[derive(serde::Deserialize)]
 struct SeqFields {
@@ -840,7 +873,9 @@ fn rejection_of_hello_error(e: HelloError) -> Rejection {
         next_step: e.next_step.or_else(|| e.next.map(RecoveryStep::from)),
         code: e.code,
         message: e.message,
-        retry_after: e.retry_after_seconds.map(Duration::from_secs),
+        retry_after: e
+            .retry_after_seconds
+            .map(|s| Duration::from_secs(s).min(MAX_WAIT)),
     }
 }
 

@@ -749,3 +749,62 @@ fn a_version_outside_the_offered_range_is_a_protocol_violation() {
     h.recv(ok);
     assert!(h.has(|e| matches!(e, Event::Closed(ClosedReason::ProtocolViolation(_)))));
 }
+
+// Regressions found by the fuzzer (fuzz/corpus/client/crash-*).
+
+#[test]
+fn nothing_follows_closed_not_even_a_binary_frame() {
+    let mut h = connected();
+    h.c.disconnect(h.now);
+    h.c.handle_binary(h.now);
+    h.drain();
+    assert!(matches!(h.ev.last(), Some(Event::Closed(_))));
+    assert_eq!(h.c.stats().bad_frames, 0);
+}
+
+#[test]
+fn a_huge_retry_after_is_capped_instead_of_overflowing_the_clock() {
+    let mut h = H::new(config());
+    h.connect();
+    h.recv(json!({"type":"hello_error","code":"rate_limited","message":"x","retry_after_seconds":u64::MAX}));
+    assert!(h.has(|e| matches!(e, Event::StateChanged(State::Reconnecting { delay, .. }) if *delay == MAX_WAIT)));
+    assert!(h.c.poll_timeout().is_some());
+}
+
+#[test]
+fn sequences_beyond_the_json_safe_range_are_malformed_not_delivered() {
+    let mut h = connected();
+    h.recv(live(MAX_SEQUENCE + 1));
+    h.recv(live(u64::MAX));
+    h.recv(live(u64::MAX));
+    assert!(h.delivered().is_empty());
+    assert_eq!(h.c.stats().bad_frames, 3);
+    h.recv(live(1));
+    assert_eq!(h.delivered(), vec![1]);
+}
+
+#[test]
+fn a_peer_whose_cursor_lags_its_seq_never_gets_a_redelivery() {
+    let mut h = connected();
+    h.recv(json!({"type":"message","cursor":0,"seq":1}));
+    drop_and_reconnect(&mut h);
+    let mut ok = hello_ok("s1", 1);
+    ok["resumed"] = json!(true);
+    h.recv(ok);
+    h.recv(replay(1));
+    assert_eq!(h.delivered(), vec![1]);
+}
+
+#[test]
+fn lost_counts_saturate_across_numberings() {
+    let mut cfg = config();
+    cfg.repair_gaps = false;
+    let mut h = H::new(cfg);
+    h.connect();
+    h.recv(hello_ok("s0", 0));
+    h.recv(live(MAX_SEQUENCE - 1));
+    drop_and_reconnect(&mut h);
+    h.recv(hello_ok("s1", 0));
+    h.recv(live(MAX_SEQUENCE - 1));
+    assert_eq!(h.c.stats().lost, 2 * (MAX_SEQUENCE - 2));
+}
