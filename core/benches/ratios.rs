@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
-use tether_core::client::{Client, ClientConfig, Event, Transmit};
+use serde_json::json;
+use tether_core::client::{Client, ClientConfig, Event};
 use tether_core::server::{ConnId, ConnectInfo, Server, ServerConfig, ServerEvent, ServerTransmit};
 
 /// Median nanoseconds per operation over `samples` interleaved samples of `batch` operations.
