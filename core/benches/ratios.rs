@@ -14,8 +14,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::json;
+use serde_json::value::RawValue;
 use tether_core::client::{Client, ClientConfig, Event};
 use tether_core::server::{ConnId, ConnectInfo, Server, ServerConfig, ServerEvent, ServerTransmit};
 
@@ -324,7 +324,8 @@ fn main() {
     }
     // `BENCH_ONLY=client|publish|resume` runs one figure (for profiling).
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
-    let all: [(&str, fn() -> Row); 3] = [
+    type Figure = (&'static str, fn() -> Row);
+    let all: [Figure; 3] = [
         ("client", client_event),
         ("publish", server_publish),
         ("resume", resume_replay),
