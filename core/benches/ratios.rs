@@ -336,8 +336,8 @@ fn main() {
         .map(|(_, f)| f())
         .collect();
     println!(
-        "{:<58} {:>12} {:>12} {:>7} {:>7}  {}",
-        "figure", "baseline", "tether", "ratio", "target", ""
+        "{:<58} {:>12} {:>12} {:>7} {:>7}",
+        "figure", "baseline", "tether", "ratio", "target"
     );
     let mut missed = 0;
     for r in &rows {
