@@ -35,6 +35,8 @@
 //! # fn main() {}
 //! ```
 
+mod prefixed;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -147,8 +149,8 @@ pub fn connect_resumed<R: Runtime>(
     Client::start_resumed(runtime, AsyncNetConnector, url, token, config, state)
 }
 
-/// Binds `addr` and serves WebSocket connections on `/ws` on `runtime` (other paths get
-/// HTTP 403). As in the tokio adapter, an all-zero `seed` is replaced with OS entropy and an
+/// Binds `addr` and serves WebSocket connections on `/ws` on `runtime` (other upgrade paths get
+/// HTTP 403) and, on the same port, `GET /health`, `/ready`, `/live` and `/metrics`. As in the tokio adapter, an all-zero `seed` is replaced with OS entropy and an
 /// `epoch_at_start` of 0 with the system clock.
 pub async fn serve<R: Runtime>(
     runtime: R,
@@ -162,8 +164,9 @@ pub async fn serve<R: Runtime>(
         let listener = listener.clone();
         async move { listener.accept().await }
     };
-    let upgrade = |tcp: TcpStream, peer| async move {
+    let upgrade = |tcp: TcpStream, peer, http| async move {
         let _ = tcp.set_nodelay(true);
+        let tcp = prefixed::sort(tcp, &http).await?;
         let mut info = None;
         let callback = tether_driver::upgrade_callback(peer, &mut info);
         let socket = async_tungstenite::accept_hdr_async_with_config(

@@ -12,13 +12,14 @@ use futures::{SinkExt, Stream, StreamExt};
 use serde_json::Value;
 use tether_core::client::{
     Client as Machine, ClientConfig, ClientStats, ClosedReason, Event, RequestStatus, SendError,
-    Transmit,
+    State, Transmit,
 };
 use tether_core::cursor::ResumeState;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
 
+use crate::metrics::ClientMetrics;
 use crate::{BoxFuture, Connector, Runtime, UrlError};
 
 /// Events queued for the application before the loop waits for it to catch up (backpressure:
@@ -107,6 +108,19 @@ impl Client {
         config: ClientConfig,
         state: ResumeState,
     ) -> Result<(Client, ClientEvents), ClientError> {
+        Self::start_observed(runtime, connector, url, token, config, state, None)
+    }
+
+    /// Like [`Client::start_resumed`], counting into `metrics` (metrics are off unless given).
+    pub fn start_observed<R: Runtime, C: Connector>(
+        runtime: R,
+        connector: C,
+        url: &str,
+        token: Option<&str>,
+        config: ClientConfig,
+        state: ResumeState,
+        metrics: Option<ClientMetrics>,
+    ) -> Result<(Client, ClientEvents), ClientError> {
         let url = crate::with_token(url, token)?;
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
@@ -126,6 +140,9 @@ impl Client {
             unflushed: false,
             closed: closed.clone(),
             turn: 0,
+            metrics,
+            duplicates_seen: 0,
+            down_since: None,
         };
         runtime.spawn(Box::pin(driver.run()));
         Ok((
@@ -218,6 +235,11 @@ struct Driver<R: Runtime, C: Connector> {
     unflushed: bool,
     closed: Arc<std::sync::Mutex<Option<ClosedReason>>>,
     turn: u8,
+    metrics: Option<ClientMetrics>,
+    /// Duplicates already counted into `metrics`.
+    duplicates_seen: u64,
+    /// When the connection was lost (for the time-disconnected counter).
+    down_since: Option<Instant>,
 }
 
 impl<R: Runtime, C: Connector> Driver<R, C> {
@@ -319,6 +341,21 @@ impl<R: Runtime, C: Connector> Driver<R, C> {
     /// events are out.
     async fn deliver_events(&mut self) -> bool {
         while let Some(event) = self.machine.poll_event() {
+            if let Some(m) = &self.metrics {
+                m.observe(&event);
+                match &event {
+                    Event::StateChanged(State::Disconnected { .. }) => {
+                        self.down_since.get_or_insert(self.runtime.now());
+                    }
+                    Event::StateChanged(State::Connected { .. }) | Event::Closed(_) => {
+                        if let Some(since) = self.down_since.take() {
+                            let down = self.runtime.now().saturating_duration_since(since);
+                            m.disconnected_seconds.inc_by(down.as_secs_f64());
+                        }
+                    }
+                    _ => {}
+                }
+            }
             match &event {
                 Event::Request(update) if !matches!(update.status, RequestStatus::Accepted) => {
                     if let Some(reply) = self.pending.remove(&update.request_id) {
@@ -334,6 +371,12 @@ impl<R: Runtime, C: Connector> Driver<R, C> {
             }
             // A dropped event stream only means nobody listens; the connection goes on.
             let _ = self.events.send(event).await;
+        }
+        if let Some(m) = &self.metrics {
+            let duplicates = self.machine.stats().duplicates;
+            m.duplicates_dropped
+                .inc_by(duplicates.saturating_sub(self.duplicates_seen));
+            self.duplicates_seen = duplicates;
         }
         self.machine.is_closed()
     }

@@ -11,6 +11,8 @@
 //! produced with `feed` and a single `flush` (never a flush per frame).
 
 mod client;
+pub mod http;
+pub mod metrics;
 mod serve;
 mod server;
 mod upgrade;
@@ -24,8 +26,8 @@ use futures::{Sink, Stream};
 
 pub use client::{Client, ClientError, ClientEvents, RequestOutcome};
 pub use serve::{
-    production_config, start_serving, upgrade_callback, websocket_config, Bound, ServeError,
-    READ_BUFFER, WRITE_BUFFER,
+    production_config, start_serving, upgrade_callback, websocket_config, Bound, HttpContext,
+    ServeError, READ_BUFFER, WRITE_BUFFER,
 };
 pub use server::{load_snapshot, save_snapshot, Server, ServerError, ServerEvents};
 pub use tether_core;

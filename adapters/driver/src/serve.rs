@@ -104,9 +104,28 @@ pub fn upgrade_callback(
     }
 }
 
+/// What a connection's handshake needs to answer plain HTTP requests on the WebSocket port.
+#[derive(Clone)]
+pub struct HttpContext {
+    server: Server,
+    token: Option<std::sync::Arc<str>>,
+}
+
+impl HttpContext {
+    /// The full response to a plain HTTP request (see [`crate::http`]).
+    pub async fn answer(&self, request: &crate::http::HttpRequest) -> Vec<u8> {
+        crate::http::respond(&self.server, self.token.as_deref(), request).await
+    }
+}
+
+/// How long a new connection may take to send its request head and finish the upgrade.
+const UPGRADE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Starts the server hub and its accept loop on `runtime`. `accept` yields the next TCP
-/// connection; `upgrade` performs the WebSocket handshake (with [`upgrade_callback`]). The loop
-/// ends, dropping `accept` (and with it the listener), once the server has stopped.
+/// connection; `upgrade` reads its request head, answers plain HTTP itself (with
+/// [`HttpContext::answer`]) or performs the WebSocket handshake (with [`upgrade_callback`]),
+/// within a deadline. The loop ends, dropping `accept` (and with it the listener), once the
+/// server has stopped.
 pub fn start_serving<R, T, A, AF, U, UF, S>(
     runtime: R,
     config: ServerConfig,
@@ -120,12 +139,17 @@ where
     T: Send + 'static,
     A: FnMut() -> AF + Send + 'static,
     AF: Future<Output = std::io::Result<(T, SocketAddr)>> + Send,
-    U: Fn(T, SocketAddr) -> UF + Send + Sync + 'static,
+    U: Fn(T, SocketAddr, HttpContext) -> UF + Send + Sync + 'static,
     UF: Future<Output = Option<(S, ConnectInfo)>> + Send + 'static,
     S: WebSocket,
 {
     let config = production_config(config)?;
+    let token = config.auth_token.as_deref().map(std::sync::Arc::from);
     let (server, events) = Server::start(runtime.clone(), config, snapshot)?;
+    let http = HttpContext {
+        server: server.clone(),
+        token,
+    };
     let (done_tx, done_rx) = oneshot::channel::<()>();
     let acceptor = server.clone();
     let rt = runtime.clone();
@@ -144,9 +168,12 @@ where
                 continue;
             };
             let (server, rt2) = (acceptor.clone(), rt.clone());
-            let handshake = upgrade(tcp, peer);
+            let handshake = Box::pin(upgrade(tcp, peer, http.clone()));
+            let deadline = rt.sleep_until(rt.now() + UPGRADE_TIMEOUT);
             rt.spawn(Box::pin(async move {
-                if let Some((socket, info)) = handshake.await {
+                if let Either::Left((Some((socket, info)), _)) =
+                    future::select(handshake, deadline).await
+                {
                     server.attach(&rt2, socket, info);
                 }
             }));

@@ -24,6 +24,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
 
+use crate::metrics::ServerMetrics;
 use crate::{BoxFuture, Runtime, WebSocket};
 
 /// Inputs queued for the hub before connection tasks wait (backpressure on readers).
@@ -66,7 +67,9 @@ pub enum ServerError {
 }
 
 enum Out {
-    Frame(String),
+    /// A frame, with the instant of the `publish` that produced it when known (for the
+    /// publish-to-write histogram).
+    Frame(String, Option<Instant>),
     Close(u16, String),
 }
 
@@ -93,6 +96,7 @@ enum Command {
     Health(Reply<Health>),
     Stats(Reply<ServerStats>),
     Snapshot(Reply<ServerSnapshot>),
+    Metrics(Reply<String>),
     Shutdown(Reply<ServerSnapshot>),
 }
 
@@ -105,6 +109,7 @@ pub struct Server {
     hub: mpsc::Sender<Input>,
     next_conn: Arc<AtomicU64>,
     stopped: future::Shared<oneshot::Receiver<()>>,
+    metrics: ServerMetrics,
 }
 
 /// The server's [`ServerEvent`]s: requests to answer, sessions created/resumed/expired,
@@ -144,8 +149,12 @@ impl Server {
         let (hub_tx, hub_rx) = mpsc::channel(HUB_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let (stopped_tx, stopped_rx) = oneshot::channel();
+        let metrics = ServerMetrics::new();
         let hub = Hub {
             _stopped: stopped_tx,
+            metrics: metrics.clone(),
+            attached_at: HashMap::new(),
+            published_at: None,
             runtime: runtime.clone(),
             machine,
             inputs: hub_rx,
@@ -160,6 +169,7 @@ impl Server {
                 hub: hub_tx,
                 next_conn: Arc::new(AtomicU64::new(1)),
                 stopped: stopped_rx.shared(),
+                metrics,
             },
             ServerEvents { rx: events_rx },
         ))
@@ -178,7 +188,14 @@ impl Server {
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
         let (out_tx, out_rx) = mpsc::unbounded();
         let mut hub = self.hub.clone();
-        let task = connection(runtime.clone(), conn, socket, out_rx, self.hub.clone());
+        let task = connection(
+            runtime.clone(),
+            conn,
+            socket,
+            out_rx,
+            self.hub.clone(),
+            self.metrics.clone(),
+        );
         runtime.spawn(Box::pin(async move {
             if hub.send(Input::Attach(conn, info, out_tx)).await.is_ok() {
                 task.await;
@@ -251,6 +268,16 @@ impl Server {
         self.ask(Command::Stats).await
     }
 
+    /// The metrics registry's handles (counters are live; gauges are set at each scrape).
+    pub fn metrics(&self) -> &ServerMetrics {
+        &self.metrics
+    }
+
+    /// The Prometheus text exposition, with the gauges refreshed from the machine.
+    pub async fn metrics_text(&self) -> Result<String, ServerError> {
+        self.ask(Command::Metrics).await
+    }
+
     /// All sessions, for persistence.
     pub async fn snapshot(&self) -> Result<ServerSnapshot, ServerError> {
         self.ask(Command::Snapshot).await
@@ -301,6 +328,11 @@ pub fn load_snapshot(path: &Path) -> Result<Option<ServerSnapshot>, ServerError>
 struct Hub<R: Runtime> {
     /// Dropped when the hub ends, which resolves [`Server::stopped`].
     _stopped: oneshot::Sender<()>,
+    metrics: ServerMetrics,
+    /// When each connection still in its handshake was attached (resume latency).
+    attached_at: HashMap<ConnId, Instant>,
+    /// The instant of the publish being routed right now (publish-to-write latency).
+    published_at: Option<Instant>,
     runtime: R,
     machine: Machine,
     inputs: mpsc::Receiver<Input>,
@@ -343,6 +375,7 @@ impl<R: Runtime> Hub<R> {
         match input {
             Input::Attach(conn, info, writer) => {
                 self.writers.insert(conn, writer);
+                self.attached_at.insert(conn, now);
                 self.machine.handle_connected(now, conn, info);
             }
             Input::Text(conn, text) => self.machine.handle_text(now, conn, &text),
@@ -356,6 +389,7 @@ impl<R: Runtime> Hub<R> {
             }
             Input::Closed(conn) => {
                 self.writers.remove(&conn);
+                self.attached_at.remove(&conn);
                 self.machine.handle_closed(now, conn);
             }
             Input::Command(command) => self.on_command(now, command),
@@ -369,7 +403,12 @@ impl<R: Runtime> Hub<R> {
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.clone()))
                     .collect();
-                let _ = reply.send(self.machine.publish(now, &session, &kind, &fields));
+                let published = self.machine.publish(now, &session, &kind, &fields);
+                if published.is_ok() {
+                    self.metrics.events_published.inc();
+                    self.published_at = Some(now);
+                }
+                let _ = reply.send(published);
             }
             Command::Respond(session, request_id, outcome, reply) => {
                 let _ = reply.send(self.machine.respond(now, &session, &request_id, outcome));
@@ -392,6 +431,10 @@ impl<R: Runtime> Hub<R> {
             Command::Snapshot(reply) => {
                 let _ = reply.send(self.machine.snapshot(now));
             }
+            Command::Metrics(reply) => {
+                self.metrics.set_stats(&self.machine.stats());
+                let _ = reply.send(self.metrics.encode());
+            }
             Command::Shutdown(reply) => {
                 self.machine.shutdown(now);
                 self.shutdown = Some((now + CLOSE_GRACE * 5, reply));
@@ -400,12 +443,13 @@ impl<R: Runtime> Hub<R> {
     }
 
     fn route_transmits(&mut self) {
+        let published_at = self.published_at.take();
         while let Some((conn, transmit)) = self.machine.poll_transmit() {
             let Some(writer) = self.writers.get(&conn) else {
                 continue;
             };
             let out = match transmit {
-                ServerTransmit::Frame(text) => Out::Frame(text),
+                ServerTransmit::Frame(text) => Out::Frame(text, published_at),
                 ServerTransmit::Close { code, reason } => Out::Close(code, reason),
             };
             let _ = writer.unbounded_send(out);
@@ -414,6 +458,19 @@ impl<R: Runtime> Hub<R> {
 
     async fn deliver_events(&mut self) {
         while let Some(event) = self.machine.poll_event() {
+            self.metrics.observe(&event);
+            match &event {
+                ServerEvent::SessionResumed { conn, .. } => {
+                    if let Some(at) = self.attached_at.remove(conn) {
+                        let latency = self.runtime.now().saturating_duration_since(at);
+                        self.metrics.resume_latency.observe(latency.as_secs_f64());
+                    }
+                }
+                ServerEvent::SessionCreated { conn, .. } => {
+                    self.attached_at.remove(conn);
+                }
+                _ => {}
+            }
             // Nobody listening is fine: the server keeps serving.
             let _ = self.events.send(event).await;
         }
@@ -473,6 +530,7 @@ async fn connection<R: Runtime, S: WebSocket>(
     mut socket: S,
     mut out: mpsc::UnboundedReceiver<Out>,
     mut hub: mpsc::Sender<Input>,
+    metrics: ServerMetrics,
 ) {
     let mut turn = false;
     loop {
@@ -515,13 +573,22 @@ async fn connection<R: Runtime, S: WebSocket>(
             ConnWake::Out(None) => break,
             ConnWake::Out(Some(first)) => {
                 let (mut frames, mut bytes) = (0usize, 0usize);
+                let (mut tracked, mut replayed) = (0u64, 0u64);
+                let mut oldest_publish: Option<Instant> = None;
                 let mut close = None;
                 let mut next = Some(first);
                 while let Some(item) = next.take() {
                     match item {
-                        Out::Frame(text) => {
+                        Out::Frame(text, published_at) => {
                             frames += 1;
                             bytes += text.len();
+                            if text.starts_with(r#"{"type":"replay""#) {
+                                replayed += 1;
+                                tracked += 1;
+                            } else if text.ends_with('}') && text.contains(r#","seq":"#) {
+                                tracked += 1;
+                            }
+                            oldest_publish = oldest_publish.or(published_at);
                             if socket.feed(Message::text(text)).await.is_err() {
                                 close = Some((1011, String::new()));
                                 break;
@@ -537,6 +604,14 @@ async fn connection<R: Runtime, S: WebSocket>(
                     }
                 }
                 let flushed = socket.flush().await.is_ok();
+                if flushed {
+                    metrics.events_delivered.inc_by(tracked);
+                    metrics.events_replayed.inc_by(replayed);
+                    if let Some(at) = oldest_publish {
+                        let latency = runtime.now().saturating_duration_since(at);
+                        metrics.publish_to_write.observe(latency.as_secs_f64());
+                    }
+                }
                 if frames > 0 && hub.send(Input::Sent(conn, frames, bytes)).await.is_err() {
                     return;
                 }

@@ -24,6 +24,8 @@
 //! # Ok(()) }
 //! ```
 
+mod prefixed;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -96,8 +98,9 @@ pub fn connect_resumed(
     Client::start_resumed(TokioRuntime, TokioConnector, url, token, config, state)
 }
 
-/// Binds `addr` and serves WebSocket connections on `/ws` (other paths get HTTP 403, like the
-/// PraisonAI gateway). An all-zero `seed` (the default) is replaced with OS entropy, so session
+/// Binds `addr` and serves WebSocket connections on `/ws` (other upgrade paths get HTTP 403, like
+/// the PraisonAI gateway) and, on the same port, `GET /health`, `/ready`, `/live` and `/metrics`
+/// (see `tether_driver::http`). An all-zero `seed` (the default) is replaced with OS entropy, so session
 /// ids are unguessable; an `epoch_at_start` of 0 with the system clock. `snapshot` restores
 /// sessions saved by a previous run.
 pub async fn serve(
@@ -111,8 +114,9 @@ pub async fn serve(
         let listener = listener.clone();
         async move { listener.accept().await }
     };
-    let upgrade = |tcp: tokio::net::TcpStream, peer| async move {
+    let upgrade = |tcp: tokio::net::TcpStream, peer, http| async move {
         let _ = tcp.set_nodelay(true);
+        let tcp = prefixed::sort(tcp, &http).await?;
         let mut info = None;
         let callback = tether_driver::upgrade_callback(peer, &mut info);
         let socket = tokio_tungstenite::accept_hdr_async_with_config(

@@ -49,6 +49,8 @@ pub enum ServerEvent {
         conn: ConnId,
         /// A connection that was displaced by this takeover (closed with 4009).
         taken_over_from: Option<ConnId>,
+        /// Cursors the client asked for that the ring no longer holds (reported to it), if any.
+        lost: Option<(u64, u64)>,
     },
     /// A session lost its connection; it stays resumable for the TTL.
     SessionDetached {

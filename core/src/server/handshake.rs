@@ -262,6 +262,7 @@ impl Server {
         let sid = sid.0;
         let v2 = version >= V2;
         let info = self.start_replay(conn, &sid, h.since, v2, v2);
+        self.note_resume_loss(conn, info.lost);
         let Some(s) = self.sessions.get(&sid) else {
             return;
         };
@@ -366,6 +367,7 @@ impl Server {
             };
         let v2 = version >= V2;
         let info = self.start_replay(conn, &sid, j.since, true, v2);
+        self.note_resume_loss(conn, info.lost);
         let Some(s) = self.sessions.get(&sid) else {
             return;
         };
@@ -400,6 +402,17 @@ impl Server {
             self.push_front_control(conn, state);
         }
         self.push_front_control(conn, joined);
+    }
+
+    /// Completes this connection's queued `SessionResumed` with the loss its replay reports.
+    fn note_resume_loss(&mut self, conn: ConnId, loss: Option<(u64, u64)>) {
+        let queued = self.events.iter_mut().rev().find_map(|e| match e {
+            ServerEvent::SessionResumed { conn: c, lost, .. } if *c == conn => Some(lost),
+            _ => None,
+        });
+        if let Some(lost) = queued {
+            *lost = loss;
+        }
     }
 
     /// v2 in-band repair: `{"type":"resync","since":n}` → replays of cursor > n, then
@@ -548,6 +561,7 @@ impl Server {
                     session: sid.clone(),
                     conn,
                     taken_over_from: old_owner,
+                    lost: None, // known once the replay is set up: `note_resume_loss`
                 });
                 (sid, true)
             }
