@@ -10,6 +10,7 @@
 //! * [`heartbeat`]: ping schedule and silence watchdog.
 //! * [`wire`]: the JSON frames and their codec.
 //! * [`client`]: the client connection machine composing all of the above.
+//! * [`fuzz`]: fuzz bodies (codec, client machine), compiled in every build so they never rot.
 //!
 //! ## Guarantees
 //! * **No IO, no clock, no global randomness.** Time is always a `now` argument; randomness comes
@@ -73,6 +74,7 @@
 pub mod backoff;
 pub mod client;
 pub mod cursor;
+pub mod fuzz;
 pub mod heartbeat;
 pub mod rng;
 pub mod sequence;
