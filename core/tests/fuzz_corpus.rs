@@ -857,6 +857,11 @@ const KNOWN_CLIENT_BUGS: &[KnownBug] = &[
         (msg.starts_with("delivered seq ") || msg.starts_with("lost "))
             && (resume || format!("{:?}", script.inputs).contains("Abs(18446744073709551"))
     }),
+    ("crash-stats-lost-overflow", |script, msg| {
+        msg == "attempt to add with overflow"
+            && (format!("{:?}", script.inputs).contains("Abs(")
+                || script.inputs.iter().any(|i| matches!(i, Input::RawText(_))))
+    }),
     ("crash-cursor-behind-seq-redelivered", |script, msg| {
         (msg.starts_with("delivered seq ") || msg.starts_with("lost "))
             && script.inputs.iter().any(|i| {
