@@ -11,6 +11,7 @@
 //! * [`wire`]: the JSON frames and their codec.
 //! * [`client`]: the client connection machine composing all of the above.
 //! * [`server`]: the server machine: sessions, stamping, replay ring, resume, presence, health.
+//! * [`fuzz`]: fuzz bodies (codec, client machine), compiled in every build so they never rot.
 //!
 //! ## Guarantees
 //! * **No IO, no clock, no global randomness.** Time is always a `now` argument; randomness comes
@@ -74,6 +75,7 @@
 pub mod backoff;
 pub mod client;
 pub mod cursor;
+pub mod fuzz;
 pub mod heartbeat;
 pub mod rng;
 pub mod sequence;
