@@ -77,10 +77,15 @@ fn bad_flags_and_values_are_usage_errors_on_one_line() {
 
 #[test]
 fn bad_urls_are_usage_errors_on_one_line() {
-    for url in ["not a url", "http://127.0.0.1:8765/ws", "127.0.0.1:8765"] {
+    for url in [
+        "not a url",
+        "http://127.0.0.1:8765/ws",
+        "127.0.0.1:8765",
+        "WSS://127.0.0.1:8765/ws",
+    ] {
         let line = assert_one_line_failure(&["connect", url, "--agent-id", "echo"], 2);
         assert!(
-            line.contains("URL") || line.contains("scheme"),
+            line.contains("URL") || line.contains("scheme") || line.contains("wss://"),
             "{url}: {line}"
         );
     }

@@ -59,8 +59,16 @@ pub struct ConnectArgs {
 /// Runs the client until `--count` events, a terminal error or a signal.
 pub async fn run(args: ConnectArgs) -> Result<(), Failure> {
     // Bad URLs are usage errors, caught before anything starts.
-    tether_driver::with_token(&args.url, None)
+    let url = tether_driver::with_token(&args.url, None)
         .map_err(|e| Failure::Usage(format!("{e} (expected e.g. ws://127.0.0.1:8765/ws)")))?;
+    if url.starts_with("wss:") {
+        // tether-tokio's `rustls` feature is off in this build: every attempt would fail the
+        // same way, so say it once instead of retrying until the timeout.
+        return Err(Failure::Usage(
+            "wss:// (TLS) is not built into this tether; use ws:// or a TLS-terminating proxy"
+                .into(),
+        ));
+    }
     if args.agent_id.is_empty() {
         return Err(Failure::Usage("--agent-id must not be empty".into()));
     }

@@ -3,6 +3,8 @@
 //! frames and duplicates frames at seeded points; the client must still deliver every event
 //! exactly once, in order. Ends with a summary table; exit 0 iff nothing was lost or duplicated.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -129,7 +131,8 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
     let drain = tokio::spawn(async move { while events.next().await.is_some() {} });
 
     let schedule = fault_schedule(&args);
-    let proxy = std::sync::Arc::new(proxy);
+    let proxy = Arc::new(proxy);
+    let published = Arc::new(AtomicU64::new(0));
     let publisher = tokio::spawn(publish(
         server.clone(),
         session,
@@ -137,6 +140,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
         rate,
         schedule,
         proxy.clone(),
+        published.clone(),
     ));
 
     let duplicates = DuplicateCounter::start(client.clone());
@@ -213,7 +217,13 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
     bar.finish_and_clear();
 
     let dropped = duplicates.finish().await;
-    let published = publisher.await.unwrap_or(0);
+    if tally.delivered >= args.events {
+        // Everything arrived, so the publisher is returning from its last publish.
+        let _ = tokio::time::timeout(Duration::from_secs(5), publisher).await;
+    } else {
+        publisher.abort(); // the run has failed: no point publishing on
+    }
+    let published = published.load(Ordering::SeqCst);
     client.disconnect().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), server.shutdown()).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), accepting).await;
@@ -248,14 +258,14 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
 /// duplicate dropped in the few ms between the last sample and a reconnect can be missed.
 struct DuplicateCounter {
     task: tokio::task::JoinHandle<()>,
-    total: std::sync::Arc<std::sync::Mutex<(u64, u64)>>,
+    total: Arc<Mutex<(u64, u64)>>,
     client: Client,
 }
 
 impl DuplicateCounter {
     fn start(client: Client) -> Self {
         // (carried over from finished connections, last sample)
-        let total = std::sync::Arc::new(std::sync::Mutex::new((0u64, 0u64)));
+        let total = Arc::new(Mutex::new((0u64, 0u64)));
         let (c, t) = (client.clone(), total.clone());
         let task = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_millis(5));
@@ -272,7 +282,7 @@ impl DuplicateCounter {
         }
     }
 
-    fn record(total: &std::sync::Mutex<(u64, u64)>, now: u64) {
+    fn record(total: &Mutex<(u64, u64)>, now: u64) {
         let mut t = total.lock().unwrap_or_else(|p| p.into_inner());
         if now < t.1 {
             t.0 += t.1;
@@ -318,16 +328,17 @@ fn fault_schedule(args: &DemoArgs) -> Vec<(u64, Fault)> {
         .collect()
 }
 
-/// Publishes events 1..=count at `rate`, arming each fault as its position is published.
-/// Returns how many were published.
+/// Publishes events 1..=count at `rate`, arming each fault as its position is published, and
+/// counts them in `published`.
 async fn publish(
     server: Server,
     session: SessionId,
     count: u64,
     rate: f64,
     schedule: Vec<(u64, Fault)>,
-    proxy: std::sync::Arc<Proxy>,
-) -> u64 {
+    proxy: Arc<Proxy>,
+    published: Arc<AtomicU64>,
+) {
     let mut pacer = Pacer::new(rate);
     let mut faults = schedule.into_iter().peekable();
     let mut n = 0;
@@ -335,12 +346,13 @@ async fn publish(
         let due = pacer.next_batch().await.min(count - n);
         for _ in 0..due {
             n += 1;
-            let published = server
+            let sent = server
                 .publish(&session, "message", vec![("n".to_owned(), json!(n))])
                 .await;
-            if published.is_err() {
-                return n - 1;
+            if sent.is_err() {
+                return;
             }
+            published.store(n, Ordering::SeqCst);
             while faults.peek().is_some_and(|(at, _)| *at <= n) {
                 if let Some((_, fault)) = faults.next() {
                     proxy.arm(fault);
@@ -348,7 +360,6 @@ async fn publish(
             }
         }
     }
-    n
 }
 
 /// A bar on stderr; indicatif hides it when stderr is not a terminal.
