@@ -1,2 +1,4 @@
-//! tether: the workspace root package (CLI and cross-adapter tests land here). Re-exports the core.
+//! tether: the workspace root package. It holds the `tether` command-line binary
+//! (`src/main.rs`, `src/cli/`) and the cross-adapter integration tests; as a library it only
+//! re-exports the core.
 pub use tether_core as core;

@@ -634,6 +634,9 @@ impl Client {
                 a.sequence.unwrap_or(a.head).saturating_add(1)
             }
         };
+        // The new tracker starts its own duplicate count: keep the old one's in the stats.
+        let dropped = self.tracker.as_ref().map_or(0, SequenceTracker::duplicates);
+        self.stats.duplicates = self.stats.duplicates.saturating_add(dropped);
         self.tracker = Some(SequenceTracker::new(expected));
         self.conn.replay_head = Some(a.head);
         self.conn.legacy = a.legacy;

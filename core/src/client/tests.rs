@@ -808,3 +808,14 @@ fn lost_counts_saturate_across_numberings() {
     h.recv(live(MAX_SEQUENCE - 1));
     assert_eq!(h.c.stats().lost, 2 * (MAX_SEQUENCE - 2));
 }
+
+#[test]
+fn the_duplicate_count_survives_reconnects() {
+    let mut h = connected();
+    h.recv(live(1));
+    h.recv(live(1));
+    drop_and_reconnect(&mut h);
+    h.recv(hello_ok("s1", 1));
+    h.recv(replay(1));
+    assert_eq!(h.c.stats().duplicates, 2);
+}

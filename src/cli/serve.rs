@@ -1,0 +1,345 @@
+//! `tether serve`: a gateway server on tether-tokio, with an echo agent, an optional synthetic
+//! event stream and an optional state file so sessions survive a restart.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Args;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tether_core::server::CommandError;
+use tether_tokio::{
+    load_snapshot, save_snapshot, serve, Bound, Outcome, Server, ServerConfig, ServerError,
+    ServerEvent, ServerEvents, ServerSnapshot, SessionId,
+};
+use tokio::sync::watch;
+
+use super::{parse_duration, parse_rate, Failure, Pacer};
+
+/// Options of `tether serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (clients connect to ws://ADDR/ws).
+    #[arg(long, default_value = "127.0.0.1:8765", value_name = "ADDR")]
+    pub listen: String,
+    /// Shared token clients must present (?token=). Without it one is generated and printed;
+    /// with --state-file it is kept in PATH.token so a restart accepts the same clients.
+    #[arg(long, value_name = "T")]
+    pub token: Option<String>,
+    /// Publish a synthetic `message` event to every session at this rate (e.g. 100/s, 600/min).
+    #[arg(long, value_name = "N/s", value_parser = parse_rate)]
+    pub emit_rate: Option<f64>,
+    /// Replay ring size per session, in events (what a reconnecting client can get back).
+    #[arg(long, value_name = "N", default_value_t = 2048,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub replay: u64,
+    /// Ping interval in milliseconds (advertised to clients); 0 disables pings and reaping.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub heartbeat_ms: u64,
+    /// Keep sessions in this file: restored at start, saved every --save-every and on
+    /// SIGINT/SIGTERM. A graceful stop loses nothing; `kill -9` loses what was published since
+    /// the last periodic save (clients then report a server reset).
+    #[arg(long, value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
+    /// How often the state file is saved while running.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub save_every: Duration,
+    /// Accept only these agent ids (repeatable). Default: any agent id.
+    #[arg(long = "agent", value_name = "ID")]
+    pub agents: Vec<String>,
+}
+
+/// Runs the server until SIGINT/SIGTERM, then shuts down gracefully and saves the state file.
+pub async fn run(args: ServeArgs) -> Result<(), Failure> {
+    let (token, generated) = resolve_token(&args)?;
+    let snapshot = match &args.state_file {
+        Some(path) => load_snapshot(path).map_err(|e| {
+            Failure::Runtime(format!(
+                "cannot restore sessions: {e} (move the file away to start empty)"
+            ))
+        })?,
+        None => None,
+    };
+    // The emitter keeps numbering restored sessions where the snapshot left them.
+    let heads: HashMap<SessionId, u64> = snapshot
+        .iter()
+        .flat_map(|s| &s.sessions)
+        .map(|s| (s.session_id.clone(), s.head))
+        .collect();
+    let restored = heads.len();
+
+    let config = ServerConfig {
+        agents: args.agents.clone(),
+        auth_token: Some(token.clone()),
+        heartbeat_interval: Duration::from_millis(args.heartbeat_ms),
+        ring_max_events: usize::try_from(args.replay).unwrap_or(usize::MAX),
+        // The byte bound must not undercut the event bound the user asked for (~1 KiB each).
+        ring_max_bytes: usize::try_from(args.replay)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(1024)
+            .max(8 << 20),
+        ..ServerConfig::default()
+    };
+    let Bound {
+        server,
+        events,
+        local_addr,
+        accepting,
+    } = serve(&args.listen, config, snapshot)
+        .await
+        .map_err(|e| Failure::Runtime(format!("cannot serve on {}: {e}", args.listen)))?;
+
+    let url = format!("ws://{local_addr}/ws");
+    println!("listening on {url}");
+    if generated {
+        println!("token: {token} (generated; pass --token to choose one)");
+    } else {
+        println!("token: {token}");
+    }
+    let agent = args.agents.first().map_or("echo", String::as_str);
+    println!("try: tether connect {url} --agent-id {agent} --token {token}");
+    if let Some(path) = &args.state_file {
+        eprintln!(
+            "state file {}: {restored} session(s) restored; saved every {:?} and on SIGINT/SIGTERM",
+            path.display(),
+            args.save_every
+        );
+    }
+
+    let sessions = Arc::new(Mutex::new(heads));
+    let (stop_tx, stop) = watch::channel(false);
+    let handler = tokio::spawn(handle_events(server.clone(), events, sessions.clone()));
+    let emitter = args
+        .emit_rate
+        .map(|rate| tokio::spawn(emit(server.clone(), sessions, rate, stop.clone())));
+    let saver = args.state_file.clone().map(|path| {
+        tokio::spawn(save_periodically(
+            server.clone(),
+            path,
+            args.save_every,
+            stop.clone(),
+        ))
+    });
+
+    super::shutdown_signal().await;
+    eprintln!("shutting down (a second signal exits at once)");
+    tokio::spawn(async {
+        super::shutdown_signal().await;
+        std::process::exit(130);
+    });
+    // Stop the writers first so no periodic save can land after the final one.
+    let _ = stop_tx.send(true);
+    if let Some(emitter) = emitter {
+        let _ = emitter.await;
+    }
+    if let Some(saver) = saver {
+        let _ = saver.await;
+    }
+    let snapshot = server
+        .shutdown()
+        .await
+        .map_err(|e| Failure::Runtime(format!("shutdown failed: {e}")))?;
+    let _ = accepting.await;
+    handler.abort();
+    if let Some(path) = &args.state_file {
+        save(path.clone(), snapshot.clone()).await?;
+        eprintln!(
+            "saved {} session(s) to {}",
+            snapshot.sessions.len(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The token to require, and whether it was generated.
+fn resolve_token(args: &ServeArgs) -> Result<(String, bool), Failure> {
+    if let Some(token) = &args.token {
+        if token.is_empty() {
+            return Err(Failure::Usage("--token must not be empty".into()));
+        }
+        return Ok((token.clone(), false));
+    }
+    let file = args.state_file.as_ref().map(|p| token_file(p));
+    if let Some(file) = &file {
+        if let Ok(saved) = std::fs::read_to_string(file) {
+            let saved = saved.trim();
+            if !saved.is_empty() {
+                return Ok((saved.to_owned(), true));
+            }
+        }
+    }
+    let token = super::hex(&super::random_bytes()?[..16]);
+    if let Some(file) = &file {
+        write_private(file, token.as_bytes()).map_err(|e| {
+            Failure::Runtime(format!("cannot write token file {}: {e}", file.display()))
+        })?;
+    }
+    Ok((token, true))
+}
+
+/// `PATH.token`, next to the state file.
+fn token_file(state_file: &Path) -> PathBuf {
+    let mut name = state_file.as_os_str().to_owned();
+    name.push(".token");
+    PathBuf::from(name)
+}
+
+/// The token is a credential: readable by the owner only.
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        file.write_all(contents)
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::write(path, contents)
+    }
+}
+
+/// Consumes server events (the hub waits if nobody does): tracks live sessions for the
+/// emitter, answers requests like the PraisonAI stub agent, and reports sessions on stderr.
+async fn handle_events(
+    server: Server,
+    mut events: ServerEvents,
+    sessions: Arc<Mutex<HashMap<SessionId, u64>>>,
+) {
+    while let Some(event) = events.next().await {
+        match event {
+            ServerEvent::SessionCreated {
+                session, agent_id, ..
+            } => {
+                eprintln!("session {} created (agent {agent_id})", session.as_str());
+                lock(&sessions).insert(session, 0);
+            }
+            ServerEvent::SessionResumed { session, .. } => {
+                eprintln!("session {} resumed", session.as_str());
+                lock(&sessions).entry(session).or_insert(0);
+            }
+            ServerEvent::SessionDetached { session } => {
+                eprintln!("session {} detached (kept for resume)", session.as_str());
+            }
+            ServerEvent::SessionExpired { session } => {
+                eprintln!("session {} expired", session.as_str());
+                lock(&sessions).remove(&session);
+            }
+            ServerEvent::Request {
+                session,
+                request_id,
+                content,
+                ..
+            } => {
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let answer = match &content {
+                        Value::String(s) => format!("echo: {s}"),
+                        other => format!("echo: {other}"),
+                    };
+                    if let Err(e) = server
+                        .respond(&session, &request_id, Outcome::ok(answer))
+                        .await
+                    {
+                        tracing::debug!(%e, "request not answered");
+                    }
+                });
+            }
+            other => tracing::debug!(?other, "server event"),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned map only means another task panicked mid-update; the data is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Publishes `{"content":"event n","n":n}` to every live session at `rate` per second.
+async fn emit(
+    server: Server,
+    sessions: Arc<Mutex<HashMap<SessionId, u64>>>,
+    rate: f64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut pacer = Pacer::new(rate);
+    loop {
+        let due = tokio::select! {
+            due = pacer.next_batch() => due,
+            _ = stop.changed() => return,
+        };
+        let targets: Vec<(SessionId, u64)> = lock(&sessions)
+            .iter()
+            .map(|(s, n)| (s.clone(), *n))
+            .collect();
+        for (session, first) in targets {
+            let mut n = first;
+            for _ in 0..due {
+                n += 1;
+                let fields = vec![
+                    ("content".to_owned(), json!(format!("event {n}"))),
+                    ("n".to_owned(), json!(n)),
+                ];
+                match server.publish(&session, "message", fields).await {
+                    Ok(_) => {}
+                    Err(ServerError::Command(CommandError::UnknownSession(_))) => {
+                        lock(&sessions).remove(&session);
+                        break;
+                    }
+                    Err(_) => return, // the server is stopping
+                }
+            }
+            if let Some(count) = lock(&sessions).get_mut(&session) {
+                *count = n;
+            }
+        }
+    }
+}
+
+/// Saves a snapshot every `every` until told to stop; a failed save is reported once per
+/// streak, not every second.
+async fn save_periodically(
+    server: Server,
+    path: PathBuf,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(every.max(Duration::from_millis(10)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await; // the first tick is immediate: the restored state is already on disk
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let Ok(snapshot) = server.snapshot().await else {
+            return;
+        };
+        match save(path.clone(), snapshot).await {
+            Ok(()) => failing = false,
+            Err(e) => {
+                if !failing {
+                    eprintln!("tether: warning: {}", e.message().unwrap_or_default());
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
+/// Writes the snapshot off the async threads.
+async fn save(path: PathBuf, snapshot: ServerSnapshot) -> Result<(), Failure> {
+    tokio::task::spawn_blocking(move || save_snapshot(&path, &snapshot))
+        .await
+        .map_err(|e| Failure::Runtime(format!("saving the state file failed: {e}")))?
+        .map_err(|e| Failure::Runtime(format!("cannot save the state file: {e}")))
+}
