@@ -11,6 +11,8 @@
 //! * [`wire`]: the JSON frames and their codec.
 //! * [`client`]: the client connection machine composing all of the above.
 //! * [`server`]: the server machine: sessions, stamping, replay ring, resume, presence, health.
+//! * `sim` (feature `sim`): a deterministic simulator running clients and servers over a faulty
+//!   in-memory network with a virtual clock, checking the guarantees below after every step.
 //!
 //! ## Guarantees
 //! * **No IO, no clock, no global randomness.** Time is always a `now` argument; randomness comes
@@ -78,5 +80,7 @@ pub mod heartbeat;
 pub mod rng;
 pub mod sequence;
 pub mod server;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod version;
 pub mod wire;

@@ -1,0 +1,299 @@
+//! The reference model each client's events are checked against, after every step.
+//!
+//! Per client (across process restarts, since the application persists its position):
+//! - **Order and holes.** Within one numbering (a session, restarted by a reported
+//!   `ServerReset`), every delivered sequence is exactly one above the last position accounted
+//!   for, where "accounted for" means delivered or inside a reported `Lost{from,to}` (which must
+//!   itself start right after that position). A `ServerReset{head}` starts a new numbering in
+//!   which everything up to `head` counts as reported; a `SessionReplaced` (which must name the
+//!   session we had) starts the new session at 0. So nothing is delivered twice, nothing out of
+//!   order, and no hole goes unreported.
+//! - **Tokens.** Each published event carries a unique token; no token is delivered twice.
+//! - **Connections.** Every `Connecting` is followed by exactly one terminal event
+//!   (`Disconnected`, `AwaitingCredentials` or `Closed`) before the next `Connecting`; the client
+//!   emits at most one `Closed` per process, and nothing after it.
+//! - **Backoff.** Every `Reconnecting{delay}` is at most `max(backoff.max, 1.2 × retry_after)`
+//!   (the floor only when the connection that just ended was rejected with a `retry_after`).
+//! - **Requests.** Every request update names a request this client sent and not yet resolved;
+//!   `Final`, `Duplicate` and `Ambiguous` resolve it exactly once.
+//! - **Hygiene.** No `BadFrame` and no `ServerError` between our client and our server.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use crate::client::{DisconnectCause, Event, RequestStatus, State};
+
+/// A broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Virtual time since the origin.
+    pub at: Duration,
+    /// The client concerned, if any.
+    pub client: Option<usize>,
+    /// What broke.
+    pub what: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.client {
+            Some(c) => write!(f, "at {:?}, client c{c}: {}", self.at, self.what),
+            None => write!(f, "at {:?}: {}", self.at, self.what),
+        }
+    }
+}
+
+impl std::error::Error for Violation {}
+
+/// Where a request stands, as the client application saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Req {
+    Pending,
+    Accepted,
+    Done,
+}
+
+/// What one client application has seen (it outlives process restarts).
+#[derive(Debug, Clone)]
+pub(crate) struct ClientModel {
+    pub(crate) session: Option<String>,
+    /// Highest sequence accounted for (delivered or reported lost) in the current numbering.
+    pub(crate) pos: u64,
+    /// Current numbering: sequence → hash of the delivered frame.
+    pub(crate) delivered: BTreeMap<u64, u64>,
+    /// Current numbering: ranges reported lost.
+    pub(crate) lost: Vec<(u64, u64)>,
+    /// Current numbering: sequences up to this one are covered by a reported reset.
+    pub(crate) reset_floor: u64,
+    tokens: BTreeSet<u64>,
+    /// `Closed` events of the current process.
+    pub(crate) closed_events: u32,
+    conn_open: bool,
+    /// `retry_after` of the rejection that ended the last connection.
+    floor: Option<Duration>,
+    backoff_max: Duration,
+    pub(crate) requests: BTreeMap<String, Req>,
+    pub(crate) stats: ModelStats,
+}
+
+/// Counters of what the model saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ModelStats {
+    pub(crate) delivered: u64,
+    pub(crate) lost: u64,
+    pub(crate) resets: u64,
+    pub(crate) replaced: u64,
+    pub(crate) connections: u64,
+    pub(crate) resolved: u64,
+}
+
+impl ClientModel {
+    pub(crate) fn new(backoff_max: Duration) -> Self {
+        Self {
+            session: None,
+            pos: 0,
+            delivered: BTreeMap::new(),
+            lost: Vec::new(),
+            reset_floor: 0,
+            tokens: BTreeSet::new(),
+            closed_events: 0,
+            conn_open: false,
+            floor: None,
+            backoff_max,
+            requests: BTreeMap::new(),
+            stats: ModelStats::default(),
+        }
+    }
+
+    /// The process restarted: connection-level expectations start over.
+    pub(crate) fn restarted(&mut self) {
+        self.closed_events = 0;
+        self.conn_open = false;
+        self.floor = None;
+    }
+
+    /// Whether `seq` is inside a reported loss of the current numbering.
+    pub(crate) fn reported_lost(&self, seq: u64) -> bool {
+        seq <= self.reset_floor || self.lost.iter().any(|&(a, b)| a <= seq && seq <= b)
+    }
+
+    /// A new numbering whose first `pos` sequences count as reported (a reset or a new
+    /// session): nothing at or below `pos` is expected any more.
+    fn new_numbering(&mut self, pos: u64) {
+        self.pos = pos;
+        self.reset_floor = pos;
+        self.delivered.clear();
+        self.lost.clear();
+    }
+
+    /// Checks one event against the model and updates it.
+    pub(crate) fn observe(&mut self, event: &Event) -> Result<(), String> {
+        if self.closed_events > 0 {
+            return Err(format!("event after Closed: {event:?}"));
+        }
+        match event {
+            Event::Delivered(d) => {
+                if d.seq != self.pos + 1 {
+                    return Err(if d.seq <= self.pos {
+                        format!(
+                            "seq {} delivered after {} was accounted for (twice or out of order)",
+                            d.seq, self.pos
+                        )
+                    } else {
+                        format!(
+                            "seq {} delivered after {}: {}..={} neither delivered nor reported lost",
+                            d.seq,
+                            self.pos,
+                            self.pos + 1,
+                            d.seq - 1
+                        )
+                    });
+                }
+                self.pos = d.seq;
+                self.delivered.insert(d.seq, fnv(d.payload.as_bytes()));
+                self.stats.delivered += 1;
+                if let Some(token) = token_of(&d.payload) {
+                    if !self.tokens.insert(token) {
+                        return Err(format!("published event p={token} delivered twice"));
+                    }
+                }
+            }
+            Event::Lost { from, to } => {
+                if *from != self.pos + 1 || to < from {
+                    return Err(format!(
+                        "Lost{{{from}..={to}}} does not start right after position {}",
+                        self.pos
+                    ));
+                }
+                self.pos = *to;
+                self.lost.push((*from, *to));
+                self.stats.lost += to - from + 1;
+            }
+            Event::Gap { expected, received }
+                if *expected != self.pos + 1 || received <= expected =>
+            {
+                return Err(format!(
+                    "Gap{{{expected}, {received}}} inconsistent with position {}",
+                    self.pos
+                ));
+            }
+            Event::ServerReset { cursor, head } => {
+                if head >= cursor {
+                    return Err(format!("ServerReset with head {head} >= cursor {cursor}"));
+                }
+                self.stats.resets += 1;
+                self.new_numbering(*head);
+            }
+            Event::SessionReplaced { previous, current } => {
+                if self.session.as_deref() != Some(previous.as_str()) {
+                    return Err(format!(
+                        "SessionReplaced names {previous}, but the session was {:?}",
+                        self.session
+                    ));
+                }
+                self.stats.replaced += 1;
+                self.session = Some(current.clone());
+                self.new_numbering(0);
+            }
+            Event::StateChanged(state) => self.observe_state(state)?,
+            Event::Request(u) => {
+                let Some(req) = self.requests.get_mut(&u.request_id) else {
+                    return Err(format!("update for unknown request {}", u.request_id));
+                };
+                if *req == Req::Done {
+                    return Err(format!(
+                        "request {} updated after its final status: {:?}",
+                        u.request_id, u.status
+                    ));
+                }
+                *req = match u.status {
+                    RequestStatus::Accepted => Req::Accepted,
+                    _ => {
+                        self.stats.resolved += 1;
+                        Req::Done
+                    }
+                };
+            }
+            Event::Closed(_) => {
+                self.conn_open = false;
+                self.closed_events += 1;
+            }
+            Event::BadFrame(e) => return Err(format!("bad frame from our own server: {e}")),
+            Event::ServerError(e) => return Err(format!("server error frame: {e:?}")),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn observe_state(&mut self, state: &State) -> Result<(), String> {
+        match state {
+            State::Connecting { .. } => {
+                if self.conn_open {
+                    return Err("Connecting before the previous connection ended".into());
+                }
+                self.conn_open = true;
+            }
+            State::Connected { session_id, .. } => {
+                if !self.conn_open {
+                    return Err("Connected without Connecting".into());
+                }
+                self.stats.connections += 1;
+                match &self.session {
+                    None => {
+                        self.session = Some(session_id.clone());
+                        self.new_numbering(0);
+                    }
+                    Some(s) if s != session_id => {
+                        return Err(format!(
+                            "connected to {session_id} while the session was {s}, \
+                             without SessionReplaced"
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+            State::Disconnected { cause } => {
+                if !self.conn_open {
+                    return Err(format!("Disconnected ({cause:?}) twice for one connection"));
+                }
+                self.conn_open = false;
+                self.floor = match cause {
+                    DisconnectCause::Rejected(r) => r.retry_after,
+                    _ => None,
+                };
+            }
+            State::Reconnecting { delay, .. } => {
+                let bound = self
+                    .backoff_max
+                    .max(self.floor.map_or(Duration::ZERO, |f| f.mul_f64(1.2)));
+                if *delay > bound + Duration::from_micros(1) {
+                    return Err(format!(
+                        "reconnect delay {delay:?} above the bound {bound:?}"
+                    ));
+                }
+            }
+            State::AwaitingCredentials => self.conn_open = false,
+        }
+        Ok(())
+    }
+}
+
+/// The token `"p":n` of a published event, if any.
+pub(crate) fn token_of(payload: &str) -> Option<u64> {
+    let rest = &payload[payload.find("\"p\":")? + 4..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// FNV-1a, 64 bits: a deterministic fingerprint of a frame.
+pub(crate) fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
