@@ -475,7 +475,12 @@ impl Sim {
         let Some(server) = self.instances[i].server.as_mut() else {
             return;
         };
+        let started = self.config.stopwatch.map(|clock| clock());
         server.handle_input(now, input);
+        if let (Some(clock), Some(started)) = (self.config.stopwatch, started) {
+            let spent = clock().saturating_duration_since(started).as_nanos();
+            self.stats.server_nanos += u64::try_from(spent).unwrap_or(u64::MAX);
+        }
         self.stats.server_inputs += 1;
         self.drain_server(i);
     }

@@ -61,14 +61,14 @@ pub struct Profile {
 }
 
 impl Default for Profile {
-    /// Small scenarios for thousands of seeds per CI run: 2–4 clients, 15–45 s of faults
+    /// Small scenarios for thousands of seeds per CI run: 2–4 clients, 10–30 s of faults
     /// (then settling), up to 8 faults.
     fn default() -> Self {
         Self {
             min_clients: 2,
             max_clients: 4,
-            min_duration: Duration::from_secs(15),
-            max_duration: Duration::from_secs(45),
+            min_duration: Duration::from_secs(10),
+            max_duration: Duration::from_secs(30),
             max_faults: 8,
             lossy_restores: true,
         }
@@ -180,6 +180,15 @@ impl Scenario {
             &[Duration::from_secs(20), Duration::from_secs(600)],
         );
         config.server_instances = pick(&mut cfg_rng, &[1, 2]);
+        config.server.heartbeat_interval = pick(
+            &mut cfg_rng,
+            &[
+                Duration::from_secs(1),
+                Duration::from_secs(2),
+                Duration::from_secs(4),
+            ],
+        );
+        config.client.fallback_heartbeat = Some(config.server.heartbeat_interval);
         config.network.max_delay = pick(
             &mut cfg_rng,
             &[

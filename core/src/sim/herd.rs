@@ -12,7 +12,7 @@ use super::link::NetworkConfig;
 use super::world::{Sim, SimConfig, SimStats};
 
 /// Shape of a herd run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct HerdConfig {
     /// How many clients.
     pub clients: usize,
@@ -31,6 +31,9 @@ pub struct HerdConfig {
     pub observe: Duration,
     /// Latency model.
     pub network: NetworkConfig,
+    /// For measurement only: a real clock supplied by the caller, to time the server's calls
+    /// ([`HerdReport::server_time_per_reconnect`]).
+    pub stopwatch: Option<fn() -> Instant>,
 }
 
 impl HerdConfig {
@@ -54,6 +57,7 @@ impl HerdConfig {
                 spike_probability: 0.0,
                 ..NetworkConfig::default()
             },
+            stopwatch: None,
         }
     }
 }
@@ -107,6 +111,11 @@ impl HerdReport {
     pub fn events_per_reconnect(&self) -> f64 {
         self.per_resume(self.work.server_events)
     }
+
+    /// Real time spent handling server inputs per resumed session (zero without a stopwatch).
+    pub fn server_time_per_reconnect(&self) -> Duration {
+        Duration::from_nanos(self.per_resume(self.work.server_nanos) as u64)
+    }
 }
 
 fn diff(a: SimStats, b: SimStats) -> SimStats {
@@ -117,6 +126,7 @@ fn diff(a: SimStats, b: SimStats) -> SimStats {
         server_frames: b.server_frames - a.server_frames,
         server_bytes: b.server_bytes - a.server_bytes,
         server_events: b.server_events - a.server_events,
+        server_nanos: b.server_nanos - a.server_nanos,
         opens: b.opens - a.opens,
         requests_to_app: b.requests_to_app - a.requests_to_app,
         sessions_created: b.sessions_created - a.sessions_created,
@@ -139,6 +149,7 @@ pub fn run_herd(origin: Instant, herd: &HerdConfig) -> Result<HerdReport, Violat
     config.server_instances = 2;
     config.respond_within = None;
     config.check_server_every_step = false;
+    config.stopwatch = herd.stopwatch;
     config.server.heartbeat_interval = Duration::from_secs(60);
     config.server.session_ttl = Duration::from_secs(3600);
     config.server.handshake_timeout = Duration::from_secs(10);

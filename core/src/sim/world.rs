@@ -69,6 +69,10 @@ pub struct SimConfig {
     pub check_server_every_step: bool,
     /// Known defects the end checks tolerate (none by default).
     pub known_issues: KnownIssues,
+    /// For measurement only: a clock supplied by the caller (the core reads none) with which
+    /// the time spent inside server calls is summed into [`SimStats::server_nanos`]. It never
+    /// influences the simulation.
+    pub stopwatch: Option<fn() -> Instant>,
 }
 
 impl SimConfig {
@@ -107,6 +111,7 @@ impl SimConfig {
             trace: 0,
             check_server_every_step: true,
             known_issues: KnownIssues::default(),
+            stopwatch: None,
         }
     }
 }
@@ -130,6 +135,8 @@ pub struct SimStats {
     pub server_bytes: u64,
     /// Events the servers emitted to their application.
     pub server_events: u64,
+    /// Real nanoseconds spent in server calls (only with [`SimConfig::stopwatch`]).
+    pub server_nanos: u64,
     /// Sockets the clients asked for (`Transmit::Open`).
     pub opens: u64,
     /// Requests handed to the server application.
@@ -548,13 +555,8 @@ impl Sim {
         }
         let deadline = self.now + limit;
         self.run_until_quiet(deadline)?;
-        // Replay phases of v1 clients end at the next untracked frame: let a few heartbeats by.
-        let grace = self
-            .config
-            .server
-            .heartbeat_interval
-            .max(Duration::from_secs(1))
-            * 3;
+        // Replay phases of v1 clients end at the next untracked frame: let a heartbeat by.
+        let grace = self.config.server.heartbeat_interval.mul_f64(1.5) + Duration::from_secs(1);
         self.run_for(grace)?;
         self.run_until_quiet(self.now + limit)?;
         self.check_end()
