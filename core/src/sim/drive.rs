@@ -594,6 +594,9 @@ impl Sim {
         match &e {
             ServerEvent::SessionCreated { .. } => self.stats.sessions_created += 1,
             ServerEvent::SessionResumed { .. } => self.stats.sessions_resumed += 1,
+            ServerEvent::Closing { code: 4002, .. } => self.stats.reaped += 1,
+            ServerEvent::Closing { code: 1013, .. } => self.stats.slow_consumers += 1,
+            ServerEvent::Closing { code: 4009, .. } => self.stats.taken_over += 1,
             _ => {}
         }
         match &e {
@@ -660,8 +663,64 @@ impl Sim {
         }
     }
 
+    /// How long a half-open socket may stay in use: the slower side's silence limit plus a
+    /// ping interval, the other side's close travelling back, slowdowns and timer rounding.
+    pub(crate) fn half_open_limit(&self) -> Duration {
+        let server = self.config.server.heartbeat_interval;
+        let client = self
+            .config
+            .client
+            .fallback_heartbeat
+            .unwrap_or(server)
+            .max(server);
+        let factor = self.config.client.silence_factor.max(1);
+        let net = &self.config.network;
+        let trip = net.max_delay + net.spike_max + Duration::from_secs(3);
+        (client * (factor + 1)).max(server * (self.config.server.missed_beats.max(1) + 1))
+            + trip * 2
+            + Duration::from_secs(1)
+    }
+
+    /// Half-open sockets must be given up by both sides within [`Self::half_open_limit`].
+    fn check_half_open(&mut self) {
+        if self.half_open.is_empty() {
+            return;
+        }
+        let (now, limit) = (self.now, self.half_open_limit());
+        let mut late = Vec::new();
+        let (links, clients) = (&self.links, &self.clients);
+        self.half_open.retain(|id, since| {
+            let Some(l) = links.get(id) else {
+                return false;
+            };
+            let client_uses = l.client_open && clients[l.client].link == Some(*id);
+            if !client_uses && !l.server_open {
+                return false;
+            }
+            if now > *since + limit {
+                late.push((*id, l.client, client_uses, l.server_open, *since));
+            }
+            true
+        });
+        for (id, c, client_uses, server_uses, since) in late {
+            let who = match (client_uses, server_uses) {
+                (true, true) => "neither side",
+                (true, false) => "the client",
+                _ => "the server",
+            };
+            self.violate(
+                Some(c),
+                format!(
+                    "socket {id} half-open since {:.3}s: {who} still uses it after {limit:?}",
+                    since.as_secs_f64()
+                ),
+            );
+        }
+    }
+
     /// Per-instant checks of the live server's bounds, and its next deadline.
     pub(crate) fn after_instant(&mut self) {
+        self.check_half_open();
         self.server_deadline = None;
         let Some(i) = self.active else {
             return;
@@ -734,6 +793,7 @@ impl Sim {
                     if let Some(l) = self.links.get_mut(&link) {
                         l.up.silent |= direction.up();
                         l.down.silent |= direction.down();
+                        self.half_open.entry(link).or_insert(self.now);
                     }
                 }
             }
@@ -762,9 +822,19 @@ impl Sim {
                 downtime,
                 graceful,
             } => self.crash(restore, downtime, graceful),
-            Fault::ClockJump(d) => self.now += d,
+            Fault::ClockJump(d) => {
+                self.now += d;
+                // Frames in flight arrive late and count as fresh signs of life.
+                let now = self.now;
+                for since in self.half_open.values_mut() {
+                    *since = (*since).max(now);
+                }
+            }
             Fault::Freeze { target, duration } => {
                 let until = self.now + duration;
+                for since in self.half_open.values_mut() {
+                    *since = (*since).max(until);
+                }
                 match target {
                     Target::Client(c) if c < self.clients.len() => {
                         let sc = &mut self.clients[c];
@@ -808,32 +878,34 @@ impl Sim {
             }
             self.drain_server(i);
         }
-        let latest = self.instances[i]
-            .server
-            .as_ref()
-            .map(|s| snapshot_json(&s.snapshot(now)));
+        let latest = self.instances[i].server.as_ref().map(|s| s.snapshot(now));
+        for session in latest.iter().flat_map(|s| &s.sessions) {
+            let max = self
+                .max_head
+                .entry(session.session_id.0.clone())
+                .or_default();
+            *max = (*max).max(session.head);
+        }
         let from = match restore {
-            Restore::Latest => latest.map(|json| Persisted {
+            Restore::Latest => latest.map(|snap| Persisted {
                 at: self.now,
-                json,
+                json: snapshot_json(&snap),
                 lineage: self.lineage.clone(),
             }),
             Restore::Persisted => self.persisted.clone(),
             Restore::Empty => None,
         };
-        if let (Restore::Persisted, Some(p), Some(server)) =
-            (restore, &from, self.instances[i].server.as_ref())
-        {
-            // Numbers above the persisted heads will be handed out again.
+        if let (Restore::Persisted, Some(p)) = (restore, &from) {
+            // Numbers above the persisted heads, handed out by any earlier instance, will be
+            // handed out again.
             if let Ok(snap) = serde_json::from_str::<ServerSnapshot>(&p.json) {
                 for s in snap.sessions {
-                    if let Some(head) = server.session_head(&s.session_id) {
-                        if head > s.head {
-                            self.renumbered
-                                .entry(s.session_id.0)
-                                .or_default()
-                                .push((s.head + 1, head));
-                        }
+                    let max = self.max_head.get(&s.session_id.0).copied().unwrap_or(0);
+                    if max > s.head {
+                        self.renumbered
+                            .entry(s.session_id.0)
+                            .or_default()
+                            .push((s.head + 1, max));
                     }
                 }
             }
@@ -855,7 +927,6 @@ impl Sim {
         self.instances[i].open_conns = 0;
         self.active = None;
         self.server_deadline = None;
-        self.restoring = true;
         let ids: Vec<u64> = self
             .links
             .iter()
@@ -916,7 +987,6 @@ impl Sim {
         inst.deferred.clear();
         inst.open_conns = 0;
         self.active = Some(i);
-        self.restoring = false;
         if self.config.trace > 0 {
             self.trace_line(format!("instance s{i} up"));
         }

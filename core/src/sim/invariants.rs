@@ -297,3 +297,94 @@ pub(crate) fn fnv(bytes: &[u8]) -> u64 {
     }
     h
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{Delivered, RequestUpdate};
+
+    fn delivered(seq: u64, p: u64) -> Event {
+        Event::Delivered(Delivered {
+            kind: "message".into(),
+            seq,
+            cursor: seq,
+            replayed: false,
+            payload: format!(r#"{{"type":"message","p":{p},"cursor":{seq},"seq":{seq}}}"#).into(),
+        })
+    }
+
+    fn connected(model: &mut ClientModel, session: &str) {
+        let connecting = Event::StateChanged(State::Connecting { attempt: 0 });
+        let connected = Event::StateChanged(State::Connected {
+            version: 2,
+            session_id: session.into(),
+            resumed: false,
+            legacy: false,
+        });
+        model.observe(&connecting).unwrap();
+        model.observe(&connected).unwrap();
+    }
+
+    #[test]
+    fn holes_must_be_reported_and_nothing_comes_twice() {
+        let mut m = ClientModel::new(Duration::from_secs(1));
+        connected(&mut m, "s1");
+        m.observe(&delivered(1, 10)).unwrap();
+        assert!(m.observe(&delivered(1, 10)).is_err(), "twice");
+        let mut m2 = m.clone();
+        assert!(m2.observe(&delivered(3, 12)).is_err(), "silent skip of 2");
+        m.observe(&Event::Lost { from: 2, to: 3 }).unwrap();
+        m.observe(&delivered(4, 13)).unwrap();
+        assert!(
+            m.observe(&Event::Lost { from: 7, to: 8 }).is_err(),
+            "loss after a hole"
+        );
+        assert!(m.reported_lost(3) && !m.reported_lost(4));
+        // A reset covers everything up to the new head; the same token never comes twice.
+        m.observe(&Event::ServerReset { cursor: 4, head: 2 })
+            .unwrap();
+        m.observe(&delivered(3, 20)).unwrap();
+        assert!(m.observe(&delivered(4, 13)).is_err(), "token 13 again");
+    }
+
+    #[test]
+    fn sessions_connections_requests_and_backoff_are_checked() {
+        let mut m = ClientModel::new(Duration::from_secs(1));
+        connected(&mut m, "s1");
+        let other = Event::SessionReplaced {
+            previous: "nope".into(),
+            current: "s2".into(),
+        };
+        assert!(m.clone().observe(&other).is_err(), "wrong previous session");
+        let again = Event::StateChanged(State::Connecting { attempt: 1 });
+        assert!(
+            m.clone().observe(&again).is_err(),
+            "no terminal event in between"
+        );
+        let slow = Event::StateChanged(State::Reconnecting {
+            attempt: 1,
+            delay: Duration::from_secs(2),
+        });
+        assert!(m.clone().observe(&slow).is_err(), "delay above backoff.max");
+        m.requests.insert("r".into(), Req::Pending);
+        let done = Event::Request(RequestUpdate {
+            request_id: "r".into(),
+            status: RequestStatus::Ambiguous,
+        });
+        m.observe(&done).unwrap();
+        assert!(m.observe(&done).is_err(), "resolved twice");
+        let closed = Event::Closed(crate::client::ClosedReason::Requested);
+        m.observe(&closed).unwrap();
+        assert!(m.observe(&delivered(1, 1)).is_err(), "event after Closed");
+    }
+
+    #[test]
+    fn tokens_and_fingerprints() {
+        assert_eq!(
+            token_of(r#"{"type":"message","p":42,"cursor":1}"#),
+            Some(42)
+        );
+        assert_eq!(token_of(r#"{"type":"response"}"#), None);
+        assert_ne!(fnv(b"a"), fnv(b"b"));
+    }
+}

@@ -147,6 +147,12 @@ pub struct SimStats {
     pub sessions_resumed: u64,
     /// Tracked events published by the server application.
     pub published: u64,
+    /// Connections the server reaped for silence (close 4002).
+    pub reaped: u64,
+    /// Connections the server closed as slow consumers (close 1013).
+    pub slow_consumers: u64,
+    /// Connections displaced by a resume of their session elsewhere (close 4009).
+    pub taken_over: u64,
     /// Faults applied.
     pub faults: u64,
     /// Tracked events delivered to client applications.
@@ -268,7 +274,6 @@ pub struct Sim {
     pub(crate) clients: Vec<SimClient>,
     pub(crate) instances: Vec<Instance>,
     pub(crate) active: Option<usize>,
-    pub(crate) restoring: bool,
     pub(crate) links: BTreeMap<u64, Link>,
     pub(crate) next_link: u64,
     pub(crate) persisted: Option<Persisted>,
@@ -279,6 +284,8 @@ pub struct Sim {
     pub(crate) finals: BTreeMap<(String, String), u64>,
     /// session → sequence ranges whose numbers a lossy restore handed out again.
     pub(crate) renumbered: BTreeMap<String, Vec<(u64, u64)>>,
+    /// session → highest sequence any instance handed out (seen at crashes).
+    pub(crate) max_head: BTreeMap<String, u64>,
     pub(crate) pending_responds: usize,
     pub(crate) next_token: u64,
     pub(crate) server_deadline: Option<Duration>,
@@ -287,6 +294,9 @@ pub struct Sim {
     pub(crate) server_log: Vec<ServerEvent>,
     pub(crate) trace: VecDeque<String>,
     pub(crate) violation: Option<Violation>,
+    /// Half-open links → since when (pushed later by freezes): both sides must stop using
+    /// them within the heartbeat bound.
+    pub(crate) half_open: BTreeMap<u64, Duration>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -336,7 +346,6 @@ impl Sim {
             clients: Vec::new(),
             instances,
             active: Some(0),
-            restoring: false,
             links: BTreeMap::new(),
             next_link: 1,
             persisted: None,
@@ -345,6 +354,7 @@ impl Sim {
             orphaned: BTreeSet::new(),
             finals: BTreeMap::new(),
             renumbered: BTreeMap::new(),
+            max_head: BTreeMap::new(),
             pending_responds: 0,
             next_token: 1,
             server_deadline: None,
@@ -353,6 +363,7 @@ impl Sim {
             server_log: Vec::new(),
             trace: VecDeque::new(),
             violation: None,
+            half_open: BTreeMap::new(),
         }
     }
 
@@ -477,10 +488,12 @@ impl Sim {
     }
 
     /// Runs a command on the live server machine at the current virtual time (e.g. `publish`,
-    /// `respond`), then drains its outputs. `None` if no instance is up.
+    /// `respond`), then drains its outputs. `None` if no instance is up (or it is frozen).
     pub fn with_server<R>(&mut self, f: impl FnOnce(&mut Server, Instant) -> R) -> Option<R> {
         let now = self.instant();
-        let i = self.active?;
+        let i = self
+            .active
+            .filter(|&i| self.instances[i].frozen_until.is_none())?;
         let r = f(self.instances[i].server.as_mut()?, now);
         self.drain_server(i);
         Some(r)
@@ -628,11 +641,17 @@ impl Sim {
     }
 
     fn next_time(&self) -> Option<Duration> {
+        let half_open = self
+            .half_open
+            .values()
+            .min()
+            .map(|since| *since + self.half_open_limit() + Duration::from_nanos(1));
         [
             self.heap.peek().map(|r| r.0.at),
             self.faults.get(self.next_fault).map(|f| f.0),
             self.actions.get(self.next_action).map(|a| a.0),
             self.server_deadline,
+            half_open,
         ]
         .into_iter()
         .flatten()
