@@ -23,6 +23,8 @@
 //! * Seeds ([`Scenario`], [`check_seed`]): a seed generates configs, workload and a fault
 //!   schedule; a failing schedule is [`shrink`]ed and printed with a [`replay_command`].
 //! * The herd ([`run_herd`]): thousands of clients reconnecting after a restart.
+//! * [`KnownIssues`]: open defects of the machines found by the simulator, which a run may be
+//!   told to tolerate (none by default) so a sweep stays green until they are fixed.
 //!
 //! # Request invariant, exactly
 //! Each `(session, request_id)` reaches the server application at most once per *line of
