@@ -1,4 +1,5 @@
-//! The reference model each client's events are checked against, after every step.
+//! The reference model each client's events are checked against after every step, the
+//! half-open deadline, and the end-state checks of [`Sim::settle`].
 //!
 //! Per client (across process restarts, since the application persists its position):
 //! - **Order and holes.** Within one numbering (a session, restarted by a reported
@@ -23,6 +24,8 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::client::{DisconnectCause, Event, RequestStatus, State};
+
+use super::world::Sim;
 
 /// A broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,6 +279,165 @@ impl ClientModel {
             State::AwaitingCredentials => self.conn_open = false,
         }
         Ok(())
+    }
+}
+
+impl Sim {
+    /// How long a half-open socket may stay in use: the slower side's silence limit plus a
+    /// ping interval, the other side's close travelling back, slowdowns and timer rounding.
+    pub(crate) fn half_open_limit(&self) -> Duration {
+        let server = self.config.server.heartbeat_interval;
+        let client = self
+            .config
+            .client
+            .fallback_heartbeat
+            .unwrap_or(server)
+            .max(server);
+        let factor = self.config.client.silence_factor.max(1);
+        let net = &self.config.network;
+        let trip = net.max_delay + net.spike_max + Duration::from_secs(3);
+        (client * (factor + 1)).max(server * (self.config.server.missed_beats.max(1) + 1))
+            + trip * 2
+            + Duration::from_secs(1)
+    }
+
+    /// Half-open sockets must be given up by both sides within [`Self::half_open_limit`].
+    pub(crate) fn check_half_open(&mut self) {
+        if self.half_open.is_empty() {
+            return;
+        }
+        let (now, limit) = (self.now, self.half_open_limit());
+        let mut late = Vec::new();
+        let (links, clients) = (&self.links, &self.clients);
+        self.half_open.retain(|id, since| {
+            let Some(l) = links.get(id) else {
+                return false;
+            };
+            let client_uses = l.client_open && clients[l.client].link == Some(*id);
+            if !client_uses && !l.server_open {
+                return false;
+            }
+            if now > *since + limit {
+                late.push((*id, l.client, client_uses, l.server_open, *since));
+            }
+            true
+        });
+        for (id, c, client_uses, server_uses, since) in late {
+            let who = match (client_uses, server_uses) {
+                (true, true) => "neither side",
+                (true, false) => "the client",
+                _ => "the server",
+            };
+            self.violate(
+                Some(c),
+                format!(
+                    "socket {id} half-open since {:.3}s: {who} still uses it after {limit:?}",
+                    since.as_secs_f64()
+                ),
+            );
+        }
+    }
+
+    // ------------------------------------------------------------------------------ end
+
+    /// The end-of-run checks (see [`Sim::settle`]).
+    pub(crate) fn check_end(&mut self) -> Result<(), crate::sim::Violation> {
+        let now = self.instant();
+        let snapshot = self.server().map(|s| s.snapshot(now));
+        let mut bad: Vec<(usize, String)> = Vec::new();
+        for (c, sc) in self.clients.iter().enumerate() {
+            let m = &sc.model;
+            if sc.disconnected_by_app {
+                if m.closed_events != 1 {
+                    bad.push((
+                        c,
+                        format!("{} Closed events after disconnect", m.closed_events),
+                    ));
+                }
+                continue;
+            }
+            if m.closed_events != 0 {
+                bad.push((c, "Closed without a disconnect".into()));
+                continue;
+            }
+            let Some(sid) = sc.machine.session_id() else {
+                bad.push((c, "connected without a session".into()));
+                continue;
+            };
+            if m.session.as_deref() != Some(sid) {
+                bad.push((c, format!("model session {:?} != client {sid}", m.session)));
+                continue;
+            }
+            let session = snapshot
+                .as_ref()
+                .and_then(|s| s.sessions.iter().find(|s| s.session_id.as_str() == sid));
+            let Some(session) = session else {
+                bad.push((c, format!("session {sid} unknown to the live server")));
+                continue;
+            };
+            if m.pos != session.head {
+                bad.push((
+                    c,
+                    format!(
+                        "client accounted for events up to {}, the server's head is {} \
+                         (events pending forever or numbering mixed)",
+                        m.pos, session.head
+                    ),
+                ));
+            }
+            let known = self.config.known_issues;
+            let renumbered = |seq: u64| {
+                known.reused_sequence_after_lossy_restore
+                    && self
+                        .renumbered
+                        .get(sid)
+                        .is_some_and(|r| r.iter().any(|&(a, b)| a <= seq && seq <= b))
+            };
+            for e in &session.events {
+                match m.delivered.get(&e.cursor) {
+                    Some(h) if *h == fnv(e.frame.as_bytes()) => {}
+                    Some(_) if renumbered(e.cursor) => {}
+                    Some(_) => bad.push((
+                        c,
+                        format!(
+                            "seq {} delivered with other content than the server holds \
+                             (a lost write's number was reused silently): {}",
+                            e.cursor, e.frame
+                        ),
+                    )),
+                    None if m.reported_lost(e.cursor) => {}
+                    None => bad.push((
+                        c,
+                        format!(
+                            "seq {} held by the server never delivered nor reported: {}",
+                            e.cursor, e.frame
+                        ),
+                    )),
+                }
+            }
+            for (rid, r) in &m.requests {
+                let final_lost = || {
+                    known.lost_final_response
+                        && self
+                            .finals
+                            .get(&(sid.to_owned(), rid.clone()))
+                            .is_some_and(|&seq| m.reported_lost(seq))
+                };
+                if *r != Req::Done && !self.orphaned.contains(rid) && !final_lost() {
+                    bad.push((c, format!("request {rid} never resolved ({r:?})")));
+                }
+            }
+        }
+        match bad.into_iter().next() {
+            Some((c, what)) => {
+                self.violate(Some(c), what);
+                Err(self
+                    .violation
+                    .clone()
+                    .unwrap_or_else(|| self.violation_now(None, String::new())))
+            }
+            None => Ok(()),
+        }
     }
 }
 
