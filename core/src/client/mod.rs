@@ -747,6 +747,9 @@ impl Client {
         let count = to.saturating_sub(from).saturating_add(1);
         self.stats.lost = self.stats.lost.saturating_add(count);
         self.events.push_back(Event::Lost { from, to });
+        if self.outbox.requeue_after_loss(to) && self.phase == Phase::Connected {
+            self.flush_outbox();
+        }
     }
 
     fn on_tracked(
@@ -814,7 +817,7 @@ impl Client {
         let update = if kind == "response" {
             crate::wire::parse_typed::<ResponseFrame>(&payload)
                 .ok()
-                .and_then(|r| self.outbox.on_response(r))
+                .and_then(|r| self.outbox.on_response(r, seq))
         } else {
             None
         };

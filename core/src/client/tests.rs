@@ -819,3 +819,44 @@ fn the_duplicate_count_survives_reconnects() {
     h.recv(replay(1));
     assert_eq!(h.c.stats().duplicates, 2);
 }
+
+#[test]
+fn a_request_whose_final_was_lost_is_resent_and_resolves() {
+    // Found by the simulator: the final was evicted while the client was away.
+    let mut h = connected();
+    h.c.send_with_id(h.now, "q", "hi").unwrap();
+    h.frames();
+    h.recv(json!({"type":"response","status":"accepted","session_id":"s1","request_id":"q","cursor":1,"seq":1}));
+    drop_and_reconnect(&mut h);
+    h.take();
+    h.recv(hello_ok("s1", 3));
+    h.recv(replay(3)); // 2 (the final) is gone
+    assert!(h.has(|e| *e == Event::Lost { from: 2, to: 2 }));
+    let resent = h.frames();
+    assert_eq!(resent.len(), 1);
+    assert_eq!(resent[0]["request_id"], "q");
+    h.recv(
+        json!({"type":"response","status":"duplicate","session_id":"s1","request_id":"q",
+                  "content":"echo: hi","outcome":{"status":"ok"},"cursor":4,"seq":4}),
+    );
+    assert!(h.has(|e| matches!(e, Event::Request(u) if u.request_id == "q" && matches!(u.status, RequestStatus::Duplicate { outcome: Some(_), .. }))));
+}
+
+#[test]
+fn the_legacy_join_path_still_detects_a_half_open_socket() {
+    // Found by the simulator: `joined` carries no heartbeat interval.
+    let mut h = H::new(ClientConfig {
+        handshake: HandshakeMode::Join,
+        ..config()
+    });
+    h.connect();
+    h.recv(json!({"type":"joined","session_id":"s1","cursor":0,"sequence":0,"protocol_version":1}));
+    h.at(secs(30));
+    assert_eq!(h.frames(), vec![json!({"type":"ping"})]);
+    h.at(secs(30));
+    h.at(Duration::from_millis(1));
+    assert!(h.has(|e| *e
+        == Event::StateChanged(State::Disconnected {
+            cause: DisconnectCause::HeartbeatTimeout
+        })));
+}
