@@ -66,7 +66,8 @@ pub enum ServerError {
 }
 
 enum Out {
-    Frame(String),
+    /// The machine's frame text (live events share it with the replay ring).
+    Frame(Arc<str>),
     Close(u16, String),
 }
 
@@ -522,7 +523,9 @@ async fn connection<R: Runtime, S: WebSocket>(
                         Out::Frame(text) => {
                             frames += 1;
                             bytes += text.len();
-                            if socket.feed(Message::text(text)).await.is_err() {
+                            // One copy into tungstenite's buffer (the machine keeps the
+                            // text for replays).
+                            if socket.feed(Message::text(&*text)).await.is_err() {
                                 close = Some((1011, String::new()));
                                 break;
                             }

@@ -51,7 +51,7 @@ fn texts_of(out: &[(ConnId, ServerTransmit)], conn: ConnId) -> Vec<String> {
     out.iter()
         .filter(|(c, _)| *c == conn)
         .filter_map(|(_, t)| match t {
-            ServerTransmit::Frame(f) => Some(f.clone()),
+            ServerTransmit::Frame(f) => Some(f.to_string()),
             ServerTransmit::Close { .. } => None,
         })
         .collect()
