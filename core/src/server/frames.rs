@@ -14,20 +14,40 @@ pub(crate) fn json<T: Serialize + ?Sized>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-/// Whether `s` holds a byte serde_json escapes (`"`, `\`, control characters).
+/// Whether `s` holds a byte serde_json escapes (`"`, `\\`, control characters).
 fn needs_escape(s: &[u8]) -> bool {
-    #[inline(always)]
     fn special(b: u8) -> bool {
         b < 0x20 || b == b'"' || b == b'\\'
     }
-    let mut chunks = s.chunks_exact(16);
-    for chunk in &mut chunks {
-        // No early exit inside a chunk: the compiler turns this into a few vector compares.
-        if chunk.iter().fold(false, |acc, &b| acc | special(b)) {
+    // No early exit inside a block: the compiler turns this into a few vector compares.
+    fn block_special(block: &[u8]) -> bool {
+        block.iter().fold(false, |acc, &b| acc | special(b))
+    }
+    /// Any special byte among 8, by word arithmetic (exact for "any").
+    fn word_special(w: u64) -> bool {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+        let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+        (below_space | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))))
+            != 0
+    }
+    fn word(bytes: &[u8]) -> u64 {
+        bytes.try_into().map_or(0, u64::from_le_bytes)
+    }
+    let n = s.len();
+    if n >= 16 {
+        let mut blocks = s.chunks_exact(16);
+        if blocks.any(block_special) {
             return true;
         }
+        // The tail, as the last 16 bytes (overlapping what was checked).
+        n % 16 != 0 && block_special(&s[n - 16..])
+    } else if n >= 8 {
+        word_special(word(&s[..8])) || word_special(word(&s[n - 8..]))
+    } else {
+        s.iter().any(|&b| special(b))
     }
-    chunks.remainder().iter().any(|&b| special(b))
 }
 
 /// Appends `s` as a JSON string literal, escaped byte for byte as serde_json does.
@@ -71,21 +91,36 @@ fn push_escaped(out: &mut String, s: &str) {
     out.push_str(&s[start..]);
 }
 
-/// Appends `n` in decimal.
-pub(crate) fn push_u64(out: &mut String, mut n: u64) {
-    let mut buf = [0u8; 20];
+/// `n` in decimal, in `buf`.
+pub(crate) fn fmt_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    const PAIRS: &[u8; 200] =
+        b"00010203040506070809101112131415161718192021222324252627282930313233343536373839\
+        40414243444546474849505152535455565758596061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let pair = |d: u64| {
+        let d = 2 * d as usize;
+        [PAIRS[d], PAIRS[d + 1]]
+    };
     let mut i = buf.len();
-    loop {
+    while n >= 100 {
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&pair(n % 100));
+        n /= 100;
+    }
+    if n >= 10 {
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&pair(n));
+    } else {
         i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        buf[i] = b'0' + n as u8;
     }
-    for &d in &buf[i..] {
-        out.push(char::from(d));
-    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+}
+
+/// Appends `n` in decimal.
+pub(crate) fn push_u64(out: &mut String, n: u64) {
+    out.push_str(fmt_u64(n, &mut [0; 20]));
 }
 
 /// An `io::Write` into a `String`. serde_json only ever writes whole UTF-8 pieces (it splits
@@ -235,7 +270,9 @@ impl<'a> Obj<'a> {
 
     /// Closes the object, appending `"cursor":n,"seq":n` as the last two keys.
     pub(crate) fn tracked(self, cursor: u64) -> &'a mut String {
-        self.u64("cursor", cursor).u64("seq", cursor).end()
+        let mut buf = [0; 20];
+        let n = fmt_u64(cursor, &mut buf);
+        self.raw("cursor", n).raw("seq", n).end()
     }
 
     /// Closes the object.
@@ -327,11 +364,24 @@ mod tests {
             push_str(&mut out, s);
             assert_eq!(out, serde_json::to_string(s).unwrap(), "{s:?}");
         }
+        // Every length and position around the block and word boundaries.
+        for len in 0..40 {
+            for pos in 0..len {
+                for special in ['"', '\\', '\n', '\u{0}', '\u{1f}', ' ', '\u{7f}', 'é'] {
+                    let s: String = (0..len)
+                        .map(|i| if i == pos { special } else { 'a' })
+                        .collect();
+                    let mut out = String::new();
+                    push_str(&mut out, &s);
+                    assert_eq!(out, serde_json::to_string(&s).unwrap(), "{s:?}");
+                }
+            }
+        }
     }
 
     #[test]
     fn numbers_values_and_uuids_match_serde_json() {
-        for n in [0, 7, 10, 99, 100, 12345, u64::MAX] {
+        for n in [0, 7, 10, 99, 100, 101, 999, 1000, 12345, 1 << 53, u64::MAX] {
             let mut out = String::new();
             push_u64(&mut out, n);
             assert_eq!(out, n.to_string());
