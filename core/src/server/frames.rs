@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::conn::ConnId;
 use super::ring::Entry;
+use crate::wire::scan::word_has_special;
 
 /// Compact JSON of `v`; the types used here always serialize, `null` is a safe fallback.
 pub(crate) fn json<T: Serialize + ?Sized>(v: &T) -> String {
@@ -23,15 +24,6 @@ fn needs_escape(s: &[u8]) -> bool {
     fn block_special(block: &[u8]) -> bool {
         block.iter().fold(false, |acc, &b| acc | special(b))
     }
-    /// Any special byte among 8, by word arithmetic (exact for "any").
-    fn word_special(w: u64) -> bool {
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        const HIGH: u64 = 0x8080_8080_8080_8080;
-        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-        let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-        (below_space | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))))
-            != 0
-    }
     fn word(bytes: &[u8]) -> u64 {
         bytes.try_into().map_or(0, u64::from_le_bytes)
     }
@@ -44,7 +36,7 @@ fn needs_escape(s: &[u8]) -> bool {
         // The tail, as the last 16 bytes (overlapping what was checked).
         n % 16 != 0 && block_special(&s[n - 16..])
     } else if n >= 8 {
-        word_special(word(&s[..8])) || word_special(word(&s[n - 8..]))
+        word_has_special(word(&s[..8])) || word_has_special(word(&s[n - 8..]))
     } else {
         s.iter().any(|&b| special(b))
     }
