@@ -719,9 +719,10 @@ impl Server {
         build: impl for<'a> FnOnce(Obj<'a>, u64) -> &'a mut String,
     ) -> Option<u64> {
         let timestamp = self.wall(now);
-        let event_id = session::uuid4(&mut self.rng);
         let (max_events, max_bytes) = (self.config.ring_max_events, self.config.ring_max_bytes);
         let s = self.sessions.get_mut(session)?;
+        // Drawn only for an existing session: the PRNG stream stays what it always was.
+        let event_id = session::uuid4(&mut self.rng);
         s.head += 1;
         let n = s.head;
         // Written once into the reused buffer, then shared by the ring and the transmit.
