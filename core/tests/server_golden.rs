@@ -34,7 +34,7 @@ fn drain(s: &mut Server, now: Instant, conn: ConnId) -> Vec<String> {
             s.handle_sent(now, c, f.len());
             if c == conn {
                 assert!(ServerFrame::decode(&f).is_ok(), "does not decode: {f}");
-                out.push(f);
+                out.push(f.to_string());
             }
         }
     }

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::conn::{Binding, ConnId, ReplayPhase};
 use super::event::{PeerError, ServerEvent};
-use super::frames::{self, Obj};
+use super::frames;
 use super::session::{Dedup, Session, SessionId};
 use super::{Flush, Rejection, Server};
 use crate::heartbeat::{Heartbeat, HeartbeatConfig};
@@ -330,20 +330,19 @@ impl Server {
                 } else {
                     "downgrade_client"
                 };
-                let frame = Obj::new("error")
-                    .field("code", "version_unsupported")
-                    .field(
-                        "message",
-                        &format!(
-                            "Protocol version mismatch. Server supports {}-{}, client supports {min}-{max}",
-                            server.min(),
-                            server.max()
-                        ),
-                    )
-                    .field("server_min_version", &server.min())
-                    .field("server_max_version", &server.max())
-                    .field("next_step", step)
-                    .done();
+                let message = format!(
+                    "Protocol version mismatch. Server supports {}-{}, client supports {min}-{max}",
+                    server.min(),
+                    server.max()
+                );
+                let frame = frames::frame("error", |o| {
+                    o.str("code", "version_unsupported")
+                        .str("message", &message)
+                        .u64("server_min_version", u64::from(server.min()))
+                        .u64("server_max_version", u64::from(server.max()))
+                        .str("next_step", step)
+                        .end()
+                });
                 self.reject(now, conn, ConnectErrorCode::VersionUnsupported, frame);
                 return;
             }
@@ -390,15 +389,11 @@ impl Server {
         .encode();
         if info.resync_required {
             // The reference's snapshot envelope; unlike it, the retained events still follow.
-            let state = Obj::new("snapshot")
-                .raw(
-                    "state",
-                    &frames::json(&serde_json::json!({
-                        "session_id": sid.0, "agent_id": agent, "state": {}, "messages": [],
-                        "event_cursor": head,
-                    })),
-                )
-                .done();
+            let state = serde_json::json!({
+                "session_id": sid.0, "agent_id": agent, "state": {}, "messages": [],
+                "event_cursor": head,
+            });
+            let state = frames::frame("snapshot", |o| o.field("state", &state).end());
             self.push_front_control(conn, state);
         }
         self.push_front_control(conn, joined);
@@ -479,7 +474,7 @@ impl Server {
     fn push_front_control(&mut self, conn: ConnId, frame: String) {
         if let Some(c) = self.conns.get_mut(&conn) {
             if !c.is_closing() {
-                c.control.push_front(frame);
+                c.control.push_front(frame.into());
                 self.mark_ready(conn);
             }
         }

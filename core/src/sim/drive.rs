@@ -550,7 +550,7 @@ impl Sim {
                             format!("{in_flight} frames in flight on one connection"),
                         );
                     }
-                    self.send_down(conn.0, Payload::Text(text));
+                    self.send_down(conn.0, Payload::Text(text.to_string()));
                 }
                 ServerTransmit::Close { code, reason } => {
                     l.server_close_sent = true;
