@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use tether_core::sim::{self, KnownIssues, Scenario, SimStats, FAULTS_ENV, SEED_ENV, STRICT_ENV};
+use tether_core::sim::{self, Scenario, SimStats, FAULTS_ENV, SEED_ENV};
 
 #[allow(clippy::disallowed_methods)]
 fn clock() -> Instant {
@@ -36,13 +36,10 @@ fn add(total: &mut SimStats, s: &SimStats) {
     total.taken_over += s.taken_over;
 }
 
-/// The scenario of `seed` as the suite runs it: known issues tolerated unless strict.
+/// The scenario of `seed` as the suite runs it: no known issue is tolerated (the ones the
+/// simulator found are fixed; `KnownIssues` stays for applications that need it).
 fn scenario(seed: u64) -> Scenario {
-    let mut s = Scenario::generate(seed);
-    if env_u64(STRICT_ENV) != Some(1) {
-        s.config.known_issues = KnownIssues::all();
-    }
-    s
+    Scenario::generate(seed)
 }
 
 #[test]
@@ -169,15 +166,11 @@ fn a_seed_replays_exactly() {
     }
 }
 
-/// Reproduction of an open defect, kept out of the suite (a no-op unless `TETHER_SIM_STRICT=1`):
-/// with the default `fallback_heartbeat` (none), a client on the legacy `join` path, whose
-/// `joined` reply advertises no heartbeat, never notices a half-open socket and stays
-/// `Connected` forever.
+/// Regression of a defect the simulator found: with the default `fallback_heartbeat`, a client
+/// on the legacy `join` path (whose `joined` reply advertises no heartbeat) notices a half-open
+/// socket instead of staying `Connected` forever.
 #[test]
 fn legacy_join_detects_half_open_with_default_config() {
-    if env_u64(STRICT_ENV) != Some(1) {
-        return;
-    }
     let mut config = sim::SimConfig::new(1);
     config.client.handshake = tether_core::client::HandshakeMode::Join;
     config.client.fallback_heartbeat =

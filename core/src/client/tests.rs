@@ -860,3 +860,34 @@ fn the_legacy_join_path_still_detects_a_half_open_socket() {
             cause: DisconnectCause::HeartbeatTimeout
         })));
 }
+
+#[test]
+fn a_rewind_to_an_older_epoch_is_a_reset_and_the_epoch_is_sent_back() {
+    // Found by the simulator: after a lossy restore the server reuses sequence numbers.
+    let mut h = H::new(config());
+    h.connect();
+    let mut ok = hello_ok("s1", 0);
+    ok["protocol"] = json!(2);
+    ok["sequence"] = json!(0);
+    ok["epoch"] = json!(7);
+    h.recv(ok);
+    for s in 1..=5 {
+        h.recv(live(s));
+    }
+    let hello = drop_and_reconnect(&mut h);
+    assert_eq!(
+        (hello["since"].clone(), hello["epoch"].clone()),
+        (json!(5), json!(7))
+    );
+    h.take();
+    let mut ok = hello_ok("s1", 5);
+    ok["protocol"] = json!(2);
+    ok["sequence"] = json!(3); // rewound: 4 and 5 are new events
+    ok["epoch"] = json!(8);
+    h.recv(ok);
+    assert!(h.has(|e| *e == Event::ServerReset { cursor: 5, head: 3 }));
+    h.recv(replay(4));
+    h.recv(replay(5));
+    assert_eq!(h.delivered(), vec![4, 5]);
+    assert_eq!(h.c.resume_state().epoch, Some(8));
+}

@@ -156,6 +156,12 @@ pub(crate) struct Session {
     pub(crate) conn: Option<ConnId>,
     /// When the last connection went away (TTL start).
     pub(crate) detached_at: Option<Instant>,
+    /// Identifies this line of history: a new value at every restore, because a restore from an
+    /// older snapshot hands out again the numbers of the writes it lost.
+    pub(crate) epoch: u64,
+    /// The head when this epoch began (0 at creation, the restored head after a restore): a
+    /// client of another epoch can trust numbers up to here and no further.
+    pub(crate) epoch_start: u64,
 }
 
 impl Session {

@@ -166,6 +166,8 @@ impl Server {
                 capabilities: snap.capabilities,
                 conn: None,
                 detached_at: Some(ago(snap.detached_for_ms)),
+                epoch: server.rng.next_u64(),
+                epoch_start: snap.head,
             };
             sessions.insert(snap.session_id, session);
         }
