@@ -1,14 +1,14 @@
 //! The fuzz bodies on stable, without cargo-fuzz: every file of the committed seed corpora
-//! (`fuzz/corpus/<target>/`), then a few thousand deterministic pseudo-random inputs.
+//! (`fuzz/corpus/<target>/`), then deterministic pseudo-random inputs (mutated seeds).
 //!
-//! The seeds are generated here, so they stay in step with the script encoding: the decode seeds
-//! are the frames of the golden transcript plus some garbage, the client seeds are typed
-//! [`Script`]s, each with what it must reach. After changing them, rewrite the files with
-//! `TETHER_BLESS_SEEDS=1 cargo test -p tether-core --test fuzz_corpus`.
+//! The seeds are generated here, so they stay in step with the script encodings: the decode seeds
+//! are the frames of the golden transcript plus some garbage, the client, server and sim seeds are
+//! typed scripts, each with what it must reach. After changing them, rewrite the files with
+//! `TETHER_BLESS_SEEDS=1 cargo test -p tether-core --all-features --test fuzz_corpus`.
 //!
-//! Inputs that crash a body because of a bug in the core wait in `fuzz/regressions/<target>/`
-//! (not in the corpus, so this suite stays green): `cargo test -p tether-core --test fuzz_corpus
-//! -- --ignored` fails while any of them still crashes.
+//! An input that crashes a body because of an open bug in the core is never committed to a
+//! corpus (this suite stays green and the bug is reported); once the bug is fixed it joins the
+//! corpus as a `regression-*` file.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

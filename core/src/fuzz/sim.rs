@@ -101,7 +101,10 @@ impl SimScript {
     }
 
     /// The scenario: generated from the seed (configs, clients, workload) with this size, its
-    /// random faults replaced by this schedule, the known issues tolerated.
+    /// random faults replaced by this schedule, the known issues tolerated. A half-open fault
+    /// that falls in a freeze of the server or of its client is deferred to the end of the
+    /// freeze: a workaround for an open defect of the simulator's half-open check (the
+    /// deadline starts at the fault, though the frozen side cannot react before it wakes).
     pub fn scenario(&self) -> Scenario {
         let n = usize::from(self.clients.clamp(1, 3));
         let d = Duration::from_secs(self.secs.clamp(2, 30).into());
@@ -122,9 +125,46 @@ impl SimScript {
                 SimEntry::Action(a) => s.actions.push((*at, a.clone())),
             }
         }
+        defer_half_open_past_freezes(&mut s.faults);
         s.faults.sort_by_key(|f| f.0);
         s.actions.sort_by_key(|a| a.0);
         s
+    }
+}
+
+/// Works around an open defect of the simulator's half-open check (found by this body, reported,
+/// not fixed here): a [`Fault::HalfOpen`] applied while the server or that client is frozen
+/// starts its "given up within the heartbeat bound" deadline at the fault, although the frozen
+/// process cannot react before it wakes (a [`Fault::Freeze`] pushes back only the deadlines of
+/// links already half-open). Minimal reproduction: seed 13961653357736099845, one client, 13 s,
+/// `Freeze{Server, 25.5 s}` at 20 ms, `HalfOpen{c0, Both}` at 1 s → "socket 1 half-open since
+/// 1.000s: the server still uses it after 11.61s". Until it is fixed, such a half-open fault is
+/// moved to the end of the freeze, so that the fuzzer hunts other bugs.
+fn defer_half_open_past_freezes(faults: &mut [(Duration, Fault)]) {
+    let freezes: Vec<(Duration, Duration, Target)> = faults
+        .iter()
+        .filter_map(|(at, f)| match f {
+            Fault::Freeze { target, duration } => Some((*at, *at + *duration, *target)),
+            _ => None,
+        })
+        .collect();
+    for (at, f) in faults.iter_mut() {
+        let Fault::HalfOpen { client, .. } = f else {
+            continue;
+        };
+        // Freezes can chain: move past each one covering the (moved) time.
+        while let Some(end) = freezes
+            .iter()
+            .filter(|(from, to, t)| {
+                (*t == Target::Server || *t == Target::Client(*client))
+                    && *from <= *at
+                    && *at <= *to
+            })
+            .map(|(_, to, _)| *to + Duration::from_millis(1))
+            .max()
+        {
+            *at = end;
+        }
     }
 }
 
@@ -349,5 +389,28 @@ mod tests {
         let s = script.scenario();
         assert_eq!((s.clients.len(), s.faults.len()), (3, 8));
         assert_eq!(s.config.known_issues, KnownIssues::all());
+    }
+
+    #[test]
+    fn half_open_during_a_freeze_is_deferred_to_its_end() {
+        let ms = Duration::from_millis;
+        let half_open = |client| Fault::HalfOpen {
+            client,
+            direction: Direction::Both,
+        };
+        let freeze = |target, d| Fault::Freeze {
+            target,
+            duration: ms(d),
+        };
+        let mut faults = vec![
+            (ms(20), freeze(Target::Server, 25_500)),
+            (ms(1000), half_open(0)),
+            (ms(25_000), freeze(Target::Client(1), 10_000)),
+            (ms(2000), half_open(1)),
+            (ms(30_000), half_open(0)),
+        ];
+        defer_half_open_past_freezes(&mut faults);
+        let times: Vec<u64> = faults.iter().map(|f| f.0.as_millis() as u64).collect();
+        assert_eq!(times, [20, 25_521, 25_000, 35_001, 30_000]);
     }
 }
