@@ -1,13 +1,18 @@
 //! Fuzz bodies, compiled in every build so they never rot.
 //!
 //! Each body takes raw fuzzer bytes and panics only on a real bug: a broken invariant of the
-//! codec or of the client machine. The `fuzz/` crate (cargo-fuzz, nightly) has one target per
+//! codec, of a machine or of the simulated system. The `fuzz/` crate (cargo-fuzz, nightly) has one target per
 //! body; `core/tests/fuzz_corpus.rs` runs every body over the committed seed corpora
 //! (`fuzz/corpus/<target>/`) and a few thousand deterministic pseudo-random inputs on stable.
 //!
 //! * [`decode`]: the wire codec on arbitrary text; whatever decodes re-encodes stably.
 //! * [`client_at`]: the client machine driven by a [`Script`] of inputs with fuzzed time steps,
 //!   checking the delivery, termination and drive-contract invariants after every input.
+//! * [`server_at`]: the server machine driven by a [`ServerScript`] (several connections,
+//!   handshakes, requests, flow control, timers, application commands, snapshot and restore),
+//!   checking the close, numbering, dedup and memory-bound invariants after every step.
+//! * `sim_at` (feature `sim`): the simulator on a seed plus a fault schedule (`SimScript`),
+//!   with all of its invariants and the known issues tolerated.
 //!
 //! ```
 //! use tether_core::fuzz::{self, Input, Num, Script, ServerText};
@@ -25,12 +30,23 @@
 
 mod client;
 mod script;
+mod server;
+mod server_script;
+#[cfg(feature = "sim")]
+mod sim;
 
 pub use client::{client_at, run, ClientSummary};
 pub use script::{
     Content, ErrorKind, Garbage, Input, LiveKind, Num, ReplayPath, ResumeSeed, Script, ServerText,
     Setup, Shape, TimeUnit,
 };
+pub use server::{run_server, server_at, ServerSummary};
+pub use server_script::{
+    Agent, ClientGarbage, ClientText, MsgContent, Publish, ReqId, RestoreFrom, SentBytes,
+    ServerScript, ServerSetup, SessionRef, Since, Step, Token, Ver, Versions, CONNS,
+};
+#[cfg(feature = "sim")]
+pub use sim::{sim_at, SimEntry, SimScript, MAX_ENTRIES};
 
 use serde_json::Value;
 

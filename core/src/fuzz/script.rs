@@ -387,10 +387,11 @@ impl Script {
     }
 }
 
-struct Reader<'a>(&'a [u8]);
+/// Reads script bytes; a read past the end gives zeros.
+pub(super) struct Reader<'a>(pub(super) &'a [u8]);
 
 impl Reader<'_> {
-    fn u8(&mut self) -> u8 {
+    pub(super) fn u8(&mut self) -> u8 {
         match self.0.split_first() {
             Some((b, rest)) => {
                 self.0 = rest;
@@ -400,17 +401,17 @@ impl Reader<'_> {
         }
     }
 
-    fn u16(&mut self) -> u16 {
+    pub(super) fn u16(&mut self) -> u16 {
         u16::from_le_bytes([self.u8(), self.u8()])
     }
 
-    fn u64(&mut self) -> u64 {
+    pub(super) fn u64(&mut self) -> u64 {
         let mut bytes = [0u8; 8];
         bytes.iter_mut().for_each(|b| *b = self.u8());
         u64::from_le_bytes(bytes)
     }
 
-    fn pick<T: Copy>(&mut self, all: &[T]) -> T {
+    pub(super) fn pick<T: Copy>(&mut self, all: &[T]) -> T {
         all[usize::from(self.u8()) % all.len()]
     }
 
@@ -421,7 +422,7 @@ impl Reader<'_> {
         }
     }
 
-    fn opt_u64(&mut self) -> Option<u64> {
+    pub(super) fn opt_u64(&mut self) -> Option<u64> {
         match self.u8() {
             0 => None,
             t @ 1..0xF0 => Some(u64::from(t - 1)),
@@ -630,14 +631,15 @@ pub(super) const NEXT_STEPS: [&str; 6] = [
     "do_not_retry",
 ];
 
-struct Writer(Vec<u8>);
+/// Writes script bytes (the inverse of [`Reader`]).
+pub(super) struct Writer(pub(super) Vec<u8>);
 
 impl Writer {
-    fn u8(&mut self, b: u8) {
+    pub(super) fn u8(&mut self, b: u8) {
         self.0.push(b);
     }
 
-    fn u64(&mut self, v: u64) {
+    pub(super) fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
 
@@ -651,7 +653,7 @@ impl Writer {
         }
     }
 
-    fn opt_u64(&mut self, v: Option<u64>) {
+    pub(super) fn opt_u64(&mut self, v: Option<u64>) {
         match v {
             None => self.u8(0),
             Some(v @ 0..0xEF) => self.u8(v as u8 + 1),
