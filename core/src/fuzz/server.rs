@@ -208,6 +208,7 @@ fn config_of(setup: &ServerSetup, instance: u32) -> ServerConfig {
             secs(24 * 3600)
         },
         max_unknown_frames: 3,
+        handshake_presence_limit: if small { 1 } else { 32 },
     }
 }
 

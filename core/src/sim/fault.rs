@@ -167,7 +167,15 @@ impl Sim {
                     if let Some(l) = self.links.get_mut(&link) {
                         l.up.silent |= direction.up();
                         l.down.silent |= direction.down();
-                        self.half_open.entry(link).or_insert(self.now);
+                        // Neither side can notice while it is frozen: the detection deadline
+                        // starts when the later of the two wakes (found by the sim fuzzer).
+                        let server_wakes = self
+                            .active
+                            .and_then(|i| self.instances[i].frozen_until)
+                            .unwrap_or(self.now);
+                        let client_wakes = self.clients[client].frozen_until.unwrap_or(self.now);
+                        let since = self.now.max(server_wakes).max(client_wakes);
+                        self.half_open.entry(link).or_insert(since);
                     }
                 }
             }
