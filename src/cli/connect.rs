@@ -12,8 +12,7 @@ use serde_json::{Map, Value};
 use tether_core::backoff::{BackoffConfig, GiveUp};
 use tether_core::client::{ClosedReason, Delivered, DisconnectCause, Rejection, State};
 use tether_tokio::{
-    connect, connect_resumed, Client, ClientConfig, ClientError, ClientEvents, Event,
-    RequestOutcome, ResumeState,
+    Client, ClientConfig, ClientError, ClientEvents, Event, RequestOutcome, ResumeState,
 };
 
 use super::{parse_duration, Failure};
@@ -54,6 +53,10 @@ pub struct ConnectArgs {
     /// Send this message once connected (repeatable); the outcome is printed on stderr.
     #[arg(long = "send", value_name = "TEXT")]
     pub send: Vec<String>,
+    /// Serve the client's Prometheus metrics at http://ADDR/metrics (reconnects by cause, time
+    /// disconnected, gaps, losses, duplicates, request outcomes). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Runs the client until `--count` events, a terminal error or a signal.
@@ -90,17 +93,30 @@ pub async fn run(args: ConnectArgs) -> Result<(), Failure> {
         ..ClientConfig::new(args.agent_id.clone())
     };
     let token = args.token.as_deref();
-    let started = match saved.clone() {
+    let metrics = match args.metrics_addr {
+        Some(addr) => Some(serve_metrics(addr).await?),
+        None => None,
+    };
+    let state = match saved.clone() {
         Some(state) => {
             eprintln!(
                 "resuming session {} after cursor {}",
                 state.session_id.as_deref().unwrap_or("?"),
                 state.cursor.map_or("-".into(), |c| c.to_string())
             );
-            connect_resumed(&args.url, token, config, state)
+            state
         }
-        None => connect(&args.url, token, config),
+        None => ResumeState::default(),
     };
+    let started = Client::start_observed(
+        tether_tokio::TokioRuntime,
+        tether_tokio::TokioConnector,
+        &args.url,
+        token,
+        config,
+        state,
+        metrics,
+    );
     let (client, events) = started.map_err(|e| match e {
         ClientError::Url(e) => Failure::Usage(e.to_string()),
         other => Failure::Runtime(other.to_string()),
@@ -119,6 +135,34 @@ pub async fn run(args: ConnectArgs) -> Result<(), Failure> {
         last_save: Instant::now(),
     };
     follower.follow(events).await
+}
+
+/// Listens on `addr` and answers every request with the client's metrics (Prometheus text).
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+) -> Result<tether_driver::metrics::ClientMetrics, Failure> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::Runtime(format!("--metrics-addr {addr}: {e}")))?;
+    let metrics = tether_driver::metrics::ClientMetrics::new();
+    let exposed = metrics.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let body = exposed.encode();
+            tokio::spawn(async move {
+                let mut head = [0u8; 1024];
+                let _ = tcp.read(&mut head).await;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tcp.write_all(response.as_bytes()).await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    Ok(metrics)
 }
 
 /// The last event printed: what a restarted `connect` must resume after. The core's own
