@@ -2,6 +2,10 @@
 //! its socket. Connection tasks forward what they read to the hub and write what the hub routes
 //! to them (`feed` for every queued frame, one `flush`), then report the written frames back so
 //! the machine's in-flight window counts real wire bytes.
+//!
+//! Costs are per batch, not per frame: the hub handles every input that is ready before it
+//! routes, routes each connection's frames into that connection's [`queue`](crate::queue) under
+//! one lock with one wake-up, and a connection task takes its whole queue at once.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,8 +27,10 @@ use tether_core::server::{
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
+use tungstenite::Utf8Bytes;
 
 use crate::metrics::ServerMetrics;
+use crate::queue::{self, Receiver as OutReceiver, Sender as OutSender};
 use crate::{BoxFuture, Runtime, WebSocket};
 
 /// Inputs queued for the hub before connection tasks wait (backpressure on readers).
@@ -33,6 +39,10 @@ const HUB_QUEUE: usize = 4096;
 const EVENT_QUEUE: usize = 4096;
 /// Frames a connection task writes per wake-up before flushing and yielding.
 const WRITE_BATCH: usize = 256;
+/// Inputs the hub handles before it routes what they produced (and looks at its timer).
+const HUB_BATCH: usize = 256;
+/// Events a `publish_many` call may carry.
+pub const PUBLISH_MANY_MAX: usize = 4096;
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -64,6 +74,9 @@ pub enum ServerError {
     /// The server has shut down.
     #[error("the server is shut down")]
     Stopped,
+    /// A `publish_many` batch larger than [`PUBLISH_MANY_MAX`].
+    #[error("{0} events in one publish_many call (at most {max})", max = PUBLISH_MANY_MAX)]
+    BatchTooLarge(usize),
 }
 
 enum Out {
@@ -74,8 +87,8 @@ enum Out {
 }
 
 enum Input {
-    Attach(ConnId, ConnectInfo, mpsc::UnboundedSender<Out>),
-    Text(ConnId, String),
+    Attach(ConnId, ConnectInfo, OutSender<Out>),
+    Text(ConnId, Utf8Bytes),
     Binary(ConnId, usize),
     Sent(ConnId, usize, usize),
     Closed(ConnId),
@@ -87,6 +100,12 @@ enum Command {
         SessionId,
         String,
         Vec<(String, Value)>,
+        Reply<Result<u64, CommandError>>,
+    ),
+    PublishMany(
+        SessionId,
+        String,
+        Vec<Fields>,
         Reply<Result<u64, CommandError>>,
     ),
     Respond(SessionId, String, Outcome, Reply<Result<u64, CommandError>>),
@@ -101,6 +120,9 @@ enum Command {
 }
 
 type Reply<T> = oneshot::Sender<T>;
+
+/// The fields of one published event (`type`, `cursor` and `seq` are added by the server).
+pub type Fields = Vec<(String, Value)>;
 
 /// The application's handle to a running server: publish, respond, broadcast, snapshot, shut
 /// down. Cheap to clone.
@@ -159,6 +181,7 @@ impl Server {
             machine,
             inputs: hub_rx,
             writers: HashMap::new(),
+            routed: Vec::new(),
             events: events_tx,
             timer: None,
             shutdown: None,
@@ -186,7 +209,8 @@ impl Server {
     /// Hands an upgraded WebSocket to the server: a task on `runtime` runs it.
     pub fn attach<R: Runtime, S: WebSocket>(&self, runtime: &R, socket: S, info: ConnectInfo) {
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
-        let (out_tx, out_rx) = mpsc::unbounded();
+        // Unbounded here: the machine's in-flight window bounds what is routed to a connection.
+        let (out_tx, out_rx) = queue::queue(usize::MAX);
         let mut hub = self.hub.clone();
         let task = connection(
             runtime.clone(),
@@ -222,6 +246,27 @@ impl Server {
     ) -> Result<u64, ServerError> {
         let (s, k) = (session.clone(), kind.to_owned());
         Ok(self.ask(|r| Command::Publish(s, k, fields, r)).await??)
+    }
+
+    /// Publishes several events of one `kind` to `session` in one round trip to the hub (for
+    /// streaming producers: [`Server::publish`] costs a round trip per event). They are recorded
+    /// in order with consecutive cursors; returns the last cursor (the session's head when
+    /// `events` is empty). On the first refused event (e.g. a reserved field) the rest of the
+    /// batch is dropped and its error returned; the events before it stay published. At most
+    /// [`PUBLISH_MANY_MAX`] events per call: split larger batches.
+    pub async fn publish_many(
+        &self,
+        session: &SessionId,
+        kind: &str,
+        events: Vec<Fields>,
+    ) -> Result<u64, ServerError> {
+        if events.len() > PUBLISH_MANY_MAX {
+            return Err(ServerError::BatchTooLarge(events.len()));
+        }
+        let (s, k) = (session.clone(), kind.to_owned());
+        Ok(self
+            .ask(|r| Command::PublishMany(s, k, events, r))
+            .await??)
     }
 
     /// Answers a request (`ServerEvent::Request`) with its final outcome.
@@ -336,7 +381,9 @@ struct Hub<R: Runtime> {
     runtime: R,
     machine: Machine,
     inputs: mpsc::Receiver<Input>,
-    writers: HashMap<ConnId, mpsc::UnboundedSender<Out>>,
+    writers: HashMap<ConnId, OutSender<Out>>,
+    /// Frames routed in one pass, grouped per connection before they are queued.
+    routed: Vec<(ConnId, Out)>,
     events: mpsc::Sender<ServerEvent>,
     timer: Option<(Instant, BoxFuture<()>)>,
     /// Shutdown requested: reply with the snapshot when every connection is gone (or at the
@@ -366,7 +413,23 @@ impl<R: Runtime> Hub<R> {
                     self.machine.handle_timeout(now);
                 }
                 HubWake::Input(None) => return, // every handle and connection is gone
-                HubWake::Input(Some(input)) => self.on_input(now, input),
+                HubWake::Input(Some(input)) => {
+                    self.on_input(now, input);
+                    // Everything else already queued is handled before routing, so routing,
+                    // event delivery and the timer cost once per batch, not once per input.
+                    for _ in 1..HUB_BATCH {
+                        match self.inputs.try_recv() {
+                            Ok(input) => self.on_input(now, input),
+                            Err(e) if e.is_closed() => return,
+                            Err(_) => break,
+                        }
+                    }
+                    // A busy hub still honours its deadlines.
+                    if self.timer.as_ref().is_some_and(|(d, _)| now >= *d) {
+                        self.timer = None;
+                        self.machine.handle_timeout(now);
+                    }
+                }
             }
         }
     }
@@ -378,7 +441,7 @@ impl<R: Runtime> Hub<R> {
                 self.attached_at.insert(conn, now);
                 self.machine.handle_connected(now, conn, info);
             }
-            Input::Text(conn, text) => self.machine.handle_text(now, conn, &text),
+            Input::Text(conn, text) => self.machine.handle_text(now, conn, text.as_str()),
             Input::Binary(conn, len) => self.machine.handle_binary(now, conn, len),
             Input::Sent(conn, frames, bytes) => {
                 // The window counts frames and bytes; the byte total rides on the first call.
@@ -409,6 +472,24 @@ impl<R: Runtime> Hub<R> {
                     self.published_at = Some(now);
                 }
                 let _ = reply.send(published);
+            }
+            Command::PublishMany(session, kind, events, reply) => {
+                let mut last = self
+                    .machine
+                    .session_head(&session)
+                    .ok_or_else(|| CommandError::UnknownSession(session.clone()));
+                for fields in events {
+                    let (keys, values): (Vec<String>, Vec<Value>) = fields.into_iter().unzip();
+                    let fields: Vec<(&str, Value)> =
+                        keys.iter().map(String::as_str).zip(values).collect();
+                    last = self.machine.publish(now, &session, &kind, &fields);
+                    if last.is_err() {
+                        break;
+                    }
+                    self.metrics.events_published.inc();
+                    self.published_at = Some(now);
+                }
+                let _ = reply.send(last);
             }
             Command::Respond(session, request_id, outcome, reply) => {
                 let _ = reply.send(self.machine.respond(now, &session, &request_id, outcome));
@@ -445,14 +526,26 @@ impl<R: Runtime> Hub<R> {
     fn route_transmits(&mut self) {
         let published_at = self.published_at.take();
         while let Some((conn, transmit)) = self.machine.poll_transmit() {
-            let Some(writer) = self.writers.get(&conn) else {
-                continue;
-            };
             let out = match transmit {
                 ServerTransmit::Frame(text) => Out::Frame(text, published_at),
                 ServerTransmit::Close { code, reason } => Out::Close(code, reason),
             };
-            let _ = writer.unbounded_send(out);
+            self.routed.push((conn, out));
+        }
+        // The machine interleaves connections; a stable sort keeps each one's order and makes
+        // one run (one lock, one wake-up) per connection.
+        self.routed.sort_by_key(|(conn, _)| *conn);
+        let mut routed = self.routed.drain(..).peekable();
+        while let Some((conn, first)) = routed.next() {
+            let run = std::iter::once(first).chain(std::iter::from_fn(|| {
+                routed.next_if(|(c, _)| *c == conn).map(|(_, out)| out)
+            }));
+            match self.writers.get(&conn) {
+                Some(writer) => {
+                    writer.push_all(run);
+                }
+                None => run.for_each(drop),
+            }
         }
     }
 
@@ -523,12 +616,23 @@ enum ConnWake {
     Out(Option<Out>),
 }
 
+/// Whether a frame is a tracked event (and a replayed one), for the delivery counters. Tracked
+/// frames end with the `"seq":n` the server appends last, so only the tail is looked at.
+fn tracked_kind(text: &str) -> (bool, bool) {
+    if text.starts_with(r#"{"type":"replay""#) {
+        return (true, true);
+    }
+    let tail = text.len().saturating_sub(32);
+    let tail = text.get(tail..).unwrap_or(text);
+    (tail.ends_with('}') && tail.contains(r#","seq":"#), false)
+}
+
 /// One connection: reads to the hub, writes what the hub routes here.
 async fn connection<R: Runtime, S: WebSocket>(
     runtime: R,
     conn: ConnId,
     mut socket: S,
-    mut out: mpsc::UnboundedReceiver<Out>,
+    mut out: OutReceiver<Out>,
     mut hub: mpsc::Sender<Input>,
     metrics: ServerMetrics,
 ) {
@@ -541,7 +645,7 @@ async fn connection<R: Runtime, S: WebSocket>(
                 let ready = if (i == 0) == socket_first {
                     socket.poll_next_unpin(cx).map(ConnWake::Socket)
                 } else {
-                    out.poll_next_unpin(cx).map(ConnWake::Out)
+                    out.poll_next(cx).map(ConnWake::Out)
                 };
                 if ready.is_ready() {
                     return ready;
@@ -553,7 +657,7 @@ async fn connection<R: Runtime, S: WebSocket>(
         match wake {
             ConnWake::Socket(Some(Ok(message))) => {
                 let input = match message {
-                    Message::Text(text) => Input::Text(conn, text.as_str().to_owned()),
+                    Message::Text(text) => Input::Text(conn, text),
                     Message::Binary(data) => Input::Binary(conn, data.len()),
                     Message::Ping(_) => {
                         // tungstenite queued the pong; push it out.
@@ -582,12 +686,9 @@ async fn connection<R: Runtime, S: WebSocket>(
                         Out::Frame(text, published_at) => {
                             frames += 1;
                             bytes += text.len();
-                            if text.starts_with(r#"{"type":"replay""#) {
-                                replayed += 1;
-                                tracked += 1;
-                            } else if text.ends_with('}') && text.contains(r#","seq":"#) {
-                                tracked += 1;
-                            }
+                            let (is_tracked, is_replay) = tracked_kind(&text);
+                            tracked += u64::from(is_tracked);
+                            replayed += u64::from(is_replay);
                             oldest_publish = oldest_publish.or(published_at);
                             if socket.feed(Message::text(text)).await.is_err() {
                                 close = Some((1011, String::new()));
@@ -600,7 +701,7 @@ async fn connection<R: Runtime, S: WebSocket>(
                         }
                     }
                     if frames < WRITE_BATCH {
-                        next = out.try_recv().ok();
+                        next = out.try_next().ok().flatten();
                     }
                 }
                 let flushed = socket.flush().await.is_ok();

@@ -185,12 +185,11 @@ pub async fn publish_stream(
             progress.notified().await;
         }
         let batch = (n - published).min(BATCH as u64);
-        for i in published + 1..=published + batch {
-            server
-                .publish(session, "message", fields(i))
-                .await
-                .map_err(|e| format!("publish: {e}"))?;
-        }
+        let events = (published + 1..=published + batch).map(fields).collect();
+        server
+            .publish_many(session, "message", events)
+            .await
+            .map_err(|e| format!("publish: {e}"))?;
         published += batch;
     }
     Ok(())
