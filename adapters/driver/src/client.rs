@@ -31,6 +31,8 @@ const COMMAND_QUEUE: usize = 256;
 /// Socket messages handled per wake-up before the loop writes, delivers and looks at its
 /// other inputs.
 const READ_BATCH: usize = 128;
+/// Deadlines found already due that are handled at once, in a row, before waiting anyway.
+const MAX_DUE_IN_A_ROW: u8 = 8;
 /// How long a closing handshake may take before the socket is simply dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -258,12 +260,24 @@ struct Driver<R: Runtime, C: Connector> {
 
 impl<R: Runtime, C: Connector> Driver<R, C> {
     async fn run(mut self) {
+        // Deadlines already due handled in a row without waiting (bounded, in case a machine
+        // keeps reporting a past deadline it does not act on).
+        let mut due_in_a_row = 0u8;
         loop {
             self.write_transmits().await;
             if self.deliver_events().await {
                 break;
             }
-            self.arm_timer();
+            if self.arm_timer(due_in_a_row < MAX_DUE_IN_A_ROW) {
+                // Already due (e.g. a reconnect with zero backoff): a runtime timer would add
+                // up to its tick (1 ms on tokio) before firing.
+                due_in_a_row += 1;
+                self.timer = None;
+                let now = self.runtime.now();
+                self.machine.handle_timeout(now);
+                continue;
+            }
+            due_in_a_row = 0;
             let wake = self.wake().await;
             let now = self.runtime.now();
             match wake {
@@ -412,15 +426,22 @@ impl<R: Runtime, C: Connector> Driver<R, C> {
     }
 
     /// Re-arms the timer only when the deadline moved earlier: a later deadline lets the armed
-    /// one fire early, which the core ignores, and saves a timer per frame.
-    fn arm_timer(&mut self) {
-        match (self.machine.poll_timeout(), &self.timer) {
+    /// one fire early, which the core ignores, and saves a timer per frame. With `handle_due`,
+    /// a deadline that has already passed is not armed: returns true, for the caller to call
+    /// `handle_timeout` at once.
+    fn arm_timer(&mut self, handle_due: bool) -> bool {
+        let deadline = self.machine.poll_timeout();
+        if handle_due && deadline.is_some_and(|d| d <= self.runtime.now()) {
+            return true;
+        }
+        match (deadline, &self.timer) {
             (None, _) => self.timer = None,
             (Some(deadline), Some((armed, _))) if *armed <= deadline => {}
             (Some(deadline), _) => {
                 self.timer = Some((deadline, self.runtime.sleep_until(deadline)));
             }
         }
+        false
     }
 
     /// Waits for the next input, rotating priorities so no source starves the others.

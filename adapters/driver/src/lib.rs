@@ -31,7 +31,7 @@ pub use serve::{
     ServeError, READ_BUFFER, WRITE_BUFFER,
 };
 pub use server::{
-    load_snapshot, save_snapshot, Fields, Server, ServerError, ServerEvents, PUBLISH_MANY_MAX,
+    load_snapshot, save_snapshot, Server, ServerError, ServerEvents, PUBLISH_MANY_MAX,
 };
 pub use tether_core;
 pub use tungstenite::{self, Message};

@@ -102,11 +102,6 @@ impl<T> Sender<T> {
         true
     }
 
-    /// Queues one item (see [`Sender::push_all`]).
-    pub(crate) fn push(&self, item: T) -> bool {
-        self.push_all(std::iter::once(item))
-    }
-
     /// Ready once fewer than `capacity` items are queued (or the receiver is gone).
     pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut s = self.shared.lock();
@@ -115,11 +110,6 @@ impl<T> Sender<T> {
         }
         register(&mut s.producer, cx.waker());
         Poll::Pending
-    }
-
-    /// Whether the receiver has been dropped.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.shared.lock().receiver_gone
     }
 }
 
@@ -213,14 +203,14 @@ mod tests {
         let mut cx = Context::from_waker(noop_waker_ref());
         assert_eq!(rx.poll_next(&mut cx), Poll::Pending);
         assert!(tx.push_all([1, 2, 3]));
-        assert!(tx.push(4));
+        assert!(tx.push_all([4]));
         let got: Vec<_> = std::iter::from_fn(|| match rx.poll_next(&mut cx) {
             Poll::Ready(Some(v)) => Some(v),
             _ => None,
         })
         .collect();
         assert_eq!(got, vec![1, 2, 3, 4]);
-        assert!(tx.push(5));
+        assert!(tx.push_all([5]));
         drop(tx);
         assert_eq!(rx.try_next(), Ok(Some(5)));
         assert_eq!(rx.try_next(), Err(()));
@@ -236,10 +226,8 @@ mod tests {
         assert_eq!(tx.poll_room(&mut cx), Poll::Pending);
         assert_eq!(rx.try_next(), Ok(Some(1)));
         assert_eq!(tx.poll_room(&mut cx), Poll::Ready(()));
-        assert!(!tx.is_closed());
         drop(rx);
-        assert!(tx.is_closed());
-        assert!(!tx.push(3));
+        assert!(!tx.push_all([3]));
         assert_eq!(tx.poll_room(&mut cx), Poll::Ready(()));
     }
 }

@@ -105,7 +105,7 @@ enum Command {
     PublishMany(
         SessionId,
         String,
-        Vec<Fields>,
+        Box<dyn Batch>,
         Reply<Result<u64, CommandError>>,
     ),
     Respond(SessionId, String, Outcome, Reply<Result<u64, CommandError>>),
@@ -121,8 +121,50 @@ enum Command {
 
 type Reply<T> = oneshot::Sender<T>;
 
-/// The fields of one published event (`type`, `cursor` and `seq` are added by the server).
-pub type Fields = Vec<(String, Value)>;
+/// Events of a [`Server::publish_many`] call, whatever the type of their field names.
+trait Batch: Send {
+    /// Publishes the events in order, stopping at the first refusal; returns the last cursor
+    /// and how many were published.
+    fn publish(
+        self: Box<Self>,
+        machine: &mut Machine,
+        now: Instant,
+        session: &SessionId,
+        kind: &str,
+    ) -> (Result<u64, CommandError>, u64);
+}
+
+impl<K: AsRef<str> + Send + 'static> Batch for Vec<Vec<(K, Value)>> {
+    fn publish(
+        self: Box<Self>,
+        machine: &mut Machine,
+        now: Instant,
+        session: &SessionId,
+        kind: &str,
+    ) -> (Result<u64, CommandError>, u64) {
+        let mut last = machine
+            .session_head(session)
+            .ok_or_else(|| CommandError::UnknownSession(session.clone()));
+        let mut published = 0;
+        for mut fields in *self {
+            // The values move into the machine's call; the names are borrowed.
+            let fields: Vec<(&str, Value)> = fields
+                .iter_mut()
+                .map(|entry| {
+                    let value = std::mem::take(&mut entry.1);
+                    let entry: &(K, Value) = entry;
+                    (entry.0.as_ref(), value)
+                })
+                .collect();
+            last = machine.publish(now, session, kind, &fields);
+            if last.is_err() {
+                break;
+            }
+            published += 1;
+        }
+        (last, published)
+    }
+}
 
 /// The application's handle to a running server: publish, respond, broadcast, snapshot, shut
 /// down. Cheap to clone.
@@ -254,16 +296,18 @@ impl Server {
     /// `events` is empty). On the first refused event (e.g. a reserved field) the rest of the
     /// batch is dropped and its error returned; the events before it stay published. At most
     /// [`PUBLISH_MANY_MAX`] events per call: split larger batches.
-    pub async fn publish_many(
+    ///
+    /// Field names may be `&'static str` (no allocation per event) or `String`.
+    pub async fn publish_many<K: AsRef<str> + Send + 'static>(
         &self,
         session: &SessionId,
         kind: &str,
-        events: Vec<Fields>,
+        events: Vec<Vec<(K, Value)>>,
     ) -> Result<u64, ServerError> {
         if events.len() > PUBLISH_MANY_MAX {
             return Err(ServerError::BatchTooLarge(events.len()));
         }
-        let (s, k) = (session.clone(), kind.to_owned());
+        let (s, k, events) = (session.clone(), kind.to_owned(), Box::new(events));
         Ok(self
             .ask(|r| Command::PublishMany(s, k, events, r))
             .await??)
@@ -474,19 +518,9 @@ impl<R: Runtime> Hub<R> {
                 let _ = reply.send(published);
             }
             Command::PublishMany(session, kind, events, reply) => {
-                let mut last = self
-                    .machine
-                    .session_head(&session)
-                    .ok_or_else(|| CommandError::UnknownSession(session.clone()));
-                for fields in events {
-                    let (keys, values): (Vec<String>, Vec<Value>) = fields.into_iter().unzip();
-                    let fields: Vec<(&str, Value)> =
-                        keys.iter().map(String::as_str).zip(values).collect();
-                    last = self.machine.publish(now, &session, &kind, &fields);
-                    if last.is_err() {
-                        break;
-                    }
-                    self.metrics.events_published.inc();
+                let (last, published) = events.publish(&mut self.machine, now, &session, &kind);
+                if published > 0 {
+                    self.metrics.events_published.inc_by(published);
                     self.published_at = Some(now);
                 }
                 let _ = reply.send(last);

@@ -69,6 +69,8 @@ where
 /// The sequence check of a bare reader: `message` frames must come as `next`, `next + 1`, ...
 pub struct SeqCheck {
     pub next: u64,
+    /// Content bytes seen (the content is decoded, as a client hands it on).
+    pub content_bytes: usize,
 }
 
 impl SeqCheck {
@@ -79,6 +81,7 @@ impl SeqCheck {
         if frame.kind != "message" {
             return Ok(false);
         }
+        self.content_bytes += frame.content.as_ref().map_or(0, |c| c.len());
         match frame.seq {
             Some(s) if s == self.next => {
                 self.next += 1;
@@ -95,7 +98,10 @@ pub async fn read_events<S>(ws: &mut S, first: u64, n: u64) -> Result<Instant, S
 where
     S: Stream<Item = Result<Message, WsError>> + Unpin,
 {
-    let mut check = SeqCheck { next: first };
+    let mut check = SeqCheck {
+        next: first,
+        content_bytes: 0,
+    };
     let mut got = 0;
     while got < n {
         match ws.next().await {
@@ -203,4 +209,49 @@ pub async fn async_stream<R: Runtime>(runtime: R, n: u64) -> Result<f64, String>
     .map_err(|e| e.to_string())?;
     let server = accept.await.map_err(|_| "accept task lost")??;
     stream_over(&runtime, server, client, n).await
+}
+
+/// A bare tokio-tungstenite client socket.
+pub type BareClient =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The `hello` tether's client sends first (offering v1..=v2).
+pub fn hello(agent_id: &str) -> String {
+    serde_json::json!({
+        "type": "hello",
+        "agent_id": agent_id,
+        "protocol_min": 1,
+        "protocol_max": 2,
+        "capabilities": ["streaming", "ack"],
+    })
+    .to_string()
+}
+
+/// A bare client that has done the gateway handshake: connects, sends `hello`, reads up to
+/// `hello_ok`; returns the socket and the session id.
+pub async fn bare_session(url: &str, agent_id: &str) -> Result<(BareClient, String), String> {
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(url, Some(websocket_config()), true)
+            .await
+            .map_err(|e| format!("bare connect: {e}"))?;
+    ws.send(Message::text(hello(agent_id)))
+        .await
+        .map_err(|e| format!("bare hello: {e}"))?;
+    while let Some(message) = ws.next().await {
+        let message = message.map_err(|e| format!("bare handshake: {e}"))?;
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(text.as_str()).map_err(|e| format!("bare handshake: {e}"))?;
+        match v["type"].as_str() {
+            Some("hello_ok") => {
+                let session = v["session_id"].as_str().unwrap_or_default().to_owned();
+                return Ok((ws, session));
+            }
+            Some("hello_error") | Some("error") => return Err(format!("refused: {text}")),
+            _ => {}
+        }
+    }
+    Err("bare handshake: closed before hello_ok".into())
 }

@@ -399,6 +399,7 @@ fn raise_fd_limit() -> String {
                 lim = raised;
             }
         }
+        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
         fd_limit_note(lim.rlim_cur as u64)
     }
     #[cfg(not(unix))]
@@ -419,6 +420,7 @@ fn fd_limit() -> u64 {
             rlim_max: 0,
         };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
             return lim.rlim_cur as u64;
         }
     }

@@ -162,10 +162,10 @@ pub async fn stop(server: Server, client: Client, accepting: BoxFuture<()>) {
 }
 
 /// The fields of benchmark event `n`.
-pub fn fields(n: u64) -> Vec<(String, Value)> {
+pub fn fields(n: u64) -> Vec<(&'static str, Value)> {
     vec![
-        ("content".to_owned(), Value::String(CONTENT.to_owned())),
-        ("n".to_owned(), json!(n)),
+        ("content", Value::String(CONTENT.to_owned())),
+        ("n", json!(n)),
     ]
 }
 
