@@ -87,12 +87,14 @@ enum Out {
 }
 
 enum Input {
-    Attach(ConnId, ConnectInfo, OutSender<Out>),
+    // Boxed: every queued input (and every connection task's future) is as big as the
+    // largest variant.
+    Attach(ConnId, Box<ConnectInfo>, OutSender<Out>),
     Text(ConnId, Utf8Bytes),
     Binary(ConnId, usize),
     Sent(ConnId, usize, usize),
     Closed(ConnId),
-    Command(Command),
+    Command(Box<Command>),
 }
 
 enum Command {
@@ -253,26 +255,25 @@ impl Server {
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
         // Unbounded here: the machine's in-flight window bounds what is routed to a connection.
         let (out_tx, out_rx) = queue::queue(usize::MAX);
-        let mut hub = self.hub.clone();
-        let task = connection(
-            runtime.clone(),
+        // The task announces itself (`Attach`) first: a wrapper future awaiting it would hold
+        // the connection's future twice (the async-block layout), doubling each idle
+        // connection's task.
+        let state = ConnState {
+            runtime: runtime.clone(),
             conn,
             socket,
-            out_rx,
-            self.hub.clone(),
-            self.metrics.clone(),
-        );
-        runtime.spawn(Box::pin(async move {
-            if hub.send(Input::Attach(conn, info, out_tx)).await.is_ok() {
-                task.await;
-            }
-        }));
+            out: out_rx,
+            hub: self.hub.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let task = connection(Box::new(state), Input::Attach(conn, Box::new(info), out_tx));
+        runtime.spawn(Box::pin(task));
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ServerError> {
         let (tx, rx) = oneshot::channel();
         let mut hub = self.hub.clone();
-        hub.send(Input::Command(make(tx)))
+        hub.send(Input::Command(Box::new(make(tx))))
             .await
             .map_err(|_| ServerError::Stopped)?;
         rx.await.map_err(|_| ServerError::Stopped)
@@ -334,11 +335,11 @@ impl Server {
     pub async fn disconnect(&self, conn: ConnId, code: u16, reason: &str) {
         let mut hub = self.hub.clone();
         let _ = hub
-            .send(Input::Command(Command::Disconnect(
+            .send(Input::Command(Box::new(Command::Disconnect(
                 conn,
                 code,
                 reason.to_owned(),
-            )))
+            ))))
             .await;
     }
 
@@ -483,7 +484,7 @@ impl<R: Runtime> Hub<R> {
             Input::Attach(conn, info, writer) => {
                 self.writers.insert(conn, writer);
                 self.attached_at.insert(conn, now);
-                self.machine.handle_connected(now, conn, info);
+                self.machine.handle_connected(now, conn, *info);
             }
             Input::Text(conn, text) => self.machine.handle_text(now, conn, text.as_str()),
             Input::Binary(conn, len) => self.machine.handle_binary(now, conn, len),
@@ -499,7 +500,7 @@ impl<R: Runtime> Hub<R> {
                 self.attached_at.remove(&conn);
                 self.machine.handle_closed(now, conn);
             }
-            Input::Command(command) => self.on_command(now, command),
+            Input::Command(command) => self.on_command(now, *command),
         }
     }
 
@@ -661,15 +662,33 @@ fn tracked_kind(text: &str) -> (bool, bool) {
     (tail.ends_with('}') && tail.contains(r#","seq":"#), false)
 }
 
-/// One connection: reads to the hub, writes what the hub routes here.
-async fn connection<R: Runtime, S: WebSocket>(
+/// What a connection task owns. It lives in a box because an `async fn` keeps its arguments
+/// twice in its future (as captured arguments and as locals), and an idle connection is
+/// mostly its task.
+struct ConnState<R, S> {
     runtime: R,
     conn: ConnId,
-    mut socket: S,
-    mut out: OutReceiver<Out>,
-    mut hub: mpsc::Sender<Input>,
+    socket: S,
+    out: OutReceiver<Out>,
+    hub: mpsc::Sender<Input>,
     metrics: ServerMetrics,
-) {
+}
+
+/// One connection: announces itself to the hub (`attach`), then reads to the hub and writes
+/// what the hub routes here.
+async fn connection<R: Runtime, S: WebSocket>(mut state: Box<ConnState<R, S>>, attach: Input) {
+    let ConnState {
+        runtime,
+        conn,
+        socket,
+        out,
+        hub,
+        metrics,
+    } = &mut *state;
+    let conn = *conn;
+    if hub.send(attach).await.is_err() {
+        return;
+    }
     let mut turn = false;
     loop {
         turn = !turn;

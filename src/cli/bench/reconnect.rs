@@ -1,114 +1,64 @@
 //! Reconnect latency (tokio): from a cut to the first replayed event delivered, with zero
 //! backoff, against a bare TCP connect + WebSocket handshake to a bare tokio-tungstenite server.
 //!
-//! The cut is made on the client's side of the socket (a switch in the connector's stream
-//! makes the next read fail, as a reset link does); the server learns of it only through the
-//! resume that takes the session over. An event published right after the cut is in the
-//! server's ring, not in the client: the resume replays it.
+//! The cut is a real one: `shutdown(SHUT_RDWR)` on the client's socket, so the client learns
+//! of it from the kernel (end of stream) like a reset link, and the server sees the socket
+//! close. An event published right after the cut is in the server's ring, not in the client:
+//! the resume replays it.
 
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::task::AtomicWaker;
-use futures::{Sink, Stream, StreamExt};
+use futures::StreamExt;
 use tether_core::backoff::{BackoffConfig, Jitter};
 use tether_core::client::{ClientConfig, Event};
-use tether_driver::tungstenite::{Error as WsError, Message};
+use tether_driver::tungstenite::Error as WsError;
 use tether_driver::{websocket_config, BoxFuture, Client, Connector};
 use tether_tokio::{TokioConnector, TokioRuntime};
+use tokio_tungstenite::MaybeTlsStream;
 
 use super::stream::{self, fields, Adapter, Pair};
 use super::{before, percentile, Row, Sizes, Target, Unit};
 
-/// The kill switch shared by the connector and its sockets.
+/// The descriptor of the client's live socket.
 #[derive(Default)]
 struct Switch {
-    /// Bumped by each cut: sockets opened before it fail.
-    generation: AtomicU64,
-    /// The live socket's reader.
-    waker: AtomicWaker,
+    fd: Mutex<Option<i32>>,
 }
 
 impl Switch {
-    fn cut(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.waker.wake();
-    }
-}
-
-/// A socket that fails once the switch has been cut after it was opened.
-struct Cuttable<S> {
-    inner: S,
-    switch: Arc<Switch>,
-    born: u64,
-}
-
-impl<S> Cuttable<S> {
-    fn is_cut(&self) -> bool {
-        self.switch.generation.load(Ordering::SeqCst) != self.born
-    }
-    fn reset() -> WsError {
-        WsError::Io(std::io::ErrorKind::ConnectionReset.into())
-    }
-}
-
-impl<S: Stream<Item = Result<Message, WsError>> + Unpin> Stream for Cuttable<S> {
-    type Item = Result<Message, WsError>;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.switch.waker.register(cx.waker());
-        if self.is_cut() {
-            return Poll::Ready(Some(Err(Self::reset())));
+    /// Shuts the live socket down both ways (the descriptor stays open: its owner closes it).
+    fn cut(&self) -> bool {
+        let fd = *self.fd.lock().unwrap_or_else(|p| p.into_inner());
+        match fd {
+            #[cfg(unix)]
+            // SAFETY: `fd` belongs to the client's live socket, which the caller knows to be
+            // open (the client has just delivered an event read from it); shutdown(2) does
+            // not close or invalidate it.
+            Some(fd) => unsafe { libc::shutdown(fd, libc::SHUT_RDWR) == 0 },
+            _ => false,
         }
-        self.inner.poll_next_unpin(cx)
     }
 }
 
-impl<S: Sink<Message, Error = WsError> + Unpin> Sink<Message> for Cuttable<S> {
-    type Error = WsError;
-    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
-        if self.is_cut() {
-            return Poll::Ready(Err(Self::reset()));
-        }
-        Pin::new(&mut self.inner).poll_ready(cx)
-    }
-    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), WsError> {
-        if self.is_cut() {
-            return Err(Self::reset());
-        }
-        Pin::new(&mut self.inner).start_send(item)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
-        if self.is_cut() {
-            return Poll::Ready(Err(Self::reset()));
-        }
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
-        Pin::new(&mut self.inner).poll_close(cx)
-    }
-}
-
-/// tokio-tungstenite sockets behind a kill switch.
+/// tokio-tungstenite sockets whose descriptor the switch knows.
 struct CutConnector {
     switch: Arc<Switch>,
 }
 
 impl Connector for CutConnector {
-    type Socket = Cuttable<<TokioConnector as Connector>::Socket>;
+    type Socket = <TokioConnector as Connector>::Socket;
     fn connect(&self, url: &str) -> BoxFuture<Result<Self::Socket, WsError>> {
         let switch = self.switch.clone();
         let connecting = TokioConnector.connect(url);
         Box::pin(async move {
-            let inner = connecting.await?;
-            let born = switch.generation.load(Ordering::SeqCst);
-            Ok(Cuttable {
-                inner,
-                switch,
-                born,
-            })
+            let socket = connecting.await?;
+            #[cfg(unix)]
+            if let MaybeTlsStream::Plain(tcp) = socket.get_ref() {
+                use std::os::fd::AsRawFd;
+                *switch.fd.lock().unwrap_or_else(|p| p.into_inner()) = Some(tcp.as_raw_fd());
+            }
+            Ok(socket)
         })
     }
 }
@@ -159,59 +109,34 @@ fn zero_backoff() -> ClientConfig {
     }
 }
 
-/// Cut-to-first-replayed-event samples (only runs where the event was replayed count; a run
-/// where the new connection won the race and got it live is repeated).
-async fn tether_samples(count: usize) -> Result<Vec<Duration>, String> {
-    let switch = Arc::new(Switch::default());
-    let adapter = CutTokio {
-        switch: switch.clone(),
-    };
-    let mut pair = Pair::start(&adapter, zero_backoff()).await?;
-    let mut samples = Vec::with_capacity(count);
-    let mut n = 0u64;
-    let mut attempts = 0;
-    let result = loop {
-        if samples.len() >= count {
-            break Ok(());
-        }
-        attempts += 1;
-        if attempts > count * 3 + 10 {
-            break Err(format!(
-                "only {} of {count} reconnects replayed the event",
-                samples.len()
-            ));
-        }
-        // A live event first: the client is connected and its cursor is known.
-        n += 1;
-        if let Err(e) = pair
-            .server
-            .publish_many(&pair.session, "message", vec![fields(n)])
-            .await
-        {
-            break Err(format!("publish: {e}"));
-        }
-        match wait_for(&mut pair.events, n).await {
-            Ok(_) => {}
-            Err(e) => break Err(e),
-        }
-        let cut = Instant::now();
-        switch.cut();
-        n += 1;
-        if let Err(e) = pair
-            .server
-            .publish_many(&pair.session, "message", vec![fields(n)])
-            .await
-        {
-            break Err(format!("publish: {e}"));
-        }
-        match wait_for(&mut pair.events, n).await {
-            Ok((at, true)) => samples.push(at.saturating_duration_since(cut)),
-            Ok((_, false)) => {}
-            Err(e) => break Err(e),
+/// One cut-to-first-replayed-event sample: `None` if the new connection won the race and got
+/// the event live (the sample is not counted).
+async fn tether_sample(
+    pair: &mut Pair,
+    switch: &Switch,
+    n: &mut u64,
+) -> Result<Option<Duration>, String> {
+    let publish = |n: u64| {
+        let (server, session) = (pair.server.clone(), pair.session.clone());
+        async move {
+            server
+                .publish_many(&session, "message", vec![fields(n)])
+                .await
+                .map_err(|e| format!("publish: {e}"))
         }
     };
-    pair.stop().await;
-    result.map(|()| samples)
+    // A live event first: the client is connected and its cursor is known.
+    *n += 1;
+    publish(*n).await?;
+    wait_for(&mut pair.events, *n).await?;
+    let cut = Instant::now();
+    if !switch.cut() {
+        return Err("cannot cut the client's socket".into());
+    }
+    *n += 1;
+    publish(*n).await?;
+    let (at, replayed) = wait_for(&mut pair.events, *n).await?;
+    Ok(replayed.then(|| at.saturating_duration_since(cut)))
 }
 
 /// Waits for event `seq`: when it arrived and whether it was replayed.
@@ -234,17 +159,14 @@ async fn wait_for(
     found.unwrap_or_else(|| Err(format!("event {seq} not delivered within 10 s")))
 }
 
-/// Bare TCP connect + WebSocket handshake samples against a bare tokio-tungstenite server.
-async fn bare_samples(count: usize) -> Result<Vec<Duration>, String> {
+/// A bare tokio-tungstenite server that accepts WebSocket connections until aborted.
+async fn bare_server() -> Result<(String, tokio::task::JoinHandle<()>), String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let server = tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
+        while let Ok((tcp, _)) = listener.accept().await {
             let _ = tcp.set_nodelay(true);
             tokio::spawn(async move {
                 if let Ok(mut ws) =
@@ -255,52 +177,65 @@ async fn bare_samples(count: usize) -> Result<Vec<Duration>, String> {
             });
         }
     });
-    let url = format!("ws://{addr}/ws");
-    let mut samples = Vec::with_capacity(count);
-    let mut failure = None;
-    for _ in 0..count {
-        let started = Instant::now();
-        match tokio_tungstenite::connect_async_with_config(&url, Some(websocket_config()), true)
+    Ok((format!("ws://{addr}/ws"), server))
+}
+
+/// One bare TCP connect + WebSocket handshake.
+async fn bare_sample(url: &str) -> Result<Duration, String> {
+    let started = Instant::now();
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(url, Some(websocket_config()), true)
             .await
-        {
-            Ok((ws, _)) => {
-                samples.push(started.elapsed());
-                drop(ws);
+            .map_err(|e| format!("bare handshake: {e}"))?;
+    let took = started.elapsed();
+    let _ = ws.close(None).await;
+    Ok(took)
+}
+
+/// Interleaved samples, one of each at a time, so both sides see the same noise.
+async fn samples(count: usize) -> Result<(Vec<Duration>, Vec<Duration>), String> {
+    let switch = Arc::new(Switch::default());
+    let adapter = CutTokio {
+        switch: switch.clone(),
+    };
+    let (url, server) = bare_server().await?;
+    let mut pair = Pair::start(&adapter, zero_backoff()).await?;
+    let (mut ours, mut bare) = (Vec::with_capacity(count), Vec::with_capacity(count));
+    let mut n = 0;
+    let mut attempts = 0;
+    let result = async {
+        while ours.len() < count {
+            attempts += 1;
+            if attempts > count * 3 + 10 {
+                return Err(format!(
+                    "only {} of {count} reconnects replayed the event",
+                    ours.len()
+                ));
             }
-            Err(e) => {
-                failure = Some(e.to_string());
-                break;
+            if let Some(sample) = tether_sample(&mut pair, &switch, &mut n).await? {
+                ours.push(sample);
+                bare.push(bare_sample(&url).await?);
             }
         }
+        Ok(())
     }
+    .await;
+    pair.stop().await;
     server.abort();
-    match failure {
-        Some(e) => Err(format!("bare handshake: {e}")),
-        None => Ok(samples),
-    }
+    result.map(|()| (ours, bare))
 }
 
 /// The p50 and p99 rows.
 pub async fn rows(sizes: Sizes) -> Vec<Row> {
-    // Interleaved halves, so both sides see the same noise.
-    let half = sizes.reconnects.div_ceil(2);
-    let mut ours = Vec::new();
-    let mut bare = Vec::new();
-    for _ in 0..2 {
-        match tether_samples(half).await {
-            Ok(s) => ours.extend(s),
-            Err(e) => return failed(e),
-        }
-        match bare_samples(half).await {
-            Ok(s) => bare.extend(s),
-            Err(e) => return failed(e),
-        }
-    }
+    let (mut ours, mut bare) = match samples(sizes.reconnects).await {
+        Ok(s) => s,
+        Err(e) => return failed(e),
+    };
     ours.sort();
     bare.sort();
     let micros = |d: Duration| d.as_secs_f64() * 1e6;
     let note = format!(
-        "bare TCP connect + WS handshake (tokio-tungstenite); {} reconnects",
+        "bare TCP connect + WS handshake (tokio-tungstenite); {} of each, interleaved",
         ours.len()
     );
     [50, 99]
