@@ -38,6 +38,9 @@ pub struct ResumeState {
     /// The protocol version last negotiated.
     #[serde(default)]
     pub version: Option<u32>,
+    /// The session's epoch (tether v2), to detect a server that restored an older snapshot.
+    #[serde(default)]
+    pub epoch: Option<u64>,
     /// Requests without a final outcome, in send order.
     #[serde(default)]
     pub outbox: Vec<PendingRequest>,

@@ -12,6 +12,8 @@
 //! * [`client`]: the client connection machine composing all of the above.
 //! * [`server`]: the server machine: sessions, stamping, replay ring, resume, presence, health.
 //! * [`fuzz`]: fuzz bodies (codec, client machine), compiled in every build so they never rot.
+//! * `sim` (feature `sim`): a deterministic simulator running clients and servers over a faulty
+//!   in-memory network with a virtual clock, checking the guarantees below after every step.
 //!
 //! ## Guarantees
 //! * **No IO, no clock, no global randomness.** Time is always a `now` argument; randomness comes
@@ -80,5 +82,7 @@ pub mod heartbeat;
 pub mod rng;
 pub mod sequence;
 pub mod server;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod version;
 pub mod wire;

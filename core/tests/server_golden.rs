@@ -34,7 +34,7 @@ fn drain(s: &mut Server, now: Instant, conn: ConnId) -> Vec<String> {
             s.handle_sent(now, c, f.len());
             if c == conn {
                 assert!(ServerFrame::decode(&f).is_ok(), "does not decode: {f}");
-                out.push(f);
+                out.push(f.to_string());
             }
         }
     }
@@ -86,21 +86,22 @@ fn the_transcript_scenario_produces_the_reference_frames() {
     s.handle_connected(t0, c, ConnectInfo::default());
     s.handle_text(t0, c, r#"{"type": "hello", "agent_id": "echo", "protocol_min": 1, "protocol_max": 1, "capabilities": ["streaming", "ack"]}"#);
     let hello_ok = drain(&mut s, t0, c).remove(0);
-    let sid: Value = serde_json::from_str(&hello_ok).unwrap();
-    let sid = sid["session_id"].as_str().unwrap().to_owned();
+    let parsed: Value = serde_json::from_str(&hello_ok).unwrap();
+    let sid = parsed["session_id"].as_str().unwrap().to_owned();
+    let epoch = parsed["epoch"].as_u64().expect("hello_ok carries the session epoch");
     let ours = hello_ok.replace(&sid, REF_SESSION);
     let theirs = reference(r#"{"type":"hello_ok""#);
     assert_eq!(
         ours,
         format!(
-            "{},\"sequence\":0}}",
+            "{},\"sequence\":0,\"epoch\":{epoch}}}",
             theirs
                 .trim_end_matches('}')
                 .trim_end_matches("\"cursor\":0")
                 .to_owned()
                 + "\"cursor\":0"
         ),
-        "hello_ok = the reference + sequence"
+        "hello_ok = the reference + sequence + epoch"
     );
 
     s.handle_text(

@@ -42,7 +42,7 @@ fn frames(out: &[(ConnId, ServerTransmit)], conn: ConnId) -> Vec<String> {
     out.iter()
         .filter(|(c, _)| *c == conn)
         .filter_map(|(_, t)| match t {
-            ServerTransmit::Frame(f) => Some(f.clone()),
+            ServerTransmit::Frame(f) => Some(f.to_string()),
             ServerTransmit::Close { .. } => None,
         })
         .collect()

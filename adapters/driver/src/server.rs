@@ -80,9 +80,9 @@ pub enum ServerError {
 }
 
 enum Out {
-    /// A frame, with the instant of the `publish` that produced it when known (for the
-    /// publish-to-write histogram).
-    Frame(String, Option<Instant>),
+    /// The machine's frame text (live events share it with the replay ring), with the instant
+    /// of the `publish` that produced it when known (for the publish-to-write histogram).
+    Frame(Arc<str>, Option<Instant>),
     Close(u16, String),
 }
 
@@ -743,7 +743,9 @@ async fn connection<R: Runtime, S: WebSocket>(mut state: Box<ConnState<R, S>>, a
                             tracked += u64::from(is_tracked);
                             replayed += u64::from(is_replay);
                             oldest_publish = oldest_publish.or(published_at);
-                            if socket.feed(Message::text(text)).await.is_err() {
+                            // One copy into tungstenite's buffer (the machine keeps the
+                            // text for replays).
+                            if socket.feed(Message::text(&*text)).await.is_err() {
                                 close = Some((1011, String::new()));
                                 break;
                             }

@@ -36,7 +36,9 @@ pub struct ClientConfig {
     pub handshake_timeout: Duration,
     /// Reconnect schedule.
     pub backoff: BackoffConfig,
-    /// Heartbeat interval when the server advertises none (`policy.heartbeat_ms`); default none.
+    /// Heartbeat interval when the server advertises none (`policy.heartbeat_ms`; a legacy
+    /// `joined` never does); default 30 s, the reference gateway's interval, so a half-open socket
+    /// is detected on every handshake path. `None` disables it.
     pub fallback_heartbeat: Option<Duration>,
     /// Silence longer than `factor × interval` means the socket is dead; default 2.
     pub silence_factor: u32,
@@ -74,7 +76,7 @@ impl Default for ClientConfig {
             handshake: HandshakeMode::Hello,
             handshake_timeout: Duration::from_secs(10),
             backoff: BackoffConfig::default(),
-            fallback_heartbeat: None,
+            fallback_heartbeat: Some(Duration::from_secs(30)),
             silence_factor: 2,
             repair_gaps: true,
             outbox_capacity: 1024,

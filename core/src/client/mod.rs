@@ -101,6 +101,7 @@ struct Conn {
 /// What a handshake reply establishes.
 struct Adopted {
     version: u32,
+    epoch: Option<u64>,
     session_id: String,
     head: u64,
     sequence: Option<u64>,
@@ -119,6 +120,8 @@ pub struct Client {
     cursor: Option<u64>,
     tracker: Option<SequenceTracker>,
     version: Option<u32>,
+    /// The session's epoch from the last v2 handshake.
+    epoch: Option<u64>,
     conn: Conn,
     handshake_deadline: Option<Instant>,
     reconnect_at: Option<Instant>,
@@ -161,6 +164,7 @@ impl Client {
             session_id: state.session_id,
             tracker,
             version: state.version,
+            epoch: state.epoch,
             conn: Conn::default(),
             handshake_deadline: None,
             reconnect_at: None,
@@ -219,6 +223,7 @@ impl Client {
             cursor: self.cursor,
             sequence: self.tracker.as_ref().and_then(SequenceTracker::last),
             version: self.version,
+            epoch: self.epoch,
             outbox: self.outbox.pending(),
         }
     }
@@ -444,6 +449,7 @@ impl Client {
                 capabilities: Some(self.config.capabilities.clone()),
                 session_id: self.session_id.clone(),
                 since,
+                epoch: self.session_id.as_ref().and(self.epoch),
                 ..Hello::default()
             }),
             HandshakeMode::Join => ClientFrame::Join(Join {
@@ -452,6 +458,7 @@ impl Client {
                 max_version: Some(max),
                 session_id: self.session_id.clone(),
                 since,
+                epoch: self.session_id.as_ref().and(self.epoch),
                 ..Join::default()
             }),
         };
@@ -556,6 +563,7 @@ impl Client {
                 now,
                 Adopted {
                     version: ok.protocol,
+                    epoch: ok.epoch,
                     session_id: ok.session_id,
                     head: ok.cursor,
                     sequence: ok.sequence,
@@ -567,6 +575,7 @@ impl Client {
                 now,
                 Adopted {
                     version: j.protocol_version.unwrap_or(crate::version::V1),
+                    epoch: j.epoch,
                     session_id: j.session_id,
                     head: j.cursor,
                     sequence: j.sequence,
@@ -611,6 +620,7 @@ impl Client {
             self.push_request_updates(updates);
         }
         self.session_id = Some(a.session_id.clone());
+        self.epoch = a.epoch.or(self.epoch.filter(|_| resumed));
         let expected = match self.cursor {
             Some(c) if a.head < c => {
                 self.events.push_back(Event::ServerReset {
@@ -621,6 +631,17 @@ impl Client {
                 self.push_request_updates(updates);
                 self.cursor = Some(a.head);
                 a.head.saturating_add(1)
+            }
+            // The server rewound us (`sequence` below our cursor): what we hold above it belongs
+            // to a history the server lost (a restore from an older snapshot). Start over there.
+            Some(c) if a.sequence.is_some_and(|s| s < c) => {
+                let s = a.sequence.unwrap_or(c);
+                self.events
+                    .push_back(Event::ServerReset { cursor: c, head: s });
+                let updates = self.outbox.session_lost();
+                self.push_request_updates(updates);
+                self.cursor = Some(s);
+                s.saturating_add(1)
             }
             // Replays follow from since+1; the replay logic reports whatever is missing. Never
             // expect less than before: a peer whose cursor lags its seq must not get a replay of
@@ -747,6 +768,9 @@ impl Client {
         let count = to.saturating_sub(from).saturating_add(1);
         self.stats.lost = self.stats.lost.saturating_add(count);
         self.events.push_back(Event::Lost { from, to });
+        if self.outbox.requeue_after_loss(to) && self.phase == Phase::Connected {
+            self.flush_outbox();
+        }
     }
 
     fn on_tracked(
@@ -814,7 +838,7 @@ impl Client {
         let update = if kind == "response" {
             crate::wire::parse_typed::<ResponseFrame>(&payload)
                 .ok()
-                .and_then(|r| self.outbox.on_response(r))
+                .and_then(|r| self.outbox.on_response(r, seq))
         } else {
             None
         };

@@ -14,8 +14,8 @@ enum Stage {
     Queued,
     /// Written on the current connection, no answer yet.
     Written,
-    /// `accepted`; waiting for `final`.
-    Accepted,
+    /// `accepted` (at this sequence number); waiting for `final`.
+    Accepted(u64),
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +81,20 @@ impl Outbox {
         self.resolve_where(|e| e.stage == Stage::Written)
     }
 
+    /// Events up to `to` were lost: a `final` of a request accepted before `to` may be among
+    /// them. Such requests are resent with their id; the server answers `duplicate` (tether's
+    /// server with the original outcome), so they resolve instead of waiting forever.
+    pub(crate) fn requeue_after_loss(&mut self, to: u64) -> bool {
+        let mut any = false;
+        for e in self.entries.iter_mut() {
+            if matches!(e.stage, Stage::Accepted(at) if at < to) {
+                e.stage = Stage::Queued;
+                any = true;
+            }
+        }
+        any
+    }
+
     /// The session was not resumed: nothing already written can be deduplicated any more.
     pub(crate) fn session_lost(&mut self) -> Vec<RequestUpdate> {
         self.resolve_where(|e| e.sent)
@@ -105,18 +119,18 @@ impl Outbox {
     /// Applies a `response` frame; returns the update, if it concerns one of our requests.
     /// A `final` without `request_id` (PraisonAI) answers the oldest accepted request: turns of
     /// a session run strictly in order.
-    pub(crate) fn on_response(&mut self, r: ResponseFrame) -> Option<RequestUpdate> {
+    pub(crate) fn on_response(&mut self, r: ResponseFrame, seq: u64) -> Option<RequestUpdate> {
         let index = match &r.request_id {
             Some(id) => self.entries.iter().position(|e| &e.request_id == id)?,
             None if r.status == "final" => self
                 .entries
                 .iter()
-                .position(|e| e.stage == Stage::Accepted)?,
+                .position(|e| matches!(e.stage, Stage::Accepted(_)))?,
             None => return None,
         };
         let status = match r.status.as_str() {
             "accepted" => {
-                self.entries[index].stage = Stage::Accepted;
+                self.entries[index].stage = Stage::Accepted(seq);
                 RequestStatus::Accepted
             }
             "final" => RequestStatus::Final {

@@ -819,3 +819,75 @@ fn the_duplicate_count_survives_reconnects() {
     h.recv(replay(1));
     assert_eq!(h.c.stats().duplicates, 2);
 }
+
+#[test]
+fn a_request_whose_final_was_lost_is_resent_and_resolves() {
+    // Found by the simulator: the final was evicted while the client was away.
+    let mut h = connected();
+    h.c.send_with_id(h.now, "q", "hi").unwrap();
+    h.frames();
+    h.recv(json!({"type":"response","status":"accepted","session_id":"s1","request_id":"q","cursor":1,"seq":1}));
+    drop_and_reconnect(&mut h);
+    h.take();
+    h.recv(hello_ok("s1", 3));
+    h.recv(replay(3)); // 2 (the final) is gone
+    assert!(h.has(|e| *e == Event::Lost { from: 2, to: 2 }));
+    let resent = h.frames();
+    assert_eq!(resent.len(), 1);
+    assert_eq!(resent[0]["request_id"], "q");
+    h.recv(
+        json!({"type":"response","status":"duplicate","session_id":"s1","request_id":"q",
+                  "content":"echo: hi","outcome":{"status":"ok"},"cursor":4,"seq":4}),
+    );
+    assert!(h.has(|e| matches!(e, Event::Request(u) if u.request_id == "q" && matches!(u.status, RequestStatus::Duplicate { outcome: Some(_), .. }))));
+}
+
+#[test]
+fn the_legacy_join_path_still_detects_a_half_open_socket() {
+    // Found by the simulator: `joined` carries no heartbeat interval.
+    let mut h = H::new(ClientConfig {
+        handshake: HandshakeMode::Join,
+        ..config()
+    });
+    h.connect();
+    h.recv(json!({"type":"joined","session_id":"s1","cursor":0,"sequence":0,"protocol_version":1}));
+    h.at(secs(30));
+    assert_eq!(h.frames(), vec![json!({"type":"ping"})]);
+    h.at(secs(30));
+    h.at(Duration::from_millis(1));
+    assert!(h.has(|e| *e
+        == Event::StateChanged(State::Disconnected {
+            cause: DisconnectCause::HeartbeatTimeout
+        })));
+}
+
+#[test]
+fn a_rewind_to_an_older_epoch_is_a_reset_and_the_epoch_is_sent_back() {
+    // Found by the simulator: after a lossy restore the server reuses sequence numbers.
+    let mut h = H::new(config());
+    h.connect();
+    let mut ok = hello_ok("s1", 0);
+    ok["protocol"] = json!(2);
+    ok["sequence"] = json!(0);
+    ok["epoch"] = json!(7);
+    h.recv(ok);
+    for s in 1..=5 {
+        h.recv(live(s));
+    }
+    let hello = drop_and_reconnect(&mut h);
+    assert_eq!(
+        (hello["since"].clone(), hello["epoch"].clone()),
+        (json!(5), json!(7))
+    );
+    h.take();
+    let mut ok = hello_ok("s1", 5);
+    ok["protocol"] = json!(2);
+    ok["sequence"] = json!(3); // rewound: 4 and 5 are new events
+    ok["epoch"] = json!(8);
+    h.recv(ok);
+    assert!(h.has(|e| *e == Event::ServerReset { cursor: 5, head: 3 }));
+    h.recv(replay(4));
+    h.recv(replay(5));
+    assert_eq!(h.delivered(), vec![4, 5]);
+    assert_eq!(h.c.resume_state().epoch, Some(8));
+}

@@ -162,6 +162,7 @@ impl Harness {
                     cursor: r.cursor,
                     sequence: r.sequence,
                     version: None,
+                    epoch: None,
                     outbox,
                 };
                 Client::with_resume_state(config, state, origin)

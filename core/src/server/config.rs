@@ -58,6 +58,9 @@ pub struct ServerConfig {
     /// Frames of unknown type tolerated per connection before close 4028 (duplicates of known
     /// requests never count).
     pub max_unknown_frames: u32,
+    /// Most presence entries sent in a v2 `hello_ok` / `joined` (the full list is `presence()`):
+    /// keeps a handshake's cost flat however many clients are connected.
+    pub handshake_presence_limit: usize,
 }
 
 impl Default for ServerConfig {
@@ -83,6 +86,7 @@ impl Default for ServerConfig {
             dedup_max: 1000,
             dedup_ttl: Duration::from_secs(24 * 3600),
             max_unknown_frames: 100,
+            handshake_presence_limit: 32,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! control queue for untracked frames.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -56,7 +57,7 @@ pub(crate) struct Conn {
     /// Started by the first successful handshake.
     pub(crate) heartbeat: Option<Heartbeat>,
     pub(crate) bound: Option<Binding>,
-    pub(crate) control: VecDeque<String>,
+    pub(crate) control: VecDeque<Arc<str>>,
     pub(crate) replay: Option<ReplayPhase>,
     /// Next ring cursor to send live.
     pub(crate) live_next: u64,

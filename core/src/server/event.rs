@@ -1,5 +1,7 @@
 //! What the server tells the adapter (transmits) and the application (events), and its errors.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::conn::ConnId;
@@ -10,8 +12,9 @@ use crate::wire::{ConnectErrorCode, DecodeError};
 /// connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerTransmit {
-    /// A text frame to write.
-    Frame(String),
+    /// A text frame to write. Live events share their text with the session's replay ring
+    /// (no copy per connection); write it as is.
+    Frame(Arc<str>),
     /// Send a close frame with this code and reason, then stop writing.
     Close {
         /// WebSocket close code.

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::conn::{Binding, ConnId, ReplayPhase};
 use super::event::{PeerError, ServerEvent};
-use super::frames::{self, Obj};
+use super::frames;
 use super::session::{Dedup, Session, SessionId};
 use super::{Flush, Rejection, Server};
 use crate::heartbeat::{Heartbeat, HeartbeatConfig};
@@ -261,14 +261,15 @@ impl Server {
         let resumed = sid.1;
         let sid = sid.0;
         let v2 = version >= V2;
-        let info = self.start_replay(conn, &sid, h.since, v2, v2);
+        let since = self.effective_since(&sid, resumed, h.since, h.epoch);
+        let info = self.start_replay(conn, &sid, since, v2, v2);
         self.note_resume_loss(conn, info.lost);
         let Some(s) = self.sessions.get(&sid) else {
             return;
         };
         // v1 has no loss flag: a `sequence` at `since` makes the Python client's own gap check
         // report exactly the lost range on the first replay, instead of skipping it silently.
-        let sequence = match (v2, info.resync_required, h.since) {
+        let sequence = match (v2, info.resync_required, since) {
             (false, true, Some(since)) => since,
             _ => info.sequence,
         };
@@ -299,6 +300,7 @@ impl Server {
             resync_required: v2.then_some(info.resync_required),
             presence: v2.then(|| self.presence_values(&agent)),
             health: v2.then(|| self.health_value(now)),
+            epoch: Some(s.epoch),
             extra: Default::default(),
         };
         self.push_front_control(conn, ServerFrame::HelloOk(ok).encode());
@@ -330,20 +332,19 @@ impl Server {
                 } else {
                     "downgrade_client"
                 };
-                let frame = Obj::new("error")
-                    .field("code", "version_unsupported")
-                    .field(
-                        "message",
-                        &format!(
-                            "Protocol version mismatch. Server supports {}-{}, client supports {min}-{max}",
-                            server.min(),
-                            server.max()
-                        ),
-                    )
-                    .field("server_min_version", &server.min())
-                    .field("server_max_version", &server.max())
-                    .field("next_step", step)
-                    .done();
+                let message = format!(
+                    "Protocol version mismatch. Server supports {}-{}, client supports {min}-{max}",
+                    server.min(),
+                    server.max()
+                );
+                let frame = frames::frame("error", |o| {
+                    o.str("code", "version_unsupported")
+                        .str("message", &message)
+                        .u64("server_min_version", u64::from(server.min()))
+                        .u64("server_max_version", u64::from(server.max()))
+                        .str("next_step", step)
+                        .end()
+                });
                 self.reject(now, conn, ConnectErrorCode::VersionUnsupported, frame);
                 return;
             }
@@ -366,7 +367,8 @@ impl Server {
                 }
             };
         let v2 = version >= V2;
-        let info = self.start_replay(conn, &sid, j.since, true, v2);
+        let since = self.effective_since(&sid, resumed, j.since, j.epoch);
+        let info = self.start_replay(conn, &sid, since, true, v2);
         self.note_resume_loss(conn, info.lost);
         let Some(s) = self.sessions.get(&sid) else {
             return;
@@ -385,23 +387,38 @@ impl Server {
             server_max_version: Some(server.max()),
             presence: Some(self.presence_values(&agent)),
             health: Some(self.health_value(now)),
+            epoch: Some(s.epoch),
             extra: Default::default(),
         })
         .encode();
         if info.resync_required {
             // The reference's snapshot envelope; unlike it, the retained events still follow.
-            let state = Obj::new("snapshot")
-                .raw(
-                    "state",
-                    &frames::json(&serde_json::json!({
-                        "session_id": sid.0, "agent_id": agent, "state": {}, "messages": [],
-                        "event_cursor": head,
-                    })),
-                )
-                .done();
+            let state = serde_json::json!({
+                "session_id": sid.0, "agent_id": agent, "state": {}, "messages": [],
+                "event_cursor": head,
+            });
+            let state = frames::frame("snapshot", |o| o.field("state", &state).end());
             self.push_front_control(conn, state);
         }
         self.push_front_control(conn, joined);
+    }
+
+    /// The `since` to replay from: a client of another epoch may hold numbers this line of
+    /// history gave to other events (a restore from an older snapshot lost them), so it is
+    /// rewound to the epoch's start; the handshake's `sequence` tells it so.
+    fn effective_since(
+        &self,
+        sid: &SessionId,
+        resumed: bool,
+        since: Option<u64>,
+        epoch: Option<u64>,
+    ) -> Option<u64> {
+        match (self.sessions.get(sid), since, epoch) {
+            (Some(s), Some(c), Some(e)) if resumed && e != s.epoch && c > s.epoch_start => {
+                Some(s.epoch_start)
+            }
+            _ => since,
+        }
     }
 
     /// Completes this connection's queued `SessionResumed` with the loss its replay reports.
@@ -479,7 +496,7 @@ impl Server {
     fn push_front_control(&mut self, conn: ConnId, frame: String) {
         if let Some(c) = self.conns.get_mut(&conn) {
             if !c.is_closing() {
-                c.control.push_front(frame);
+                c.control.push_front(frame.into());
                 self.mark_ready(conn);
             }
         }
@@ -596,6 +613,8 @@ impl Server {
                         capabilities: caps.to_vec(),
                         conn: Some(conn),
                         detached_at: None,
+                        epoch: self.rng.next_u64(),
+                        epoch_start: 0,
                     },
                 );
                 self.events.push_back(ServerEvent::SessionCreated {

@@ -76,6 +76,7 @@ mod status;
 mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::Value;
@@ -91,7 +92,7 @@ pub use status::{Health, Liveness, PresenceInfo, ServerStats};
 
 use conn::{Closing, Conn};
 use frames::Obj;
-use ring::Recorded as Rec;
+use ring::Entry;
 use session::Session;
 
 use crate::heartbeat::HeartbeatAction;
@@ -152,6 +153,8 @@ pub struct Server {
     conns: BTreeMap<ConnId, Conn>,
     ready: VecDeque<ConnId>,
     events: VecDeque<ServerEvent>,
+    /// Reused buffer the frames are written into before they become shared text.
+    scratch: String,
     reaped: u64,
     last_inbound_wall: f64,
     shutting_down: bool,
@@ -184,6 +187,7 @@ impl Server {
             conns: BTreeMap::new(),
             ready: VecDeque::new(),
             events: VecDeque::new(),
+            scratch: String::new(),
             reaped: 0,
             shutting_down: false,
         }
@@ -313,10 +317,19 @@ impl Server {
     /// The adapter wrote one frame of `bytes` wire bytes (from `poll_transmit`) to the socket:
     /// it leaves the in-flight window. Call once per written frame.
     pub fn handle_sent(&mut self, _now: Instant, conn: ConnId, bytes: usize) {
+        let (max_frames, max_bytes) = (
+            self.config.max_queued_frames,
+            self.config.max_buffered_bytes,
+        );
         if let Some(c) = self.conns.get_mut(&conn) {
+            // Output only ever waits for a full window (anything else is already queued in
+            // `ready`): wake the connection only when this confirmation opens one.
+            let was_full = c.in_flight_frames >= max_frames || c.in_flight_bytes >= max_bytes;
             c.in_flight_frames = c.in_flight_frames.saturating_sub(1);
             c.in_flight_bytes = c.in_flight_bytes.saturating_sub(bytes);
-            self.mark_ready(conn);
+            if was_full {
+                self.mark_ready(conn);
+            }
         }
     }
 
@@ -353,7 +366,7 @@ impl Server {
                     self.close_conn(now, id, 4002, "liveness_timeout".into(), Flush::Nothing);
                 }
                 Some(HeartbeatAction::SendPing) => {
-                    self.push_control(now, id, r#"{"type":"ping"}"#.into());
+                    self.push_control(now, id, r#"{"type":"ping"}"#);
                 }
                 None => {}
             }
@@ -386,8 +399,10 @@ impl Server {
                 continue;
             };
             c.queued = false;
-            if let Some(t) = self.next_frame(id) {
-                self.mark_ready(id);
+            if let Some((t, more)) = self.next_frame(id) {
+                if more {
+                    self.mark_ready(id);
+                }
                 return Some((id, t));
             }
         }
@@ -435,16 +450,10 @@ impl Server {
         {
             return Err(CommandError::ReservedField((*k).to_owned()));
         }
-        if !self.sessions.contains_key(session) {
-            return Err(CommandError::UnknownSession(session.clone()));
-        }
-        let kind_owned = kind.to_owned();
-        Ok(self.record(now, session, kind, move |n| {
-            fields
-                .iter()
-                .fold(Obj::new(&kind_owned), |o, (k, v)| o.field(k, v))
-                .tracked(n)
-        }))
+        self.record(now, session, kind, |o, n| {
+            fields.iter().fold(o, |o, (k, v)| o.value(k, v)).tracked(n)
+        })
+        .ok_or_else(|| CommandError::UnknownSession(session.clone()))
     }
 
     /// Sends the tracked `final` response of a request, with `request_id` echoed, and remembers
@@ -466,29 +475,32 @@ impl Server {
             }
             e.outcome = Some(outcome.clone());
         }
-        let sid = session.clone();
-        Ok(self.record(now, session, "response", move |n| {
-            Obj::new("response")
-                .field("status", "final")
-                .field("content", &outcome.content)
+        self.record(now, session, "response", |o, n| {
+            o.str("status", "final")
+                .value("content", &outcome.content)
                 .field("outcome", &outcome.outcome_json())
-                .field("session_id", sid.as_str())
-                .field("request_id", request_id)
+                .str("session_id", session.as_str())
+                .str("request_id", request_id)
                 .tracked(n)
-        }))
+        })
+        .ok_or_else(|| CommandError::UnknownSession(session.clone()))
     }
 
     /// Sends an untracked GatewayEvent-shaped frame (`{"type","data","event_id","timestamp",
     /// "source":"gateway","target":null}`) to every connection bound to a session. Returns how
     /// many got it.
     pub fn broadcast(&mut self, now: Instant, kind: &str, data: &Value) -> usize {
-        let frame = Obj::new(kind)
-            .field("data", data)
-            .field("event_id", &session::uuid4(&mut self.rng))
-            .field("timestamp", &self.wall(now))
-            .field("source", "gateway")
-            .field("target", &None::<String>)
-            .done();
+        let event_id = frames::uuid_string(session::uuid4(&mut self.rng));
+        let timestamp = self.wall(now);
+        let frame: Arc<str> = frames::frame(kind, |o| {
+            o.field("data", data)
+                .str("event_id", &event_id)
+                .field("timestamp", &timestamp)
+                .str("source", "gateway")
+                .raw("target", "null")
+                .end()
+        })
+        .into();
         let ids: Vec<ConnId> = self
             .conns
             .iter()
@@ -558,7 +570,7 @@ impl Server {
             ClientFrame::Join(j) => self.on_join(now, conn, j),
             ClientFrame::Message(m) => self.on_message(now, conn, m),
             ClientFrame::Leave(_) => self.on_leave(now, conn),
-            ClientFrame::Ping => self.push_control(now, conn, r#"{"type":"pong"}"#.into()),
+            ClientFrame::Ping => self.push_control(now, conn, r#"{"type":"pong"}"#),
             // Pong only proves liveness; abort/server_reply are not modelled yet (ignored).
             ClientFrame::Pong | ClientFrame::Abort(_) | ClientFrame::ServerReply(_) => {}
             ClientFrame::Other(ev) if ev.kind == "resync" => self.on_resync(now, conn, &ev.text),
@@ -656,26 +668,25 @@ impl Server {
         if let Some(prev) = s.dedup.find(&request_id) {
             // A resend (e.g. after a reconnect): never abuse, never handed out twice.
             let outcome = prev.outcome.clone();
-            self.record(now, &sid, "response", |n| {
-                let mut o = Obj::new("response").field("status", "duplicate");
+            self.record(now, &sid, "response", |o, n| {
+                let mut o = o.str("status", "duplicate");
                 if let Some(out) = &outcome {
                     o = o
-                        .field("content", &out.content)
+                        .value("content", &out.content)
                         .field("outcome", &out.outcome_json());
                 }
-                o.field("session_id", sid.as_str())
-                    .field("request_id", &request_id)
+                o.str("session_id", sid.as_str())
+                    .str("request_id", &request_id)
                     .tracked(n)
             });
             return;
         }
         s.dedup.insert(request_id.clone(), now, max);
-        self.record(now, &sid, "response", |n| {
-            Obj::new("response")
-                .field("status", "accepted")
-                .field("content", "Started processing.")
-                .field("session_id", sid.as_str())
-                .field("request_id", &request_id)
+        self.record(now, &sid, "response", |o, n| {
+            o.str("status", "accepted")
+                .str("content", "Started processing.")
+                .str("session_id", sid.as_str())
+                .str("request_id", &request_id)
                 .tracked(n)
         });
         self.events.push_back(ServerEvent::Request {
@@ -693,38 +704,38 @@ impl Server {
         }) else {
             return; // the reference sends nothing when unbound
         };
-        let left = Obj::new("left")
-            .field("session_id", b.session.as_str())
-            .done();
+        let left = frames::frame("left", |o| o.str("session_id", b.session.as_str()).end());
         self.push_control(now, conn, left);
         self.detach_if_owner(now, &b.session, conn);
     }
 
-    /// Stamps and records a tracked frame built by `build(cursor)`, then wakes the owner.
+    /// Stamps and records a tracked frame built by `build(obj, cursor)` after its `type`, then
+    /// wakes the owner. `None` if the session does not exist.
     fn record(
         &mut self,
         now: Instant,
         session: &SessionId,
         kind: &str,
-        build: impl FnOnce(u64) -> String,
-    ) -> u64 {
+        build: impl for<'a> FnOnce(Obj<'a>, u64) -> &'a mut String,
+    ) -> Option<u64> {
         let timestamp = self.wall(now);
-        let event_id = session::uuid4(&mut self.rng);
         let (max_events, max_bytes) = (self.config.ring_max_events, self.config.ring_max_bytes);
-        let Some(s) = self.sessions.get_mut(session) else {
-            return 0;
-        };
+        let s = self.sessions.get_mut(session)?;
+        // Drawn only for an existing session: the PRNG stream stays what it always was.
+        let event_id = session::uuid4(&mut self.rng);
         s.head += 1;
         let n = s.head;
-        let rec = Rec {
-            cursor: n,
-            kind: kind.to_owned(),
-            frame: build(n),
-            event_id,
-            timestamp,
-            target: s.conn.map(|c| c.label()),
-        };
-        let evicted = s.ring.push(rec, max_events, max_bytes);
+        // Written once into the reused buffer, then shared by the ring and the transmit.
+        let scratch = &mut self.scratch;
+        scratch.clear();
+        let obj = Obj::start(scratch, kind);
+        let kind_end = obj.len();
+        let frame: Arc<str> = Arc::from(build(obj, n).as_str());
+        if scratch.capacity() > SCRATCH_KEEP {
+            *scratch = String::new(); // one huge frame must not pin its buffer forever
+        }
+        let entry = Entry::new(n, frame, (kind, kind_end), event_id, timestamp, s.conn);
+        let evicted = s.ring.push(entry, max_events, max_bytes);
         if let Some(owner) = s.conn {
             let behind = match (evicted, self.conns.get(&owner)) {
                 (Some(e), Some(c)) => !c.is_closing() && c.min_needed() <= e,
@@ -736,7 +747,7 @@ impl Server {
                 self.mark_ready(owner);
             }
         }
-        n
+        Some(n)
     }
 
     fn mark_ready(&mut self, id: ConnId) {
@@ -749,7 +760,7 @@ impl Server {
     }
 
     /// Queues an untracked frame; an overflowing control queue makes a slow consumer.
-    fn push_control(&mut self, now: Instant, id: ConnId, frame: String) {
+    fn push_control(&mut self, now: Instant, id: ConnId, frame: impl Into<Arc<str>>) {
         let max = self.config.max_control_frames.max(1);
         let Some(c) = self.conns.get_mut(&id) else {
             return;
@@ -761,7 +772,7 @@ impl Server {
             self.close_conn(now, id, 1013, "slow_consumer".into(), Flush::Nothing);
             return;
         }
-        c.control.push_back(frame);
+        c.control.push_back(frame.into());
         self.mark_ready(id);
     }
 
@@ -837,8 +848,9 @@ impl Server {
     }
 
     /// The next output of one connection: control frames, then owed replays, then live events
-    /// (both pulled from the ring while the in-flight window has room), then its close.
-    fn next_frame(&mut self, id: ConnId) -> Option<ServerTransmit> {
+    /// (both pulled from the ring while the in-flight window has room), then its close. The
+    /// flag says whether more may follow (false: nothing is pending until new output wakes it).
+    fn next_frame(&mut self, id: ConnId) -> Option<(ServerTransmit, bool)> {
         let (max_frames, max_bytes) = (
             self.config.max_queued_frames,
             self.config.max_buffered_bytes,
@@ -850,7 +862,7 @@ impl Server {
         if let Some(f) = c.control.pop_front() {
             c.in_flight_frames += 1;
             c.in_flight_bytes += f.len();
-            return Some(ServerTransmit::Frame(f));
+            return Some((ServerTransmit::Frame(f), true));
         }
         let session = c.bound.as_ref().and_then(|b| self.sessions.get(&b.session));
         let window_open = c.closing.is_some()
@@ -861,10 +873,16 @@ impl Server {
                     let cursor = r.next;
                     r.next += 1;
                     if let Some(e) = s.ring.get(cursor) {
-                        let f = frames::replay(e, r.with_seq);
+                        let scratch = &mut self.scratch;
+                        scratch.clear();
+                        frames::replay(scratch, e, r.with_seq);
+                        let f: Arc<str> = Arc::from(scratch.as_str());
+                        if scratch.capacity() > SCRATCH_KEEP {
+                            *scratch = String::new();
+                        }
                         c.in_flight_frames += 1;
                         c.in_flight_bytes += f.len();
-                        return Some(ServerTransmit::Frame(f));
+                        return Some((ServerTransmit::Frame(f), true));
                     }
                 }
                 let end = r.end_frame.take();
@@ -872,7 +890,7 @@ impl Server {
                 if let Some(f) = end {
                     c.in_flight_frames += 1;
                     c.in_flight_bytes += f.len();
-                    return Some(ServerTransmit::Frame(f));
+                    return Some((ServerTransmit::Frame(f.into()), true));
                 }
             }
             let limit = c.closing.as_ref().map_or(u64::MAX, |cl| cl.flush_until);
@@ -883,10 +901,11 @@ impl Server {
                 });
                 if let Some(e) = e {
                     c.live_next = e.cursor + 1;
-                    let f = e.frame.clone();
+                    let f = Arc::clone(&e.frame);
                     c.in_flight_frames += 1;
                     c.in_flight_bytes += f.len();
-                    return Some(ServerTransmit::Frame(f));
+                    let more = c.closing.is_some() || c.live_next <= s.head.min(limit);
+                    return Some((ServerTransmit::Frame(f), more));
                 }
                 c.live_next = s.head + 1;
             }
@@ -894,11 +913,17 @@ impl Server {
         if let Some(cl) = c.closing.take() {
             c.close_sent = true;
             c.replay = None;
-            return Some(ServerTransmit::Close {
-                code: cl.code,
-                reason: cl.reason,
-            });
+            return Some((
+                ServerTransmit::Close {
+                    code: cl.code,
+                    reason: cl.reason,
+                },
+                false,
+            ));
         }
         None
     }
 }
+
+/// The frame buffer keeps its capacity up to this size between frames.
+const SCRATCH_KEEP: usize = 64 << 10;

@@ -1,43 +1,140 @@
 //! The per-session replay ring: every tracked frame, bounded by count and bytes. It is also the
-//! outbound buffer: connections keep a send cursor into it instead of copying frames.
+//! outbound buffer: connections keep a send cursor into it instead of copying frames, and a
+//! live frame handed to the adapter shares the ring's text.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// One tracked frame as recorded (and persisted).
+use super::conn::ConnId;
+use super::frames;
+
+/// One tracked frame as persisted in a [`ServerSnapshot`](super::ServerSnapshot).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recorded {
     /// Cursor == seq of the frame.
     pub cursor: u64,
     /// The frame's `type`.
     pub kind: String,
-    /// The exact text sent live (ends with `"cursor":n,"seq":n}`).
+    /// The exact text sent live (starts with `{"type":<kind>`, ends with `"cursor":n,"seq":n}`).
     pub frame: String,
-    /// Id assigned when recorded (stable across replays and restarts).
-    pub event_id: String,
+    /// Id assigned when recorded (stable across replays and restarts); a uuid on the wire and
+    /// in the snapshot text.
+    #[serde(with = "uuid_text")]
+    pub event_id: u128,
     /// Record time, epoch seconds.
     pub timestamp: f64,
-    /// The connection label at record time, if one was bound.
-    pub target: Option<String>,
+    /// The connection bound at record time, if any (`target` = its label in replays).
+    pub target: Option<ConnId>,
 }
 
-impl Recorded {
+/// `u128` ids as uuid strings.
+mod uuid_text {
+    use super::*;
+
+    pub(super) fn serialize<S: Serializer>(id: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&frames::uuid_string(*id))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(d)?;
+        frames::parse_uuid(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid event id {text:?}")))
+    }
+}
+
+/// One tracked frame in the ring: the text shared with transmits, ids in compact form (they
+/// are formatted only when a replay frame is built).
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    /// Cursor == seq of the frame.
+    pub(crate) cursor: u64,
+    /// The exact text sent live.
+    pub(crate) frame: Arc<str>,
+    /// End of the frame's JSON-escaped `type` value: `frame[8..kind_end]` is `"<kind>"`.
+    kind_end: usize,
+    pub(crate) event_id: u128,
+    pub(crate) timestamp: f64,
+    pub(crate) target: Option<ConnId>,
+    /// What it counts against the ring's byte bound.
+    cost: usize,
+}
+
+impl Entry {
+    /// `frame` must start with `{"type":` and `kind` as a JSON string ending at `kind_end`.
+    pub(crate) fn new(
+        cursor: u64,
+        frame: Arc<str>,
+        (kind, kind_end): (&str, usize),
+        event_id: u128,
+        timestamp: f64,
+        target: Option<ConnId>,
+    ) -> Self {
+        // Frame, kind and a uuid; the fixed overhead stands for the struct and the envelope.
+        let cost = frame.len() + kind.len() + 36 + 64;
+        Self {
+            cursor,
+            frame,
+            kind_end,
+            event_id,
+            timestamp,
+            target,
+            cost,
+        }
+    }
+
+    /// The frame's `type` value as JSON text (quoted, escaped).
+    pub(crate) fn kind_json(&self) -> &str {
+        self.frame
+            .get(frames::TYPE_PREFIX.len()..self.kind_end)
+            .unwrap_or("\"\"")
+    }
+
+    /// The persisted form.
+    pub(crate) fn to_recorded(&self) -> Recorded {
+        Recorded {
+            cursor: self.cursor,
+            kind: serde_json::from_str(self.kind_json()).unwrap_or_default(),
+            frame: self.frame.to_string(),
+            event_id: self.event_id,
+            timestamp: self.timestamp,
+            target: self.target,
+        }
+    }
+
+    /// From the persisted form; `None` if the frame does not start with its `type` (it was not
+    /// written by this server).
+    pub(crate) fn from_recorded(r: Recorded) -> Option<Self> {
+        let mut head = String::from(frames::TYPE_PREFIX);
+        frames::push_str(&mut head, &r.kind);
+        if !r.frame.starts_with(&head) {
+            return None;
+        }
+        Some(Self::new(
+            r.cursor,
+            r.frame.into(),
+            (&r.kind, head.len()),
+            r.event_id,
+            r.timestamp,
+            r.target,
+        ))
+    }
+
     fn cost(&self) -> usize {
-        // Fixed overhead stands for the struct and the replay envelope.
-        self.frame.len() + self.kind.len() + self.event_id.len() + 64
+        self.cost
     }
 }
 
 /// Bounded FIFO of recorded frames with contiguous cursors.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Ring {
-    events: VecDeque<Recorded>,
+    events: VecDeque<Entry>,
     bytes: usize,
 }
 
 impl Ring {
-    pub(crate) fn from_events(events: Vec<Recorded>) -> Self {
+    pub(crate) fn from_events(events: Vec<Entry>) -> Self {
         let mut ring = Self::default();
         for e in events {
             // Restored rings must be contiguous; a hole drops everything before it.
@@ -53,7 +150,7 @@ impl Ring {
 
     /// Appends and evicts down to the bounds (never the newest). Returns the highest evicted
     /// cursor, if any.
-    pub(crate) fn push(&mut self, e: Recorded, max_events: usize, max_bytes: usize) -> Option<u64> {
+    pub(crate) fn push(&mut self, e: Entry, max_events: usize, max_bytes: usize) -> Option<u64> {
         self.bytes += e.cost();
         self.events.push_back(e);
         let mut evicted = None;
@@ -73,7 +170,7 @@ impl Ring {
         self.events.front().map(|e| e.cursor)
     }
 
-    pub(crate) fn get(&self, cursor: u64) -> Option<&Recorded> {
+    pub(crate) fn get(&self, cursor: u64) -> Option<&Entry> {
         let first = self.oldest()?;
         let idx = usize::try_from(cursor.checked_sub(first)?).ok()?;
         self.events.get(idx)
@@ -87,7 +184,7 @@ impl Ring {
         self.bytes
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Recorded> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Entry> {
         self.events.iter()
     }
 }

@@ -17,7 +17,7 @@ pub struct SessionId(pub String);
 
 impl SessionId {
     pub(crate) fn random(rng: &mut Rng) -> Self {
-        Self(uuid4(rng))
+        Self(super::frames::uuid_string(uuid4(rng)))
     }
 
     /// The id as sent on the wire.
@@ -32,21 +32,14 @@ impl std::fmt::Display for SessionId {
     }
 }
 
-/// A uuid4-formatted random id (122 random bits).
-pub(crate) fn uuid4(rng: &mut Rng) -> String {
+/// A random uuid4 (122 random bits, version and variant set), as the big-endian value of its
+/// 16 bytes; formatted only where it is written.
+pub(crate) fn uuid4(rng: &mut Rng) -> u128 {
     let mut b = [0u8; 16];
     rng.fill_bytes(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    u128::from_be_bytes(b)
 }
 
 /// How a request ended, as the application reports it with `respond`.
@@ -163,6 +156,12 @@ pub(crate) struct Session {
     pub(crate) conn: Option<ConnId>,
     /// When the last connection went away (TTL start).
     pub(crate) detached_at: Option<Instant>,
+    /// Identifies this line of history: a new value at every restore, because a restore from an
+    /// older snapshot hands out again the numbers of the writes it lost.
+    pub(crate) epoch: u64,
+    /// The head when this epoch began (0 at creation, the restored head after a restore): a
+    /// client of another epoch can trust numbers up to here and no further.
+    pub(crate) epoch_start: u64,
 }
 
 impl Session {

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Principal;
-use super::ring::{Recorded, Ring};
+use super::ring::{Entry, Recorded, Ring};
 use super::session::{Dedup, DedupEntry, Outcome, Session, SessionId};
 use super::{RestoreError, Server, ServerConfig};
 
-const FORMAT: u32 = 1;
+/// 2: event ids and targets in compact form (`event_id` a uuid string, `target` a `ConnId`).
+const FORMAT: u32 = 2;
 
 /// All sessions, as persisted. Times are ages relative to the snapshot's `now`, so a restore
 /// at another `Instant` origin keeps TTLs.
@@ -78,7 +79,7 @@ impl Server {
                 head: s.head,
                 protocol_version: s.version,
                 capabilities: s.capabilities.clone(),
-                events: s.ring.iter().cloned().collect(),
+                events: s.ring.iter().map(Entry::to_recorded).collect(),
                 dedup: s
                     .dedup
                     .entries
@@ -121,10 +122,12 @@ impl Server {
         for snap in all {
             let ago = |ms: u64| now.checked_sub(Duration::from_millis(ms)).unwrap_or(now);
             // Keep only events consistent with the head, then apply this config's bounds.
-            let events: Vec<Recorded> = snap
+            // Events whose frame does not start with its kind were not written by this server.
+            let events: Vec<Entry> = snap
                 .events
                 .into_iter()
                 .filter(|e| e.cursor <= snap.head && e.cursor > 0)
+                .filter_map(Entry::from_recorded)
                 .collect();
             let mut ring = Ring::from_events(events);
             let keep = ring.iter().cloned().collect::<Vec<_>>();
@@ -163,6 +166,8 @@ impl Server {
                 capabilities: snap.capabilities,
                 conn: None,
                 detached_at: Some(ago(snap.detached_for_ms)),
+                epoch: server.rng.next_u64(),
+                epoch_start: snap.head,
             };
             sessions.insert(snap.session_id, session);
         }

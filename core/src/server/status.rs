@@ -79,10 +79,12 @@ pub struct ServerStats {
 impl Server {
     /// Every connected (bound) client, of every agent.
     pub fn presence(&self) -> Vec<PresenceInfo> {
-        self.presence_filtered(None)
+        self.presence_filtered(None, usize::MAX)
     }
 
-    fn presence_filtered(&self, agent: Option<&str>) -> Vec<PresenceInfo> {
+    /// At most `limit` entries: a handshake must not cost O(connections) (the herd simulation
+    /// showed every reconnect scanning and sending the whole list).
+    fn presence_filtered(&self, agent: Option<&str>, limit: usize) -> Vec<PresenceInfo> {
         self.conns
             .iter()
             .filter(|(_, c)| !c.is_closing())
@@ -100,11 +102,12 @@ impl Server {
                     channels: vec![b.agent_id.clone()],
                 }
             })
+            .take(limit)
             .collect()
     }
 
     pub(super) fn presence_values(&self, agent: &str) -> Vec<Value> {
-        self.presence_filtered(Some(agent))
+        self.presence_filtered(Some(agent), self.config.handshake_presence_limit)
             .iter()
             .filter_map(|p| serde_json::to_value(p).ok())
             .collect()

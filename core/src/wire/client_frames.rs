@@ -46,6 +46,9 @@ pub struct Hello {
     /// Replay events with cursor > since (0 is a valid cursor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<u64>,
+    /// The `epoch` of the last `hello_ok` (tether v2; other servers ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
     /// Fields this version does not model.
     #[serde(flatten)]
     pub extra: Map,
@@ -94,6 +97,9 @@ pub struct Join {
     /// Replay events with cursor > since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<u64>,
+    /// The `epoch` of the last `joined` (tether v2; other servers ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
     /// Fields this version does not model.
     #[serde(flatten)]
     pub extra: Map,

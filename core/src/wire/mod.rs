@@ -1,7 +1,9 @@
 //! The wire format: one JSON object per WebSocket text frame, PraisonAI-compatible (v1) with
 //! tether's additive v2 fields.
 //!
-//! Decoding is two-step and copy-light: a borrowed peek reads only `type`, `cursor` and `seq`;
+//! Decoding is two-step and copy-light: a borrowed peek reads only `type`, `cursor` and `seq`
+//! (for server frames, a one-pass scanner that validates the JSON as it goes, with the serde
+//! peek as the fallback for anything unusual);
 //! live event frames (the hot path) are kept as their original text ([`EventFrame`]) and never
 //! parsed into a `Value`; handshake and replay frames are parsed into typed structs whose unknown
 //! fields are kept in `extra`, so every frame re-encodes to an equivalent object. Ill-typed or
@@ -20,6 +22,7 @@
 
 mod client_frames;
 mod codes;
+pub(crate) mod scan;
 mod server_frames;
 
 use std::borrow::Cow;
@@ -187,8 +190,17 @@ fn tagged<T: Serialize>(kind: &str, body: &T) -> String {
 impl ServerFrame {
     /// Decodes one text frame.
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
-        ensure_object(text)?;
-        let peek: Peek = parse_typed(text)?;
+        let peek = match scan::peek(text) {
+            Some(p) => Peek {
+                kind: Some(Cow::Borrowed(p.kind)),
+                cursor: p.cursor,
+                seq: p.seq,
+            },
+            None => {
+                ensure_object(text)?;
+                parse_typed(text)?
+            }
+        };
         let kind = peek.kind.ok_or_else(|| DecodeError::Field {
             field: "type".into(),
             reason: "missing".into(),

@@ -86,6 +86,10 @@ pub struct HelloOk {
     /// v2: server health (PROTOCOL.md §11 shape).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<Value>,
+    /// v2: the session's line of history; it changes when the server restored it from a
+    /// snapshot. The client sends it back in its next `hello`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
     /// Fields this version does not model.
     #[serde(flatten)]
     pub extra: Map,
@@ -151,6 +155,9 @@ pub struct Joined {
     /// Server health.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<Value>,
+    /// v2: the session's line of history (see [`HelloOk::epoch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
     /// Fields this version does not model.
     #[serde(flatten)]
     pub extra: Map,
