@@ -88,7 +88,9 @@ fn the_transcript_scenario_produces_the_reference_frames() {
     let hello_ok = drain(&mut s, t0, c).remove(0);
     let parsed: Value = serde_json::from_str(&hello_ok).unwrap();
     let sid = parsed["session_id"].as_str().unwrap().to_owned();
-    let epoch = parsed["epoch"].as_u64().expect("hello_ok carries the session epoch");
+    let epoch = parsed["epoch"]
+        .as_u64()
+        .expect("hello_ok carries the session epoch");
     let ours = hello_ok.replace(&sid, REF_SESSION);
     let theirs = reference(r#"{"type":"hello_ok""#);
     assert_eq!(

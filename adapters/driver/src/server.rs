@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
 use futures::future;
 use futures::{FutureExt, SinkExt, Stream, StreamExt};
@@ -652,14 +653,33 @@ enum ConnWake {
 }
 
 /// Whether a frame is a tracked event (and a replayed one), for the delivery counters. Tracked
-/// frames end with the `"seq":n` the server appends last, so only the tail is looked at.
+/// frames end with the `,"seq":n}` the server appends last, so only the last field is looked at.
 fn tracked_kind(text: &str) -> (bool, bool) {
     if text.starts_with(r#"{"type":"replay""#) {
         return (true, true);
     }
-    let tail = text.len().saturating_sub(32);
-    let tail = text.get(tail..).unwrap_or(text);
-    (tail.ends_with('}') && tail.contains(r#","seq":"#), false)
+    let tracked = text.ends_with('}')
+        && text
+            .rfind(',')
+            .is_some_and(|i| text[i..].starts_with(r#","seq":"#));
+    (tracked, false)
+}
+
+/// The machine's frame as a text message without copying it: the bytes stay shared with the
+/// replay ring (tungstenite copies them once, into its write buffer).
+fn shared_text(text: Arc<str>) -> Message {
+    struct Shared(Arc<str>);
+    impl AsRef<[u8]> for Shared {
+        fn as_ref(&self) -> &[u8] {
+            self.0.as_bytes()
+        }
+    }
+    let bytes = Bytes::from_owner(Shared(text));
+    match Utf8Bytes::try_from(bytes) {
+        Ok(text) => Message::Text(text),
+        // Unreachable: the bytes are a `str`'s.
+        Err(_) => Message::text(String::new()),
+    }
 }
 
 /// What a connection task owns. It lives in a box because an `async fn` keeps its arguments
@@ -743,9 +763,7 @@ async fn connection<R: Runtime, S: WebSocket>(mut state: Box<ConnState<R, S>>, a
                             tracked += u64::from(is_tracked);
                             replayed += u64::from(is_replay);
                             oldest_publish = oldest_publish.or(published_at);
-                            // One copy into tungstenite's buffer (the machine keeps the
-                            // text for replays).
-                            if socket.feed(Message::text(&*text)).await.is_err() {
+                            if socket.feed(shared_text(text)).await.is_err() {
                                 close = Some((1011, String::new()));
                                 break;
                             }
