@@ -105,14 +105,16 @@ enum Command {
         Vec<(String, Value)>,
         Reply<Result<u64, CommandError>>,
     ),
+    /// No reply for `publish_nowait`.
     PublishMany(
         SessionId,
         String,
         Box<dyn Batch>,
-        Reply<Result<u64, CommandError>>,
+        Option<Reply<Result<u64, CommandError>>>,
     ),
     Respond(SessionId, String, Outcome, Reply<Result<u64, CommandError>>),
-    Broadcast(String, Value, Reply<usize>),
+    /// No reply for `broadcast_nowait`.
+    Broadcast(String, Value, Option<Reply<usize>>),
     Disconnect(ConnId, u16, String),
     Presence(Reply<Vec<PresenceInfo>>),
     Health(Reply<Health>),
@@ -311,8 +313,27 @@ impl Server {
         }
         let (s, k, events) = (session.clone(), kind.to_owned(), Box::new(events));
         Ok(self
-            .ask(|r| Command::PublishMany(s, k, events, r))
+            .ask(|r| Command::PublishMany(s, k, events, Some(r)))
             .await??)
+    }
+
+    /// Like [`Server::publish_many`] without waiting for the hub: returns once the batch is
+    /// queued (waiting only while the hub's queue is full), so a streaming producer can prepare
+    /// its next batch while the hub records this one. Batches are handled in the order they
+    /// are queued. Nothing is reported back: a refused event (unknown session, reserved field)
+    /// drops the rest of its batch silently; use `publish_many` when the cursor or the error
+    /// matters.
+    pub async fn publish_nowait<K: AsRef<str> + Send + 'static>(
+        &self,
+        session: &SessionId,
+        kind: &str,
+        events: Vec<Vec<(K, Value)>>,
+    ) -> Result<(), ServerError> {
+        if events.len() > PUBLISH_MANY_MAX {
+            return Err(ServerError::BatchTooLarge(events.len()));
+        }
+        let (s, k, events) = (session.clone(), kind.to_owned(), Box::new(events));
+        self.tell(Command::PublishMany(s, k, events, None)).await
     }
 
     /// Answers a request (`ServerEvent::Request`) with its final outcome.
@@ -329,18 +350,29 @@ impl Server {
     /// Sends an untracked event to every bound connection; returns how many got it.
     pub async fn broadcast(&self, kind: &str, data: Value) -> Result<usize, ServerError> {
         let kind = kind.to_owned();
-        self.ask(|r| Command::Broadcast(kind, data, r)).await
+        self.ask(|r| Command::Broadcast(kind, data, Some(r))).await
+    }
+
+    /// Like [`Server::broadcast`] without waiting for the hub: returns once the broadcast is
+    /// queued (waiting only while the hub's queue is full). Broadcasts keep their order. For
+    /// a stream of broadcasts this lets every connection's frames be written in batches.
+    pub async fn broadcast_nowait(&self, kind: &str, data: Value) -> Result<(), ServerError> {
+        self.tell(Command::Broadcast(kind.to_owned(), data, None))
+            .await
+    }
+
+    /// Queues a command without a reply.
+    async fn tell(&self, command: Command) -> Result<(), ServerError> {
+        let mut hub = self.hub.clone();
+        hub.send(Input::Command(Box::new(command)))
+            .await
+            .map_err(|_| ServerError::Stopped)
     }
 
     /// Closes one connection gracefully (its session stays resumable).
     pub async fn disconnect(&self, conn: ConnId, code: u16, reason: &str) {
-        let mut hub = self.hub.clone();
-        let _ = hub
-            .send(Input::Command(Box::new(Command::Disconnect(
-                conn,
-                code,
-                reason.to_owned(),
-            ))))
+        let _ = self
+            .tell(Command::Disconnect(conn, code, reason.to_owned()))
             .await;
     }
 
@@ -525,13 +557,18 @@ impl<R: Runtime> Hub<R> {
                     self.metrics.events_published.inc_by(published);
                     self.published_at = Some(now);
                 }
-                let _ = reply.send(last);
+                if let Some(reply) = reply {
+                    let _ = reply.send(last);
+                }
             }
             Command::Respond(session, request_id, outcome, reply) => {
                 let _ = reply.send(self.machine.respond(now, &session, &request_id, outcome));
             }
             Command::Broadcast(kind, data, reply) => {
-                let _ = reply.send(self.machine.broadcast(now, &kind, &data));
+                let sent = self.machine.broadcast(now, &kind, &data);
+                if let Some(reply) = reply {
+                    let _ = reply.send(sent);
+                }
             }
             Command::Disconnect(conn, code, reason) => {
                 let _ = self.machine.disconnect(now, conn, code, &reason);

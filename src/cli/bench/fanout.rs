@@ -171,7 +171,7 @@ fn shared() -> Arc<Shared> {
     })
 }
 
-/// tether: `Server::broadcast`.
+/// tether: `Server::broadcast_nowait`.
 async fn tether_fanout(clients: usize, count: u64) -> Result<(f64, Vec<Duration>), String> {
     let bound = tether_tokio::serve("127.0.0.1:0", server_config(), None)
         .await
@@ -186,7 +186,8 @@ async fn tether_fanout(clients: usize, count: u64) -> Result<(f64, Vec<Duration>
         let result = drive(clients as u64, count, &shared, |data| {
             let server = server.clone();
             async move {
-                match server.broadcast("tick", data).await {
+                // Queued without waiting for the hub, as the bare broadcaster does.
+                match server.broadcast_nowait("tick", data).await {
                     Ok(_) => Ok(()),
                     Err(e) => Err(format!("broadcast: {e}")),
                 }

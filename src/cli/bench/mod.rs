@@ -74,14 +74,14 @@ impl Sizes {
             }
         } else {
             Sizes {
-                stream_events: 300_000,
-                rounds: 3,
+                stream_events: 200_000,
+                rounds: 5,
                 reconnects: 300,
                 idle: args.idle_sessions as usize,
                 peer_commands: 4,
                 peer_batch: 5_000,
                 fanout_clients: 1_000,
-                fanout_broadcasts: 300,
+                fanout_broadcasts: 500,
             }
         }
     }
