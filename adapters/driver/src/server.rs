@@ -151,16 +151,17 @@ impl<K: AsRef<str> + Send + 'static> Batch for Vec<Vec<(K, Value)>> {
             .session_head(session)
             .ok_or_else(|| CommandError::UnknownSession(session.clone()));
         let mut published = 0;
-        for mut fields in *self {
-            // The values move into the machine's call; the names are borrowed.
-            let fields: Vec<(&str, Value)> = fields
-                .iter_mut()
-                .map(|entry| {
-                    let value = std::mem::take(&mut entry.1);
-                    let entry: &(K, Value) = entry;
-                    (entry.0.as_ref(), value)
-                })
-                .collect();
+        let mut events = *self;
+        // One scratch list for the whole batch: the values move into it, the names are
+        // borrowed from the batch, which outlives the loop.
+        let mut fields: Vec<(&str, Value)> = Vec::new();
+        for event in events.iter_mut() {
+            fields.clear();
+            for entry in event.iter_mut() {
+                let value = std::mem::take(&mut entry.1);
+                let entry: &(K, Value) = entry;
+                fields.push((entry.0.as_ref(), value));
+            }
             last = machine.publish(now, session, kind, &fields);
             if last.is_err() {
                 break;
