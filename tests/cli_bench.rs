@@ -33,6 +33,7 @@ fn the_quick_benchmark_prints_every_row() {
         "reconnect → replay p50, tokio",
         "reconnect → replay p99, tokio",
         "idle sessions: RSS per session",
+        "idle sessions, one agent: RSS/session",
         "fan-out 1→20: delivered/s",
         "fan-out 1→20: delivery p99",
     ] {
@@ -53,7 +54,7 @@ fn the_quick_benchmark_prints_every_row() {
     assert!(!p.out.iter().any(|l| l.contains("FAILED")), "{:#?}", p.out);
     let summary = p.out.last().expect("a summary line");
     assert!(
-        summary.starts_with("11 figures in") && summary.contains("0 failed to run"),
+        summary.starts_with("12 figures in") && summary.contains("0 failed to run"),
         "{summary}"
     );
 }

@@ -163,16 +163,26 @@ impl Drop for ChildServer {
 }
 
 /// Connects `n` tether clients (each to its own new session); they stay connected until the
-/// returned handles are dropped. Each talks to its own agent id: a v2 `hello_ok` lists the
-/// agent's connected sessions (presence), so with one shared agent every handshake would cost
-/// O(sessions) bytes and each socket's write buffer would keep the capacity of the largest.
-pub async fn tether_clients(url: &str, n: usize) -> Result<Vec<tether_driver::Client>, String> {
+/// returned handles are dropped. With `shared_agent` they all talk to one agent id, else each to
+/// its own: a v2 `hello_ok` lists up to `handshake_presence_limit` (32) of the agent's connected
+/// sessions, and tungstenite keeps its write buffer at the capacity of the largest frame it
+/// wrote for the connection's life.
+pub async fn tether_clients(
+    url: &str,
+    n: usize,
+    shared_agent: bool,
+) -> Result<Vec<tether_driver::Client>, String> {
     let mut clients = Vec::with_capacity(n);
     while clients.len() < n {
         let wave = WAVE.min(n - clients.len());
         let first = clients.len();
         let connected = join_all((first..first + wave).map(|i| async move {
-            let config = ClientConfig::new(format!("bench-{i}"));
+            let agent = if shared_agent {
+                "bench".to_owned()
+            } else {
+                format!("bench-{i}")
+            };
+            let config = ClientConfig::new(agent);
             let (client, mut events) =
                 tether_tokio::connect(url, None, config).map_err(|e| e.to_string())?;
             let up = before(Duration::from_secs(20), async {
@@ -219,7 +229,7 @@ async fn bare_clients(url: &str, n: usize) -> Result<Vec<BareSocket>, String> {
 }
 
 /// RSS growth per connection of one server kind, in KB.
-async fn per_session_kb(kind: &str, n: usize) -> Result<f64, String> {
+async fn per_session_kb(kind: &str, n: usize, shared_agent: bool) -> Result<f64, String> {
     let (mut server, addr) = ChildServer::start(kind)?;
     let url = format!("ws://{addr}/ws");
     // Warm up: the first connections allocate the runtime's and the server's fixed parts.
@@ -228,10 +238,10 @@ async fn per_session_kb(kind: &str, n: usize) -> Result<f64, String> {
         let before_kb;
         let after_kb;
         if kind == "tether" {
-            let warm_clients = tether_clients(&url, warm).await?;
+            let warm_clients = tether_clients(&url, warm, shared_agent).await?;
             tokio::time::sleep(Duration::from_millis(100)).await;
             before_kb = server.rss_kb()?;
-            let clients = tether_clients(&url, n).await?;
+            let clients = tether_clients(&url, n, shared_agent).await?;
             tokio::time::sleep(Duration::from_millis(300)).await;
             after_kb = server.rss_kb()?;
             drop((clients, warm_clients));
@@ -252,37 +262,61 @@ async fn per_session_kb(kind: &str, n: usize) -> Result<f64, String> {
     result
 }
 
-/// The memory row.
+/// Sessions of the shared-agent row (its cost per session is flat: a smaller run will do).
+const SHARED_AGENT_SESSIONS: usize = 2_000;
+
+/// The memory rows: one agent per session (the adapters' own cost), and every session on one
+/// agent (what a deployment serving one agent sees).
 pub async fn rows(sizes: Sizes, fd_note: &str) -> Vec<Row> {
     let name = "idle sessions: RSS per session";
+    let shared_name = "idle sessions, one agent: RSS/session";
     let limit = fd_limit();
     let mut n = sizes.idle;
-    let mut note = format!("bare tuned tokio-tungstenite connections; {n} sessions");
+    let mut note = format!("bare tuned tokio-tungstenite connections; {n} sessions, an agent each");
     // Each process (the server child, this one with the clients) holds ~n + WAVE sockets.
     let needed = (n + WAVE) as u64 + FD_HEADROOM;
     if limit < needed {
         let fit = (limit.saturating_sub(FD_HEADROOM + WAVE as u64)) as usize;
         if fit < 100 {
-            return vec![Row::skipped(
-                name,
-                format!("{fd_note}: too low for even 100 sessions (raise ulimit -n)"),
-            )];
+            let why = format!("{fd_note}: too low for even 100 sessions (raise ulimit -n)");
+            return vec![
+                Row::skipped(name, why.clone()),
+                Row::skipped(shared_name, why),
+            ];
         }
         note = format!("{note} wanted, but {fd_note} < {needed}: measured {fit} (raise ulimit -n)");
         n = fit;
     }
     // Each side in its own fresh child process.
-    let ours = per_session_kb("tether", n).await;
-    let bare = per_session_kb("bare", n).await;
-    match (ours, bare) {
-        (Ok(ours), Ok(bare)) => vec![Row::measured(
+    let ours = per_session_kb("tether", n, false).await;
+    let bare = per_session_kb("bare", n, false).await;
+    let m = n.min(SHARED_AGENT_SESSIONS);
+    let shared = per_session_kb("tether", m, true).await;
+    let mut rows = Vec::new();
+    match (&ours, &bare) {
+        (Ok(ours), Ok(bare)) => rows.push(Row::measured(
             name,
-            ours,
-            bare,
+            *ours,
+            *bare,
             Unit::KiloBytes,
             Target::ValueAtMost(12.0, "KB"),
             note,
-        )],
-        (Err(e), _) | (_, Err(e)) => vec![Row::failed(name, e)],
+        )),
+        (Err(e), _) | (_, Err(e)) => rows.push(Row::failed(name, e.clone())),
     }
+    match (&shared, &bare) {
+        (Ok(shared), Ok(bare)) => rows.push(Row::measured(
+            shared_name,
+            *shared,
+            *bare,
+            Unit::KiloBytes,
+            Target::ValueAtMost(12.0, "KB"),
+            format!(
+                "{m} sessions of one agent: hello_ok lists up to 32 presence entries and \
+                 tungstenite keeps its write buffer that large"
+            ),
+        )),
+        (Err(e), _) | (_, Err(e)) => rows.push(Row::failed(shared_name, e.clone())),
+    }
+    rows
 }
