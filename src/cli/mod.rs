@@ -1,6 +1,7 @@
 //! The `tether` command line: argument definitions, the exit-code contract and helpers shared
-//! by the subcommands (`serve`, `connect`, `demo`).
+//! by the subcommands (`serve`, `connect`, `demo`, `bench`).
 
+pub mod bench;
 pub mod connect;
 pub mod demo;
 pub mod proxy;
@@ -42,6 +43,10 @@ pub enum Command {
     /// Server, client and a fault-injecting proxy in one process; prints a summary table.
     #[command(after_help = EXIT_CODES)]
     Demo(demo::DemoArgs),
+    /// End-to-end benchmark: one table of figures, each a ratio against a baseline measured in
+    /// the same run; exit 1 if a ratio misses its target.
+    #[command(after_help = EXIT_CODES)]
+    Bench(bench::BenchArgs),
 }
 
 /// Why a subcommand failed; each maps to one line on stderr and an exit code.
@@ -83,6 +88,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Serve(args) => serve::run(args).await,
         Command::Connect(args) => connect::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 

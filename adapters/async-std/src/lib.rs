@@ -54,7 +54,7 @@ pub use tether_core::server::{
 };
 pub use tether_driver::{
     load_snapshot, save_snapshot, websocket_config, Bound, Client, ClientError, ClientEvents,
-    RequestOutcome, ServeError, Server, ServerError, ServerEvents,
+    RequestOutcome, ServeError, Server, ServerError, ServerEvents, PUBLISH_MANY_MAX,
 };
 
 fn sleep_until(deadline: Instant) -> BoxFuture<()> {

@@ -28,6 +28,11 @@ impl AsyncRead for Prefixed {
             let start = self.read;
             buf[..n].copy_from_slice(&self.prefix[start..start + n]);
             self.read += n;
+            if self.read == self.prefix.len() {
+                // Replayed in full: the buffer is not needed for the rest of the connection.
+                self.prefix = Vec::new();
+                self.read = 0;
+            }
             return Poll::Ready(Ok(n));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)

@@ -20,6 +20,7 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
 
 use crate::metrics::ClientMetrics;
+use crate::queue::{self, Receiver as EventReceiver, Sender as EventSender};
 use crate::{BoxFuture, Connector, Runtime, UrlError};
 
 /// Events queued for the application before the loop waits for it to catch up (backpressure:
@@ -27,6 +28,11 @@ use crate::{BoxFuture, Connector, Runtime, UrlError};
 const EVENT_QUEUE: usize = 1024;
 /// Commands queued from the application.
 const COMMAND_QUEUE: usize = 256;
+/// Socket messages handled per wake-up before the loop writes, delivers and looks at its
+/// other inputs.
+const READ_BATCH: usize = 128;
+/// Deadlines found already due that are handled at once, in a row, before waiting anyway.
+const MAX_DUE_IN_A_ROW: u8 = 8;
 /// How long a closing handshake may take before the socket is simply dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -70,13 +76,13 @@ pub struct Client {
 /// The stream of [`Event`]s: delivered events (each sequence once, in order), gaps, losses,
 /// state changes, request updates, and last the terminal [`Event::Closed`].
 pub struct ClientEvents {
-    rx: mpsc::Receiver<Event>,
+    rx: EventReceiver<Event>,
 }
 
 impl Stream for ClientEvents {
     type Item = Event;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        self.rx.poll_next_unpin(cx)
+        self.rx.poll_next(cx)
     }
 }
 
@@ -123,7 +129,7 @@ impl Client {
     ) -> Result<(Client, ClientEvents), ClientError> {
         let url = crate::with_token(url, token)?;
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
-        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let (events_tx, events_rx) = queue::queue(EVENT_QUEUE);
         let closed = Arc::new(std::sync::Mutex::new(None));
         let machine = Machine::with_resume_state(config, state, runtime.now());
         let driver = Driver {
@@ -136,6 +142,8 @@ impl Client {
             timer: None,
             commands: commands_rx,
             events: events_tx,
+            delivered: Vec::new(),
+            inbox: Vec::new(),
             pending: HashMap::new(),
             unflushed: false,
             closed: closed.clone(),
@@ -214,8 +222,12 @@ impl Client {
     }
 }
 
+/// What a socket yields: a message, an error, or the end (`None`).
+type SocketItem = Option<Result<Message, tungstenite::Error>>;
+
 enum Wake<S> {
-    Socket(Option<Result<Message, tungstenite::Error>>),
+    /// Messages are in `Driver::inbox`.
+    Socket,
     Connected(Result<S, tungstenite::Error>),
     Timer,
     Command(Option<Command>),
@@ -230,7 +242,11 @@ struct Driver<R: Runtime, C: Connector> {
     connecting: Option<BoxFuture<Result<C::Socket, tungstenite::Error>>>,
     timer: Option<(Instant, BoxFuture<()>)>,
     commands: mpsc::Receiver<Command>,
-    events: mpsc::Sender<Event>,
+    events: EventSender<Event>,
+    /// Events of one delivery pass, queued to the application together.
+    delivered: Vec<Event>,
+    /// Socket messages read in one wake-up, in order.
+    inbox: Vec<SocketItem>,
     pending: HashMap<String, oneshot::Sender<Result<RequestOutcome, ClientError>>>,
     unflushed: bool,
     closed: Arc<std::sync::Mutex<Option<ClosedReason>>>,
@@ -244,16 +260,40 @@ struct Driver<R: Runtime, C: Connector> {
 
 impl<R: Runtime, C: Connector> Driver<R, C> {
     async fn run(mut self) {
+        // Deadlines already due handled in a row without waiting (bounded, in case a machine
+        // keeps reporting a past deadline it does not act on).
+        let mut due_in_a_row = 0u8;
         loop {
             self.write_transmits().await;
             if self.deliver_events().await {
                 break;
             }
-            self.arm_timer();
+            if self.arm_timer(due_in_a_row < MAX_DUE_IN_A_ROW) {
+                // Already due (e.g. a reconnect with zero backoff): a runtime timer would add
+                // up to its tick (1 ms on tokio) before firing.
+                due_in_a_row += 1;
+                self.timer = None;
+                let now = self.runtime.now();
+                self.machine.handle_timeout(now);
+                continue;
+            }
+            due_in_a_row = 0;
             let wake = self.wake().await;
             let now = self.runtime.now();
             match wake {
-                Wake::Socket(message) => self.on_message(now, message),
+                Wake::Socket => {
+                    let mut inbox = std::mem::take(&mut self.inbox);
+                    for message in inbox.drain(..) {
+                        if self.socket.is_none() {
+                            break; // closed by an earlier message: feed nothing more from it
+                        }
+                        self.on_message(now, message);
+                        // A reply or a close goes out (or takes effect) before the next
+                        // message is fed; with nothing to write this is a no-op.
+                        self.write_transmits().await;
+                    }
+                    self.inbox = inbox;
+                }
                 Wake::Connected(Ok(socket)) => {
                     self.connecting = None;
                     self.socket = Some(socket);
@@ -369,9 +409,13 @@ impl<R: Runtime, C: Connector> Driver<R, C> {
                 }
                 _ => {}
             }
-            // A dropped event stream only means nobody listens; the connection goes on.
-            let _ = self.events.send(event).await;
+            self.delivered.push(event);
         }
+        // One lock and at most one wake-up for the whole pass. A dropped event stream only
+        // means nobody listens; the connection goes on.
+        self.events.push_all(self.delivered.drain(..));
+        // Backpressure: a slow application stops the loop (and so reading from the socket).
+        future::poll_fn(|cx| self.events.poll_room(cx)).await;
         if let Some(m) = &self.metrics {
             let duplicates = self.machine.stats().duplicates;
             m.duplicates_dropped
@@ -382,15 +426,22 @@ impl<R: Runtime, C: Connector> Driver<R, C> {
     }
 
     /// Re-arms the timer only when the deadline moved earlier: a later deadline lets the armed
-    /// one fire early, which the core ignores, and saves a timer per frame.
-    fn arm_timer(&mut self) {
-        match (self.machine.poll_timeout(), &self.timer) {
+    /// one fire early, which the core ignores, and saves a timer per frame. With `handle_due`,
+    /// a deadline that has already passed is not armed: returns true, for the caller to call
+    /// `handle_timeout` at once.
+    fn arm_timer(&mut self, handle_due: bool) -> bool {
+        let deadline = self.machine.poll_timeout();
+        if handle_due && deadline.is_some_and(|d| d <= self.runtime.now()) {
+            return true;
+        }
+        match (deadline, &self.timer) {
             (None, _) => self.timer = None,
             (Some(deadline), Some((armed, _))) if *armed <= deadline => {}
             (Some(deadline), _) => {
                 self.timer = Some((deadline, self.runtime.sleep_until(deadline)));
             }
         }
+        false
     }
 
     /// Waits for the next input, rotating priorities so no source starves the others.
@@ -401,7 +452,24 @@ impl<R: Runtime, C: Connector> Driver<R, C> {
             for i in 0..4u8 {
                 let ready = match (turn.wrapping_add(i)) % 4 {
                     0 => match self.socket.as_mut() {
-                        Some(s) => s.poll_next_unpin(cx).map(Wake::Socket),
+                        Some(s) => {
+                            // Everything the socket has ready, up to a budget, in one wake-up.
+                            while self.inbox.len() < READ_BATCH {
+                                match s.poll_next_unpin(cx) {
+                                    Poll::Ready(Some(Ok(m))) => self.inbox.push(Some(Ok(m))),
+                                    Poll::Ready(end) => {
+                                        self.inbox.push(end);
+                                        break;
+                                    }
+                                    Poll::Pending => break,
+                                }
+                            }
+                            if self.inbox.is_empty() {
+                                Poll::Pending
+                            } else {
+                                Poll::Ready(Wake::Socket)
+                            }
+                        }
                         None => Poll::Pending,
                     },
                     1 => match self.connecting.as_mut() {
@@ -423,7 +491,7 @@ impl<R: Runtime, C: Connector> Driver<R, C> {
         .await
     }
 
-    fn on_message(&mut self, now: Instant, message: Option<Result<Message, tungstenite::Error>>) {
+    fn on_message(&mut self, now: Instant, message: SocketItem) {
         match message {
             Some(Ok(Message::Text(text))) => self.machine.handle_text(now, text.as_str()),
             Some(Ok(Message::Binary(_))) => self.machine.handle_binary(now),

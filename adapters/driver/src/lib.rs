@@ -13,6 +13,7 @@
 mod client;
 pub mod http;
 pub mod metrics;
+mod queue;
 mod serve;
 mod server;
 mod upgrade;
@@ -29,7 +30,9 @@ pub use serve::{
     production_config, start_serving, upgrade_callback, websocket_config, Bound, HttpContext,
     ServeError, READ_BUFFER, WRITE_BUFFER,
 };
-pub use server::{load_snapshot, save_snapshot, Server, ServerError, ServerEvents};
+pub use server::{
+    load_snapshot, save_snapshot, Server, ServerError, ServerEvents, PUBLISH_MANY_MAX,
+};
 pub use tether_core;
 pub use tungstenite::{self, Message};
 pub use upgrade::{connect_info, UpgradeRefused, WS_PATH};

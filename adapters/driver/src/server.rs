@@ -2,6 +2,10 @@
 //! its socket. Connection tasks forward what they read to the hub and write what the hub routes
 //! to them (`feed` for every queued frame, one `flush`), then report the written frames back so
 //! the machine's in-flight window counts real wire bytes.
+//!
+//! Costs are per batch, not per frame: the hub handles every input that is ready before it
+//! routes, routes each connection's frames into that connection's [`queue`](crate::queue) under
+//! one lock with one wake-up, and a connection task takes its whole queue at once.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,6 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
 use futures::future;
 use futures::{FutureExt, SinkExt, Stream, StreamExt};
@@ -23,8 +28,10 @@ use tether_core::server::{
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
+use tungstenite::Utf8Bytes;
 
 use crate::metrics::ServerMetrics;
+use crate::queue::{self, Receiver as OutReceiver, Sender as OutSender};
 use crate::{BoxFuture, Runtime, WebSocket};
 
 /// Inputs queued for the hub before connection tasks wait (backpressure on readers).
@@ -33,6 +40,10 @@ const HUB_QUEUE: usize = 4096;
 const EVENT_QUEUE: usize = 4096;
 /// Frames a connection task writes per wake-up before flushing and yielding.
 const WRITE_BATCH: usize = 256;
+/// Inputs the hub handles before it routes what they produced (and looks at its timer).
+const HUB_BATCH: usize = 256;
+/// Events a `publish_many` call may carry.
+pub const PUBLISH_MANY_MAX: usize = 4096;
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -64,6 +75,9 @@ pub enum ServerError {
     /// The server has shut down.
     #[error("the server is shut down")]
     Stopped,
+    /// A `publish_many` batch larger than [`PUBLISH_MANY_MAX`].
+    #[error("{0} events in one publish_many call (at most {max})", max = PUBLISH_MANY_MAX)]
+    BatchTooLarge(usize),
 }
 
 enum Out {
@@ -74,12 +88,14 @@ enum Out {
 }
 
 enum Input {
-    Attach(ConnId, ConnectInfo, mpsc::UnboundedSender<Out>),
-    Text(ConnId, String),
+    // Boxed: every queued input (and every connection task's future) is as big as the
+    // largest variant.
+    Attach(ConnId, Box<ConnectInfo>, OutSender<Out>),
+    Text(ConnId, Utf8Bytes),
     Binary(ConnId, usize),
     Sent(ConnId, usize, usize),
     Closed(ConnId),
-    Command(Command),
+    Command(Box<Command>),
 }
 
 enum Command {
@@ -89,8 +105,16 @@ enum Command {
         Vec<(String, Value)>,
         Reply<Result<u64, CommandError>>,
     ),
+    /// No reply for `publish_nowait`.
+    PublishMany(
+        SessionId,
+        String,
+        Box<dyn Batch>,
+        Option<Reply<Result<u64, CommandError>>>,
+    ),
     Respond(SessionId, String, Outcome, Reply<Result<u64, CommandError>>),
-    Broadcast(String, Value, Reply<usize>),
+    /// No reply for `broadcast_nowait`.
+    Broadcast(String, Value, Option<Reply<usize>>),
     Disconnect(ConnId, u16, String),
     Presence(Reply<Vec<PresenceInfo>>),
     Health(Reply<Health>),
@@ -101,6 +125,52 @@ enum Command {
 }
 
 type Reply<T> = oneshot::Sender<T>;
+
+/// Events of a [`Server::publish_many`] call, whatever the type of their field names.
+trait Batch: Send {
+    /// Publishes the events in order, stopping at the first refusal; returns the last cursor
+    /// and how many were published.
+    fn publish(
+        self: Box<Self>,
+        machine: &mut Machine,
+        now: Instant,
+        session: &SessionId,
+        kind: &str,
+    ) -> (Result<u64, CommandError>, u64);
+}
+
+impl<K: AsRef<str> + Send + 'static> Batch for Vec<Vec<(K, Value)>> {
+    fn publish(
+        self: Box<Self>,
+        machine: &mut Machine,
+        now: Instant,
+        session: &SessionId,
+        kind: &str,
+    ) -> (Result<u64, CommandError>, u64) {
+        let mut last = machine
+            .session_head(session)
+            .ok_or_else(|| CommandError::UnknownSession(session.clone()));
+        let mut published = 0;
+        let mut events = *self;
+        // One scratch list for the whole batch: the values move into it, the names are
+        // borrowed from the batch, which outlives the loop.
+        let mut fields: Vec<(&str, Value)> = Vec::new();
+        for event in events.iter_mut() {
+            fields.clear();
+            for entry in event.iter_mut() {
+                let value = std::mem::take(&mut entry.1);
+                let entry: &(K, Value) = entry;
+                fields.push((entry.0.as_ref(), value));
+            }
+            last = machine.publish(now, session, kind, &fields);
+            if last.is_err() {
+                break;
+            }
+            published += 1;
+        }
+        (last, published)
+    }
+}
 
 /// The application's handle to a running server: publish, respond, broadcast, snapshot, shut
 /// down. Cheap to clone.
@@ -159,6 +229,7 @@ impl Server {
             machine,
             inputs: hub_rx,
             writers: HashMap::new(),
+            routed: Vec::new(),
             events: events_tx,
             timer: None,
             shutdown: None,
@@ -186,27 +257,27 @@ impl Server {
     /// Hands an upgraded WebSocket to the server: a task on `runtime` runs it.
     pub fn attach<R: Runtime, S: WebSocket>(&self, runtime: &R, socket: S, info: ConnectInfo) {
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
-        let (out_tx, out_rx) = mpsc::unbounded();
-        let mut hub = self.hub.clone();
-        let task = connection(
-            runtime.clone(),
+        // Unbounded here: the machine's in-flight window bounds what is routed to a connection.
+        let (out_tx, out_rx) = queue::queue(usize::MAX);
+        // The task announces itself (`Attach`) first: a wrapper future awaiting it would hold
+        // the connection's future twice (the async-block layout), doubling each idle
+        // connection's task.
+        let state = ConnState {
+            runtime: runtime.clone(),
             conn,
             socket,
-            out_rx,
-            self.hub.clone(),
-            self.metrics.clone(),
-        );
-        runtime.spawn(Box::pin(async move {
-            if hub.send(Input::Attach(conn, info, out_tx)).await.is_ok() {
-                task.await;
-            }
-        }));
+            out: out_rx,
+            hub: self.hub.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let task = connection(Box::new(state), Input::Attach(conn, Box::new(info), out_tx));
+        runtime.spawn(Box::pin(task));
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ServerError> {
         let (tx, rx) = oneshot::channel();
         let mut hub = self.hub.clone();
-        hub.send(Input::Command(make(tx)))
+        hub.send(Input::Command(Box::new(make(tx))))
             .await
             .map_err(|_| ServerError::Stopped)?;
         rx.await.map_err(|_| ServerError::Stopped)
@@ -224,6 +295,48 @@ impl Server {
         Ok(self.ask(|r| Command::Publish(s, k, fields, r)).await??)
     }
 
+    /// Publishes several events of one `kind` to `session` in one round trip to the hub (for
+    /// streaming producers: [`Server::publish`] costs a round trip per event). They are recorded
+    /// in order with consecutive cursors; returns the last cursor (the session's head when
+    /// `events` is empty). On the first refused event (e.g. a reserved field) the rest of the
+    /// batch is dropped and its error returned; the events before it stay published. At most
+    /// [`PUBLISH_MANY_MAX`] events per call: split larger batches.
+    ///
+    /// Field names may be `&'static str` (no allocation per event) or `String`.
+    pub async fn publish_many<K: AsRef<str> + Send + 'static>(
+        &self,
+        session: &SessionId,
+        kind: &str,
+        events: Vec<Vec<(K, Value)>>,
+    ) -> Result<u64, ServerError> {
+        if events.len() > PUBLISH_MANY_MAX {
+            return Err(ServerError::BatchTooLarge(events.len()));
+        }
+        let (s, k, events) = (session.clone(), kind.to_owned(), Box::new(events));
+        Ok(self
+            .ask(|r| Command::PublishMany(s, k, events, Some(r)))
+            .await??)
+    }
+
+    /// Like [`Server::publish_many`] without waiting for the hub: returns once the batch is
+    /// queued (waiting only while the hub's queue is full), so a streaming producer can prepare
+    /// its next batch while the hub records this one. Batches are handled in the order they
+    /// are queued. Nothing is reported back: a refused event (unknown session, reserved field)
+    /// drops the rest of its batch silently; use `publish_many` when the cursor or the error
+    /// matters.
+    pub async fn publish_nowait<K: AsRef<str> + Send + 'static>(
+        &self,
+        session: &SessionId,
+        kind: &str,
+        events: Vec<Vec<(K, Value)>>,
+    ) -> Result<(), ServerError> {
+        if events.len() > PUBLISH_MANY_MAX {
+            return Err(ServerError::BatchTooLarge(events.len()));
+        }
+        let (s, k, events) = (session.clone(), kind.to_owned(), Box::new(events));
+        self.tell(Command::PublishMany(s, k, events, None)).await
+    }
+
     /// Answers a request (`ServerEvent::Request`) with its final outcome.
     pub async fn respond(
         &self,
@@ -238,18 +351,29 @@ impl Server {
     /// Sends an untracked event to every bound connection; returns how many got it.
     pub async fn broadcast(&self, kind: &str, data: Value) -> Result<usize, ServerError> {
         let kind = kind.to_owned();
-        self.ask(|r| Command::Broadcast(kind, data, r)).await
+        self.ask(|r| Command::Broadcast(kind, data, Some(r))).await
+    }
+
+    /// Like [`Server::broadcast`] without waiting for the hub: returns once the broadcast is
+    /// queued (waiting only while the hub's queue is full). Broadcasts keep their order. For
+    /// a stream of broadcasts this lets every connection's frames be written in batches.
+    pub async fn broadcast_nowait(&self, kind: &str, data: Value) -> Result<(), ServerError> {
+        self.tell(Command::Broadcast(kind.to_owned(), data, None))
+            .await
+    }
+
+    /// Queues a command without a reply.
+    async fn tell(&self, command: Command) -> Result<(), ServerError> {
+        let mut hub = self.hub.clone();
+        hub.send(Input::Command(Box::new(command)))
+            .await
+            .map_err(|_| ServerError::Stopped)
     }
 
     /// Closes one connection gracefully (its session stays resumable).
     pub async fn disconnect(&self, conn: ConnId, code: u16, reason: &str) {
-        let mut hub = self.hub.clone();
-        let _ = hub
-            .send(Input::Command(Command::Disconnect(
-                conn,
-                code,
-                reason.to_owned(),
-            )))
+        let _ = self
+            .tell(Command::Disconnect(conn, code, reason.to_owned()))
             .await;
     }
 
@@ -336,7 +460,9 @@ struct Hub<R: Runtime> {
     runtime: R,
     machine: Machine,
     inputs: mpsc::Receiver<Input>,
-    writers: HashMap<ConnId, mpsc::UnboundedSender<Out>>,
+    writers: HashMap<ConnId, OutSender<Out>>,
+    /// Frames routed in one pass, grouped per connection before they are queued.
+    routed: Vec<(ConnId, Out)>,
     events: mpsc::Sender<ServerEvent>,
     timer: Option<(Instant, BoxFuture<()>)>,
     /// Shutdown requested: reply with the snapshot when every connection is gone (or at the
@@ -366,7 +492,23 @@ impl<R: Runtime> Hub<R> {
                     self.machine.handle_timeout(now);
                 }
                 HubWake::Input(None) => return, // every handle and connection is gone
-                HubWake::Input(Some(input)) => self.on_input(now, input),
+                HubWake::Input(Some(input)) => {
+                    self.on_input(now, input);
+                    // Everything else already queued is handled before routing, so routing,
+                    // event delivery and the timer cost once per batch, not once per input.
+                    for _ in 1..HUB_BATCH {
+                        match self.inputs.try_recv() {
+                            Ok(input) => self.on_input(now, input),
+                            Err(e) if e.is_closed() => return,
+                            Err(_) => break,
+                        }
+                    }
+                    // A busy hub still honours its deadlines.
+                    if self.timer.as_ref().is_some_and(|(d, _)| now >= *d) {
+                        self.timer = None;
+                        self.machine.handle_timeout(now);
+                    }
+                }
             }
         }
     }
@@ -376,9 +518,9 @@ impl<R: Runtime> Hub<R> {
             Input::Attach(conn, info, writer) => {
                 self.writers.insert(conn, writer);
                 self.attached_at.insert(conn, now);
-                self.machine.handle_connected(now, conn, info);
+                self.machine.handle_connected(now, conn, *info);
             }
-            Input::Text(conn, text) => self.machine.handle_text(now, conn, &text),
+            Input::Text(conn, text) => self.machine.handle_text(now, conn, text.as_str()),
             Input::Binary(conn, len) => self.machine.handle_binary(now, conn, len),
             Input::Sent(conn, frames, bytes) => {
                 // The window counts frames and bytes; the byte total rides on the first call.
@@ -392,7 +534,7 @@ impl<R: Runtime> Hub<R> {
                 self.attached_at.remove(&conn);
                 self.machine.handle_closed(now, conn);
             }
-            Input::Command(command) => self.on_command(now, command),
+            Input::Command(command) => self.on_command(now, *command),
         }
     }
 
@@ -410,11 +552,24 @@ impl<R: Runtime> Hub<R> {
                 }
                 let _ = reply.send(published);
             }
+            Command::PublishMany(session, kind, events, reply) => {
+                let (last, published) = events.publish(&mut self.machine, now, &session, &kind);
+                if published > 0 {
+                    self.metrics.events_published.inc_by(published);
+                    self.published_at = Some(now);
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(last);
+                }
+            }
             Command::Respond(session, request_id, outcome, reply) => {
                 let _ = reply.send(self.machine.respond(now, &session, &request_id, outcome));
             }
             Command::Broadcast(kind, data, reply) => {
-                let _ = reply.send(self.machine.broadcast(now, &kind, &data));
+                let sent = self.machine.broadcast(now, &kind, &data);
+                if let Some(reply) = reply {
+                    let _ = reply.send(sent);
+                }
             }
             Command::Disconnect(conn, code, reason) => {
                 let _ = self.machine.disconnect(now, conn, code, &reason);
@@ -445,14 +600,26 @@ impl<R: Runtime> Hub<R> {
     fn route_transmits(&mut self) {
         let published_at = self.published_at.take();
         while let Some((conn, transmit)) = self.machine.poll_transmit() {
-            let Some(writer) = self.writers.get(&conn) else {
-                continue;
-            };
             let out = match transmit {
                 ServerTransmit::Frame(text) => Out::Frame(text, published_at),
                 ServerTransmit::Close { code, reason } => Out::Close(code, reason),
             };
-            let _ = writer.unbounded_send(out);
+            self.routed.push((conn, out));
+        }
+        // The machine interleaves connections; a stable sort keeps each one's order and makes
+        // one run (one lock, one wake-up) per connection.
+        self.routed.sort_by_key(|(conn, _)| *conn);
+        let mut routed = self.routed.drain(..).peekable();
+        while let Some((conn, first)) = routed.next() {
+            let run = std::iter::once(first).chain(std::iter::from_fn(|| {
+                routed.next_if(|(c, _)| *c == conn).map(|(_, out)| out)
+            }));
+            match self.writers.get(&conn) {
+                Some(writer) => {
+                    writer.push_all(run);
+                }
+                None => run.for_each(drop),
+            }
         }
     }
 
@@ -523,15 +690,63 @@ enum ConnWake {
     Out(Option<Out>),
 }
 
-/// One connection: reads to the hub, writes what the hub routes here.
-async fn connection<R: Runtime, S: WebSocket>(
+/// Whether a frame is a tracked event (and a replayed one), for the delivery counters. Tracked
+/// frames end with the `,"seq":n}` the server appends last, so only the last field is looked at.
+fn tracked_kind(text: &str) -> (bool, bool) {
+    if text.starts_with(r#"{"type":"replay""#) {
+        return (true, true);
+    }
+    let tracked = text.ends_with('}')
+        && text
+            .rfind(',')
+            .is_some_and(|i| text[i..].starts_with(r#","seq":"#));
+    (tracked, false)
+}
+
+/// The machine's frame as a text message without copying it: the bytes stay shared with the
+/// replay ring (tungstenite copies them once, into its write buffer).
+fn shared_text(text: Arc<str>) -> Message {
+    struct Shared(Arc<str>);
+    impl AsRef<[u8]> for Shared {
+        fn as_ref(&self) -> &[u8] {
+            self.0.as_bytes()
+        }
+    }
+    let bytes = Bytes::from_owner(Shared(text));
+    match Utf8Bytes::try_from(bytes) {
+        Ok(text) => Message::Text(text),
+        // Unreachable: the bytes are a `str`'s.
+        Err(_) => Message::text(String::new()),
+    }
+}
+
+/// What a connection task owns. It lives in a box because an `async fn` keeps its arguments
+/// twice in its future (as captured arguments and as locals), and an idle connection is
+/// mostly its task.
+struct ConnState<R, S> {
     runtime: R,
     conn: ConnId,
-    mut socket: S,
-    mut out: mpsc::UnboundedReceiver<Out>,
-    mut hub: mpsc::Sender<Input>,
+    socket: S,
+    out: OutReceiver<Out>,
+    hub: mpsc::Sender<Input>,
     metrics: ServerMetrics,
-) {
+}
+
+/// One connection: announces itself to the hub (`attach`), then reads to the hub and writes
+/// what the hub routes here.
+async fn connection<R: Runtime, S: WebSocket>(mut state: Box<ConnState<R, S>>, attach: Input) {
+    let ConnState {
+        runtime,
+        conn,
+        socket,
+        out,
+        hub,
+        metrics,
+    } = &mut *state;
+    let conn = *conn;
+    if hub.send(attach).await.is_err() {
+        return;
+    }
     let mut turn = false;
     loop {
         turn = !turn;
@@ -541,7 +756,7 @@ async fn connection<R: Runtime, S: WebSocket>(
                 let ready = if (i == 0) == socket_first {
                     socket.poll_next_unpin(cx).map(ConnWake::Socket)
                 } else {
-                    out.poll_next_unpin(cx).map(ConnWake::Out)
+                    out.poll_next(cx).map(ConnWake::Out)
                 };
                 if ready.is_ready() {
                     return ready;
@@ -553,7 +768,7 @@ async fn connection<R: Runtime, S: WebSocket>(
         match wake {
             ConnWake::Socket(Some(Ok(message))) => {
                 let input = match message {
-                    Message::Text(text) => Input::Text(conn, text.as_str().to_owned()),
+                    Message::Text(text) => Input::Text(conn, text),
                     Message::Binary(data) => Input::Binary(conn, data.len()),
                     Message::Ping(_) => {
                         // tungstenite queued the pong; push it out.
@@ -582,16 +797,11 @@ async fn connection<R: Runtime, S: WebSocket>(
                         Out::Frame(text, published_at) => {
                             frames += 1;
                             bytes += text.len();
-                            if text.starts_with(r#"{"type":"replay""#) {
-                                replayed += 1;
-                                tracked += 1;
-                            } else if text.ends_with('}') && text.contains(r#","seq":"#) {
-                                tracked += 1;
-                            }
+                            let (is_tracked, is_replay) = tracked_kind(&text);
+                            tracked += u64::from(is_tracked);
+                            replayed += u64::from(is_replay);
                             oldest_publish = oldest_publish.or(published_at);
-                            // One copy into tungstenite's buffer (the machine keeps the
-                            // text for replays).
-                            if socket.feed(Message::text(&*text)).await.is_err() {
+                            if socket.feed(shared_text(text)).await.is_err() {
                                 close = Some((1011, String::new()));
                                 break;
                             }
@@ -602,7 +812,7 @@ async fn connection<R: Runtime, S: WebSocket>(
                         }
                     }
                     if frames < WRITE_BATCH {
-                        next = out.try_recv().ok();
+                        next = out.try_next().ok().flatten();
                     }
                 }
                 let flushed = socket.flush().await.is_ok();

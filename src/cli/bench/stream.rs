@@ -1,0 +1,331 @@
+//! Streaming throughput: one tether server publishing to one tether client on 127.0.0.1,
+//! against a bare tungstenite pair doing the same JSON encode, decode and sequence check.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tether_core::client::{ClientConfig, Event};
+use tether_core::server::{ServerConfig, ServerEvent, SessionId};
+use tether_driver::{
+    Bound, BoxFuture, Client, ClientError, ClientEvents, Runtime, ServeError, Server,
+};
+use tokio::sync::Notify;
+
+use super::bare::{self, spawn_with};
+use super::{before, median, Row, Sizes, Target, Unit, CONTENT};
+
+/// Replay ring of the benchmark server, in events: the publisher stays within half of it.
+pub const RING: usize = 1 << 16;
+/// Events published per `publish_many` call.
+pub const BATCH: usize = 256;
+
+/// A runtime adapter of tether, with its bare baseline.
+pub trait Adapter: Clone + Send + Sync + 'static {
+    /// Its runtime (clock, timers, spawn).
+    type Rt: Runtime;
+    /// The runtime.
+    fn rt(&self) -> Self::Rt;
+    /// Starts a tether server on 127.0.0.1:0.
+    fn serve(&self, config: ServerConfig) -> BoxFuture<Result<Bound, ServeError>>;
+    /// Starts a tether client.
+    fn connect(
+        &self,
+        url: &str,
+        config: ClientConfig,
+    ) -> Result<(Client, ClientEvents), ClientError>;
+    /// The bare pair's events per second.
+    fn bare_stream(&self, n: u64) -> BoxFuture<Result<f64, String>>;
+}
+
+/// tether-tokio against tokio-tungstenite.
+#[derive(Clone)]
+pub struct Tokio;
+
+impl Adapter for Tokio {
+    type Rt = tether_tokio::TokioRuntime;
+    fn rt(&self) -> Self::Rt {
+        tether_tokio::TokioRuntime
+    }
+    fn serve(&self, config: ServerConfig) -> BoxFuture<Result<Bound, ServeError>> {
+        Box::pin(async move { tether_tokio::serve("127.0.0.1:0", config, None).await })
+    }
+    fn connect(
+        &self,
+        url: &str,
+        config: ClientConfig,
+    ) -> Result<(Client, ClientEvents), ClientError> {
+        tether_tokio::connect(url, None, config)
+    }
+    fn bare_stream(&self, n: u64) -> BoxFuture<Result<f64, String>> {
+        Box::pin(bare::tokio_stream(n))
+    }
+}
+
+/// tether-async-std on async-std or smol, against async-tungstenite on the same executor.
+#[derive(Clone)]
+pub struct AsyncAdapter<R>(pub R);
+
+impl<R: Runtime> Adapter for AsyncAdapter<R> {
+    type Rt = R;
+    fn rt(&self) -> R {
+        self.0.clone()
+    }
+    fn serve(&self, config: ServerConfig) -> BoxFuture<Result<Bound, ServeError>> {
+        let rt = self.0.clone();
+        Box::pin(async move { tether_async_std::serve(rt, "127.0.0.1:0", config, None).await })
+    }
+    fn connect(
+        &self,
+        url: &str,
+        config: ClientConfig,
+    ) -> Result<(Client, ClientEvents), ClientError> {
+        tether_async_std::connect(self.0.clone(), url, None, config)
+    }
+    fn bare_stream(&self, n: u64) -> BoxFuture<Result<f64, String>> {
+        Box::pin(bare::async_stream(self.0.clone(), n))
+    }
+}
+
+/// The benchmark server's configuration: open, a ring that holds the publisher's window.
+pub fn server_config() -> ServerConfig {
+    ServerConfig {
+        ring_max_events: RING,
+        ring_max_bytes: 256 << 20,
+        max_sessions: 100_000,
+        max_connections: 100_000,
+        ..ServerConfig::default()
+    }
+}
+
+/// A started server and the session of its one client.
+pub struct Pair {
+    pub server: Server,
+    pub client: Client,
+    pub events: ClientEvents,
+    pub session: SessionId,
+    accepting: BoxFuture<()>,
+}
+
+impl Pair {
+    /// A tether server and one connected tether client.
+    pub async fn start<A: Adapter>(a: &A, config: ClientConfig) -> Result<Pair, String> {
+        let bound = a
+            .serve(server_config())
+            .await
+            .map_err(|e| format!("serve: {e}"))?;
+        let url = format!("ws://{}/ws", bound.local_addr);
+        let Bound {
+            server,
+            mut events,
+            accepting,
+            ..
+        } = bound;
+        let (client, client_events) = a.connect(&url, config).map_err(|e| e.to_string())?;
+        let session = before(Duration::from_secs(10), async {
+            while let Some(e) = events.next().await {
+                if let ServerEvent::SessionCreated { session, .. } = e {
+                    return Some(session);
+                }
+            }
+            None
+        })
+        .await
+        .flatten()
+        .ok_or("the client did not connect within 10 s")?;
+        // The hub waits for its event consumer: keep draining.
+        a.rt().spawn(Box::pin(
+            async move { while events.next().await.is_some() {} },
+        ));
+        Ok(Pair {
+            server,
+            client,
+            events: client_events,
+            session,
+            accepting,
+        })
+    }
+
+    /// Disconnects the client and shuts the server down (bounded waits).
+    pub async fn stop(self) {
+        stop(self.server, self.client, self.accepting).await;
+    }
+}
+
+/// Disconnects `client` and shuts `server` down (bounded waits).
+pub async fn stop(server: Server, client: Client, accepting: BoxFuture<()>) {
+    let _ = before(Duration::from_secs(2), client.disconnect()).await;
+    let _ = before(Duration::from_secs(5), server.shutdown()).await;
+    let _ = before(Duration::from_secs(2), accepting).await;
+}
+
+/// The fields of benchmark event `n`.
+pub fn fields(n: u64) -> Vec<(&'static str, Value)> {
+    vec![
+        ("content", Value::String(CONTENT.to_owned())),
+        ("n", json!(n)),
+    ]
+}
+
+/// Publishes `n` events as fast as the server takes them, never more than half the ring ahead
+/// of what the application has consumed (`delivered`).
+pub async fn publish_stream(
+    server: &Server,
+    session: &SessionId,
+    n: u64,
+    delivered: &AtomicU64,
+    progress: &Notify,
+) -> Result<(), String> {
+    let window = (RING / 2) as u64;
+    let mut published = 0u64;
+    while published < n {
+        while published.saturating_sub(delivered.load(Ordering::Acquire)) > window {
+            progress.notified().await;
+        }
+        let batch = (n - published).min(BATCH as u64);
+        let events = (published + 1..=published + batch).map(fields).collect();
+        server
+            .publish_many(session, "message", events)
+            .await
+            .map_err(|e| format!("publish: {e}"))?;
+        published += batch;
+    }
+    Ok(())
+}
+
+/// Counts delivered `message` events until `n`, checking their order; the instant of the last.
+pub async fn consume(
+    mut events: ClientEvents,
+    n: u64,
+    delivered: Arc<AtomicU64>,
+    progress: Arc<Notify>,
+) -> Result<(Instant, ClientEvents), String> {
+    let mut next = 1u64;
+    while next <= n {
+        match events.next().await {
+            Some(Event::Delivered(d)) if d.kind == "message" => {
+                if d.seq != next {
+                    return Err(format!("expected seq {next}, got {}", d.seq));
+                }
+                next += 1;
+                if next % 1024 == 0 {
+                    delivered.store(next - 1, Ordering::Release);
+                    progress.notify_one();
+                }
+            }
+            Some(Event::Lost { from, to }) => return Err(format!("lost {from}..={to}")),
+            Some(Event::Closed(r)) => return Err(format!("client closed: {r:?}")),
+            Some(_) => {}
+            None => return Err("client events ended".into()),
+        }
+    }
+    Ok((Instant::now(), events))
+}
+
+/// One tether streaming run: events per second from the first publish to the last delivery.
+pub async fn tether_stream<A: Adapter>(a: &A, n: u64) -> Result<f64, String> {
+    let pair = Pair::start(a, ClientConfig::new("bench")).await?;
+    let Pair {
+        server,
+        client,
+        events,
+        session,
+        accepting,
+    } = pair;
+    let delivered = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(Notify::new());
+    let consumer = spawn_with(
+        &a.rt(),
+        consume(events, n, delivered.clone(), progress.clone()),
+    );
+    let started = Instant::now();
+    let published = publish_stream(&server, &session, n, &delivered, &progress).await;
+    let consumed = before(Duration::from_secs(60), consumer).await;
+    let result = match (published, consumed) {
+        (Err(e), _) => Err(e),
+        (_, None) => Err("timed out".into()),
+        (_, Some(Err(_))) => Err("consumer task lost".into()),
+        (_, Some(Ok(Err(e)))) => Err(e),
+        (Ok(()), Some(Ok(Ok((done, events))))) => {
+            drop(events);
+            Ok(n as f64 / done.saturating_duration_since(started).as_secs_f64())
+        }
+    };
+    stop(server, client, accepting).await;
+    result
+}
+
+/// Alternating rounds of tether and bare runs; the median of each.
+pub async fn compare<A: Adapter>(a: &A, n: u64, rounds: usize) -> Result<(f64, f64), String> {
+    let (mut ours, mut bare) = (Vec::new(), Vec::new());
+    for round in 0..rounds.max(1) {
+        if round % 2 == 0 {
+            ours.push(tether_stream(a, n).await?);
+            bare.push(a.bare_stream(n).await?);
+        } else {
+            bare.push(a.bare_stream(n).await?);
+            ours.push(tether_stream(a, n).await?);
+        }
+    }
+    Ok((median(ours), median(bare)))
+}
+
+fn row(name: &str, baseline: &str, measured: Result<(f64, f64), String>) -> Row {
+    match measured {
+        Ok((ours, bare)) => Row::measured(
+            name,
+            ours,
+            bare,
+            Unit::PerSecond,
+            Target::AtLeast(0.8),
+            baseline,
+        ),
+        Err(e) => Row::failed(name, e),
+    }
+}
+
+/// The three streaming rows.
+pub async fn rows(sizes: Sizes) -> Vec<Row> {
+    let (n, rounds) = (sizes.stream_events, sizes.rounds);
+    let tokio_row = row(
+        "stream 1→1, tokio",
+        "bare tokio-tungstenite pair, same JSON work",
+        compare(&Tokio, n, rounds).await,
+    );
+    let async_std_row = row(
+        "stream 1→1, async-std",
+        "bare async-tungstenite pair on async-std",
+        on_other_runtime(move || {
+            async_std::task::block_on(compare(
+                &AsyncAdapter(tether_async_std::AsyncStdRuntime),
+                n,
+                rounds,
+            ))
+        })
+        .await,
+    );
+    let smol_row = row(
+        "stream 1→1, smol",
+        "bare async-tungstenite pair on smol",
+        on_other_runtime(move || {
+            smol::block_on(compare(
+                &AsyncAdapter(tether_async_std::SmolRuntime),
+                n,
+                rounds,
+            ))
+        })
+        .await,
+    );
+    vec![tokio_row, async_std_row, smol_row]
+}
+
+/// Runs a blocking `block_on` of another runtime off the tokio workers.
+pub async fn on_other_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("benchmark thread: {e}"))?
+}
