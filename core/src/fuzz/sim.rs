@@ -259,7 +259,7 @@ fn write_entry(w: &mut Writer, e: &SimEntry) {
 /// Fuzz body of the simulator: `data` is read as a [`SimScript`] and its [`Scenario`] is run
 /// from `origin` (virtual time; the body never reads a clock) to the end, settling included.
 /// Panics with the violation and the schedule if any simulator invariant breaks (see the `sim`
-/// module docs). No [`KnownIssues`] are tolerated.
+/// module docs). No [`KnownIssues`](crate::sim::KnownIssues) are tolerated.
 pub fn sim_at(origin: Instant, data: &[u8]) -> RunReport {
     let script = SimScript::from_bytes(data);
     match script.scenario().run(origin) {
