@@ -86,7 +86,7 @@ impl Default for ServerConfig {
             dedup_max: 1000,
             dedup_ttl: Duration::from_secs(24 * 3600),
             max_unknown_frames: 100,
-            handshake_presence_limit: 32,
+            handshake_presence_limit: 4,
         }
     }
 }

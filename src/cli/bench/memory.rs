@@ -312,8 +312,9 @@ pub async fn rows(sizes: Sizes, fd_note: &str) -> Vec<Row> {
             Unit::KiloBytes,
             Target::ValueAtMost(12.0, "KB"),
             format!(
-                "{m} sessions of one agent: hello_ok lists up to 32 presence entries and \
-                 tungstenite keeps its write buffer that large"
+                "{m} sessions of one agent: hello_ok lists up to {} presence entries and \
+                 tungstenite keeps its write buffer that large",
+                tether_core::server::ServerConfig::default().handshake_presence_limit
             ),
         )),
         (Err(e), _) | (_, Err(e)) => rows.push(Row::failed(shared_name, e.clone())),
