@@ -333,10 +333,7 @@ fn secs_to_duration(secs: f64) -> Duration {
 mod tests {
     use super::*;
 
-    #[allow(clippy::disallowed_methods)] // tests only: an arbitrary origin for the timeline
-    fn t0() -> Instant {
-        Instant::now()
-    }
+    use crate::test_origin as t0;
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)

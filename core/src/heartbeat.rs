@@ -147,10 +147,7 @@ mod tests {
     use super::*;
     use HeartbeatAction::{Dead, SendPing};
 
-    #[allow(clippy::disallowed_methods)] // tests only: an arbitrary origin for the timeline
-    fn t0() -> Instant {
-        Instant::now()
-    }
+    use crate::test_origin as t0;
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)

@@ -86,3 +86,11 @@ pub mod server;
 pub mod sim;
 pub mod version;
 pub mod wire;
+
+/// The one clock read of the unit tests: an arbitrary origin for their timelines (written as
+/// `t0 + 5s`). Production code never reads a clock; this exists only under `cfg(test)`.
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn test_origin() -> std::time::Instant {
+    std::time::Instant::now()
+}

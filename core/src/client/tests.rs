@@ -8,10 +8,7 @@ use super::*;
 use crate::backoff::{BackoffConfig, Jitter};
 use crate::cursor::PendingRequest;
 
-#[allow(clippy::disallowed_methods)] // tests may read the clock once, for an origin
-fn t0() -> Instant {
-    Instant::now()
-}
+use crate::test_origin as t0;
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)

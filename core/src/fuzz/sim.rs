@@ -376,8 +376,6 @@ mod tests {
                 ),
             ],
         };
-        #[allow(clippy::disallowed_methods)] // a test's one clock read, for an origin
-        let origin = Instant::now();
-        sim_at(origin, &script.to_bytes());
+        sim_at(crate::test_origin(), &script.to_bytes());
     }
 }

@@ -8,10 +8,7 @@ use super::*;
 use crate::version::VersionRange;
 use crate::wire::ServerFrame;
 
-#[allow(clippy::disallowed_methods)] // tests only: an arbitrary origin for the timeline
-fn t0() -> Instant {
-    Instant::now()
-}
+use crate::test_origin as t0;
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
