@@ -54,7 +54,7 @@ pub use tether_core::server::{
 };
 pub use tether_driver::{
     load_snapshot, save_snapshot, websocket_config, Bound, Client, ClientError, ClientEvents,
-    RequestOutcome, ServeError, Server, ServerError, ServerEvents, PUBLISH_MANY_MAX,
+    Endpoints, RequestOutcome, ServeError, Server, ServerError, ServerEvents, PUBLISH_MANY_MAX,
 };
 
 fn sleep_until(deadline: Instant) -> BoxFuture<()> {
@@ -131,7 +131,7 @@ impl Connector for AsyncNetConnector {
 /// Starts a client on `runtime` ([`AsyncStdRuntime`] or [`SmolRuntime`]).
 pub fn connect<R: Runtime>(
     runtime: R,
-    url: &str,
+    url: impl Into<Endpoints>,
     token: Option<&str>,
     config: ClientConfig,
 ) -> Result<(Client, ClientEvents), ClientError> {
@@ -141,7 +141,7 @@ pub fn connect<R: Runtime>(
 /// Starts a client that resumes a persisted session.
 pub fn connect_resumed<R: Runtime>(
     runtime: R,
-    url: &str,
+    url: impl Into<Endpoints>,
     token: Option<&str>,
     config: ClientConfig,
     state: ResumeState,

@@ -21,7 +21,7 @@ use tungstenite::Message;
 
 use crate::metrics::ClientMetrics;
 use crate::queue::{self, Receiver as EventReceiver, Sender as EventSender};
-use crate::{BoxFuture, Connector, Runtime, UrlError};
+use crate::{BoxFuture, Connector, Endpoints, Runtime, UrlError};
 
 /// Events queued for the application before the loop waits for it to catch up (backpressure:
 /// a slow application slows reading from the socket rather than growing memory).
@@ -88,10 +88,11 @@ impl Stream for ClientEvents {
 
 impl Client {
     /// Starts a client for a new session at `url` (the token, if any, is appended to the query).
+    /// `url` may be a list of [`Endpoints`]: the client moves to the next one at each reconnect.
     pub fn start<R: Runtime, C: Connector>(
         runtime: R,
         connector: C,
-        url: &str,
+        url: impl Into<Endpoints>,
         token: Option<&str>,
         config: ClientConfig,
     ) -> Result<(Client, ClientEvents), ClientError> {
@@ -109,7 +110,7 @@ impl Client {
     pub fn start_resumed<R: Runtime, C: Connector>(
         runtime: R,
         connector: C,
-        url: &str,
+        url: impl Into<Endpoints>,
         token: Option<&str>,
         config: ClientConfig,
         state: ResumeState,
@@ -121,13 +122,13 @@ impl Client {
     pub fn start_observed<R: Runtime, C: Connector>(
         runtime: R,
         connector: C,
-        url: &str,
+        url: impl Into<Endpoints>,
         token: Option<&str>,
         config: ClientConfig,
         state: ResumeState,
         metrics: Option<ClientMetrics>,
     ) -> Result<(Client, ClientEvents), ClientError> {
-        let url = crate::with_token(url, token)?;
+        let urls = url.into().with_token(token)?;
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let (events_tx, events_rx) = queue::queue(EVENT_QUEUE);
         let closed = Arc::new(std::sync::Mutex::new(None));
@@ -135,7 +136,8 @@ impl Client {
         let driver = Driver {
             runtime: runtime.clone(),
             connector,
-            url,
+            urls,
+            opened: 0,
             machine,
             socket: None,
             connecting: None,
@@ -236,7 +238,9 @@ enum Wake<S> {
 struct Driver<R: Runtime, C: Connector> {
     runtime: R,
     connector: C,
-    url: String,
+    /// Failover order; connection attempt `opened` goes to `urls[opened % len]`.
+    urls: Vec<String>,
+    opened: usize,
     machine: Machine,
     socket: Option<C::Socket>,
     connecting: Option<BoxFuture<Result<C::Socket, tungstenite::Error>>>,
@@ -324,7 +328,10 @@ impl<R: Runtime, C: Connector> Driver<R, C> {
             match transmit {
                 Transmit::Open => {
                     self.socket = None;
-                    self.connecting = Some(self.connector.connect(&self.url));
+                    // Each reconnect tries the next node: a dead one costs one attempt.
+                    let url = &self.urls[self.opened % self.urls.len()];
+                    self.opened = self.opened.wrapping_add(1);
+                    self.connecting = Some(self.connector.connect(url));
                 }
                 Transmit::Frame(text) => {
                     if let Some(socket) = self.socket.as_mut() {

@@ -36,7 +36,7 @@ pub use server::{
 pub use tether_core;
 pub use tungstenite::{self, Message};
 pub use upgrade::{connect_info, UpgradeRefused, WS_PATH};
-pub use url::{with_token, UrlError};
+pub use url::{with_token, Endpoints, UrlError};
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

@@ -122,7 +122,12 @@ enum Command {
     Snapshot(Reply<ServerSnapshot>),
     Metrics(Reply<String>),
     Shutdown(Reply<ServerSnapshot>),
+    /// Runs a closure on the machine inside the hub (store adapters feed answers this way).
+    Apply(MachineJob),
 }
+
+/// Work done on the machine inside the hub, at the hub's `now`.
+type MachineJob = Box<dyn FnOnce(&mut Machine, Instant) + Send>;
 
 type Reply<T> = oneshot::Sender<T>;
 
@@ -402,6 +407,23 @@ impl Server {
         self.ask(Command::Metrics).await
     }
 
+    /// Runs `job` on the server machine inside the hub, at the hub's clock, and returns its
+    /// result; frames and events it causes are routed as after any input. For code that drives
+    /// the machine's sans-IO hooks from outside, e.g. a session store answering
+    /// [`ServerEvent::SessionWanted`]. Never call this from the task that consumes
+    /// [`ServerEvents`] while holding an event back: the hub may be waiting for that consumer.
+    pub async fn apply<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Machine, Instant) -> T + Send + 'static,
+    ) -> Result<T, ServerError> {
+        self.ask(|reply| {
+            Command::Apply(Box::new(move |machine, now| {
+                let _ = reply.send(job(machine, now));
+            }))
+        })
+        .await
+    }
+
     /// All sessions, for persistence.
     pub async fn snapshot(&self) -> Result<ServerSnapshot, ServerError> {
         self.ask(Command::Snapshot).await
@@ -590,6 +612,7 @@ impl<R: Runtime> Hub<R> {
                 self.metrics.set_stats(&self.machine.stats());
                 let _ = reply.send(self.metrics.encode());
             }
+            Command::Apply(job) => job(&mut self.machine, now),
             Command::Shutdown(reply) => {
                 self.machine.shutdown(now);
                 self.shutdown = Some((now + CLOSE_GRACE * 5, reply));

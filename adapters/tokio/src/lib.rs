@@ -40,7 +40,7 @@ pub use tether_core::server::{
 };
 pub use tether_driver::{
     load_snapshot, save_snapshot, websocket_config, Bound, Client, ClientError, ClientEvents,
-    RequestOutcome, ServeError, Server, ServerError, ServerEvents, PUBLISH_MANY_MAX,
+    Endpoints, RequestOutcome, ServeError, Server, ServerError, ServerEvents, PUBLISH_MANY_MAX,
 };
 
 /// tokio's clock, timers and tasks.
@@ -81,7 +81,7 @@ impl Connector for TokioConnector {
 
 /// Starts a client on the current tokio runtime (must be called inside one).
 pub fn connect(
-    url: &str,
+    url: impl Into<Endpoints>,
     token: Option<&str>,
     config: ClientConfig,
 ) -> Result<(Client, ClientEvents), ClientError> {
@@ -90,7 +90,7 @@ pub fn connect(
 
 /// Starts a client that resumes a persisted session.
 pub fn connect_resumed(
-    url: &str,
+    url: impl Into<Endpoints>,
     token: Option<&str>,
     config: ClientConfig,
     state: ResumeState,
