@@ -51,7 +51,7 @@ fn metrics_health_and_readiness_after_a_scripted_scenario() {
             let (client, mut events) = tether_driver::Client::start_observed(
                 tether_tokio::TokioRuntime,
                 tether_tokio::TokioConnector,
-                &gw.url(),
+                gw.url(),
                 Some(TOKEN),
                 config,
                 Default::default(),

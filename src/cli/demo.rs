@@ -112,7 +112,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
         seed: args.seed,
         ..ClientConfig::new("echo")
     };
-    let (client, mut client_events) = connect(&proxy.url(), Some(TOKEN), client_config)
+    let (client, mut client_events) = connect(proxy.url(), Some(TOKEN), client_config)
         .map_err(|e| Failure::Runtime(format!("cannot start the demo client: {e}")))?;
 
     let session = tokio::time::timeout(Duration::from_secs(10), async {

@@ -160,7 +160,7 @@ async fn python_to_tether(py: &Python, commands: u32, batch: u32) -> Result<f64,
     let agent = py.var("AGENT_ID")?.to_owned();
     let config = ClientConfig::new(agent);
     let (client, mut events) =
-        tether_tokio::connect(&py.url(), None, config).map_err(|e| e.to_string())?;
+        tether_tokio::connect(py.url(), None, config).map_err(|e| e.to_string())?;
     let session = before(Duration::from_secs(10), async {
         while let Some(e) = events.next().await {
             match e {
