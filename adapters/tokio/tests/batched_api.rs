@@ -1,12 +1,13 @@
-//! The batched and fire-and-forget server API: `publish_many`, `publish_nowait` and
-//! `broadcast_nowait` deliver in order, exactly once, and report what they should.
+//! The batched and fire-and-forget server API: `publish_many`, `publish_nowait`,
+//! `publish_batch`, `publish_batch_nowait` and `broadcast_nowait` deliver in order, exactly once, and report what they should.
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tether_tokio::{
-    connect, serve, ClientConfig, ClientEvents, Event, ServerConfig, ServerError, ServerEvent,
+    connect, serve, ClientConfig, ClientEvents, Event, EventBatch, ServerConfig, ServerError,
+    ServerEvent,
 };
 
 /// The delivered `message` events' `n` fields and sequences, until `count` of them.
@@ -89,10 +90,52 @@ async fn batches_are_published_in_order_and_errors_stop_the_rest_of_a_batch() {
         Err(ServerError::BatchTooLarge(_))
     ));
 
-    let got = tokio::time::timeout(Duration::from_secs(10), delivered(&mut events, 6))
+    // Fields the producer encoded itself, one buffer per batch, waited for or not.
+    let mut encoded = EventBatch::new();
+    for n in 7..=8 {
+        encoded
+            .push(&json!({"n": n, "text": "hello"}))
+            .expect("an object");
+    }
+    assert_eq!(
+        server
+            .publish_batch(&session, "message", encoded.clone())
+            .await
+            .expect("publish_batch"),
+        8
+    );
+    encoded.clear();
+    encoded.push_json(r#"{"n":9}"#).expect("an object");
+    server
+        .publish_batch_nowait(&session, "message", encoded)
         .await
-        .expect("six events within 10 s");
-    assert_eq!(got, vec![(1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 6)]);
+        .expect("publish_batch_nowait");
+    let mut oversized = EventBatch::new();
+    for _ in 0..=tether_tokio::PUBLISH_MANY_MAX {
+        oversized.push_json("{}").expect("an object");
+    }
+    assert!(matches!(
+        server.publish_batch(&session, "message", oversized).await,
+        Err(ServerError::BatchTooLarge(_))
+    ));
+    // An empty batch returns the head; a reserved kind is refused.
+    let mut one = EventBatch::new();
+    assert_eq!(
+        server
+            .publish_batch(&session, "message", one.clone())
+            .await
+            .unwrap(),
+        9
+    );
+    one.push_json("{}").expect("an object");
+    let err = server.publish_batch(&session, "replay", one).await;
+    assert!(matches!(err, Err(ServerError::Command(_))), "{err:?}");
+
+    let got = tokio::time::timeout(Duration::from_secs(10), delivered(&mut events, 9))
+        .await
+        .expect("nine events within 10 s");
+    let expected: Vec<(u64, u64)> = (1..=9).map(|n| (n, n)).collect();
+    assert_eq!(got, expected);
 
     // A broadcast without waiting reaches the bound connection as a notice.
     server

@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::conn::ConnId;
 use super::ring::Entry;
 use crate::wire::scan::word_has_special;
+use crate::wire::StrWriter;
 
 /// Compact JSON of `v`; the types used here always serialize, `null` is a safe fallback.
 pub(crate) fn json<T: Serialize + ?Sized>(v: &T) -> String {
@@ -113,22 +114,6 @@ pub(crate) fn fmt_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
 /// Appends `n` in decimal.
 pub(crate) fn push_u64(out: &mut String, n: u64) {
     out.push_str(fmt_u64(n, &mut [0; 20]));
-}
-
-/// An `io::Write` into a `String`. serde_json only ever writes whole UTF-8 pieces (it splits
-/// strings at ASCII escapes), so each write is checked and appended.
-struct StrWriter<'a>(&'a mut String);
-
-impl std::io::Write for StrWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let s = std::str::from_utf8(buf).map_err(std::io::Error::other)?;
-        self.0.push_str(s);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Appends `v` as serde_json's compact JSON (`null` if it cannot be serialized).
@@ -260,6 +245,15 @@ impl<'a> Obj<'a> {
         self
     }
 
+    /// `,<members>`: fields already encoded as JSON object members (nothing if empty).
+    pub(crate) fn members(self, members: &str) -> Self {
+        if !members.is_empty() {
+            self.0.push(',');
+            self.0.push_str(members);
+        }
+        self
+    }
+
     /// Closes the object, appending `"cursor":n,"seq":n` as the last two keys.
     pub(crate) fn tracked(self, cursor: u64) -> &'a mut String {
         let mut buf = [0; 20];
@@ -335,6 +329,28 @@ pub(crate) fn error(code: Option<&str>, message: &str, field: Option<&str>) -> S
     })
 }
 
+impl super::Server {
+    /// Like [`publish`](Self::publish) with fields the application has already encoded (an
+    /// [`EventBatch`](crate::wire::EventBatch) checked them): their text goes into the frame as
+    /// it is, so the frame reads `{"type":kind,<fields>,"cursor":n,"seq":n}`. For streaming
+    /// producers: nothing is moved, re-encoded or dropped per field.
+    pub fn publish_encoded(
+        &mut self,
+        now: std::time::Instant,
+        session: &super::SessionId,
+        kind: &str,
+        fields: crate::wire::EncodedFields<'_>,
+    ) -> Result<u64, super::CommandError> {
+        if kind.is_empty() || super::RESERVED_KINDS.contains(&kind) {
+            return Err(super::CommandError::ReservedKind(kind.to_owned()));
+        }
+        self.record(now, session, kind, |o, n| {
+            o.members(fields.as_str()).tracked(n)
+        })
+        .ok_or_else(|| super::CommandError::UnknownSession(session.clone()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,5 +414,75 @@ mod tests {
         assert_eq!(parse_uuid("01234567-89ab-4def-8123-456789abcde"), None);
         assert_eq!(parse_uuid("01234567+89ab-4def-8123-456789abcdef"), None);
         assert_eq!(parse_uuid("0123456g-89ab-4def-8123-456789abcdef"), None);
+    }
+
+    #[test]
+    fn encoded_fields_make_the_same_frames_as_values() {
+        use crate::server::{
+            CommandError, ConnectInfo, Server, ServerConfig, ServerTransmit, SessionId,
+        };
+        use crate::wire::EventBatch;
+        let t0 = crate::test_origin();
+        let config = ServerConfig {
+            agents: vec!["echo".into()],
+            epoch_at_start: 1_700_000_000.0,
+            ..ServerConfig::default()
+        };
+        let mut s = Server::new(config, t0);
+        let conn = ConnId(1);
+        s.handle_connected(t0, conn, ConnectInfo::default());
+        s.handle_text(t0, conn, r#"{"type":"hello","agent_id":"echo"}"#);
+        let mut texts = Vec::new();
+        let drain = |s: &mut Server, texts: &mut Vec<String>| {
+            while let Some((c, t)) = s.poll_transmit() {
+                if let ServerTransmit::Frame(f) = t {
+                    s.handle_sent(t0, c, f.len());
+                    texts.push(f.to_string());
+                }
+            }
+        };
+        drain(&mut s, &mut texts);
+        let hello_ok: serde_json::Value = serde_json::from_str(&texts[0]).unwrap();
+        let sid = SessionId(hello_ok["session_id"].as_str().unwrap().to_owned());
+        texts.clear();
+
+        let fields = [
+            ("content", serde_json::json!("a \"line\"")),
+            ("n", 1.into()),
+        ];
+        s.publish(t0, &sid, "message", &fields).unwrap();
+        let mut batch = EventBatch::new();
+        batch
+            .push_json(r#"{"content":"a \"line\"","n":1}"#)
+            .unwrap();
+        batch.push_json("{}").unwrap();
+        let mut encoded = batch.iter();
+        assert_eq!(
+            s.publish_encoded(t0, &sid, "message", encoded.next().unwrap()),
+            Ok(2)
+        );
+        assert_eq!(
+            s.publish_encoded(t0, &sid, "tick", encoded.next().unwrap()),
+            Ok(3)
+        );
+        let empty = batch.iter().nth(1).unwrap();
+        assert_eq!(
+            s.publish_encoded(t0, &sid, "replay", empty),
+            Err(CommandError::ReservedKind("replay".into()))
+        );
+        let unknown = SessionId("nope".into());
+        assert_eq!(
+            s.publish_encoded(t0, &unknown, "tick", empty),
+            Err(CommandError::UnknownSession(unknown.clone()))
+        );
+        drain(&mut s, &mut texts);
+        assert_eq!(
+            texts,
+            [
+                r#"{"type":"message","content":"a \"line\"","n":1,"cursor":1,"seq":1}"#,
+                r#"{"type":"message","content":"a \"line\"","n":1,"cursor":2,"seq":2}"#,
+                r#"{"type":"tick","cursor":3,"seq":3}"#,
+            ]
+        );
     }
 }

@@ -20,6 +20,7 @@
 //! assert_eq!(hello.encode(), r#"{"type":"hello","agent_id":"echo"}"#);
 //! ```
 
+mod batch;
 mod client_frames;
 mod codes;
 pub(crate) mod scan;
@@ -29,6 +30,8 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use batch::StrWriter;
+pub use batch::{EncodedFields, EventBatch, FieldsError};
 pub use client_frames::{Abort, Hello, Join, MessageFrame, ProtocolRange, ServerReply};
 pub use codes::{ConnectErrorCode, RecoveryStep};
 pub use server_frames::{

@@ -41,11 +41,27 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// Whether a string byte needs a look: the closing quote, an escape, or a control character.
+#[inline]
+fn is_special(c: u8) -> bool {
+    c < 0x20 || c == b'"' || c == b'\\'
+}
+
 /// Skips a string whose opening quote is at `i - 1`; returns the index after the closing quote
 /// and whether it held an escape.
 fn skip_string(b: &[u8], mut i: usize) -> Option<(usize, bool)> {
     let mut escaped = false;
     loop {
+        // 16 bytes at a time (no early exit inside a block, so the compiler uses vector
+        // compares), then to the special byte of the block that has one.
+        while let Some(block) = b.get(i..i + 16) {
+            if !block.iter().fold(false, |acc, &c| acc | is_special(c)) {
+                i += 16;
+                continue;
+            }
+            i += block.iter().position(|&c| is_special(c)).unwrap_or(0);
+            break;
+        }
         while let Some(w) = word_at(b, i) {
             if word_has_special(w) {
                 break;
@@ -278,6 +294,53 @@ pub(crate) fn peek(text: &str) -> Option<Peeked<'_>> {
     })
 }
 
+/// The members of one well-formed JSON object (the text between its braces, whitespace
+/// trimmed) and its top-level keys, each handed to `key` as written (escapes kept) with
+/// whether it holds an escape. `None` if `text` is anything else (or nests deeper than 64).
+pub(crate) fn object_members<'a>(
+    text: &'a str,
+    mut key: impl FnMut(&'a str, bool),
+) -> Option<&'a str> {
+    let b = text.as_bytes();
+    let open = skip_ws(b, 0);
+    if b.get(open) != Some(&b'{') {
+        return None;
+    }
+    let first = skip_ws(b, open + 1);
+    let mut i = first;
+    let mut last = first;
+    if b.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            if b.get(i) != Some(&b'"') {
+                return None;
+            }
+            let (after, escaped) = skip_string(b, i + 1)?;
+            key(text.get(i + 1..after - 1)?, escaped);
+            i = skip_ws(b, after);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i = skip_value(b, skip_ws(b, i + 1))?;
+            last = i;
+            i = skip_ws(b, i);
+            match b.get(i) {
+                Some(b',') => i = skip_ws(b, i + 1),
+                Some(b'}') => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    if skip_ws(b, i) != b.len() {
+        return None;
+    }
+    text.get(first..last.max(first))
+}
+
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;
@@ -447,6 +510,25 @@ mod tests {
             agrees(&text);
             agrees(&format!("{{\"type\":\"m\",{text}"));
             agrees(&format!("{{\"type\":\"m\",\"d\":{text}}}"));
+        }
+
+        /// Token soup: `object_members` takes exactly the objects serde takes, and the keys
+        /// it reports are the object's own.
+        #[test]
+        fn object_members_agree_with_serde(tokens in prop::collection::vec(token(), 0..40), data in json_value()) {
+            for text in [format!("{{{}", tokens.concat()), tokens.concat(), serde_json::json!({"d": data, "e": 1}).to_string()] {
+                let mut keys = Vec::new();
+                let members = object_members(&text, |k, _| keys.push(k.to_owned()));
+                let serde = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&text);
+                prop_assert_eq!(members.is_some(), serde.is_ok(), "{}", text);
+                if let (Some(members), Ok(map)) = (members, serde) {
+                    let again: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&format!("{{{members}}}")).unwrap();
+                    prop_assert_eq!(&again, &map);
+                    if keys.iter().all(|k| !k.contains('\\')) {
+                        prop_assert!(map.keys().all(|k| keys.contains(k)));
+                    }
+                }
+            }
         }
 
         /// Mutations of a valid frame (a byte replaced, dropped or doubled).
