@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use futures::channel::{mpsc, oneshot};
 use futures::future;
 use futures::{FutureExt, SinkExt, Stream, StreamExt};
@@ -41,6 +41,8 @@ const HUB_QUEUE: usize = 4096;
 const EVENT_QUEUE: usize = 4096;
 /// Frames a connection task writes per wake-up before flushing and yielding.
 const WRITE_BATCH: usize = 256;
+/// Bytes of frames staged for tungstenite at a time (see `staged_text`).
+const WRITE_STAGING: usize = 16 * 1024;
 /// Inputs the hub handles before it routes what they produced (and looks at its timer).
 const HUB_BATCH: usize = 256;
 /// Events a `publish_many` or `publish_batch` call may carry.
@@ -622,11 +624,7 @@ impl<R: Runtime> Hub<R> {
             Input::Text(conn, text) => self.machine.handle_text(now, conn, text.as_str()),
             Input::Binary(conn, len) => self.machine.handle_binary(now, conn, len),
             Input::Sent(conn, frames, bytes) => {
-                // The window counts frames and bytes; the byte total rides on the first call.
-                for i in 0..frames {
-                    let b = if i == 0 { bytes } else { 0 };
-                    self.machine.handle_sent(now, conn, b);
-                }
+                self.machine.handle_sent_frames(now, conn, frames, bytes);
             }
             Input::Closed(conn) => {
                 self.writers.remove(&conn);
@@ -707,8 +705,10 @@ impl<R: Runtime> Hub<R> {
             self.routed.push((conn, out));
         }
         // The machine interleaves connections; a stable sort keeps each one's order and makes
-        // one run (one lock, one wake-up) per connection.
-        self.routed.sort_by_key(|(conn, _)| *conn);
+        // one run (one lock, one wake-up) per connection. Often there is one run already.
+        if !self.routed.is_sorted_by_key(|(conn, _)| *conn) {
+            self.routed.sort_by_key(|(conn, _)| *conn);
+        }
         let mut routed = self.routed.drain(..).peekable();
         while let Some((conn, first)) = routed.next() {
             let run = std::iter::once(first).chain(std::iter::from_fn(|| {
@@ -803,17 +803,13 @@ fn tracked_kind(text: &str) -> (bool, bool) {
     (tracked, false)
 }
 
-/// The machine's frame as a text message without copying it: the bytes stay shared with the
-/// replay ring (tungstenite copies them once, into its write buffer).
-fn shared_text(text: Arc<str>) -> Message {
-    struct Shared(Arc<str>);
-    impl AsRef<[u8]> for Shared {
-        fn as_ref(&self) -> &[u8] {
-            self.0.as_bytes()
-        }
-    }
-    let bytes = Bytes::from_owner(Shared(text));
-    match Utf8Bytes::try_from(bytes) {
+/// The machine's frame as a text message, copied into `staging`: one buffer serves a whole
+/// write batch (tungstenite copies each message into its write buffer and drops it, so the
+/// staging space is reclaimed), where sharing the frame's own text would cost an allocation
+/// per frame.
+fn staged_text(staging: &mut BytesMut, text: &str) -> Message {
+    staging.extend_from_slice(text.as_bytes());
+    match Utf8Bytes::try_from(staging.split().freeze()) {
         Ok(text) => Message::Text(text),
         // Unreachable: the bytes are a `str`'s.
         Err(_) => Message::text(String::new()),
@@ -891,6 +887,7 @@ async fn connection<R: Runtime, S: WebSocket>(mut state: Box<ConnState<R, S>>, a
                 let (mut tracked, mut replayed) = (0u64, 0u64);
                 let mut oldest_publish: Option<Instant> = None;
                 let mut close = None;
+                let mut staging = BytesMut::with_capacity(WRITE_STAGING);
                 let mut next = Some(first);
                 while let Some(item) = next.take() {
                     match item {
@@ -901,7 +898,7 @@ async fn connection<R: Runtime, S: WebSocket>(mut state: Box<ConnState<R, S>>, a
                             tracked += u64::from(is_tracked);
                             replayed += u64::from(is_replay);
                             oldest_publish = oldest_publish.or(published_at);
-                            if socket.feed(shared_text(text)).await.is_err() {
+                            if socket.feed(staged_text(&mut staging, &text)).await.is_err() {
                                 close = Some((1011, String::new()));
                                 break;
                             }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::Kind;
 use crate::backoff::GiveUp;
 use crate::wire::{ConnectErrorCode, DecodeError, ErrorFrame, EventFrame, RecoveryStep, Snapshot};
 
@@ -28,7 +29,7 @@ pub enum Transmit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
     /// The frame's `type` (`message`, `response`, `token_stream`, ...).
-    pub kind: String,
+    pub kind: Kind,
     /// Its sequence number.
     pub seq: u64,
     /// Its cursor (the resume position once processed).

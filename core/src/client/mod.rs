@@ -11,6 +11,7 @@
 
 mod config;
 mod event;
+mod kind;
 mod outbox;
 
 use std::collections::VecDeque;
@@ -23,6 +24,7 @@ pub use event::{
     ClosedReason, Delivered, DisconnectCause, Event, Rejection, RequestStatus, RequestUpdate,
     State, Transmit,
 };
+pub use kind::Kind;
 use outbox::Outbox;
 
 use crate::backoff::Backoff;
@@ -382,6 +384,14 @@ impl Client {
                 limit: self.config.max_frame_bytes,
             });
         }
+        if mode.is_none() {
+            if let Some((kind, seq, cursor)) = live_tracked(text) {
+                // The hot path: a live tracked event is delivered from the text as it came,
+                // exactly as the `ServerFrame::Event` arm of `on_frame` would.
+                self.end_replay_phase(None);
+                return self.on_tracked(now, kind, seq, cursor, text, false);
+            }
+        }
         match ServerFrame::decode(text) {
             Err(err) => self.bad_frame(err),
             Ok(frame) => match mode {
@@ -708,14 +718,14 @@ impl Client {
                 };
                 let cursor = inner.cursor.unwrap_or(seq);
                 let payload: Box<str> = r.event.data.into();
-                self.on_tracked(now, r.event.kind, seq, cursor, payload, true);
+                self.on_tracked(now, &r.event.kind, seq, cursor, payload, true);
             }
             ServerFrame::Event(ev) if ev.kind == "replay_end" => self.on_replay_end(ev),
             ServerFrame::Event(ev) => {
                 self.end_replay_phase(None);
                 match (ev.sequence(), ev.resume_cursor()) {
                     (Some(seq), Some(cursor)) => {
-                        self.on_tracked(now, ev.kind, seq, cursor, ev.text, false)
+                        self.on_tracked(now, &ev.kind, seq, cursor, ev.text, false)
                     }
                     _ => self.events.push_back(Event::Notice(ev)),
                 }
@@ -773,13 +783,14 @@ impl Client {
         }
     }
 
+    /// A tracked event; its payload is copied (or moved) only if it is delivered.
     fn on_tracked(
         &mut self,
         now: Instant,
-        kind: String,
+        kind: &str,
         seq: u64,
         cursor: u64,
-        payload: Box<str>,
+        payload: impl Into<Box<str>>,
         replayed: bool,
     ) {
         if seq > MAX_SEQUENCE || cursor > MAX_SEQUENCE {
@@ -832,7 +843,15 @@ impl Client {
         }
     }
 
-    fn deliver(&mut self, kind: String, seq: u64, cursor: u64, payload: Box<str>, replayed: bool) {
+    fn deliver(
+        &mut self,
+        kind: &str,
+        seq: u64,
+        cursor: u64,
+        payload: impl Into<Box<str>>,
+        replayed: bool,
+    ) {
+        let payload = payload.into();
         self.stats.delivered += 1;
         self.cursor = Some(self.cursor.map_or(cursor, |c| c.max(cursor)));
         let update = if kind == "response" {
@@ -843,7 +862,7 @@ impl Client {
             None
         };
         self.events.push_back(Event::Delivered(Delivered {
-            kind,
+            kind: Kind::from(kind),
             seq,
             cursor,
             replayed,
@@ -857,6 +876,20 @@ impl Client {
     fn push_request_updates(&mut self, updates: Vec<RequestUpdate>) {
         self.events.extend(updates.into_iter().map(Event::Request));
     }
+}
+
+/// The `type`, sequence and cursor of a live tracked event frame (the hot path of
+/// `handle_text`), or `None` for any other frame, which goes through [`ServerFrame::decode`].
+/// Tracked frames of these types decode to their own frame kinds, not to events.
+fn live_tracked(text: &str) -> Option<(&str, u64, u64)> {
+    let p = crate::wire::scan::peek(text)?;
+    let seq = p.seq.or(p.cursor)?;
+    let cursor = p.cursor.or(p.seq)?;
+    let framed = matches!(
+        p.kind,
+        "hello_ok" | "hello_error" | "joined" | "replay" | "snapshot" | "replay_end"
+    );
+    (!framed).then_some((p.kind, seq, cursor))
 }
 
 /// Sequence numbers and cursors above this are refused as malformed: 2^53 − 1 is the largest

@@ -115,3 +115,24 @@ impl Conn {
         }
     }
 }
+
+impl super::Server {
+    /// The adapter wrote `frames` frames of `bytes` wire bytes in all (from `poll_transmit`,
+    /// for `conn`): the same as that many [`handle_sent`](Self::handle_sent) calls, in one.
+    pub fn handle_sent_frames(&mut self, _now: Instant, conn: ConnId, frames: usize, bytes: usize) {
+        let (max_frames, max_bytes) = (
+            self.config.max_queued_frames,
+            self.config.max_buffered_bytes,
+        );
+        let Some(c) = self.conns.get_mut(&conn).filter(|_| frames > 0) else {
+            return;
+        };
+        // As `handle_sent`: wake the connection only if this confirmation opens a full window.
+        let was_full = c.in_flight_frames >= max_frames || c.in_flight_bytes >= max_bytes;
+        c.in_flight_frames = c.in_flight_frames.saturating_sub(frames);
+        c.in_flight_bytes = c.in_flight_bytes.saturating_sub(bytes);
+        if was_full {
+            self.mark_ready(conn);
+        }
+    }
+}
