@@ -180,3 +180,41 @@ fn metrics_health_and_readiness_after_a_scripted_scenario() {
         .await;
     }));
 }
+
+#[test]
+fn a_server_without_metrics_serves_and_answers_404_on_metrics() {
+    TOKIO.block_on(Box::pin(async {
+        within(Duration::from_secs(30), async {
+            let options = tether_driver::ServerOptions::default().metrics(false);
+            let bound = tether_tokio::serve_with("127.0.0.1:0", server_config(), None, options)
+                .await
+                .unwrap();
+            let (addr, server, mut server_events) = (bound.local_addr, bound.server, bound.events);
+            let url = format!("ws://{addr}/ws");
+            let (client, mut events) =
+                tether_tokio::connect(url.as_str(), Some(TOKEN), client_config()).unwrap();
+            let session = loop {
+                if let ServerEvent::SessionCreated { session, .. } =
+                    server_events.next().await.unwrap()
+                {
+                    break session;
+                }
+            };
+            tokio::spawn(async move { while server_events.next().await.is_some() {} });
+            publish_range(server.clone(), session, 1, 10).await;
+            assert_eq!(collect_delivered(&mut events, 10).await.len(), 10);
+
+            assert!(!server.metrics().is_enabled());
+            assert_eq!(server.metrics().events_published.get(), 0);
+            let (status, _) =
+                background(async move { http_get(addr, "/metrics", Some(TOKEN)).await }).await;
+            assert_eq!(status, 404, "/metrics is off");
+            let (status, body) =
+                background(async move { http_get(addr, "/health", None).await }).await;
+            assert_eq!(status, 200, "{body}");
+            client.disconnect().await;
+            let _ = server.shutdown().await;
+        })
+        .await;
+    }));
+}

@@ -89,6 +89,9 @@ pub async fn respond(server: &Server, token: Option<&str>, request: &HttpRequest
             );
             response(if ready { 200 } else { 503 }, "application/json", &body)
         }),
+        "/metrics" if !server.metrics().is_enabled() => {
+            Ok(response(404, "text/plain", "metrics are off\n"))
+        }
         "/metrics" if !authorized(token, request.bearer.as_deref()) => {
             Ok(response(401, "text/plain", "unauthorized\n"))
         }

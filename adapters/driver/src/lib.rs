@@ -27,11 +27,12 @@ use futures::{Sink, Stream};
 
 pub use client::{Client, ClientError, ClientEvents, RequestOutcome};
 pub use serve::{
-    production_config, start_serving, upgrade_callback, websocket_config, Bound, HttpContext,
-    ServeError, READ_BUFFER, WRITE_BUFFER,
+    production_config, start_serving, start_serving_with, upgrade_callback, websocket_config,
+    Bound, HttpContext, ServeError, READ_BUFFER, WRITE_BUFFER,
 };
 pub use server::{
-    load_snapshot, save_snapshot, Server, ServerError, ServerEvents, PUBLISH_MANY_MAX,
+    load_snapshot, save_snapshot, Server, ServerError, ServerEvents, ServerOptions,
+    PUBLISH_MANY_MAX,
 };
 pub use tether_core;
 pub use tether_core::wire::{EventBatch, FieldsError};

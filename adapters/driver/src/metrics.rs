@@ -30,10 +30,13 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 17))
 }
 
-/// The server's metrics. Cheap to clone (shared counters).
+/// The server's metrics. Cheap to clone (shared counters). On unless the server is started
+/// with [`ServerMetrics::disabled`] (see `ServerOptions`).
 #[derive(Clone)]
 pub struct ServerMetrics {
     registry: Arc<Registry>,
+    /// Whether the server counts at all (and `/metrics` answers).
+    enabled: bool,
     /// Open WebSocket connections.
     pub connections: Gauge,
     /// Sessions held (connected or awaiting resume).
@@ -72,22 +75,7 @@ impl ServerMetrics {
     /// A fresh registry with every server metric registered.
     pub fn new() -> Self {
         let mut r = Registry::with_prefix("tether");
-        let m = Self {
-            registry: Arc::new(Registry::default()),
-            connections: Gauge::default(),
-            sessions: Gauge::default(),
-            handshakes_accepted: Family::default(),
-            handshakes_rejected: Family::default(),
-            events_published: Counter::default(),
-            events_delivered: Counter::default(),
-            events_replayed: Counter::default(),
-            resumes: Family::default(),
-            slow_consumer_evictions: Counter::default(),
-            reaped_connections: Counter::default(),
-            bad_input: Family::default(),
-            resume_latency: latency_histogram(),
-            publish_to_write: latency_histogram(),
-        };
+        let m = Self::disabled();
         r.register(
             "connections_open",
             "Open WebSocket connections",
@@ -155,8 +143,36 @@ impl ServerMetrics {
         );
         Self {
             registry: Arc::new(r),
+            enabled: true,
             ..m
         }
+    }
+
+    /// Metrics that are off: an empty registry; the server skips every count and
+    /// measurement (the handles below exist but stay at zero) and `/metrics` answers 404.
+    pub fn disabled() -> Self {
+        Self {
+            registry: Arc::new(Registry::default()),
+            enabled: false,
+            connections: Gauge::default(),
+            sessions: Gauge::default(),
+            handshakes_accepted: Family::default(),
+            handshakes_rejected: Family::default(),
+            events_published: Counter::default(),
+            events_delivered: Counter::default(),
+            events_replayed: Counter::default(),
+            resumes: Family::default(),
+            slow_consumer_evictions: Counter::default(),
+            reaped_connections: Counter::default(),
+            bad_input: Family::default(),
+            resume_latency: latency_histogram(),
+            publish_to_write: latency_histogram(),
+        }
+    }
+
+    /// Whether these metrics count (false for [`ServerMetrics::disabled`]).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
     }
 
     /// Counts what a server event says.

@@ -13,7 +13,7 @@ use tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tungstenite::http::StatusCode;
 use tungstenite::protocol::WebSocketConfig;
 
-use crate::{BoxFuture, Runtime, Server, ServerError, ServerEvents, WebSocket};
+use crate::{BoxFuture, Runtime, Server, ServerError, ServerEvents, ServerOptions, WebSocket};
 
 /// Read buffer per connection: tungstenite's default of 128 KiB makes 10,000 idle connections
 /// cost ~1.4 GB; 4 KiB keeps them at ~7 KB each (DESIGN.md figures).
@@ -131,6 +131,32 @@ pub fn start_serving<R, T, A, AF, U, UF, S>(
     config: ServerConfig,
     snapshot: Option<ServerSnapshot>,
     local_addr: SocketAddr,
+    accept: A,
+    upgrade: U,
+) -> Result<Bound, ServeError>
+where
+    R: Runtime,
+    T: Send + 'static,
+    A: FnMut() -> AF + Send + 'static,
+    AF: Future<Output = std::io::Result<(T, SocketAddr)>> + Send,
+    U: Fn(T, SocketAddr, HttpContext) -> UF + Send + Sync + 'static,
+    UF: Future<Output = Option<(S, ConnectInfo)>> + Send + 'static,
+    S: WebSocket,
+{
+    let options = ServerOptions::default();
+    start_serving_with(
+        runtime, config, snapshot, options, local_addr, accept, upgrade,
+    )
+}
+
+/// [`start_serving`] with [`ServerOptions`] (e.g. metrics off).
+#[allow(clippy::too_many_arguments)] // start_serving's, plus the options
+pub fn start_serving_with<R, T, A, AF, U, UF, S>(
+    runtime: R,
+    config: ServerConfig,
+    snapshot: Option<ServerSnapshot>,
+    options: ServerOptions,
+    local_addr: SocketAddr,
     mut accept: A,
     upgrade: U,
 ) -> Result<Bound, ServeError>
@@ -145,7 +171,7 @@ where
 {
     let config = production_config(config)?;
     let token = config.auth_token.as_deref().map(std::sync::Arc::from);
-    let (server, events) = Server::start(runtime.clone(), config, snapshot)?;
+    let (server, events) = Server::start_with(runtime.clone(), config, snapshot, options)?;
     let http = HttpContext {
         server: server.clone(),
         token,

@@ -203,6 +203,29 @@ impl Batch for EventBatch {
     }
 }
 
+/// How a server runs, beyond its machine's [`ServerConfig`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerOptions {
+    /// Prometheus metrics (default on). Off, the hub and the connection tasks count and time
+    /// nothing and `GET /metrics` answers 404.
+    pub metrics: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self { metrics: true }
+    }
+}
+
+impl ServerOptions {
+    /// These options with metrics on or off.
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.metrics = on;
+        self
+    }
+}
+
 /// The application's handle to a running server: publish, respond, broadcast, snapshot, shut
 /// down. Cheap to clone.
 #[derive(Clone)]
@@ -242,6 +265,16 @@ impl Server {
         config: ServerConfig,
         snapshot: Option<ServerSnapshot>,
     ) -> Result<(Server, ServerEvents), ServerError> {
+        Self::start_with(runtime, config, snapshot, ServerOptions::default())
+    }
+
+    /// [`Server::start`] with [`ServerOptions`] (e.g. metrics off).
+    pub fn start_with<R: Runtime>(
+        runtime: R,
+        config: ServerConfig,
+        snapshot: Option<ServerSnapshot>,
+        options: ServerOptions,
+    ) -> Result<(Server, ServerEvents), ServerError> {
         let now = runtime.now();
         let machine = match snapshot {
             Some(s) => Machine::restore(config, s, now)?,
@@ -250,7 +283,11 @@ impl Server {
         let (hub_tx, hub_rx) = mpsc::channel(HUB_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let (stopped_tx, stopped_rx) = oneshot::channel();
-        let metrics = ServerMetrics::new();
+        let metrics = if options.metrics {
+            ServerMetrics::new()
+        } else {
+            ServerMetrics::disabled()
+        };
         let hub = Hub {
             _stopped: stopped_tx,
             metrics: metrics.clone(),
@@ -618,7 +655,9 @@ impl<R: Runtime> Hub<R> {
         match input {
             Input::Attach(conn, info, writer) => {
                 self.writers.insert(conn, writer);
-                self.attached_at.insert(conn, now);
+                if self.metrics.is_enabled() {
+                    self.attached_at.insert(conn, now);
+                }
                 self.machine.handle_connected(now, conn, *info);
             }
             Input::Text(conn, text) => self.machine.handle_text(now, conn, text.as_str()),
@@ -644,16 +683,14 @@ impl<R: Runtime> Hub<R> {
                     .collect();
                 let published = self.machine.publish(now, &session, &kind, &fields);
                 if published.is_ok() {
-                    self.metrics.events_published.inc();
-                    self.published_at = Some(now);
+                    self.count_published(now, 1);
                 }
                 let _ = reply.send(published);
             }
             Command::PublishMany(session, kind, events, reply) => {
                 let (last, published) = events.publish(&mut self.machine, now, &session, &kind);
                 if published > 0 {
-                    self.metrics.events_published.inc_by(published);
-                    self.published_at = Some(now);
+                    self.count_published(now, published);
                 }
                 if let Some(reply) = reply {
                     let _ = reply.send(last);
@@ -695,6 +732,14 @@ impl<R: Runtime> Hub<R> {
         }
     }
 
+    /// Counts published events and notes when, for the publish-to-write histogram.
+    fn count_published(&mut self, now: Instant, events: u64) {
+        if self.metrics.is_enabled() {
+            self.metrics.events_published.inc_by(events);
+            self.published_at = Some(now);
+        }
+    }
+
     fn route_transmits(&mut self) {
         let published_at = self.published_at.take();
         while let Some((conn, transmit)) = self.machine.poll_transmit() {
@@ -725,21 +770,28 @@ impl<R: Runtime> Hub<R> {
 
     async fn deliver_events(&mut self) {
         while let Some(event) = self.machine.poll_event() {
-            self.metrics.observe(&event);
-            match &event {
-                ServerEvent::SessionResumed { conn, .. } => {
-                    if let Some(at) = self.attached_at.remove(conn) {
-                        let latency = self.runtime.now().saturating_duration_since(at);
-                        self.metrics.resume_latency.observe(latency.as_secs_f64());
-                    }
-                }
-                ServerEvent::SessionCreated { conn, .. } => {
-                    self.attached_at.remove(conn);
-                }
-                _ => {}
+            if self.metrics.is_enabled() {
+                self.observe(&event);
             }
             // Nobody listening is fine: the server keeps serving.
             let _ = self.events.send(event).await;
+        }
+    }
+
+    /// Counts a server event, and times resumes.
+    fn observe(&mut self, event: &ServerEvent) {
+        self.metrics.observe(event);
+        match event {
+            ServerEvent::SessionResumed { conn, .. } => {
+                if let Some(at) = self.attached_at.remove(conn) {
+                    let latency = self.runtime.now().saturating_duration_since(at);
+                    self.metrics.resume_latency.observe(latency.as_secs_f64());
+                }
+            }
+            ServerEvent::SessionCreated { conn, .. } => {
+                self.attached_at.remove(conn);
+            }
+            _ => {}
         }
     }
 
@@ -840,6 +892,7 @@ async fn connection<R: Runtime, S: WebSocket>(mut state: Box<ConnState<R, S>>, a
         metrics,
     } = &mut *state;
     let conn = *conn;
+    let counting = metrics.is_enabled();
     if hub.send(attach).await.is_err() {
         return;
     }
@@ -894,10 +947,12 @@ async fn connection<R: Runtime, S: WebSocket>(mut state: Box<ConnState<R, S>>, a
                         Out::Frame(text, published_at) => {
                             frames += 1;
                             bytes += text.len();
-                            let (is_tracked, is_replay) = tracked_kind(&text);
-                            tracked += u64::from(is_tracked);
-                            replayed += u64::from(is_replay);
-                            oldest_publish = oldest_publish.or(published_at);
+                            if counting {
+                                let (is_tracked, is_replay) = tracked_kind(&text);
+                                tracked += u64::from(is_tracked);
+                                replayed += u64::from(is_replay);
+                                oldest_publish = oldest_publish.or(published_at);
+                            }
                             if socket.feed(staged_text(&mut staging, &text)).await.is_err() {
                                 close = Some((1011, String::new()));
                                 break;
@@ -913,7 +968,7 @@ async fn connection<R: Runtime, S: WebSocket>(mut state: Box<ConnState<R, S>>, a
                     }
                 }
                 let flushed = socket.flush().await.is_ok();
-                if flushed {
+                if flushed && counting {
                     metrics.events_delivered.inc_by(tracked);
                     metrics.events_replayed.inc_by(replayed);
                     if let Some(at) = oldest_publish {

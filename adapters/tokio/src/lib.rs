@@ -41,7 +41,8 @@ pub use tether_core::server::{
 pub use tether_core::wire::{EventBatch, FieldsError};
 pub use tether_driver::{
     load_snapshot, save_snapshot, websocket_config, Bound, Client, ClientError, ClientEvents,
-    Endpoints, RequestOutcome, ServeError, Server, ServerError, ServerEvents, PUBLISH_MANY_MAX,
+    Endpoints, RequestOutcome, ServeError, Server, ServerError, ServerEvents, ServerOptions,
+    PUBLISH_MANY_MAX,
 };
 
 /// tokio's clock, timers and tasks.
@@ -109,6 +110,17 @@ pub async fn serve(
     config: ServerConfig,
     snapshot: Option<ServerSnapshot>,
 ) -> Result<Bound, ServeError> {
+    serve_with(addr, config, snapshot, ServerOptions::default()).await
+}
+
+/// [`serve`] with [`ServerOptions`] (e.g. `ServerOptions::default().metrics(false)`: no
+/// Prometheus counting, `GET /metrics` answers 404).
+pub async fn serve_with(
+    addr: &str,
+    config: ServerConfig,
+    snapshot: Option<ServerSnapshot>,
+    options: ServerOptions,
+) -> Result<Bound, ServeError> {
     let listener = Arc::new(TcpListener::bind(addr).await.map_err(ServeError::Bind)?);
     let local_addr = listener.local_addr().map_err(ServeError::Bind)?;
     let accept = move || {
@@ -129,5 +141,13 @@ pub async fn serve(
         .ok()?;
         Some((socket, info?))
     };
-    tether_driver::start_serving(TokioRuntime, config, snapshot, local_addr, accept, upgrade)
+    tether_driver::start_serving_with(
+        TokioRuntime,
+        config,
+        snapshot,
+        options,
+        local_addr,
+        accept,
+        upgrade,
+    )
 }

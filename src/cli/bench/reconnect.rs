@@ -77,8 +77,9 @@ impl Adapter for CutTokio {
     fn serve(
         &self,
         config: tether_core::server::ServerConfig,
+        options: tether_driver::ServerOptions,
     ) -> BoxFuture<Result<tether_driver::Bound, tether_driver::ServeError>> {
-        stream::Tokio.serve(config)
+        stream::Tokio.serve(config, options)
     }
     fn connect(
         &self,

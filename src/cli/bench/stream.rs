@@ -12,6 +12,7 @@ use tether_core::client::{ClientConfig, Event};
 use tether_core::server::{ServerConfig, ServerEvent, SessionId};
 use tether_driver::{
     Bound, BoxFuture, Client, ClientError, ClientEvents, EventBatch, Runtime, ServeError, Server,
+    ServerOptions,
 };
 use tokio::sync::Notify;
 
@@ -30,7 +31,11 @@ pub trait Adapter: Clone + Send + Sync + 'static {
     /// The runtime.
     fn rt(&self) -> Self::Rt;
     /// Starts a tether server on 127.0.0.1:0.
-    fn serve(&self, config: ServerConfig) -> BoxFuture<Result<Bound, ServeError>>;
+    fn serve(
+        &self,
+        config: ServerConfig,
+        options: ServerOptions,
+    ) -> BoxFuture<Result<Bound, ServeError>>;
     /// Starts a tether client.
     fn connect(
         &self,
@@ -50,8 +55,14 @@ impl Adapter for Tokio {
     fn rt(&self) -> Self::Rt {
         tether_tokio::TokioRuntime
     }
-    fn serve(&self, config: ServerConfig) -> BoxFuture<Result<Bound, ServeError>> {
-        Box::pin(async move { tether_tokio::serve("127.0.0.1:0", config, None).await })
+    fn serve(
+        &self,
+        config: ServerConfig,
+        options: ServerOptions,
+    ) -> BoxFuture<Result<Bound, ServeError>> {
+        Box::pin(
+            async move { tether_tokio::serve_with("127.0.0.1:0", config, None, options).await },
+        )
     }
     fn connect(
         &self,
@@ -74,9 +85,15 @@ impl<R: Runtime> Adapter for AsyncAdapter<R> {
     fn rt(&self) -> R {
         self.0.clone()
     }
-    fn serve(&self, config: ServerConfig) -> BoxFuture<Result<Bound, ServeError>> {
+    fn serve(
+        &self,
+        config: ServerConfig,
+        options: ServerOptions,
+    ) -> BoxFuture<Result<Bound, ServeError>> {
         let rt = self.0.clone();
-        Box::pin(async move { tether_async_std::serve(rt, "127.0.0.1:0", config, None).await })
+        Box::pin(async move {
+            tether_async_std::serve_with(rt, "127.0.0.1:0", config, None, options).await
+        })
     }
     fn connect(
         &self,
@@ -113,8 +130,17 @@ pub struct Pair {
 impl Pair {
     /// A tether server and one connected tether client.
     pub async fn start<A: Adapter>(a: &A, config: ClientConfig) -> Result<Pair, String> {
+        Self::start_with(a, config, ServerOptions::default()).await
+    }
+
+    /// [`Pair::start`] with the server's options.
+    pub async fn start_with<A: Adapter>(
+        a: &A,
+        config: ClientConfig,
+        options: ServerOptions,
+    ) -> Result<Pair, String> {
         let bound = a
-            .serve(server_config())
+            .serve(server_config(), options)
             .await
             .map_err(|e| format!("serve: {e}"))?;
         let url = format!("ws://{}/ws", bound.local_addr);
@@ -243,7 +269,16 @@ pub async fn consume(
 
 /// One tether streaming run: events per second from the first publish to the last delivery.
 pub async fn tether_stream<A: Adapter>(a: &A, n: u64) -> Result<f64, String> {
-    let pair = Pair::start(a, ClientConfig::new("bench")).await?;
+    tether_stream_with(a, n, ServerOptions::default()).await
+}
+
+/// [`tether_stream`] with the server's options.
+pub async fn tether_stream_with<A: Adapter>(
+    a: &A,
+    n: u64,
+    options: ServerOptions,
+) -> Result<f64, String> {
+    let pair = Pair::start_with(a, ClientConfig::new("bench"), options).await?;
     let Pair {
         server,
         client,
@@ -298,14 +333,44 @@ pub async fn compare<A: Adapter>(a: &A, n: u64, rounds: usize) -> Result<(f64, f
     Ok((median(ours), median(bare)))
 }
 
+/// Alternating rounds of tether with metrics on and off (which goes first alternates too);
+/// the median of each.
+pub async fn compare_metrics<A: Adapter>(
+    a: &A,
+    n: u64,
+    rounds: usize,
+) -> Result<(f64, f64), String> {
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    let with = |metrics| ServerOptions::default().metrics(metrics);
+    for round in 0..rounds.max(1) {
+        if round % 2 == 0 {
+            on.push(tether_stream_with(a, n, with(true)).await?);
+            off.push(tether_stream_with(a, n, with(false)).await?);
+        } else {
+            off.push(tether_stream_with(a, n, with(false)).await?);
+            on.push(tether_stream_with(a, n, with(true)).await?);
+        }
+    }
+    Ok((median(on), median(off)))
+}
+
 fn row(name: &str, baseline: &str, measured: Result<(f64, f64), String>) -> Row {
+    row_at_least(name, baseline, measured, 0.8)
+}
+
+fn row_at_least(
+    name: &str,
+    baseline: &str,
+    measured: Result<(f64, f64), String>,
+    target: f64,
+) -> Row {
     match measured {
         Ok((ours, bare)) => Row::measured(
             name,
             ours,
             bare,
             Unit::PerSecond,
-            Target::AtLeast(0.8),
+            Target::AtLeast(target),
             baseline,
         ),
         Err(e) => Row::failed(name, e),
@@ -344,8 +409,19 @@ pub async fn rows(sizes: Sizes) -> Vec<Row> {
         })
         .await,
     );
-    vec![tokio_row, async_std_row, smol_row]
+    // More rounds than the other rows: the two figures are close, and noise is not.
+    let metrics_rounds = METRICS_ROUNDS.min(rounds * 3);
+    let metrics_row = row_at_least(
+        "stream 1→1, tokio, metrics on vs off",
+        &format!("the same server with metrics off (ServerOptions); {metrics_rounds} rounds"),
+        compare_metrics(&Tokio, n, metrics_rounds).await,
+        0.95,
+    );
+    vec![tokio_row, async_std_row, smol_row, metrics_row]
 }
+
+/// Interleaved rounds of the metrics on/off row.
+const METRICS_ROUNDS: usize = 15;
 
 /// Runs a blocking `block_on` of another runtime off the tokio workers.
 pub async fn on_other_runtime<T: Send + 'static>(
