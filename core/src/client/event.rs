@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::Kind;
+use super::{Kind, Payload};
 use crate::backoff::GiveUp;
 use crate::wire::{ConnectErrorCode, DecodeError, ErrorFrame, EventFrame, RecoveryStep, Snapshot};
 
@@ -36,8 +36,9 @@ pub struct Delivered {
     pub cursor: u64,
     /// Whether it came as a replay after a resume (it was not seen live).
     pub replayed: bool,
-    /// The original tracked frame's JSON text, as the server sent it live.
-    pub payload: Box<str>,
+    /// The original tracked frame's JSON text, as the server sent it live (shared with the
+    /// events delivered with it: see [`Payload`]).
+    pub payload: Payload,
 }
 
 impl Delivered {

@@ -13,6 +13,7 @@ mod config;
 mod event;
 mod kind;
 mod outbox;
+mod payload;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -26,6 +27,8 @@ pub use event::{
 };
 pub use kind::Kind;
 use outbox::Outbox;
+pub use payload::Payload;
+use payload::PayloadBatches;
 
 use crate::backoff::Backoff;
 use crate::cursor::ResumeState;
@@ -132,6 +135,8 @@ pub struct Client {
     outbox: Outbox,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    /// The texts of delivered events, one shared buffer per batch.
+    payloads: PayloadBatches,
     stats: ClientStats,
 }
 
@@ -174,6 +179,7 @@ impl Client {
             outbox,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            payloads: PayloadBatches::default(),
             stats: ClientStats::default(),
         };
         client.open(now);
@@ -191,7 +197,11 @@ impl Client {
     /// The next event for the application.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let mut event = self.events.pop_front()?;
+        if let Event::Delivered(d) = &mut event {
+            self.payloads.resolve(&mut d.payload);
+        }
+        Some(event)
     }
 
     /// When [`Client::handle_timeout`] must be called next.
@@ -717,15 +727,14 @@ impl Client {
                     });
                 };
                 let cursor = inner.cursor.unwrap_or(seq);
-                let payload: Box<str> = r.event.data.into();
-                self.on_tracked(now, &r.event.kind, seq, cursor, payload, true);
+                self.on_tracked(now, &r.event.kind, seq, cursor, r.event.data.get(), true);
             }
             ServerFrame::Event(ev) if ev.kind == "replay_end" => self.on_replay_end(ev),
             ServerFrame::Event(ev) => {
                 self.end_replay_phase(None);
                 match (ev.sequence(), ev.resume_cursor()) {
                     (Some(seq), Some(cursor)) => {
-                        self.on_tracked(now, &ev.kind, seq, cursor, ev.text, false)
+                        self.on_tracked(now, &ev.kind, seq, cursor, &ev.text, false)
                     }
                     _ => self.events.push_back(Event::Notice(ev)),
                 }
@@ -783,14 +792,14 @@ impl Client {
         }
     }
 
-    /// A tracked event; its payload is copied (or moved) only if it is delivered.
+    /// A tracked event; its payload is copied only if it is delivered.
     fn on_tracked(
         &mut self,
         now: Instant,
         kind: &str,
         seq: u64,
         cursor: u64,
-        payload: impl Into<Box<str>>,
+        payload: &str,
         replayed: bool,
     ) {
         if seq > MAX_SEQUENCE || cursor > MAX_SEQUENCE {
@@ -843,19 +852,11 @@ impl Client {
         }
     }
 
-    fn deliver(
-        &mut self,
-        kind: &str,
-        seq: u64,
-        cursor: u64,
-        payload: impl Into<Box<str>>,
-        replayed: bool,
-    ) {
-        let payload = payload.into();
+    fn deliver(&mut self, kind: &str, seq: u64, cursor: u64, payload: &str, replayed: bool) {
         self.stats.delivered += 1;
         self.cursor = Some(self.cursor.map_or(cursor, |c| c.max(cursor)));
         let update = if kind == "response" {
-            crate::wire::parse_typed::<ResponseFrame>(&payload)
+            crate::wire::parse_typed::<ResponseFrame>(payload)
                 .ok()
                 .and_then(|r| self.outbox.on_response(r, seq))
         } else {
@@ -866,7 +867,7 @@ impl Client {
             seq,
             cursor,
             replayed,
-            payload,
+            payload: self.payloads.add(payload),
         }));
         if let Some(update) = update {
             self.events.push_back(Event::Request(update));
