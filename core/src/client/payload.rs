@@ -91,6 +91,13 @@ impl PayloadBatches {
             return;
         };
         let (batch, range) = (*batch, range.clone());
+        if batch == self.open && range == (0..self.gathering.len()) {
+            // A batch of one (events taken one by one): its own allocation, no shared count.
+            payload.0 = Repr::Owned(self.gathering.as_str().into());
+            self.gathering.clear();
+            self.open += 1;
+            return;
+        }
         if batch == self.open {
             let text: Arc<str> = Arc::from(self.gathering.as_str());
             self.gathering.clear();
@@ -185,19 +192,26 @@ mod tests {
         let mut first = [batches.add("a1"), batches.add("a22")];
         batches.resolve(&mut first[0]);
         // Added after the first batch was frozen: the next batch.
-        let mut late = batches.add("b333");
+        let mut late = [batches.add("b333"), batches.add("b4")];
         batches.resolve(&mut first[1]);
-        batches.resolve(&mut late);
+        batches.resolve(&mut late[0]);
+        batches.resolve(&mut late[1]);
+        let late = &late[0];
         assert_eq!([first[0].as_str(), first[1].as_str()], ["a1", "a22"]);
-        assert_eq!(late, "b333");
+        assert_eq!(*late, "b333");
         let shared = |p: &Payload| match &p.0 {
             Repr::Shared { text, .. } => Some(text.clone()),
             _ => None,
         };
         let (a, b) = (shared(&first[0]).unwrap(), shared(&first[1]).unwrap());
         assert!(Arc::ptr_eq(&a, &b));
-        assert!(!Arc::ptr_eq(&a, &shared(&late).unwrap()));
+        assert!(!Arc::ptr_eq(&a, &shared(late).unwrap()));
         assert_eq!(first[1].clone().into_boxed_str(), "a22".into());
+        // A batch of one is not shared.
+        let mut lone = batches.add("c");
+        batches.resolve(&mut lone);
+        assert!(shared(&lone).is_none());
+        assert_eq!(lone, "c");
         assert_eq!(Payload::from("x".to_owned()).to_string(), "x");
     }
 }

@@ -41,27 +41,11 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Whether a string byte needs a look: the closing quote, an escape, or a control character.
-#[inline]
-fn is_special(c: u8) -> bool {
-    c < 0x20 || c == b'"' || c == b'\\'
-}
-
 /// Skips a string whose opening quote is at `i - 1`; returns the index after the closing quote
 /// and whether it held an escape.
 fn skip_string(b: &[u8], mut i: usize) -> Option<(usize, bool)> {
     let mut escaped = false;
     loop {
-        // 16 bytes at a time (no early exit inside a block, so the compiler uses vector
-        // compares), then to the special byte of the block that has one.
-        while let Some(block) = b.get(i..i + 16) {
-            if !block.iter().fold(false, |acc, &c| acc | is_special(c)) {
-                i += 16;
-                continue;
-            }
-            i += block.iter().position(|&c| is_special(c)).unwrap_or(0);
-            break;
-        }
         while let Some(w) = word_at(b, i) {
             if word_has_special(w) {
                 break;
