@@ -100,6 +100,14 @@ impl EventBatch {
         scratch.clear();
         let pushed = match serde_json::to_writer(&mut scratch, fields) {
             Ok(()) => match std::str::from_utf8(&scratch) {
+                Ok(object) if plainly_unstamped_object(object) => {
+                    // serde_json's own compact output: valid JSON, an object, no stamped key
+                    // anywhere; its members are what lies between the braces.
+                    let start = self.text.len() + 1;
+                    self.text.push_str(object);
+                    self.members.push((start, self.text.len() - 1));
+                    Ok(())
+                }
                 Ok(object) => self.push_json(object),
                 // serde_json writes UTF-8 only; refused rather than trusted.
                 Err(e) => Err(FieldsError::Encode(e.to_string())),
@@ -168,6 +176,24 @@ impl EventBatch {
     }
 }
 
+/// Whether serde_json's compact output (valid JSON) is an object in which no key could be one
+/// the server stamps: it starts with `{` and nowhere holds `"type":`, `"cursor":` or `"seq":`
+/// (serde_json writes such keys unescaped). Anything else gets the full check.
+fn plainly_unstamped_object(json: &str) -> bool {
+    json.starts_with('{')
+        && json.ends_with('}')
+        && STAMPED_KEYS.iter().all(|key| {
+            // `"<key>":` without building the needle: find the key, then look at its
+            // neighbours (`contains` is the fast, vectorized search; most texts stop there).
+            !json.contains(key)
+                || json.match_indices(key).all(|(at, _)| {
+                    let before = at.checked_sub(1).and_then(|i| json.as_bytes().get(i));
+                    let after = json.as_bytes().get(at + key.len()..at + key.len() + 2);
+                    !(before == Some(&b'"') && after == Some(b"\":"))
+                })
+        })
+}
+
 /// Whether a key, as written in JSON (escapes kept), names a field the server stamps.
 fn is_stamped(key: &str, escaped: bool) -> bool {
     if !escaped {
@@ -186,6 +212,14 @@ mod tests {
     fn objects_are_kept_as_their_members_and_anything_else_is_refused() {
         let mut batch = EventBatch::with_capacity(4, 256);
         batch.push(&serde_json::json!({})).unwrap();
+        assert_eq!(
+            batch.push(&serde_json::json!({"a": {"seq": 1}, "seq": 2})),
+            Err(FieldsError::Reserved("seq".into()))
+        );
+        assert_eq!(
+            batch.push(&serde_json::json!({"cursor": 1})),
+            Err(FieldsError::Reserved("cursor".into()))
+        );
         batch
             .push_json(" { \"a\" : [1, {\"seq\": 2}] , \"b\":null } ")
             .unwrap();
