@@ -30,6 +30,7 @@ fn the_quick_benchmark_prints_every_row() {
         "stream 1→1, tokio",
         "stream 1→1, async-std",
         "stream 1→1, smol",
+        "stream 1→1, tokio, metrics on vs off",
         "reconnect → replay p50, tokio",
         "reconnect → replay p99, tokio",
         "idle sessions: RSS per session",
@@ -54,7 +55,7 @@ fn the_quick_benchmark_prints_every_row() {
     assert!(!p.out.iter().any(|l| l.contains("FAILED")), "{:#?}", p.out);
     let summary = p.out.last().expect("a summary line");
     assert!(
-        summary.starts_with("12 figures in") && summary.contains("0 failed to run"),
+        summary.starts_with("13 figures in") && summary.contains("0 failed to run"),
         "{summary}"
     );
 }
