@@ -136,3 +136,53 @@ impl super::Server {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{ConnectInfo, Server, ServerConfig, ServerTransmit};
+
+    /// Frames written now: (count, bytes).
+    fn written(s: &mut Server) -> (usize, usize) {
+        let mut out = (0, 0);
+        while let Some((_, t)) = s.poll_transmit() {
+            if let ServerTransmit::Frame(f) = t {
+                out = (out.0 + 1, out.1 + f.len());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn one_confirmation_of_several_frames_reopens_the_window_like_as_many_single_ones() {
+        let t0 = crate::test_origin();
+        let config = ServerConfig {
+            agents: vec!["echo".into()],
+            max_queued_frames: 2,
+            ..ServerConfig::default()
+        };
+        let mut s = Server::new(config, t0);
+        let conn = ConnId(1);
+        s.handle_connected(t0, conn, ConnectInfo::default());
+        s.handle_text(t0, conn, r#"{"type":"hello","agent_id":"echo"}"#);
+        let (frames, bytes) = written(&mut s);
+        assert_eq!(frames, 1, "hello_ok");
+        s.handle_sent_frames(t0, conn, frames, bytes);
+        let session = s.sessions.keys().next().cloned().unwrap();
+        for n in 0..5 {
+            s.publish(t0, &session, "m", &[("n", n.into())]).unwrap();
+        }
+        // The window holds two frames; confirming both at once lets two more out.
+        let (frames, bytes) = written(&mut s);
+        assert_eq!(frames, 2);
+        assert_eq!(written(&mut s), (0, 0));
+        s.handle_sent_frames(t0, conn, frames, bytes);
+        let (frames, bytes) = written(&mut s);
+        assert_eq!(frames, 2);
+        s.handle_sent_frames(t0, conn, 0, 0);
+        assert_eq!(written(&mut s), (0, 0), "confirming nothing opens nothing");
+        s.handle_sent_frames(t0, conn, frames, bytes);
+        assert_eq!(written(&mut s).0, 1);
+        s.handle_sent_frames(t0, ConnId(9), 3, 3); // unknown: ignored
+    }
+}
