@@ -150,6 +150,7 @@ impl Client {
             unflushed: false,
             closed: closed.clone(),
             turn: 0,
+            just_read: false,
             metrics,
             duplicates_seen: 0,
             down_since: None,
@@ -224,6 +225,20 @@ impl Client {
     }
 }
 
+/// Lets every other ready task run once (a runtime-neutral `yield_now`).
+async fn yield_now() {
+    let mut yielded = false;
+    future::poll_fn(|cx| {
+        if std::mem::replace(&mut yielded, true) {
+            Poll::Ready(())
+        } else {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
 /// What a socket yields: a message, an error, or the end (`None`).
 type SocketItem = Option<Result<Message, tungstenite::Error>>;
 
@@ -255,6 +270,8 @@ struct Driver<R: Runtime, C: Connector> {
     unflushed: bool,
     closed: Arc<std::sync::Mutex<Option<ClosedReason>>>,
     turn: u8,
+    /// The last wake-up read from the socket.
+    just_read: bool,
     metrics: Option<ClientMetrics>,
     /// Duplicates already counted into `metrics`.
     duplicates_seen: u64,
@@ -282,10 +299,18 @@ impl<R: Runtime, C: Connector> Driver<R, C> {
                 continue;
             }
             due_in_a_row = 0;
+            if std::mem::take(&mut self.just_read) {
+                // The socket was drained: let the tasks already queued run once before
+                // waiting on the reactor. On a shared executor the writer on the other end
+                // often has more ready by then, read at once instead of through a reactor
+                // round trip (a wake-up from the I/O thread).
+                yield_now().await;
+            }
             let wake = self.wake().await;
             let now = self.runtime.now();
             match wake {
                 Wake::Socket => {
+                    self.just_read = true;
                     let mut inbox = std::mem::take(&mut self.inbox);
                     for message in inbox.drain(..) {
                         if self.socket.is_none() {
