@@ -155,28 +155,19 @@ impl<K: AsRef<str> + Send + 'static> Batch for Vec<Vec<(K, Value)>> {
         session: &SessionId,
         kind: &str,
     ) -> (Result<u64, CommandError>, u64) {
-        let mut last = machine
-            .session_head(session)
-            .ok_or_else(|| CommandError::UnknownSession(session.clone()));
-        let mut published = 0;
         let mut events = *self;
         // One scratch list for the whole batch: the values move into it, the names are
         // borrowed from the batch, which outlives the loop.
         let mut fields: Vec<(&str, Value)> = Vec::new();
-        for event in events.iter_mut() {
+        publish_in_order(machine, session, events.iter_mut(), |machine, event| {
             fields.clear();
             for entry in event.iter_mut() {
                 let value = std::mem::take(&mut entry.1);
                 let entry: &(K, Value) = entry;
                 fields.push((entry.0.as_ref(), value));
             }
-            last = machine.publish(now, session, kind, &fields);
-            if last.is_err() {
-                break;
-            }
-            published += 1;
-        }
-        (last, published)
+            machine.publish(now, session, kind, &fields)
+        })
     }
 }
 
@@ -188,19 +179,32 @@ impl Batch for EventBatch {
         session: &SessionId,
         kind: &str,
     ) -> (Result<u64, CommandError>, u64) {
-        let mut last = machine
-            .session_head(session)
-            .ok_or_else(|| CommandError::UnknownSession(session.clone()));
-        let mut published = 0;
-        for fields in self.iter() {
-            last = machine.publish_encoded(now, session, kind, fields);
-            if last.is_err() {
-                break;
-            }
-            published += 1;
-        }
-        (last, published)
+        publish_in_order(machine, session, self.iter(), |machine, fields| {
+            machine.publish_encoded(now, session, kind, fields)
+        })
     }
+}
+
+/// Publishes `events` in order with `publish_one`, stopping at the first refusal; returns the
+/// last cursor (the session's head for no event) and how many were published.
+fn publish_in_order<E>(
+    machine: &mut Machine,
+    session: &SessionId,
+    events: impl IntoIterator<Item = E>,
+    mut publish_one: impl FnMut(&mut Machine, E) -> Result<u64, CommandError>,
+) -> (Result<u64, CommandError>, u64) {
+    let mut last = machine
+        .session_head(session)
+        .ok_or_else(|| CommandError::UnknownSession(session.clone()));
+    let mut published = 0;
+    for event in events {
+        last = publish_one(machine, event);
+        if last.is_err() {
+            break;
+        }
+        published += 1;
+    }
+    (last, published)
 }
 
 /// How a server runs, beyond its machine's [`ServerConfig`].

@@ -8,6 +8,8 @@
 //! `cursor`/`seq`, a `null` `type`, nesting deeper than 64, any syntax error — so that the
 //! serde path decides, with its exact errors.
 
+use std::ops::Range;
+
 /// What the peek reads from a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Peeked<'a> {
@@ -195,17 +197,22 @@ fn opt_u64(b: &[u8], i: usize) -> Option<(Option<u64>, usize)> {
     Some((Some(n), end))
 }
 
-/// The `type`, `cursor` and `seq` of a well-formed frame object, or `None` to let serde decide.
-pub(crate) fn peek(text: &str) -> Option<Peeked<'_>> {
-    let b = text.as_bytes();
+/// Walks one well-formed JSON object (nothing after it but whitespace): for each member,
+/// `member(key, escaped, i)` gets the range of its key as written (inside the quotes), whether
+/// the key holds an escape, and the index of its value, and returns the index after the value
+/// (`None` gives up). Returns the span of the members, from the first key to the end of the
+/// last value.
+#[inline]
+fn walk_object(
+    b: &[u8],
+    mut member: impl FnMut(Range<usize>, bool, usize) -> Option<usize>,
+) -> Option<Range<usize>> {
     let mut i = skip_ws(b, 0);
     if b.get(i) != Some(&b'{') {
         return None;
     }
     i = skip_ws(b, i + 1);
-    let mut kind = None;
-    let (mut cursor, mut seq) = (None, None);
-    let (mut seen_cursor, mut seen_seq) = (false, false);
+    let (first, mut last) = (i, i);
     if b.get(i) == Some(&b'}') {
         i += 1;
     } else {
@@ -213,49 +220,14 @@ pub(crate) fn peek(text: &str) -> Option<Peeked<'_>> {
             if b.get(i) != Some(&b'"') {
                 return None;
             }
-            let key_start = i + 1;
-            let (after, escaped) = skip_string(b, key_start)?;
-            if escaped {
-                return None;
-            }
-            let key = &b[key_start..after - 1];
+            let (after, escaped) = skip_string(b, i + 1)?;
+            let key = i + 1..after - 1;
             i = skip_ws(b, after);
             if b.get(i) != Some(&b':') {
                 return None;
             }
-            i = skip_ws(b, i + 1);
-            match key {
-                b"type" => {
-                    if kind.is_some() || b.get(i) != Some(&b'"') {
-                        return None;
-                    }
-                    let (after, escaped) = skip_string(b, i + 1)?;
-                    if escaped {
-                        return None;
-                    }
-                    kind = Some((i + 1, after - 1));
-                    i = after;
-                }
-                b"cursor" | b"seq" => {
-                    let seen = if key == b"cursor" {
-                        &mut seen_cursor
-                    } else {
-                        &mut seen_seq
-                    };
-                    if *seen {
-                        return None;
-                    }
-                    *seen = true;
-                    let (n, after) = opt_u64(b, i)?;
-                    if key == b"cursor" {
-                        cursor = n;
-                    } else {
-                        seq = n;
-                    }
-                    i = after;
-                }
-                _ => i = skip_value(b, i)?,
-            }
+            i = member(key, escaped, skip_ws(b, i + 1))?;
+            last = i;
             i = skip_ws(b, i);
             match b.get(i) {
                 Some(b',') => i = skip_ws(b, i + 1),
@@ -267,9 +239,47 @@ pub(crate) fn peek(text: &str) -> Option<Peeked<'_>> {
             }
         }
     }
-    if skip_ws(b, i) != b.len() {
-        return None;
-    }
+    (skip_ws(b, i) == b.len()).then_some(first..last)
+}
+
+/// The `type`, `cursor` and `seq` of a well-formed frame object, or `None` to let serde decide.
+pub(crate) fn peek(text: &str) -> Option<Peeked<'_>> {
+    let b = text.as_bytes();
+    let mut kind = None;
+    let (mut cursor, mut seq) = (None, None);
+    let (mut seen_cursor, mut seen_seq) = (false, false);
+    walk_object(b, |key, escaped, i| {
+        if escaped {
+            return None;
+        }
+        match &b[key] {
+            b"type" => {
+                if kind.is_some() || b.get(i) != Some(&b'"') {
+                    return None;
+                }
+                let (after, escaped) = skip_string(b, i + 1)?;
+                if escaped {
+                    return None;
+                }
+                kind = Some((i + 1, after - 1));
+                Some(after)
+            }
+            key @ (b"cursor" | b"seq") => {
+                let (seen, value) = if key == b"cursor" {
+                    (&mut seen_cursor, &mut cursor)
+                } else {
+                    (&mut seen_seq, &mut seq)
+                };
+                if std::mem::replace(seen, true) {
+                    return None;
+                }
+                let (n, after) = opt_u64(b, i)?;
+                *value = n;
+                Some(after)
+            }
+            _ => skip_value(b, i),
+        }
+    })?;
     let (start, end) = kind?;
     Some(Peeked {
         kind: text.get(start..end)?,
@@ -286,43 +296,12 @@ pub(crate) fn object_members<'a>(
     mut key: impl FnMut(&'a str, bool),
 ) -> Option<&'a str> {
     let b = text.as_bytes();
-    let open = skip_ws(b, 0);
-    if b.get(open) != Some(&b'{') {
-        return None;
-    }
-    let first = skip_ws(b, open + 1);
-    let mut i = first;
-    let mut last = first;
-    if b.get(i) == Some(&b'}') {
-        i += 1;
-    } else {
-        loop {
-            if b.get(i) != Some(&b'"') {
-                return None;
-            }
-            let (after, escaped) = skip_string(b, i + 1)?;
-            key(text.get(i + 1..after - 1)?, escaped);
-            i = skip_ws(b, after);
-            if b.get(i) != Some(&b':') {
-                return None;
-            }
-            i = skip_value(b, skip_ws(b, i + 1))?;
-            last = i;
-            i = skip_ws(b, i);
-            match b.get(i) {
-                Some(b',') => i = skip_ws(b, i + 1),
-                Some(b'}') => {
-                    i += 1;
-                    break;
-                }
-                _ => return None,
-            }
-        }
-    }
-    if skip_ws(b, i) != b.len() {
-        return None;
-    }
-    text.get(first..last.max(first))
+    let members = walk_object(b, |name, escaped, i| {
+        // Quotes are ASCII: the range is on character boundaries.
+        key(text.get(name)?, escaped);
+        skip_value(b, i)
+    })?;
+    text.get(members)
 }
 
 #[cfg(test)]
