@@ -410,7 +410,7 @@ pub async fn rows(sizes: Sizes) -> Vec<Row> {
         .await,
     );
     // More rounds than the other rows: the two figures are close, and noise is not.
-    let metrics_rounds = METRICS_ROUNDS.min(rounds * 3);
+    let metrics_rounds = METRICS_ROUNDS.min(rounds * 5);
     let metrics_row = row_at_least(
         "stream 1→1, tokio, metrics on vs off",
         &format!("the same server with metrics off (ServerOptions); {metrics_rounds} rounds"),
@@ -421,7 +421,7 @@ pub async fn rows(sizes: Sizes) -> Vec<Row> {
 }
 
 /// Interleaved rounds of the metrics on/off row.
-const METRICS_ROUNDS: usize = 15;
+const METRICS_ROUNDS: usize = 25;
 
 /// Runs a blocking `block_on` of another runtime off the tokio workers.
 pub async fn on_other_runtime<T: Send + 'static>(
