@@ -1,6 +1,6 @@
 //! Against the real PraisonAI gateway (the peer harness in `tests/peer`, a Python venv from
 //! PyPI): events per second each server delivers to one client, each publishing the fastest
-//! way it offers (pipelined control-port `publish` commands for Python, `Server::publish_many` for
+//! way it offers (pipelined control-port `publish` commands for Python, `Server::publish_batch` for
 //! tether), and tether's client against a bare client on each server.
 
 use std::io::{BufRead, BufReader, Write};
@@ -365,7 +365,7 @@ pub async fn rows(sizes: Sizes) -> Vec<Row> {
             Target::AtLeast(50.0),
             format!(
                 "Python gateway ({published} events, control-port publish); both to the same \
-                 bare client; tether: publish_many"
+                 bare client; tether: publish_batch"
             ),
         ),
         (Some(e), _) | (_, Err(e)) => Row::failed(SERVERS, e.clone()),

@@ -21,7 +21,7 @@ use super::{before, median, Row, Sizes, Target, Unit, CONTENT};
 
 /// Replay ring of the benchmark server, in events: the publisher stays within half of it.
 pub const RING: usize = 1 << 16;
-/// Events published per `publish_many` call.
+/// Events published per `publish_batch` call.
 pub const BATCH: usize = 256;
 
 /// A runtime adapter of tether, with its bare baseline.
