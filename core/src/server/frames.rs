@@ -214,6 +214,11 @@ impl<'a> Obj<'a> {
         Self(out)
     }
 
+    /// Continues an object left open in `out` (a store's frame body).
+    pub(crate) fn resume(out: &'a mut String) -> Self {
+        Self(out)
+    }
+
     /// Bytes written to the buffer so far.
     pub(crate) fn len(&self) -> usize {
         self.0.len()
