@@ -203,8 +203,7 @@ fn tether_client_against_the_real_python_server() {
             // A process restarted from an old resume state (cursor 5) asks for more than the
             // server's persisted window (last 100 events): the loss is reported, not hidden.
             let (_old, mut events) =
-                tether_tokio::connect_resumed(gw.url(), Some(gw.token()), config(), saved)
-                    .unwrap();
+                tether_tokio::connect_resumed(gw.url(), Some(gw.token()), config(), saved).unwrap();
             let mut lost = vec![];
             let mut delivered = vec![];
             while delivered.len() < 100 {

@@ -513,7 +513,13 @@ impl Server {
 
     /// A handshake refusal: the reply, no close (the socket stays usable, as on the
     /// reference); the handshake deadline keeps running.
-    pub(super) fn reject(&mut self, _now: Instant, conn: ConnId, code: ConnectErrorCode, frame: String) {
+    pub(super) fn reject(
+        &mut self,
+        _now: Instant,
+        conn: ConnId,
+        code: ConnectErrorCode,
+        frame: String,
+    ) {
         self.push_front_control(conn, frame);
         self.events
             .push_back(ServerEvent::ConnectionRejected { conn, code });

@@ -287,6 +287,16 @@ impl Server {
         self.sessions.insert(stored.session_id, session);
     }
 
+    /// Sessions whose connection this node holds, with their heads: after a lost notification
+    /// feed, read each one's log after its head from the store and [`ingest`](Self::ingest) it.
+    pub fn held_sessions(&self) -> Vec<(SessionId, u64)> {
+        self.sessions
+            .values()
+            .filter(|s| s.conn.is_some())
+            .map(|s| (s.id.clone(), s.head))
+            .collect()
+    }
+
     /// The store's metadata view of a local session (no events), as in
     /// [`ServerEvent::StoreSession`].
     pub fn stored_session(&self, session: &SessionId) -> Option<StoredSession> {
