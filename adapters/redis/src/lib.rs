@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 mod keys;
+pub mod testing;
 mod wire;
 
 use std::sync::{Arc, Mutex};

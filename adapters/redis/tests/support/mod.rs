@@ -1,70 +1,22 @@
-//! A real `redis-server` for the tests, and gateway nodes that can be killed.
-//!
-//! `TETHER_REDIS_URL` (set by `.ci/run`, which installs and starts Redis) is used when present;
-//! otherwise each test starts its own `redis-server` from PATH on a free port and stops it when
-//! done. Without either the tests fail loudly: Redis is a requirement, not an option.
+//! Gateway nodes that can be killed, on the real Redis of `tether_redis::testing`.
 
 #![allow(dead_code)] // each test binary uses part of it
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
 use futures::StreamExt;
 use tether_core::server::{Outcome, ServerConfig, ServerEvent, SessionId};
+use tether_redis::testing::RedisServer;
 use tether_redis::{serve, NodeError, RedisConfig, RedisNode};
 
-/// The Redis the test uses; stops it on drop if the test started it.
-pub struct Redis {
-    child: Option<Child>,
-    pub url: String,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// `TETHER_REDIS_URL`, or a fresh `redis-server` on a free port.
-pub fn redis() -> Redis {
-    if let Ok(url) = std::env::var("TETHER_REDIS_URL") {
-        return Redis { child: None, url };
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start redis-server ({e}): install it (apt-get install redis-server) or \
-                 set TETHER_REDIS_URL=redis://127.0.0.1:PORT"
-            )
-        });
-    let redis = Redis {
-        child: Some(child),
-        url: format!("redis://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    redis
+pub fn redis() -> RedisServer {
+    RedisServer::for_tests()
 }
 
 /// A key prefix no other test uses (tests may share one Redis).
-pub fn store_config(redis: &Redis, name: &str) -> RedisConfig {
+pub fn store_config(redis: &RedisServer, name: &str) -> RedisConfig {
     let mut nonce = [0u8; 4];
     getrandom::fill(&mut nonce).expect("entropy");
     RedisConfig {
