@@ -451,21 +451,27 @@ impl Inner {
         }
     }
 
-    /// Numbers and appends the events in one pipeline; each caller gets its last sequence.
+    /// Numbers and appends the events in one pipeline, one script call per run of one
+    /// session's events; each caller gets its last sequence.
     async fn append(&self, batches: Vec<(Vec<Unsequenced>, Option<AppendReply>)>) {
         if batches.is_empty() {
             return;
         }
-        let mut pipe = redis::pipe();
-        for (events, _) in &batches {
-            for e in events {
-                wire::append_command(&mut pipe, &self.keys, &self.limits, e);
+        let mut runs: Vec<(&SessionId, Vec<&Unsequenced>)> = Vec::new();
+        for e in batches.iter().flat_map(|(events, _)| events) {
+            match runs.last_mut() {
+                Some((s, run)) if *s == &e.session && run.len() < wire::RUN_MAX => run.push(e),
+                _ => runs.push((&e.session, vec![e])),
             }
         }
+        let mut pipe = redis::pipe();
+        for (session, run) in &runs {
+            wire::append_command(&mut pipe, &self.keys, &self.limits, session, run);
+        }
         let mut redis = self.redis.clone();
-        let numbers: Result<Vec<i64>, _> = pipe.query_async(&mut redis).await;
-        let mut numbers = match numbers {
-            Ok(n) => n.into_iter(),
+        let lasts: Result<Vec<u64>, _> = pipe.query_async(&mut redis).await;
+        let lasts = match lasts {
+            Ok(l) => l,
             Err(e) => {
                 tracing::warn!("session store: append failed: {e}");
                 for (_, reply) in batches {
@@ -476,13 +482,24 @@ impl Inner {
                 return;
             }
         };
+        // The sequence of every event, in order (0 = its session is unknown).
+        let numbers: Vec<u64> = runs
+            .iter()
+            .zip(lasts)
+            .flat_map(|((_, run), last)| {
+                let first = (last + 1).saturating_sub(run.len() as u64);
+                (0..run.len() as u64).map(move |k| if last == 0 { 0 } else { first + k })
+            })
+            .collect();
+        drop(runs);
+        let mut numbers = numbers.into_iter();
         for (events, reply) in batches {
             let mut last = Ok(0);
-            for e in &events {
+            for e in events {
                 match numbers.next() {
                     Some(n) if n > 0 => {
                         if last.is_ok() {
-                            last = Ok(n.unsigned_abs());
+                            last = Ok(n);
                         }
                     }
                     _ => last = Err(StoreError::UnknownSession(e.session.clone())),

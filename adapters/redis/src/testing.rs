@@ -29,15 +29,20 @@ impl RedisServer {
     /// `TETHER_REDIS_URL`, or a fresh `redis-server` (see the module docs).
     ///
     /// # Panics
-    /// When neither is available, or the started server does not accept connections within
-    /// 10 s.
+    /// When neither is available (with what to install), or the started server does not
+    /// accept connections within 10 s.
     pub fn for_tests() -> Self {
+        Self::start().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`RedisServer::for_tests`], with the failure as a message instead of a panic.
+    pub fn start() -> Result<Self, String> {
         if let Ok(url) = std::env::var("TETHER_REDIS_URL") {
-            return Self { child: None, url };
+            return Ok(Self { child: None, url });
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
-            .expect("a free port")
+            .map_err(|e| format!("no free port: {e}"))?
             .port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -45,12 +50,12 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
+            .map_err(|e| {
+                format!(
                     "cannot start redis-server ({e}): install it (apt-get install redis-server) \
                      or set TETHER_REDIS_URL=redis://127.0.0.1:PORT"
                 )
-            });
+            })?;
         let redis = Self {
             child: Some(child),
             url: format!("redis://127.0.0.1:{port}"),
@@ -58,9 +63,11 @@ impl RedisServer {
         let deadline = Instant::now() + Duration::from_secs(10);
         // Nothing to await: the child signals readiness only by accepting connections.
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
+            if Instant::now() >= deadline {
+                return Err("redis-server did not start within 10 s".into());
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
-        redis
+        Ok(redis)
     }
 }

@@ -8,39 +8,56 @@ use tether_core::server::{Principal, Recorded, SessionId, StoredSession, Unseque
 use crate::keys::Keys;
 use crate::{millis, Limits};
 
-/// Numbers one event and appends it atomically: the next sequence from the session's `head`,
-/// the log entry `{seq}-0` (trimmed to the replay bound), TTLs, and the notification
-/// `"{seq} {session} {event_id} {timestamp}\n{body}"`. Returns the sequence, or 0 when the
-/// session does not exist.
+/// Numbers a run of events of one session and appends them atomically: consecutive sequences
+/// from the session's `head`, one log entry `{seq}-0` each (trimmed to the replay bound), TTLs,
+/// and one notification for the run (see [`parse_notification`]). Returns the last sequence, or
+/// 0 when the session does not exist. ARGV: bound, TTL ms, channel, session, then
+/// `body, event id, timestamp` per event.
 const APPEND: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local n = redis.call('HINCRBY', KEYS[1], 'head', 1)
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], n .. '-0', 'b', ARGV[1], 'i', ARGV[2], 't', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
-redis.call('PUBLISH', ARGV[6], n .. ' ' .. ARGV[7] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3] .. '\n' .. ARGV[1])
-return n
+local count = (#ARGV - 4) / 3
+local last = redis.call('HINCRBY', KEYS[1], 'head', count)
+local first = last - count + 1
+local parts = {first .. ' ' .. ARGV[4]}
+for k = 0, count - 1 do
+  local body, id, ts = ARGV[5 + 3 * k], ARGV[6 + 3 * k], ARGV[7 + 3 * k]
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], (first + k) .. '-0', 'b', body, 'i', id, 't', ts)
+  parts[#parts + 1] = id .. ' ' .. ts .. ' ' .. #body
+  parts[#parts + 1] = body
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PUBLISH', ARGV[3], table.concat(parts, '\n'))
+return last
 ";
 
-/// Adds the append of `event` to `pipe` (its reply is the sequence, 0 = unknown session).
+/// Most events numbered by one script call.
+pub(crate) const RUN_MAX: usize = 1024;
+
+/// Adds the append of `run` (events of `session`, in order) to `pipe`; its reply is the last
+/// sequence (0 = unknown session).
 pub(crate) fn append_command(
     pipe: &mut redis::Pipeline,
     keys: &Keys,
     limits: &Limits,
-    event: &Unsequenced,
+    session: &SessionId,
+    run: &[&Unsequenced],
 ) {
-    pipe.cmd("EVAL")
+    let cmd = pipe
+        .cmd("EVAL")
         .arg(APPEND)
         .arg(2)
-        .arg(keys.meta(&event.session))
-        .arg(keys.log(&event.session))
-        .arg(&event.body)
-        .arg(format!("{:032x}", event.event_id))
-        .arg(event.timestamp.to_string())
+        .arg(keys.meta(session))
+        .arg(keys.log(session))
         .arg(limits.log_max)
         .arg(millis(limits.session_ttl))
         .arg(keys.channel())
-        .arg(event.session.as_str());
+        .arg(session.as_str());
+    for e in run {
+        cmd.arg(&e.body)
+            .arg(format!("{:032x}", e.event_id))
+            .arg(e.timestamp.to_string());
+    }
 }
 
 /// Writes a session's metadata; the head only if absent (the append script owns it).
@@ -144,16 +161,48 @@ fn entries(session: &SessionId, log: StreamRangeReply) -> Vec<Recorded> {
         .collect()
 }
 
-/// A notification as `(session, frame)`; `None` if it was not written by the append script.
-pub(crate) fn parse_notification(payload: &[u8]) -> Option<(SessionId, Recorded)> {
-    let text = std::str::from_utf8(payload).ok()?;
-    let (header, body) = text.split_once('\n')?;
-    let mut parts = header.split(' ');
-    let seq = parts.next()?.parse().ok()?;
-    let session = SessionId(parts.next()?.to_owned());
-    let (event_id, timestamp) = (parts.next()?, parts.next()?);
-    let r = recorded(&session, seq, body.to_owned(), event_id, timestamp)?;
-    Some((session, r))
+/// A notification: `"{first} {session}"`, then per event a line `"{event id} {timestamp}
+/// {body bytes}"` and the body, each followed by a newline but the last. The frames, in order;
+/// stops at the first part not written by the append script.
+pub(crate) fn parse_notification(payload: &[u8]) -> Vec<(SessionId, Recorded)> {
+    let mut out = Vec::new();
+    let Ok(text) = std::str::from_utf8(payload) else {
+        return out;
+    };
+    let Some((header, mut rest)) = text.split_once('\n') else {
+        return out;
+    };
+    let Some((first, session)) = header.split_once(' ') else {
+        return out;
+    };
+    let (Ok(mut seq), session) = (first.parse::<u64>(), SessionId(session.to_owned())) else {
+        return out;
+    };
+    loop {
+        let Some((line, after)) = rest.split_once('\n') else {
+            return out;
+        };
+        let mut parts = line.split(' ');
+        let (Some(id), Some(ts), Some(Ok(len))) = (
+            parts.next(),
+            parts.next(),
+            parts.next().map(str::parse::<usize>),
+        ) else {
+            return out;
+        };
+        let Some(body) = after.get(..len) else {
+            return out;
+        };
+        let Some(r) = recorded(&session, seq, body.to_owned(), id, ts) else {
+            return out;
+        };
+        out.push((session.clone(), r));
+        seq += 1;
+        match after.get(len..) {
+            Some(next) if next.starts_with('\n') => rest = &next[1..],
+            _ => return out,
+        }
+    }
 }
 
 /// Rebuilds the numbered frame from a stored body; its kind is the body's first value.
@@ -183,25 +232,54 @@ fn recorded(
 mod tests {
     use super::*;
 
-    #[test]
-    fn notification_round_trip() {
-        let e = Unsequenced {
+    fn pending(body: &str, id: u128) -> Unsequenced {
+        Unsequenced {
             session: SessionId("s-1".into()),
             kind: "a\"b".into(),
-            body: r#"{"type":"a\"b","content":"x\ny""#.into(),
-            event_id: 0xabc,
+            body: body.into(),
+            event_id: id,
             timestamp: 1.5e9,
-        };
-        let text = format!(
-            "7 {} {:032x} {}\n{}",
-            e.session, e.event_id, e.timestamp, e.body
-        );
-        let (session, r) = parse_notification(text.as_bytes()).expect("parses");
-        assert_eq!(session, e.session);
-        assert_eq!(r, e.clone().into_recorded(7));
-        assert!(r.frame.ends_with(r#","cursor":7,"seq":7}"#));
-        assert_eq!(r.kind, "a\"b");
-        assert!(parse_notification(b"x s 1 2\n{}").is_none());
-        assert!(parse_notification(b"garbage").is_none());
+        }
+    }
+
+    /// The notification as the append script writes it.
+    fn notification(first: u64, events: &[Unsequenced]) -> String {
+        let mut parts = vec![format!("{first} s-1")];
+        for e in events {
+            parts.push(format!(
+                "{:032x} {} {}",
+                e.event_id,
+                e.timestamp,
+                e.body.len()
+            ));
+            parts.push(e.body.clone());
+        }
+        parts.join("\n")
+    }
+
+    #[test]
+    fn notifications_round_trip_bodies_with_newlines_and_multibyte_text() {
+        let events = [
+            pending(r#"{"type":"a\"b","content":"x\ny""#, 0xabc),
+            pending("{\"type\":\"a\\\"b\",\"content\":\"é\n\n\"", 0xdef),
+        ];
+        let parsed = parse_notification(notification(7, &events).as_bytes());
+        assert_eq!(parsed.len(), 2);
+        for (k, (session, r)) in parsed.iter().enumerate() {
+            assert_eq!(session.as_str(), "s-1");
+            assert_eq!(*r, events[k].clone().into_recorded(7 + k as u64));
+            assert_eq!(r.kind, "a\"b");
+        }
+        assert!(parsed[1].1.frame.ends_with(r#","cursor":8,"seq":8}"#));
+    }
+
+    #[test]
+    fn foreign_notifications_yield_nothing_or_their_valid_prefix() {
+        assert!(parse_notification(b"garbage").is_empty());
+        assert!(parse_notification(b"x s\n1 2 2\n{}").is_empty());
+        assert!(parse_notification(&[0xff, 0xfe]).is_empty());
+        let ok = notification(1, &[pending(r#"{"type":"a\"b""#, 1)]);
+        let truncated = format!("{ok}\n{:032x} 1.0 99\nshort", 2);
+        assert_eq!(parse_notification(truncated.as_bytes()).len(), 1);
     }
 }
