@@ -598,17 +598,8 @@ impl Server {
                 (sid, true)
             }
             None => {
-                if self.sessions.len() >= self.config.max_sessions.max(1) {
-                    let victim = self
-                        .sessions
-                        .values()
-                        .filter(|s| s.conn.is_none())
-                        .min_by_key(|s| s.detached_at)
-                        .map(|s| s.id.clone());
-                    match victim {
-                        Some(v) => self.expire(&v),
-                        None => return Err(Refusal::Full),
-                    }
+                if !self.make_room() {
+                    return Err(Refusal::Full);
                 }
                 // Never adopt the client's id: ids stay server-chosen and unguessable.
                 let mut sid = SessionId::random(&mut self.rng);

@@ -901,6 +901,27 @@ impl Server {
             .push_back(ServerEvent::PresenceChanged { agent_id });
     }
 
+    /// At the session cap, expires the longest-detached session; false if every session is
+    /// attached (no room).
+    fn make_room(&mut self) -> bool {
+        if self.sessions.len() < self.config.max_sessions.max(1) {
+            return true;
+        }
+        let victim = self
+            .sessions
+            .values()
+            .filter(|s| s.conn.is_none())
+            .min_by_key(|s| s.detached_at)
+            .map(|s| s.id.clone());
+        match victim {
+            Some(v) => {
+                self.expire(&v);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn expire(&mut self, id: &SessionId) {
         if self.sessions.remove(id).is_some() {
             self.events.push_back(ServerEvent::SessionExpired {

@@ -258,17 +258,8 @@ impl Server {
             }
             return;
         }
-        if self.sessions.len() >= self.config.max_sessions.max(1) {
-            let victim = self
-                .sessions
-                .values()
-                .filter(|s| s.conn.is_none())
-                .min_by_key(|s| s.detached_at)
-                .map(|s| s.id.clone());
-            match victim {
-                Some(v) => self.expire(&v),
-                None => return, // full of live sessions: the handshake is refused as usual
-            }
+        if !self.make_room() {
+            return; // full of live sessions: the handshake is refused as usual
         }
         let session = Session {
             id: stored.session_id.clone(),
