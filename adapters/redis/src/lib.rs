@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use futures::channel::{mpsc, oneshot};
 use futures::{SinkExt, StreamExt};
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionManager;
 use serde_json::Value;
 use tether_core::server::{
     CommandError, ConnId, Outcome, PresenceInfo, Recorded, ServerConfig, ServerEvent, SessionId,
@@ -112,7 +112,7 @@ pub struct RedisNode {
 
 struct Inner {
     server: Server,
-    redis: MultiplexedConnection,
+    redis: ConnectionManager,
     keys: Keys,
     limits: Limits,
     work: mpsc::UnboundedSender<Work>,
@@ -183,14 +183,15 @@ pub enum NodeError {
 
 /// The node's Redis connections, opened before it serves.
 struct Connections {
-    redis: MultiplexedConnection,
+    /// Reconnects by itself after Redis restarts or the link drops.
+    redis: ConnectionManager,
     pubsub: redis::aio::PubSub,
     client: redis::Client,
 }
 
 impl Connections {
     async fn open(client: &redis::Client, config: &RedisConfig) -> Result<Self, StoreError> {
-        let mut redis = client.get_multiplexed_async_connection().await?;
+        let mut redis = ConnectionManager::new(client.clone()).await?;
         let _: String = redis::cmd("PING").query_async(&mut redis).await?;
         let mut pubsub = client.get_async_pubsub().await?;
         // Subscribed before any session can attach here: no notification is missed.

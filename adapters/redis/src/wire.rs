@@ -1,7 +1,7 @@
 //! What goes into Redis and comes back: the append script, metadata, log entries and
 //! notifications.
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionManager;
 use redis::streams::StreamRangeReply;
 use tether_core::server::{Principal, Recorded, SessionId, StoredSession, Unsequenced};
 
@@ -95,7 +95,7 @@ pub(crate) fn meta_pipeline(keys: &Keys, limits: &Limits, s: &StoredSession) -> 
 
 /// A session's metadata and whole retained log, read atomically; `None` if unknown.
 pub(crate) async fn read_session(
-    redis: &mut MultiplexedConnection,
+    redis: &mut ConnectionManager,
     keys: &Keys,
     session: &SessionId,
 ) -> redis::RedisResult<Option<StoredSession>> {
@@ -131,7 +131,7 @@ pub(crate) async fn read_session(
 
 /// The log entries with sequence ≥ `from`, oldest first.
 pub(crate) async fn read_log(
-    redis: &mut MultiplexedConnection,
+    redis: &mut ConnectionManager,
     keys: &Keys,
     session: &SessionId,
     from: u64,

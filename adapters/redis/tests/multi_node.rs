@@ -284,3 +284,45 @@ async fn requests_are_answered_and_unknown_sessions_refused() {
         "{refused:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_notification_feed_is_caught_up_from_the_log() {
+    let redis = redis();
+    let store = store_config(&redis, "resubscribe");
+    let mut a = Node::start("127.0.0.1:0", server_config(), store.clone()).await;
+    let (_client, mut events) =
+        tether_tokio::connect(a.url(), None, client_config()).expect("client");
+    let session = a.created.next().await.expect("session");
+    publish(&a, &session, 1, 100).await;
+    // Drop every pub/sub connection (the node's notification feed) and publish at once: the
+    // notifications of these events go nowhere; the node must read them from the log.
+    let client = redis::Client::open(redis.url.as_str()).expect("url");
+    let mut admin = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin connection");
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut admin)
+        .await
+        .expect("client kill");
+    assert!(killed >= 1, "the node's subscription was killed");
+    publish(&a, &session, 101, 100).await;
+    let seqs = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut seqs = Vec::new();
+        while seqs.len() < 200 {
+            match events.next().await {
+                Some(Event::Delivered(d)) => seqs.push(d.seq),
+                Some(Event::Lost { .. }) => panic!("loss reported"),
+                Some(_) => {}
+                None => panic!("client ended"),
+            }
+        }
+        seqs
+    })
+    .await
+    .expect("all 200 delivered after the feed was lost");
+    assert!(seqs.into_iter().eq(1..=200));
+}
