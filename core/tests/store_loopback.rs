@@ -1087,6 +1087,21 @@ fn a_malformed_stored_frame_is_refused_and_the_node_keeps_going() {
 }
 
 #[test]
+fn a_stored_frame_numbered_zero_is_malformed() {
+    let mut c = Cluster::new(VersionRange::TETHER, 11, 2, 1024, 1024);
+    c.settle();
+    let sid = c.session();
+    let u = c.nodes[A]
+        .prepare(c.now, &sid, "message", &[("n", json!(1))])
+        .unwrap();
+    // A store that numbers from 0 is not one tether writes to: refused, not silently dropped.
+    assert_eq!(
+        c.nodes[A].ingest(c.now, &sid, u.into_recorded(0)),
+        Err(IngestError::Malformed(0))
+    );
+}
+
+#[test]
 fn an_answer_for_a_handshake_whose_connection_closed_is_ignored() {
     let mut c = Cluster::new(VersionRange::TETHER, 12, 2, 1024, 1024);
     c.settle();

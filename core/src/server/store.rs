@@ -345,6 +345,10 @@ impl Server {
         session: &SessionId,
         recorded: Recorded,
     ) -> Result<Ingest, IngestError> {
+        if recorded.cursor == 0 {
+            // Stores number from 1: a 0 would otherwise pass as an old duplicate.
+            return Err(IngestError::Malformed(0));
+        }
         let Some(s) = self.sessions.get(session) else {
             return Ok(Ingest::NotHeld);
         };
