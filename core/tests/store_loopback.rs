@@ -1297,3 +1297,78 @@ proptest! {
         run_schedule(v1, roomy, seed, &ops);
     }
 }
+
+#[test]
+fn a_second_handshake_while_one_waits_for_the_store_is_refused_not_answered_with_the_first() {
+    // Found by this file: answers to `SessionWanted` name no session, so with two lookups in
+    // flight on one connection the first answer completed the second handshake, which then
+    // resumed a stale local copy without asking the store.
+    let mut c = Cluster::new(VersionRange::TETHER, 13, 2, 1024, 1024);
+    c.settle();
+    let x = c.session();
+    c.publish(A, 5, Via::Publish);
+    // A second session Y, created on A by another connection that then goes away.
+    let now = c.now;
+    c.nodes[A].handle_connected(now, ConnId(900), info());
+    let hello_y = r#"{"type":"hello","agent_id":"echo","protocol_min":1,"protocol_max":2}"#;
+    c.nodes[A].handle_text(now, ConnId(900), hello_y);
+    c.pump();
+    let y = c.store.meta.keys().find(|k| **k != x).unwrap().clone();
+    c.nodes[A].handle_closed(now, ConnId(900));
+    // Y moves on elsewhere: A's copy of it is stale (head 0, the store's 3).
+    for k in 0..3 {
+        let u = c.nodes[B]
+            .prepare(now, &y, "tick", &[("k", json!(k))])
+            .unwrap();
+        c.append(u);
+    }
+    c.pump();
+    assert_eq!(c.store.head(&y), 3);
+    // One connection asks for X, then for Y before the store answered.
+    c.hold_lookups = true;
+    c.nodes[A].handle_connected(now, ConnId(901), info());
+    let resume = |sid: &SessionId, since: u64| {
+        json!({"type": "hello", "agent_id": "echo", "protocol_min": 1, "protocol_max": 2,
+               "session_id": sid.0, "since": since})
+        .to_string()
+    };
+    c.nodes[A].handle_text(now, ConnId(901), &resume(&x, 5));
+    c.nodes[A].handle_text(now, ConnId(901), &resume(&y, 3));
+    let mut replies = Vec::new();
+    let drain = |c: &mut Cluster, replies: &mut Vec<Value>| {
+        while let Some((conn, t)) = c.nodes[A].poll_transmit() {
+            if let (ConnId(901), ServerTransmit::Frame(f)) = (conn, t) {
+                replies.push(serde_json::from_str(&f).unwrap());
+            }
+        }
+        let events: Vec<ServerEvent> = std::iter::from_fn(|| c.nodes[A].poll_event()).collect();
+        for e in events {
+            c.on_node_event(A, e);
+        }
+    };
+    drain(&mut c, &mut replies);
+    let (_, conn, asked, answer) = c.held.remove(0);
+    assert_eq!(asked, x);
+    c.nodes[A].provide_session(now, conn, answer);
+    drain(&mut c, &mut replies);
+    let oks: Vec<&Value> = replies.iter().filter(|r| r["type"] == "hello_ok").collect();
+    assert_eq!(oks.len(), 1, "{replies:?}");
+    assert_eq!(
+        oks[0]["session_id"],
+        x.0.as_str(),
+        "the answer completes its own handshake"
+    );
+    assert_eq!(oks[0]["resumed"], true);
+    assert!(c.held.is_empty(), "one lookup at a time per connection");
+    let refused: Vec<&Value> = replies
+        .iter()
+        .filter(|r| r["type"] == "hello_error")
+        .collect();
+    assert_eq!(refused.len(), 1, "{replies:?}");
+    assert_eq!(refused[0]["code"], "handshake_in_progress");
+    assert_eq!(
+        c.nodes[A].stored_session(&y).map(|s| s.head),
+        Some(0),
+        "Y was not resumed from its stale copy"
+    );
+}

@@ -156,9 +156,12 @@ pub(crate) enum Parked {
 impl Server {
     /// Whether a handshake naming `requested` must first ask the store (store mode, an id of a
     /// plausible length, not already answered for this connection). Parks the handshake and
-    /// emits [`ServerEvent::SessionWanted`] when so.
+    /// emits [`ServerEvent::SessionWanted`] when so. A second handshake needing the store while
+    /// one is parked is refused (transient `handshake_in_progress`): answers name no session,
+    /// so the first answer would otherwise complete the second handshake unasked.
     pub(super) fn park_for_store(
         &mut self,
+        now: Instant,
         conn: ConnId,
         requested: Option<&str>,
         parked: impl FnOnce() -> Parked,
@@ -174,6 +177,22 @@ impl Server {
         };
         if std::mem::take(&mut c.store_answered) {
             return false;
+        }
+        if c.parked.is_some() {
+            let code = ConnectErrorCode::Other("handshake_in_progress".into());
+            let message = "A handshake on this connection is already waiting for the session store";
+            let frame = match parked() {
+                Parked::Hello(_) => super::handshake::hello_error(
+                    code.clone(),
+                    message,
+                    Some(RecoveryStep::WaitThenRetry),
+                    None,
+                    Some(1),
+                ),
+                Parked::Join(_) => frames::error(Some("handshake_in_progress"), message, None),
+            };
+            self.reject(now, conn, code, frame);
+            return true;
         }
         c.parked = Some(parked());
         self.events.push_back(ServerEvent::SessionWanted {
