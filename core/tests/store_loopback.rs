@@ -536,7 +536,13 @@ impl Cluster {
             Event::Lost { from, to } => self.lost.push((from, to)),
             Event::Gap { .. } => self.gaps_seen += 1,
             Event::ServerReset { .. } => self.resets += 1,
-            Event::SessionReplaced { .. } => self.replaced += 1,
+            Event::SessionReplaced { .. } => {
+                // A new numbering begins (the assertions still count the replacement).
+                self.replaced += 1;
+                self.seqs.clear();
+                self.last_cursor = None;
+                self.last_sequence = None;
+            }
             Event::Request(u) => self.updates.push((u.request_id, u.status)),
             Event::StateChanged(State::Disconnected {
                 cause: DisconnectCause::Rejected(r),
@@ -1371,4 +1377,67 @@ fn a_second_handshake_while_one_waits_for_the_store_is_refused_not_answered_with
         Some(0),
         "Y was not resumed from its stale copy"
     );
+}
+
+#[test]
+fn a_session_the_store_forgot_is_not_resumed_from_a_local_copy() {
+    // Found by this file: `provide_session(Ok(None))` is documented as "unknown: the handshake
+    // gets a new session", but a node still holding a detached copy resumed that copy. Events
+    // the store had numbered after it (published through another node) were then lost without
+    // a word, and their numbers handed out again under the same session id.
+    let mut c = Cluster::new(VersionRange::TETHER, 14, 2, 1024, 1024);
+    c.settle();
+    let old = c.session();
+    c.publish(A, 10, Via::Publish);
+    c.cut();
+    // While the client is away, B publishes 10 more: A's copy stays at cursor 10.
+    c.publish(B, 10, Via::Publish);
+    assert_eq!(c.store.head(&old), 20);
+    // The store loses the session (a flush, its own expiry); A still holds its copy.
+    c.store.meta.remove(&old);
+    c.store.heads.remove(&old);
+    c.store.log.remove(&old);
+    c.target = A;
+    c.settle();
+    assert_eq!(
+        c.lost,
+        vec![],
+        "nothing can be replayed: the loss is the session's"
+    );
+    assert_eq!(c.replaced, 1, "the client is told its session is gone");
+    assert_ne!(c.session(), old, "not resumed from the local copy");
+    assert!(
+        c.nodes[A].stored_session(&old).is_none(),
+        "the stale copy is dropped"
+    );
+    assert_eq!(c.resets, 0);
+    let before = c.messages.len();
+    c.publish(B, 5, Via::Publish);
+    c.publish(A, 5, Via::Prepare);
+    let new: Vec<u64> = c.messages[before..].iter().map(|(_, n)| *n).collect();
+    assert_eq!(new, (21..=30).collect::<Vec<_>>());
+    assert_eq!(c.messages.first().map(|m| m.1), Some(1));
+    assert_eq!(before, 10, "what the client had before the loss");
+}
+
+#[test]
+fn a_session_the_store_forgot_is_not_resumed_from_a_copy_attached_on_the_same_node() {
+    // The same with A's copy still attached to a half-open connection of the client.
+    let mut c = Cluster::new(VersionRange::TETHER, 15, 2, 1024, 1024);
+    c.settle();
+    let old = c.session();
+    c.publish(A, 10, Via::Publish);
+    c.link = None; // half-open: A never hears that the link died
+    c.client.handle_closed(c.now, None, "half-open");
+    c.pump();
+    c.store.meta.remove(&old);
+    c.store.heads.remove(&old);
+    c.store.log.remove(&old);
+    c.target = A;
+    c.settle();
+    assert_eq!(c.replaced, 1);
+    assert_ne!(c.session(), old);
+    assert!(c.nodes[A].stored_session(&old).is_none());
+    c.publish(A, 3, Via::Publish);
+    assert_eq!(c.messages.len(), 13);
 }

@@ -241,7 +241,7 @@ impl Server {
                 return;
             }
             Ok(Some(stored)) => self.install(now, stored),
-            Ok(None) => {}
+            Ok(None) => self.forget_local_copy(now, conn, &parked),
         }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.store_answered = true;
@@ -250,6 +250,31 @@ impl Server {
             Parked::Hello(h) => self.on_hello(now, conn, h),
             Parked::Join(j) => self.on_join(now, conn, j),
         }
+    }
+
+    /// The store does not know the session `parked` asks for (flushed, expired there): a local
+    /// copy is not resumed either. Events the store numbered after it would be lost without a
+    /// word and their numbers handed out again; a new session tells the client instead. A
+    /// connection of this node still bound to the copy loses it as in a takeover.
+    fn forget_local_copy(&mut self, now: Instant, conn: ConnId, parked: &Parked) {
+        let requested = match parked {
+            Parked::Hello(h) => h.session_id.as_deref(),
+            Parked::Join(j) => j.session_id.as_deref(),
+        };
+        let Some(sid) = requested.map(|id| SessionId(id.to_owned())) else {
+            return;
+        };
+        let holder = self.sessions.get(&sid).and_then(|s| s.conn);
+        if let Some(old) = holder.filter(|old| *old != conn) {
+            self.close_conn(
+                now,
+                old,
+                4009,
+                "session_taken_over".into(),
+                super::Flush::Nothing,
+            );
+        }
+        self.expire(&sid);
     }
 
     /// Makes `stored` the local copy of its session, unless the local one is already newer
