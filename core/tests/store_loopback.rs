@@ -1441,3 +1441,40 @@ fn a_session_the_store_forgot_is_not_resumed_from_a_copy_attached_on_the_same_no
     c.publish(A, 3, Via::Publish);
     assert_eq!(c.messages.len(), 13);
 }
+
+#[test]
+fn an_answer_reaches_the_client_after_the_answering_node_dropped_its_copy() {
+    let mut c = Cluster::new(VersionRange::TETHER, 16, 2, 1024, 1024);
+    c.auto_respond = false;
+    c.settle();
+    let sid = c.session();
+    c.client.send_with_id(c.now, "slow", "think hard").unwrap();
+    c.pump();
+    assert_eq!(c.app_requests.len(), 1);
+    c.cut();
+    c.target = B;
+    c.settle();
+    // The job outlives A's detached copy of the session (its TTL here; the session cap
+    // evicts it the same way on a busy node).
+    c.now += Duration::from_secs(3601);
+    c.nodes[A].handle_timeout(c.now);
+    c.pump();
+    assert!(c.nodes[A].stored_session(&sid).is_none());
+    let answered = c.nodes[A].respond(c.now, &sid, "slow", Outcome::ok("42"));
+    assert_eq!(
+        answered,
+        Ok(0),
+        "the store numbers it; no local copy needed"
+    );
+    c.pump();
+    let final_ = RequestStatus::Final {
+        content: Some(json!("42")),
+        outcome: Some(json!({"status": "ok"})),
+    };
+    assert_eq!(updates_of(&c, "slow"), [&RequestStatus::Accepted, &final_]);
+    assert_eq!(
+        c.store.requests.get(&(sid.clone(), "slow".into())),
+        Some(&Some(Outcome::ok("42")))
+    );
+    c.assert_lossless();
+}
