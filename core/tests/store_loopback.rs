@@ -687,10 +687,11 @@ impl Cluster {
 // ------------------------------------------------------------------------------------------
 // 1. Failovers over 20,000 events
 
-fn failovers(versions: VersionRange, seed: u64) {
+fn failovers(config: ClientConfig) {
     const A: usize = 0;
     const B: usize = 1;
-    let mut c = Cluster::new(versions, seed, 2, 4096, 4096);
+    let seed = config.seed;
+    let mut c = Cluster::with_client(Client::new(config, origin()), 2, 4096, 4096);
     c.settle();
     let mut rng = Rng::from_u64(seed);
     let mut stream = |c: &mut Cluster, total: u64| {
@@ -747,12 +748,20 @@ fn failovers(versions: VersionRange, seed: u64) {
 
 #[test]
 fn v2_client_fails_over_between_nodes_without_losing_or_repeating_an_event() {
-    failovers(VersionRange::TETHER, 7);
+    failovers(client_config(VersionRange::TETHER, 7));
 }
 
 #[test]
 fn v1_client_fails_over_between_nodes_without_losing_or_repeating_an_event() {
-    failovers(VersionRange::V1_ONLY, 8);
+    failovers(client_config(VersionRange::V1_ONLY, 8));
+}
+
+#[test]
+fn legacy_join_client_fails_over_between_nodes_without_losing_or_repeating_an_event() {
+    failovers(ClientConfig {
+        handshake: tether_core::client::HandshakeMode::Join,
+        ..client_config(VersionRange::V1_ONLY, 9)
+    });
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1291,7 +1300,7 @@ fn run_schedule(v1: bool, roomy: bool, seed: u64, ops: &[Op]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn any_schedule_delivers_each_event_once_in_order_or_reports_it_lost(
