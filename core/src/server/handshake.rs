@@ -227,7 +227,7 @@ impl Server {
             }
         };
         let requested = h.session_id.clone();
-        if self.park_for_store(conn, requested.as_deref(), || Parked::Hello(h.clone())) {
+        if self.park_for_store(now, conn, requested.as_deref(), || Parked::Hello(h.clone())) {
             return;
         }
         let caps = h.offered_capabilities().to_vec();
@@ -355,7 +355,7 @@ impl Server {
             }
         };
         let requested = j.session_id.clone();
-        if self.park_for_store(conn, requested.as_deref(), || Parked::Join(j.clone())) {
+        if self.park_for_store(now, conn, requested.as_deref(), || Parked::Join(j.clone())) {
             return;
         }
         let (sid, resumed) =

@@ -473,15 +473,19 @@ impl Server {
         request_id: &str,
         outcome: Outcome,
     ) -> Result<u64, CommandError> {
-        let s = self
-            .sessions
-            .get_mut(session)
-            .ok_or_else(|| CommandError::UnknownSession(session.clone()))?;
-        if let Some(e) = s.dedup.find_mut(request_id) {
-            if e.outcome.is_some() {
-                return Err(CommandError::AlreadyAnswered(request_id.to_owned()));
+        // In store mode the outcome and the `final` go to the store: a local copy evicted or
+        // expired while the application worked must not lose the answer.
+        match self.sessions.get_mut(session) {
+            Some(s) => {
+                if let Some(e) = s.dedup.find_mut(request_id) {
+                    if e.outcome.is_some() {
+                        return Err(CommandError::AlreadyAnswered(request_id.to_owned()));
+                    }
+                    e.outcome = Some(outcome.clone());
+                }
             }
-            e.outcome = Some(outcome.clone());
+            None if self.config.external_store => {}
+            None => return Err(CommandError::UnknownSession(session.clone())),
         }
         if self.config.external_store {
             self.events.push_back(ServerEvent::OutcomeRecorded {

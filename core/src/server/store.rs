@@ -156,9 +156,12 @@ pub(crate) enum Parked {
 impl Server {
     /// Whether a handshake naming `requested` must first ask the store (store mode, an id of a
     /// plausible length, not already answered for this connection). Parks the handshake and
-    /// emits [`ServerEvent::SessionWanted`] when so.
+    /// emits [`ServerEvent::SessionWanted`] when so. A second handshake needing the store while
+    /// one is parked is refused (transient `handshake_in_progress`): answers name no session,
+    /// so the first answer would otherwise complete the second handshake unasked.
     pub(super) fn park_for_store(
         &mut self,
+        now: Instant,
         conn: ConnId,
         requested: Option<&str>,
         parked: impl FnOnce() -> Parked,
@@ -174,6 +177,22 @@ impl Server {
         };
         if std::mem::take(&mut c.store_answered) {
             return false;
+        }
+        if c.parked.is_some() {
+            let code = ConnectErrorCode::Other("handshake_in_progress".into());
+            let message = "A handshake on this connection is already waiting for the session store";
+            let frame = match parked() {
+                Parked::Hello(_) => super::handshake::hello_error(
+                    code.clone(),
+                    message,
+                    Some(RecoveryStep::WaitThenRetry),
+                    None,
+                    Some(1),
+                ),
+                Parked::Join(_) => frames::error(Some("handshake_in_progress"), message, None),
+            };
+            self.reject(now, conn, code, frame);
+            return true;
         }
         c.parked = Some(parked());
         self.events.push_back(ServerEvent::SessionWanted {
@@ -222,7 +241,7 @@ impl Server {
                 return;
             }
             Ok(Some(stored)) => self.install(now, stored),
-            Ok(None) => {}
+            Ok(None) => self.forget_local_copy(now, conn, &parked),
         }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.store_answered = true;
@@ -231,6 +250,31 @@ impl Server {
             Parked::Hello(h) => self.on_hello(now, conn, h),
             Parked::Join(j) => self.on_join(now, conn, j),
         }
+    }
+
+    /// The store does not know the session `parked` asks for (flushed, expired there): a local
+    /// copy is not resumed either. Events the store numbered after it would be lost without a
+    /// word and their numbers handed out again; a new session tells the client instead. A
+    /// connection of this node still bound to the copy loses it as in a takeover.
+    fn forget_local_copy(&mut self, now: Instant, conn: ConnId, parked: &Parked) {
+        let requested = match parked {
+            Parked::Hello(h) => h.session_id.as_deref(),
+            Parked::Join(j) => j.session_id.as_deref(),
+        };
+        let Some(sid) = requested.map(|id| SessionId(id.to_owned())) else {
+            return;
+        };
+        let holder = self.sessions.get(&sid).and_then(|s| s.conn);
+        if let Some(old) = holder.filter(|old| *old != conn) {
+            self.close_conn(
+                now,
+                old,
+                4009,
+                "session_taken_over".into(),
+                super::Flush::Nothing,
+            );
+        }
+        self.expire(&sid);
     }
 
     /// Makes `stored` the local copy of its session, unless the local one is already newer
@@ -346,6 +390,10 @@ impl Server {
         session: &SessionId,
         recorded: Recorded,
     ) -> Result<Ingest, IngestError> {
+        if recorded.cursor == 0 {
+            // Stores number from 1: a 0 would otherwise pass as an old duplicate.
+            return Err(IngestError::Malformed(0));
+        }
         let Some(s) = self.sessions.get(session) else {
             return Ok(Ingest::NotHeld);
         };
