@@ -602,7 +602,13 @@ impl Inner {
         }
         let sid = session.clone();
         self.server
-            .apply(move |m, now| ingest_all(m, now, &sid, events))
+            .apply(move |m, now| {
+                if ingest_all(m, now, &sid, events).is_some() {
+                    // The log was trimmed past what this node needs: the client's resume
+                    // (anywhere) reports the loss instead of waiting here forever.
+                    m.release_holder(now, &sid);
+                }
+            })
             .await?;
         Ok(())
     }

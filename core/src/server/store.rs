@@ -123,6 +123,8 @@ pub enum Ingest {
     /// Already held (cursor ≤ head): dropped.
     Duplicate,
     /// Cursors `expected..cursor` are missing: read them from the store and ingest them first.
+    /// If the store no longer holds them (trimmed), call
+    /// [`Server::release_holder`]: the client reconnects, and its resume reports the loss.
     Gap {
         /// The next cursor this node needs.
         expected: u64,
@@ -414,6 +416,17 @@ impl Server {
         let entry = Entry::from_recorded(recorded).ok_or(IngestError::Malformed(cursor))?;
         self.append_entry(now, session, entry);
         Ok(Ingest::Appended)
+    }
+
+    /// Closes the connection holding `session` (1012 `store_gap`, after what it was already
+    /// owed) so its client resumes and learns of events this node can no longer get from the
+    /// store; returns whether one was held. For an [`Ingest::Gap`] the store cannot fill.
+    pub fn release_holder(&mut self, now: Instant, session: &SessionId) -> bool {
+        let Some(conn) = self.sessions.get(session).and_then(|s| s.conn) else {
+            return false;
+        };
+        self.close_conn(now, conn, 1012, "store_gap".into(), super::Flush::All);
+        true
     }
 
     /// The store's verdict on a [`ServerEvent::RequestCheck`]: `None` = first sighting on any
