@@ -445,7 +445,10 @@ impl Inner {
                 content,
             } => self.check_request(conn, session, request_id, content).await,
             Work::Wanted { conn, session } => self.provide(conn, session).await,
-            Work::Append(..) => Ok(()),
+            Work::Append(events, reply) => {
+                self.append(vec![(events, reply)]).await;
+                Ok(())
+            }
         };
         if let Err(e) = result {
             tracing::warn!("session store: {e}");

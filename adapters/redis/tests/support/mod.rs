@@ -61,8 +61,8 @@ impl Node {
             let (mut bound, node) = loop {
                 match serve(&addr, config.clone(), redis.clone()).await {
                     Ok(x) => break x,
-                    Err(NodeError::Serve(e)) if Instant::now() < deadline => {
-                        let _ = e;
+                    // A killed predecessor's listener may still hold the port for a moment.
+                    Err(NodeError::Serve(_)) if Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                     Err(e) => panic!("node did not start: {e}"),
