@@ -1,6 +1,7 @@
 //! `tether bench --quick` keeps working: every figure runs at tiny sizes and the table prints
 //! with every row. No timing is asserted (targets are not enforced with `--quick`); the
-//! PraisonAI rows may say SKIPPED when the peer cannot be installed (or TETHER_INTEROP=skip).
+//! PraisonAI rows may say SKIPPED when the peer cannot be installed (or TETHER_INTEROP=skip); the
+//! Redis rows need a Redis (`TETHER_REDIS_URL` or `redis-server` on PATH), like the other tests.
 
 mod cli_support;
 
@@ -37,6 +38,9 @@ fn the_quick_benchmark_prints_every_row() {
         "idle sessions, one agent: RSS/session",
         "fan-out 1→20: delivered/s",
         "fan-out 1→20: delivery p99",
+        "redis: publish → 1 client",
+        "redis: resume → replay p50",
+        "redis: resume → replay p99",
     ] {
         let line = row(name);
         assert!(line.contains('×'), "{name} has no ratio: {line}");
@@ -55,7 +59,7 @@ fn the_quick_benchmark_prints_every_row() {
     assert!(!p.out.iter().any(|l| l.contains("FAILED")), "{:#?}", p.out);
     let summary = p.out.last().expect("a summary line");
     assert!(
-        summary.starts_with("13 figures in") && summary.contains("0 failed to run"),
+        summary.starts_with("16 figures in") && summary.contains("0 failed to run"),
         "{summary}"
     );
 }

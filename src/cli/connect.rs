@@ -26,6 +26,10 @@ const SAVE_EVERY: Duration = Duration::from_millis(200);
 pub struct ConnectArgs {
     /// Gateway URL, e.g. ws://127.0.0.1:8765/ws (the PraisonAI gateway serves /ws too).
     pub url: String,
+    /// More nodes of the same multi-node gateway (repeatable): each reconnect tries the next
+    /// URL, so the client fails over when a node dies.
+    #[arg(long = "also", value_name = "URL")]
+    pub also: Vec<String>,
     /// The agent to talk to.
     #[arg(long, value_name = "ID")]
     pub agent_id: String,
@@ -62,9 +66,13 @@ pub struct ConnectArgs {
 /// Runs the client until `--count` events, a terminal error or a signal.
 pub async fn run(args: ConnectArgs) -> Result<(), Failure> {
     // Bad URLs are usage errors, caught before anything starts.
-    let url = tether_driver::with_token(&args.url, None)
+    let mut urls = vec![args.url.clone()];
+    urls.extend(args.also.iter().cloned());
+    let urls = tether_driver::Endpoints::from(urls);
+    let checked = urls
+        .with_token(None)
         .map_err(|e| Failure::Usage(format!("{e} (expected e.g. ws://127.0.0.1:8765/ws)")))?;
-    if url.starts_with("wss:") {
+    if checked.iter().any(|u| u.starts_with("wss:")) {
         // tether-tokio's `rustls` feature is off in this build: every attempt would fail the
         // same way, so say it once instead of retrying until the timeout.
         return Err(Failure::Usage(
@@ -111,7 +119,7 @@ pub async fn run(args: ConnectArgs) -> Result<(), Failure> {
     let started = Client::start_observed(
         tether_tokio::TokioRuntime,
         tether_tokio::TokioConnector,
-        &args.url,
+        urls,
         token,
         config,
         state,

@@ -49,6 +49,13 @@ pub struct ServeArgs {
     /// Accept only these agent ids (repeatable). Default: any agent id.
     #[arg(long = "agent", value_name = "ID")]
     pub agents: Vec<String>,
+    /// Run as one node of a multi-node gateway: sessions, replay logs, request ids and presence
+    /// live in this Redis, shared by every node started with the same URL, prefix and --token.
+    #[arg(long, value_name = "redis://HOST:PORT", conflicts_with = "state_file")]
+    pub redis: Option<String>,
+    /// Prefix of the Redis keys (several gateways can share one Redis).
+    #[arg(long, value_name = "P", default_value = "tether", requires = "redis")]
+    pub redis_prefix: String,
 }
 
 /// Runs the server until SIGINT/SIGTERM, then shuts down gracefully and saves the state file.
@@ -82,14 +89,38 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
             .max(8 << 20),
         ..ServerConfig::default()
     };
+    let cannot = |e: &dyn std::fmt::Display| {
+        Failure::Runtime(format!("cannot serve on {}: {e}", args.listen))
+    };
+    let (bound, _node) = match &args.redis {
+        Some(url) => {
+            let store = tether_redis::RedisConfig {
+                prefix: args.redis_prefix.clone(),
+                ..tether_redis::RedisConfig::new(url.clone())
+            };
+            let (bound, node) = tether_redis::serve(&args.listen, config, store)
+                .await
+                .map_err(|e| cannot(&e))?;
+            eprintln!(
+                "node {} of the gateway in {url} (prefix {})",
+                node.node_id(),
+                args.redis_prefix
+            );
+            (bound, Some(node))
+        }
+        None => (
+            serve(&args.listen, config, snapshot)
+                .await
+                .map_err(|e| cannot(&e))?,
+            None,
+        ),
+    };
     let Bound {
         server,
         events,
         local_addr,
         accepting,
-    } = serve(&args.listen, config, snapshot)
-        .await
-        .map_err(|e| Failure::Runtime(format!("cannot serve on {}: {e}", args.listen)))?;
+    } = bound;
 
     let url = format!("ws://{local_addr}/ws");
     println!("listening on {url}");

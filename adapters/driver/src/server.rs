@@ -253,6 +253,13 @@ impl ServerEvents {
         let (_, rx) = mpsc::channel(0);
         Self { rx }
     }
+
+    /// A stream fed by the returned sender: for layers that consume the hub's events, act on
+    /// some (e.g. a session store's requests) and pass the rest on to the application.
+    pub fn channel(capacity: usize) -> (mpsc::Sender<ServerEvent>, Self) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (tx, Self { rx })
+    }
 }
 
 impl Stream for ServerEvents {

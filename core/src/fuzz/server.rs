@@ -209,6 +209,7 @@ fn config_of(setup: &ServerSetup, instance: u32) -> ServerConfig {
         },
         max_unknown_frames: 3,
         handshake_presence_limit: if small { 1 } else { 32 },
+        external_store: false,
     }
 }
 

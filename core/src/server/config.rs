@@ -61,6 +61,11 @@ pub struct ServerConfig {
     /// Most presence entries sent in a v2 `hello_ok` / `joined` (the full list is `presence()`):
     /// keeps a handshake's cost flat however many clients are connected.
     pub handshake_presence_limit: usize,
+    /// Sessions live in a store shared by several nodes (see the
+    /// [`store` section](super::Server::provide_session)): resumes ask the store, tracked frames
+    /// get their sequence from it, request ids are checked in it. Off = this machine holds and
+    /// numbers every session itself (the embedded default).
+    pub external_store: bool,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +92,7 @@ impl Default for ServerConfig {
             dedup_ttl: Duration::from_secs(24 * 3600),
             max_unknown_frames: 100,
             handshake_presence_limit: 4,
+            external_store: false,
         }
     }
 }

@@ -69,6 +69,10 @@ pub(crate) struct Conn {
     pub(crate) last_inbound_wall: f64,
     /// In the server's ready list.
     pub(crate) queued: bool,
+    /// Store mode: the handshake waiting for `provide_session`.
+    pub(crate) parked: Option<super::store::Parked>,
+    /// Store mode: the store answered for the handshake being re-run.
+    pub(crate) store_answered: bool,
 }
 
 impl Conn {
@@ -88,6 +92,8 @@ impl Conn {
             unknown_frames: 0,
             last_inbound_wall: wall,
             queued: false,
+            parked: None,
+            store_answered: false,
         }
     }
 

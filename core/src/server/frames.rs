@@ -199,6 +199,11 @@ impl<'a> Obj<'a> {
         Self(out)
     }
 
+    /// Continues an object left open in `out` (a store's frame body).
+    pub(crate) fn resume(out: &'a mut String) -> Self {
+        Self(out)
+    }
+
     /// Bytes written to the buffer so far.
     pub(crate) fn len(&self) -> usize {
         self.0.len()
@@ -344,10 +349,8 @@ impl super::Server {
         if kind.is_empty() || super::RESERVED_KINDS.contains(&kind) {
             return Err(super::CommandError::ReservedKind(kind.to_owned()));
         }
-        self.record(now, session, kind, |o, n| {
-            o.members(fields.as_str()).tracked(n)
-        })
-        .ok_or_else(|| super::CommandError::UnknownSession(session.clone()))
+        self.record(now, session, kind, |o| o.members(fields.as_str()))
+            .ok_or_else(|| super::CommandError::UnknownSession(session.clone()))
     }
 }
 

@@ -9,6 +9,7 @@ use super::conn::{Binding, ConnId, ReplayPhase};
 use super::event::{PeerError, ServerEvent};
 use super::frames;
 use super::session::{Dedup, Session, SessionId};
+use super::store::Parked;
 use super::{Flush, Rejection, Server};
 use crate::heartbeat::{Heartbeat, HeartbeatConfig};
 use crate::version::V2;
@@ -42,7 +43,7 @@ pub(super) fn hello_error_frame(r: &Rejection) -> String {
     )
 }
 
-fn hello_error(
+pub(super) fn hello_error(
     code: ConnectErrorCode,
     message: &str,
     next_step: Option<RecoveryStep>,
@@ -225,6 +226,10 @@ impl Server {
                 return;
             }
         };
+        let requested = h.session_id.clone();
+        if self.park_for_store(now, conn, requested.as_deref(), || Parked::Hello(h.clone())) {
+            return;
+        }
         let caps = h.offered_capabilities().to_vec();
         let sid = match self.attach(now, conn, &agent, h.session_id.as_deref(), version, &caps) {
             Ok(x) => x,
@@ -349,6 +354,10 @@ impl Server {
                 return;
             }
         };
+        let requested = j.session_id.clone();
+        if self.park_for_store(now, conn, requested.as_deref(), || Parked::Join(j.clone())) {
+            return;
+        }
         let (sid, resumed) =
             match self.attach(now, conn, &agent, j.session_id.as_deref(), version, &[]) {
                 Ok(x) => x,
@@ -504,7 +513,13 @@ impl Server {
 
     /// A handshake refusal: the reply, no close (the socket stays usable, as on the
     /// reference); the handshake deadline keeps running.
-    fn reject(&mut self, _now: Instant, conn: ConnId, code: ConnectErrorCode, frame: String) {
+    pub(super) fn reject(
+        &mut self,
+        _now: Instant,
+        conn: ConnId,
+        code: ConnectErrorCode,
+        frame: String,
+    ) {
         self.push_front_control(conn, frame);
         self.events
             .push_back(ServerEvent::ConnectionRejected { conn, code });
@@ -583,17 +598,8 @@ impl Server {
                 (sid, true)
             }
             None => {
-                if self.sessions.len() >= self.config.max_sessions.max(1) {
-                    let victim = self
-                        .sessions
-                        .values()
-                        .filter(|s| s.conn.is_none())
-                        .min_by_key(|s| s.detached_at)
-                        .map(|s| s.id.clone());
-                    match victim {
-                        Some(v) => self.expire(&v),
-                        None => return Err(Refusal::Full),
-                    }
+                if !self.make_room() {
+                    return Err(Refusal::Full);
                 }
                 // Never adopt the client's id: ids stay server-chosen and unguessable.
                 let mut sid = SessionId::random(&mut self.rng);
@@ -638,6 +644,12 @@ impl Server {
             c.handshake_deadline = None;
             if c.heartbeat.is_none() {
                 c.heartbeat = Some(Heartbeat::new(hb, now));
+            }
+        }
+        if self.config.external_store {
+            if let Some(stored) = self.stored_session(&sid) {
+                self.events
+                    .push_back(ServerEvent::StoreSession(Box::new(stored)));
             }
         }
         self.events.push_back(ServerEvent::PresenceChanged {

@@ -72,6 +72,7 @@ mod ring;
 mod session;
 mod snapshot;
 mod status;
+mod store;
 #[cfg(test)]
 mod tests;
 
@@ -89,6 +90,7 @@ pub use ring::Recorded;
 pub use session::{Outcome, OutcomeStatus, SessionId};
 pub use snapshot::{DedupSnapshot, ServerSnapshot, SessionSnapshot};
 pub use status::{Health, Liveness, PresenceInfo, ServerStats};
+pub use store::{Ingest, IngestError, StoreUnavailable, StoredSession, Unsequenced};
 
 use conn::{Closing, Conn};
 use frames::Obj;
@@ -114,6 +116,20 @@ const RESERVED_KINDS: &[&str] = &[
     "resync",
     "left",
 ];
+
+/// Refuses protocol frame types and the fields the server sets itself.
+fn check_publishable(kind: &str, fields: &[(&str, Value)]) -> Result<(), CommandError> {
+    if kind.is_empty() || RESERVED_KINDS.contains(&kind) {
+        return Err(CommandError::ReservedKind(kind.to_owned()));
+    }
+    if let Some((k, _)) = fields
+        .iter()
+        .find(|(k, _)| matches!(*k, "type" | "cursor" | "seq"))
+    {
+        return Err(CommandError::ReservedField((*k).to_owned()));
+    }
+    Ok(())
+}
 
 /// One input, for generated tests and fuzzing ([`Server::handle_input`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -441,17 +457,9 @@ impl Server {
         kind: &str,
         fields: &[(&str, Value)],
     ) -> Result<u64, CommandError> {
-        if kind.is_empty() || RESERVED_KINDS.contains(&kind) {
-            return Err(CommandError::ReservedKind(kind.to_owned()));
-        }
-        if let Some((k, _)) = fields
-            .iter()
-            .find(|(k, _)| matches!(*k, "type" | "cursor" | "seq"))
-        {
-            return Err(CommandError::ReservedField((*k).to_owned()));
-        }
-        self.record(now, session, kind, |o, n| {
-            fields.iter().fold(o, |o, (k, v)| o.value(k, v)).tracked(n)
+        check_publishable(kind, fields)?;
+        self.record(now, session, kind, |o| {
+            fields.iter().fold(o, |o, (k, v)| o.value(k, v))
         })
         .ok_or_else(|| CommandError::UnknownSession(session.clone()))
     }
@@ -465,23 +473,33 @@ impl Server {
         request_id: &str,
         outcome: Outcome,
     ) -> Result<u64, CommandError> {
-        let s = self
-            .sessions
-            .get_mut(session)
-            .ok_or_else(|| CommandError::UnknownSession(session.clone()))?;
-        if let Some(e) = s.dedup.find_mut(request_id) {
-            if e.outcome.is_some() {
-                return Err(CommandError::AlreadyAnswered(request_id.to_owned()));
+        // In store mode the outcome and the `final` go to the store: a local copy evicted or
+        // expired while the application worked must not lose the answer.
+        match self.sessions.get_mut(session) {
+            Some(s) => {
+                if let Some(e) = s.dedup.find_mut(request_id) {
+                    if e.outcome.is_some() {
+                        return Err(CommandError::AlreadyAnswered(request_id.to_owned()));
+                    }
+                    e.outcome = Some(outcome.clone());
+                }
             }
-            e.outcome = Some(outcome.clone());
+            None if self.config.external_store => {}
+            None => return Err(CommandError::UnknownSession(session.clone())),
         }
-        self.record(now, session, "response", |o, n| {
+        if self.config.external_store {
+            self.events.push_back(ServerEvent::OutcomeRecorded {
+                session: session.clone(),
+                request_id: request_id.to_owned(),
+                outcome: outcome.clone(),
+            });
+        }
+        self.record(now, session, "response", |o| {
             o.str("status", "final")
                 .value("content", &outcome.content)
                 .field("outcome", &outcome.outcome_json())
                 .str("session_id", session.as_str())
                 .str("request_id", request_id)
-                .tracked(n)
         })
         .ok_or_else(|| CommandError::UnknownSession(session.clone()))
     }
@@ -659,38 +677,71 @@ impl Server {
             return;
         };
         let request_id = m.request_id.unwrap_or_else(|| self.rng.hex_id(16));
-        let (ttl, max) = (self.config.dedup_ttl, self.config.dedup_max);
-        let Some(s) = self.sessions.get_mut(&b.session) else {
-            return;
-        };
-        s.dedup.prune(now, ttl);
-        let sid = b.session.clone();
-        if let Some(prev) = s.dedup.find(&request_id) {
-            // A resend (e.g. after a reconnect): never abuse, never handed out twice.
-            let outcome = prev.outcome.clone();
-            self.record(now, &sid, "response", |o, n| {
-                let mut o = o.str("status", "duplicate");
-                if let Some(out) = &outcome {
-                    o = o
-                        .value("content", &out.content)
-                        .field("outcome", &out.outcome_json());
-                }
-                o.str("session_id", sid.as_str())
-                    .str("request_id", &request_id)
-                    .tracked(n)
+        if self.config.external_store {
+            // Another node may have seen this id: the store decides (`admit_request`).
+            self.events.push_back(ServerEvent::RequestCheck {
+                conn,
+                session: b.session,
+                request_id,
+                content,
             });
             return;
         }
-        s.dedup.insert(request_id.clone(), now, max);
-        self.record(now, &sid, "response", |o, n| {
+        let Some(s) = self.sessions.get_mut(&b.session) else {
+            return;
+        };
+        s.dedup.prune(now, self.config.dedup_ttl);
+        if let Some(prev) = s.dedup.find(&request_id) {
+            // A resend (e.g. after a reconnect): never abuse, never handed out twice.
+            let outcome = prev.outcome.clone();
+            self.record_duplicate(now, &b.session, &request_id, outcome);
+            return;
+        }
+        self.accept_request(now, conn, &b.session, request_id, content);
+    }
+
+    /// Answers a resent request with `duplicate` (and its outcome once known).
+    fn record_duplicate(
+        &mut self,
+        now: Instant,
+        sid: &SessionId,
+        request_id: &str,
+        outcome: Option<Outcome>,
+    ) {
+        self.record(now, sid, "response", |o| {
+            let mut o = o.str("status", "duplicate");
+            if let Some(out) = &outcome {
+                o = o
+                    .value("content", &out.content)
+                    .field("outcome", &out.outcome_json());
+            }
+            o.str("session_id", sid.as_str())
+                .str("request_id", request_id)
+        });
+    }
+
+    /// A first sighting: remembered, `accepted`, handed to the application once.
+    fn accept_request(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        sid: &SessionId,
+        request_id: String,
+        content: Value,
+    ) {
+        let (ttl, max) = (self.config.dedup_ttl, self.config.dedup_max);
+        if let Some(s) = self.sessions.get_mut(sid) {
+            s.dedup.prune(now, ttl);
+            s.dedup.insert(request_id.clone(), now, max);
+        }
+        self.record(now, sid, "response", |o| {
             o.str("status", "accepted")
                 .str("content", "Started processing.")
                 .str("session_id", sid.as_str())
                 .str("request_id", &request_id)
-                .tracked(n)
         });
         self.events.push_back(ServerEvent::Request {
-            session: sid,
+            session: sid.clone(),
             request_id,
             content,
             conn,
@@ -709,32 +760,48 @@ impl Server {
         self.detach_if_owner(now, &b.session, conn);
     }
 
-    /// Stamps and records a tracked frame built by `build(obj, cursor)` after its `type`, then
-    /// wakes the owner. `None` if the session does not exist.
+    /// Stamps and records a tracked frame built by `build(obj)` after its `type`, then wakes
+    /// the owner. `None` if the session does not exist. In store mode the frame goes to the
+    /// store for its sequence instead ([`ServerEvent::StoreAppend`], cursor reported as 0).
     fn record(
         &mut self,
         now: Instant,
         session: &SessionId,
         kind: &str,
-        build: impl for<'a> FnOnce(Obj<'a>, u64) -> &'a mut String,
+        build: impl for<'a> FnOnce(Obj<'a>) -> Obj<'a>,
     ) -> Option<u64> {
+        if self.config.external_store {
+            let pending = self.unsequenced(now, session, kind, build);
+            self.events.push_back(ServerEvent::StoreAppend(pending));
+            return Some(0);
+        }
         let timestamp = self.wall(now);
-        let (max_events, max_bytes) = (self.config.ring_max_events, self.config.ring_max_bytes);
         let s = self.sessions.get_mut(session)?;
         // Drawn only for an existing session: the PRNG stream stays what it always was.
         let event_id = session::uuid4(&mut self.rng);
-        s.head += 1;
-        let n = s.head;
+        let n = s.head + 1;
         // Written once into the reused buffer, then shared by the ring and the transmit.
         let scratch = &mut self.scratch;
         scratch.clear();
         let obj = Obj::start(scratch, kind);
         let kind_end = obj.len();
-        let frame: Arc<str> = Arc::from(build(obj, n).as_str());
+        let frame: Arc<str> = Arc::from(build(obj).tracked(n).as_str());
         if scratch.capacity() > SCRATCH_KEEP {
             *scratch = String::new(); // one huge frame must not pin its buffer forever
         }
         let entry = Entry::new(n, frame, (kind, kind_end), event_id, timestamp, s.conn);
+        self.append_entry(now, session, entry);
+        Some(n)
+    }
+
+    /// Appends the session's next entry (its cursor is `head + 1`) to the ring and routes it to
+    /// the owner, which becomes a slow consumer if the ring evicts what it was not sent yet.
+    fn append_entry(&mut self, now: Instant, session: &SessionId, entry: Entry) {
+        let (max_events, max_bytes) = (self.config.ring_max_events, self.config.ring_max_bytes);
+        let Some(s) = self.sessions.get_mut(session) else {
+            return;
+        };
+        s.head = entry.cursor;
         let evicted = s.ring.push(entry, max_events, max_bytes);
         if let Some(owner) = s.conn {
             let behind = match (evicted, self.conns.get(&owner)) {
@@ -747,7 +814,6 @@ impl Server {
                 self.mark_ready(owner);
             }
         }
-        Some(n)
     }
 
     fn mark_ready(&mut self, id: ConnId) {
@@ -837,6 +903,27 @@ impl Server {
         });
         self.events
             .push_back(ServerEvent::PresenceChanged { agent_id });
+    }
+
+    /// At the session cap, expires the longest-detached session; false if every session is
+    /// attached (no room).
+    fn make_room(&mut self) -> bool {
+        if self.sessions.len() < self.config.max_sessions.max(1) {
+            return true;
+        }
+        let victim = self
+            .sessions
+            .values()
+            .filter(|s| s.conn.is_none())
+            .min_by_key(|s| s.detached_at)
+            .map(|s| s.id.clone());
+        match victim {
+            Some(v) => {
+                self.expire(&v);
+                true
+            }
+            None => false,
+        }
     }
 
     fn expire(&mut self, id: &SessionId) {

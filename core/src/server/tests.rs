@@ -1302,3 +1302,44 @@ fn a_client_of_a_lost_epoch_is_rewound_to_the_restore_point() {
             .unwrap();
     assert_eq!(ok["sequence"], 5);
 }
+
+#[test]
+fn a_gap_the_store_cannot_fill_releases_the_holder_so_its_resume_reports_the_loss() {
+    let now = t0();
+    let mut s = Server::new(
+        ServerConfig {
+            external_store: true,
+            ..cfg()
+        },
+        now,
+    );
+    let conn = ConnId(1);
+    let sid = connect_v1(&mut s, now, conn);
+    events(&mut s);
+    let frame = |n: u64| {
+        let body = format!(r#"{{"type":"message","content":"e{n}""#);
+        Unsequenced {
+            session: sid.clone(),
+            kind: "message".into(),
+            body,
+            event_id: u128::from(n),
+            timestamp: 1.0,
+        }
+        .into_recorded(n)
+    };
+    assert_eq!(s.ingest(now, &sid, frame(1)), Ok(Ingest::Appended));
+    assert_eq!(s.ingest(now, &sid, frame(1)), Ok(Ingest::Duplicate));
+    assert_eq!(
+        s.ingest(now, &sid, frame(5)),
+        Ok(Ingest::Gap { expected: 2 })
+    );
+    assert!(s.release_holder(now, &sid));
+    let out = drain(&mut s, now);
+    let texts = texts_of(&out, conn);
+    assert!(
+        texts.iter().any(|t| t.contains(r#""content":"e1""#)),
+        "what it was owed goes out first: {texts:?}"
+    );
+    assert_eq!(close_of(&out, conn), Some((1012, "store_gap".into())));
+    assert!(!s.release_holder(now, &SessionId("other".into())));
+}

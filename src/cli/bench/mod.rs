@@ -12,6 +12,7 @@ mod fanout;
 mod memory;
 mod peer;
 mod reconnect;
+mod redis;
 mod stream;
 
 use std::future::Future;
@@ -28,7 +29,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub quick: bool,
     /// Only the rows of these groups (comma-separated): stream, reconnect, memory, praisonai,
-    /// fanout.
+    /// fanout, redis.
     #[arg(long, value_delimiter = ',', value_name = "GROUPS")]
     pub only: Vec<String>,
     /// Idle sessions of the memory row.
@@ -310,7 +311,14 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
     if let Some(kind) = &args.memory_server {
         return memory::serve_child(kind).await;
     }
-    let groups = ["stream", "reconnect", "memory", "praisonai", "fanout"];
+    let groups = [
+        "stream",
+        "reconnect",
+        "memory",
+        "praisonai",
+        "fanout",
+        "redis",
+    ];
     for g in &args.only {
         if !groups.contains(&g.as_str()) {
             return Err(Failure::Usage(format!(
@@ -348,6 +356,9 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
     }
     if wanted("fanout") {
         rows.extend(fanout::rows(sizes).await);
+    }
+    if wanted("redis") {
+        rows.extend(redis::rows(sizes).await);
     }
     let enforce = !args.quick;
     print_table(&rows, enforce);

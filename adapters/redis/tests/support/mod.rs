@@ -1,0 +1,138 @@
+//! Gateway nodes that can be killed, on the real Redis of `tether_redis::testing`.
+
+#![allow(dead_code)] // each test binary uses part of it
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures::channel::mpsc;
+use futures::StreamExt;
+use tether_core::server::{Outcome, ServerConfig, ServerEvent, SessionId};
+use tether_redis::testing::RedisServer;
+use tether_redis::{serve, NodeError, RedisConfig, RedisNode};
+
+pub fn redis() -> RedisServer {
+    RedisServer::for_tests()
+}
+
+/// A key prefix no other test uses (tests may share one Redis).
+pub fn store_config(redis: &RedisServer, name: &str) -> RedisConfig {
+    let mut nonce = [0u8; 4];
+    getrandom::fill(&mut nonce).expect("entropy");
+    RedisConfig {
+        prefix: format!("test-{name}-{}", u32::from_le_bytes(nonce)),
+        ..RedisConfig::new(redis.url.clone())
+    }
+}
+
+pub fn server_config() -> ServerConfig {
+    ServerConfig {
+        agents: vec!["echo".into()],
+        ring_max_events: 50_000,
+        ring_max_bytes: 64 << 20,
+        heartbeat_interval: Duration::from_secs(5),
+        ..ServerConfig::default()
+    }
+}
+
+/// One gateway node on its own runtime, so that killing it (dropping the runtime) is as abrupt
+/// as a crash: sockets close, nothing is flushed, presence is not cleared.
+pub struct Node {
+    runtime: Option<tokio::runtime::Runtime>,
+    pub node: RedisNode,
+    pub addr: SocketAddr,
+    /// Sessions created on this node.
+    pub created: mpsc::UnboundedReceiver<SessionId>,
+}
+
+impl Node {
+    /// Starts a node at `addr` (retrying while a killed predecessor still holds the port);
+    /// requests are answered with `echo: <content>`.
+    pub async fn start(addr: &str, config: ServerConfig, redis: RedisConfig) -> Node {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (created_tx, created) = mpsc::unbounded();
+        let addr = addr.to_owned();
+        let started = runtime.spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let (mut bound, node) = loop {
+                match serve(&addr, config.clone(), redis.clone()).await {
+                    Ok(x) => break x,
+                    // A killed predecessor's listener may still hold the port for a moment.
+                    Err(NodeError::Serve(_)) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(e) => panic!("node did not start: {e}"),
+                }
+            };
+            let local = bound.local_addr;
+            let server = node.server().clone();
+            tokio::spawn(async move {
+                while let Some(event) = bound.events.next().await {
+                    match event {
+                        ServerEvent::SessionCreated { session, .. } => {
+                            let _ = created_tx.unbounded_send(session);
+                        }
+                        ServerEvent::Request {
+                            session,
+                            request_id,
+                            content,
+                            ..
+                        } => {
+                            let answer = Outcome::ok(format!("echo: {content}"));
+                            let _ = server.respond(&session, &request_id, answer).await;
+                        }
+                        _ => {}
+                    }
+                }
+            });
+            (node, local)
+        });
+        let (node, addr) = started.await.expect("node task");
+        Node {
+            runtime: Some(runtime),
+            node,
+            addr,
+            created,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Kills the node: every task stops where it is, its sockets close.
+    pub fn kill(mut self) -> SocketAddr {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+        self.addr
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,451 @@
+//! Store mode: sessions held in an external store shared by several gateway nodes.
+//!
+//! With [`ServerConfig::external_store`](super::ServerConfig::external_store) set, the machine
+//! no longer assumes it holds every session, nor that it alone numbers a session's events. It
+//! asks, sans-IO, and is fed the answers:
+//!
+//! | the machine emits | the store adapter does | and answers with |
+//! |---|---|---|
+//! | [`ServerEvent::SessionWanted`] (a handshake names a session) | reads the session's metadata and retained events | [`Server::provide_session`] |
+//! | [`ServerEvent::StoreSession`] (a session was created or attached) | writes its metadata (never its head) | — |
+//! | [`ServerEvent::StoreAppend`] (a tracked frame: publish, `accepted`, `final`, `duplicate`) | assigns the next sequence atomically and appends | [`Server::ingest`] on the node holding the session's connection |
+//! | [`ServerEvent::RequestCheck`] (a `message` with a request id) | marks the id seen, or reads the outcome already stored | [`Server::admit_request`] |
+//! | [`ServerEvent::OutcomeRecorded`] (the application answered) | stores the outcome for later duplicates | — |
+//!
+//! Sequences stay gap-free per session across nodes because only the store assigns them;
+//! [`Server::ingest`] appends strictly in order, drops what it already has and reports a gap
+//! (the adapter reads the missing range from the store and ingests it first). A node holding a
+//! detached copy of a session never trusts it: every resume asks the store.
+//!
+//! ```
+//! use std::time::Instant;
+//! use tether_core::server::{ConnId, ConnectInfo, Ingest, Server, ServerConfig, ServerEvent};
+//! # #[allow(clippy::disallowed_methods)]
+//! let now = Instant::now();
+//! let config = ServerConfig { external_store: true, ..ServerConfig::default() };
+//! let mut node = Server::new(config, now);
+//! node.handle_connected(now, ConnId(1), ConnectInfo::default());
+//! node.handle_text(now, ConnId(1), r#"{"type":"hello","agent_id":"a","protocol_min":1,"protocol_max":2}"#);
+//! let session = loop {
+//!     match node.poll_event() {
+//!         Some(ServerEvent::SessionCreated { session, .. }) => break session,
+//!         Some(_) => {}
+//!         None => unreachable!("a new session is created without asking the store"),
+//!     }
+//! };
+//! // Publishing asks the store for a sequence instead of assigning one.
+//! node.publish(now, &session, "message", &[("content", "hi".into())]).unwrap();
+//! let append = std::iter::from_fn(|| node.poll_event())
+//!     .find_map(|e| match e { ServerEvent::StoreAppend(a) => Some(a), _ => None })
+//!     .unwrap();
+//! // The store numbered it 1; the node holding the connection ingests it and sends it.
+//! assert_eq!(node.ingest(now, &session, append.into_recorded(1)), Ok(Ingest::Appended));
+//! ```
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::auth::Principal;
+use super::conn::ConnId;
+use super::event::ServerEvent;
+use super::frames::{self, Obj};
+use super::ring::{Entry, Recorded, Ring};
+use super::session::{Dedup, Outcome, Session, SessionId};
+use super::Server;
+use crate::wire::{ConnectErrorCode, Hello, Join, RecoveryStep};
+
+/// Longest session id looked up in the store (ours are 36-character uuids); longer ones are
+/// treated as unknown without a lookup.
+pub(crate) const MAX_STORED_ID: usize = 128;
+
+/// A session as the store holds it: metadata plus the retained events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredSession {
+    /// Its id.
+    pub session_id: SessionId,
+    /// Its agent.
+    pub agent_id: String,
+    /// The principal that created it (only it may resume).
+    pub owner: Principal,
+    /// Last assigned sequence (0 = none yet).
+    pub head: u64,
+    /// The line of history (see `hello_ok.epoch`); stable for the session's life in a store.
+    pub epoch: u64,
+    /// The head when the epoch began (0 for a session born in the store).
+    pub epoch_start: u64,
+    /// Last negotiated protocol version.
+    pub protocol_version: u32,
+    /// Last offered capabilities.
+    pub capabilities: Vec<String>,
+    /// Retained events, oldest first, contiguous, ending at `head` (empty in
+    /// [`ServerEvent::StoreSession`]).
+    pub events: Vec<Recorded>,
+}
+
+/// A tracked frame waiting for its sequence from the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unsequenced {
+    /// The session it belongs to.
+    pub session: SessionId,
+    /// Its `type`.
+    pub kind: String,
+    /// The frame text before its sequence: `{"type":<kind>,...` without `,"cursor":n,"seq":n}`.
+    pub body: String,
+    /// Its event id (a uuid on the wire).
+    pub event_id: u128,
+    /// Record time, epoch seconds.
+    pub timestamp: f64,
+}
+
+impl Unsequenced {
+    /// The frame as numbered `cursor` by the store, ready for [`Server::ingest`].
+    pub fn into_recorded(self, cursor: u64) -> Recorded {
+        let mut frame = self.body;
+        Obj::resume(&mut frame).tracked(cursor);
+        Recorded {
+            cursor,
+            kind: self.kind,
+            frame,
+            event_id: self.event_id,
+            timestamp: self.timestamp,
+            target: None,
+        }
+    }
+}
+
+/// What [`Server::ingest`] did with a sequenced frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingest {
+    /// Appended and routed to the session's connection.
+    Appended,
+    /// Already held (cursor ≤ head): dropped.
+    Duplicate,
+    /// Cursors `expected..cursor` are missing: read them from the store and ingest them first.
+    /// If the store no longer holds them (trimmed), call
+    /// [`Server::release_holder`]: the client reconnects, and its resume reports the loss.
+    Gap {
+        /// The next cursor this node needs.
+        expected: u64,
+    },
+    /// No connection of this node holds the session: nothing to do (its next resume reads the
+    /// store).
+    NotHeld,
+}
+
+/// A sequenced frame [`Server::ingest`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    /// The frame does not start with `{"type":<kind>` or has cursor 0: not written by a tether
+    /// node.
+    #[error("malformed stored frame at cursor {0}")]
+    Malformed(u64),
+}
+
+/// Why the store could not answer a [`ServerEvent::SessionWanted`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("session store unavailable: {0}")]
+pub struct StoreUnavailable(pub String);
+
+/// A handshake waiting for the store's answer.
+#[derive(Debug, Clone)]
+pub(crate) enum Parked {
+    Hello(Hello),
+    Join(Join),
+}
+
+impl Server {
+    /// Whether a handshake naming `requested` must first ask the store (store mode, an id of a
+    /// plausible length, not already answered for this connection). Parks the handshake and
+    /// emits [`ServerEvent::SessionWanted`] when so. A second handshake needing the store while
+    /// one is parked is refused (transient `handshake_in_progress`): answers name no session,
+    /// so the first answer would otherwise complete the second handshake unasked.
+    pub(super) fn park_for_store(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        requested: Option<&str>,
+        parked: impl FnOnce() -> Parked,
+    ) -> bool {
+        if !self.config.external_store {
+            return false;
+        }
+        let Some(id) = requested.filter(|id| !id.is_empty() && id.len() <= MAX_STORED_ID) else {
+            return false;
+        };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        if std::mem::take(&mut c.store_answered) {
+            return false;
+        }
+        if c.parked.is_some() {
+            let code = ConnectErrorCode::Other("handshake_in_progress".into());
+            let message = "A handshake on this connection is already waiting for the session store";
+            let frame = match parked() {
+                Parked::Hello(_) => super::handshake::hello_error(
+                    code.clone(),
+                    message,
+                    Some(RecoveryStep::WaitThenRetry),
+                    None,
+                    Some(1),
+                ),
+                Parked::Join(_) => frames::error(Some("handshake_in_progress"), message, None),
+            };
+            self.reject(now, conn, code, frame);
+            return true;
+        }
+        c.parked = Some(parked());
+        self.events.push_back(ServerEvent::SessionWanted {
+            conn,
+            session: SessionId(id.to_owned()),
+        });
+        true
+    }
+
+    /// The store's answer to [`ServerEvent::SessionWanted`]: the session (installed here, newer
+    /// than any local copy), `None` (unknown: the handshake gets a new session), or an error (the
+    /// client is told to retry: `hello_error` `store_unavailable`, transient). The parked
+    /// handshake then completes as usual. Answers for connections that closed meanwhile, or
+    /// that asked for nothing, are ignored.
+    pub fn provide_session(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        answer: Result<Option<StoredSession>, StoreUnavailable>,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.is_closing() {
+            return;
+        }
+        let Some(parked) = c.parked.take() else {
+            return;
+        };
+        match answer {
+            Err(e) => {
+                let code = ConnectErrorCode::Other("store_unavailable".into());
+                let frame = match parked {
+                    Parked::Hello(_) => super::handshake::hello_error(
+                        code.clone(),
+                        &e.to_string(),
+                        Some(RecoveryStep::WaitThenRetry),
+                        None,
+                        Some(1),
+                    ),
+                    Parked::Join(_) => {
+                        frames::error(Some("store_unavailable"), &e.to_string(), None)
+                    }
+                };
+                self.reject(now, conn, code, frame);
+                return;
+            }
+            Ok(Some(stored)) => self.install(now, stored),
+            Ok(None) => self.forget_local_copy(now, conn, &parked),
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.store_answered = true;
+        }
+        match parked {
+            Parked::Hello(h) => self.on_hello(now, conn, h),
+            Parked::Join(j) => self.on_join(now, conn, j),
+        }
+    }
+
+    /// The store does not know the session `parked` asks for (flushed, expired there): a local
+    /// copy is not resumed either. Events the store numbered after it would be lost without a
+    /// word and their numbers handed out again; a new session tells the client instead. A
+    /// connection of this node still bound to the copy loses it as in a takeover.
+    fn forget_local_copy(&mut self, now: Instant, conn: ConnId, parked: &Parked) {
+        let requested = match parked {
+            Parked::Hello(h) => h.session_id.as_deref(),
+            Parked::Join(j) => j.session_id.as_deref(),
+        };
+        let Some(sid) = requested.map(|id| SessionId(id.to_owned())) else {
+            return;
+        };
+        let holder = self.sessions.get(&sid).and_then(|s| s.conn);
+        if let Some(old) = holder.filter(|old| *old != conn) {
+            self.close_conn(
+                now,
+                old,
+                4009,
+                "session_taken_over".into(),
+                super::Flush::Nothing,
+            );
+        }
+        self.expire(&sid);
+    }
+
+    /// Makes `stored` the local copy of its session, unless the local one is already newer
+    /// (it ingested events after the store was read).
+    fn install(&mut self, now: Instant, stored: StoredSession) {
+        let (max_events, max_bytes) = (self.config.ring_max_events, self.config.ring_max_bytes);
+        let events: Vec<Entry> = stored
+            .events
+            .into_iter()
+            .filter(|e| e.cursor <= stored.head && e.cursor > 0)
+            .filter_map(Entry::from_recorded)
+            .collect();
+        let mut ring = Ring::default();
+        for e in Ring::from_events(events).iter() {
+            ring.push(e.clone(), max_events, max_bytes);
+        }
+        if let Some(s) = self.sessions.get_mut(&stored.session_id) {
+            s.owner = stored.owner;
+            s.agent_id = stored.agent_id;
+            s.epoch = stored.epoch;
+            s.epoch_start = stored.epoch_start;
+            if stored.head >= s.head {
+                s.head = stored.head;
+                s.ring = ring;
+            }
+            return;
+        }
+        if !self.make_room() {
+            return; // full of live sessions: the handshake is refused as usual
+        }
+        let session = Session {
+            id: stored.session_id.clone(),
+            agent_id: stored.agent_id,
+            owner: stored.owner,
+            head: stored.head,
+            ring,
+            dedup: Dedup::default(),
+            version: stored.protocol_version,
+            capabilities: stored.capabilities,
+            conn: None,
+            detached_at: Some(now),
+            epoch: stored.epoch,
+            epoch_start: stored.epoch_start,
+        };
+        self.sessions.insert(stored.session_id, session);
+    }
+
+    /// Sessions whose connection this node holds, with their heads: after a lost notification
+    /// feed, read each one's log after its head from the store and [`ingest`](Self::ingest) it.
+    pub fn held_sessions(&self) -> Vec<(SessionId, u64)> {
+        self.sessions
+            .values()
+            .filter(|s| s.conn.is_some())
+            .map(|s| (s.id.clone(), s.head))
+            .collect()
+    }
+
+    /// The store's metadata view of a local session (no events), as in
+    /// [`ServerEvent::StoreSession`].
+    pub fn stored_session(&self, session: &SessionId) -> Option<StoredSession> {
+        let s = self.sessions.get(session)?;
+        Some(StoredSession {
+            session_id: s.id.clone(),
+            agent_id: s.agent_id.clone(),
+            owner: s.owner.clone(),
+            head: s.head,
+            epoch: s.epoch,
+            epoch_start: s.epoch_start,
+            protocol_version: s.version,
+            capabilities: s.capabilities.clone(),
+            events: Vec::new(),
+        })
+    }
+
+    /// Builds a tracked frame for `session` without numbering it (any node may publish to any
+    /// session; the store assigns the sequence). Same checks as [`Server::publish`].
+    pub fn prepare(
+        &mut self,
+        now: Instant,
+        session: &SessionId,
+        kind: &str,
+        fields: &[(&str, Value)],
+    ) -> Result<Unsequenced, super::CommandError> {
+        super::check_publishable(kind, fields)?;
+        Ok(self.unsequenced(now, session, kind, |o| {
+            fields.iter().fold(o, |o, (k, v)| o.value(k, v))
+        }))
+    }
+
+    pub(super) fn unsequenced(
+        &mut self,
+        now: Instant,
+        session: &SessionId,
+        kind: &str,
+        build: impl for<'a> FnOnce(Obj<'a>) -> Obj<'a>,
+    ) -> Unsequenced {
+        let mut body = String::new();
+        build(Obj::start(&mut body, kind));
+        Unsequenced {
+            session: session.clone(),
+            kind: kind.to_owned(),
+            body,
+            event_id: super::session::uuid4(&mut self.rng),
+            timestamp: self.wall(now),
+        }
+    }
+
+    /// A frame numbered by the store, for a session whose connection this node may hold. It is
+    /// appended only as the next cursor: see [`Ingest`].
+    pub fn ingest(
+        &mut self,
+        now: Instant,
+        session: &SessionId,
+        recorded: Recorded,
+    ) -> Result<Ingest, IngestError> {
+        if recorded.cursor == 0 {
+            // Stores number from 1: a 0 would otherwise pass as an old duplicate.
+            return Err(IngestError::Malformed(0));
+        }
+        let Some(s) = self.sessions.get(session) else {
+            return Ok(Ingest::NotHeld);
+        };
+        let Some(owner) = s.conn else {
+            return Ok(Ingest::NotHeld);
+        };
+        let cursor = recorded.cursor;
+        if cursor <= s.head {
+            return Ok(Ingest::Duplicate);
+        }
+        if cursor > s.head + 1 {
+            return Ok(Ingest::Gap {
+                expected: s.head + 1,
+            });
+        }
+        let mut recorded = recorded;
+        recorded.target = Some(owner);
+        let entry = Entry::from_recorded(recorded).ok_or(IngestError::Malformed(cursor))?;
+        self.append_entry(now, session, entry);
+        Ok(Ingest::Appended)
+    }
+
+    /// Closes the connection holding `session` (1012 `store_gap`, after what it was already
+    /// owed) so its client resumes and learns of events this node can no longer get from the
+    /// store; returns whether one was held. For an [`Ingest::Gap`] the store cannot fill.
+    pub fn release_holder(&mut self, now: Instant, session: &SessionId) -> bool {
+        let Some(conn) = self.sessions.get(session).and_then(|s| s.conn) else {
+            return false;
+        };
+        self.close_conn(now, conn, 1012, "store_gap".into(), super::Flush::All);
+        true
+    }
+
+    /// The store's verdict on a [`ServerEvent::RequestCheck`]: `None` = first sighting on any
+    /// node (the application gets a [`ServerEvent::Request`] and the client `accepted`),
+    /// `Some(outcome)` = seen before (the client gets `duplicate`, with the outcome once known).
+    /// The request is handled even if its connection closed meanwhile: the store already
+    /// counts it as seen, so dropping it would lose it.
+    pub fn admit_request(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        session: &SessionId,
+        request_id: &str,
+        content: Value,
+        seen: Option<Option<Outcome>>,
+    ) {
+        match seen {
+            Some(outcome) => self.record_duplicate(now, session, request_id, outcome),
+            None => self.accept_request(now, conn, session, request_id.to_owned(), content),
+        }
+    }
+}
