@@ -70,7 +70,7 @@ pub(crate) struct Conn {
     /// In the server's ready list.
     pub(crate) queued: bool,
     /// Store mode: the handshake waiting for `provide_session`.
-    pub(crate) parked: Option<super::store::Parked>,
+    pub(crate) parked: Option<Box<super::store::Parked>>,
     /// Store mode: the store answered for the handshake being re-run.
     pub(crate) store_answered: bool,
 }

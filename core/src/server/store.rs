@@ -196,7 +196,7 @@ impl Server {
             self.reject(now, conn, code, frame);
             return true;
         }
-        c.parked = Some(parked());
+        c.parked = Some(Box::new(parked()));
         self.events.push_back(ServerEvent::SessionWanted {
             conn,
             session: SessionId(id.to_owned()),
@@ -221,7 +221,7 @@ impl Server {
         if c.is_closing() {
             return;
         }
-        let Some(parked) = c.parked.take() else {
+        let Some(parked) = c.parked.take().map(|p| *p) else {
             return;
         };
         match answer {
