@@ -92,9 +92,9 @@ impl PayloadBatches {
         };
         let (batch, range) = (*batch, range.clone());
         if batch == self.open && range == (0..self.gathering.len()) {
-            // A batch of one (events taken one by one): its own allocation, no shared count.
-            payload.0 = Repr::Owned(self.gathering.as_str().into());
-            self.gathering.clear();
+            // A batch of one (events taken one by one): the gathered text becomes the payload
+            // as it is (no second copy, no shared count); the next event starts a new buffer.
+            payload.0 = Repr::Owned(std::mem::take(&mut self.gathering).into_boxed_str());
             self.open += 1;
             return;
         }

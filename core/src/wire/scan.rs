@@ -21,18 +21,42 @@ pub(crate) struct Peeked<'a> {
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGH: u64 = 0x8080_8080_8080_8080;
 
-/// Whether any of the 8 bytes of `w` is `"`, `\` or a control character (exact for "any").
+/// The high bit of each byte of `w` that is `"`, `\\` or a control character, and possibly of
+/// bytes after the first such byte (a borrow can spill upwards): exact for "any", and the
+/// lowest set bit is exactly the first one.
 #[inline]
-pub(crate) fn word_has_special(w: u64) -> bool {
-    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-    (below_space | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\')))) != 0
+fn special_mask(w: u64) -> u64 {
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w;
+    (below_space | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\')))) & HIGH
 }
 
+/// Whether any of the 8 bytes of `w` is `"`, `\\` or a control character (exact for "any").
 #[inline]
-fn word_at(b: &[u8], i: usize) -> Option<u64> {
-    let bytes: [u8; 8] = b.get(i..i + 8)?.try_into().ok()?;
-    Some(u64::from_le_bytes(bytes))
+pub(crate) fn word_has_special(w: u64) -> bool {
+    special_mask(w) != 0
+}
+
+/// Index of the first `"`, `\\` or control character at or after `i`, or `b.len()`.
+#[inline]
+fn next_special(b: &[u8], i: usize) -> usize {
+    let rest = b.get(i..).unwrap_or_default();
+    let mut chunks = rest.chunks_exact(8);
+    let mut at = i;
+    for chunk in chunks.by_ref() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let mask = special_mask(u64::from_le_bytes(word));
+        if mask != 0 {
+            return at + (mask.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    let tail = chunks.remainder();
+    at + tail
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .unwrap_or(tail.len())
 }
 
 #[inline]
@@ -48,12 +72,7 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 fn skip_string(b: &[u8], mut i: usize) -> Option<(usize, bool)> {
     let mut escaped = false;
     loop {
-        while let Some(w) = word_at(b, i) {
-            if word_has_special(w) {
-                break;
-            }
-            i += 8;
-        }
+        i = next_special(b, i);
         match *b.get(i)? {
             b'"' => return Some((i + 1, escaped)),
             b'\\' => {
@@ -70,8 +89,8 @@ fn skip_string(b: &[u8], mut i: usize) -> Option<(usize, bool)> {
                     _ => return None,
                 }
             }
-            0..=0x1f => return None,
-            _ => i += 1,
+            // Only specials stop `next_special`: this is a control character.
+            _ => return None,
         }
     }
 }
@@ -357,6 +376,32 @@ mod tests {
                 seq: Some(8)
             })
         );
+    }
+
+    #[test]
+    fn strings_end_exactly_where_serde_says_around_every_word_boundary() {
+        // A special byte at every position of strings of every length around the 8-byte
+        // chunks the scanner reads: it must stop at the same byte serde stops at.
+        for len in 0..40 {
+            for pos in 0..len {
+                for special in [
+                    "\"", "\\\\", "\\\"", "\\u00e9", "\u{0}", "\u{1f}", "\n", "\u{7f}", "é", "😀",
+                ] {
+                    let body: String = (0..len)
+                        .map(|i| if i == pos { special } else { "a" })
+                        .collect();
+                    // Mid-frame, and last (where the final partial chunk is read bytewise).
+                    for frame in [
+                        format!(r#"{{"type":"m","x":"{body}","seq":1}}"#),
+                        format!(r#"{{"type":"m","seq":1,"x":"{body}"}}"#),
+                    ] {
+                        let serde_ok = serde_json::from_str::<serde_json::Value>(&frame).is_ok();
+                        let fast = agrees(&frame).map(|p| p.seq);
+                        assert_eq!(fast, serde_ok.then_some(Some(1)), "{frame:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

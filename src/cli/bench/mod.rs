@@ -39,6 +39,13 @@ pub struct BenchArgs {
     /// Internal: run the server side of the memory row in this process (tether | bare).
     #[arg(long, hide = true, value_name = "KIND")]
     pub memory_server: Option<String>,
+    /// Internal, for profilers: only streaming runs of one side on one runtime, printed one a
+    /// line (`tether|bare`-`tokio|async-std|smol`, e.g. `tether-smol`), for `--rounds` runs.
+    #[arg(long, hide = true, value_name = "SIDE-RUNTIME")]
+    pub profile_stream: Option<String>,
+    /// Internal: runs of `--profile-stream`.
+    #[arg(long, hide = true, value_name = "N", default_value_t = 20)]
+    pub rounds: usize,
 }
 
 /// How big each measurement is.
@@ -310,6 +317,9 @@ fn print_table(rows: &[Row], enforce: bool) {
 pub async fn run(args: BenchArgs) -> Result<(), Failure> {
     if let Some(kind) = &args.memory_server {
         return memory::serve_child(kind).await;
+    }
+    if let Some(which) = &args.profile_stream {
+        return stream::profile(which, Sizes::new(&args).stream_events, args.rounds).await;
     }
     let groups = [
         "stream",
