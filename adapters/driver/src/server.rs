@@ -26,7 +26,8 @@ use tether_core::server::{
     SessionId,
 };
 use tether_core::wire::EventBatch;
-use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
 use tungstenite::Utf8Bytes;
@@ -869,14 +870,15 @@ fn tracked_kind(text: &str) -> (bool, bool) {
 /// The machine's frame as a text message, copied into `staging`: one buffer serves a whole
 /// write batch (tungstenite copies each message into its write buffer and drops it, so the
 /// staging space is reclaimed), where sharing the frame's own text would cost an allocation
-/// per frame.
+/// per frame. It goes out as the very frame tungstenite makes of a `Message::Text`, without
+/// validating again as UTF-8 what was a `str`.
 fn staged_text(staging: &mut BytesMut, text: &str) -> Message {
     staging.extend_from_slice(text.as_bytes());
-    match Utf8Bytes::try_from(staging.split().freeze()) {
-        Ok(text) => Message::Text(text),
-        // Unreachable: the bytes are a `str`'s.
-        Err(_) => Message::text(String::new()),
-    }
+    Message::Frame(Frame::message(
+        staging.split().freeze(),
+        OpCode::Data(Data::Text),
+        true,
+    ))
 }
 
 /// What a connection task owns. It lives in a box because an `async fn` keeps its arguments
