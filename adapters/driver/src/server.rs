@@ -15,13 +15,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use futures::channel::{mpsc, oneshot};
 use futures::future;
 use futures::{FutureExt, SinkExt, Stream, StreamExt};
 use serde_json::Value;
 use tether_core::server::{
-    CommandError, ConnId, ConnectInfo, Health, Outcome, PresenceInfo, RestoreError,
+    CommandError, ConnId, ConnectInfo, FrameText, Health, Outcome, PresenceInfo, RestoreError,
     Server as Machine, ServerConfig, ServerEvent, ServerSnapshot, ServerStats, ServerTransmit,
     SessionId,
 };
@@ -42,8 +41,6 @@ const HUB_QUEUE: usize = 4096;
 const EVENT_QUEUE: usize = 4096;
 /// Frames a connection task writes per wake-up before flushing and yielding.
 const WRITE_BATCH: usize = 256;
-/// Bytes of frames staged for tungstenite at a time (see `staged_text`).
-const WRITE_STAGING: usize = 16 * 1024;
 /// Inputs the hub handles before it routes what they produced (and looks at its timer).
 const HUB_BATCH: usize = 256;
 /// Events a `publish_many` or `publish_batch` call may carry.
@@ -87,7 +84,7 @@ pub enum ServerError {
 enum Out {
     /// The machine's frame text (live events share it with the replay ring), with the instant
     /// of the `publish` that produced it when known (for the publish-to-write histogram).
-    Frame(Arc<str>, Option<Instant>),
+    Frame(FrameText, Option<Instant>),
     Close(u16, String),
 }
 
@@ -856,26 +853,24 @@ enum ConnWake {
 
 /// Whether a frame is a tracked event (and a replayed one), for the delivery counters. Tracked
 /// frames end with the `,"seq":n}` the server appends last, so only the last field is looked at.
-fn tracked_kind(text: &str) -> (bool, bool) {
-    if text.starts_with(r#"{"type":"replay""#) {
+fn tracked_kind(text: &[u8]) -> (bool, bool) {
+    if text.starts_with(br#"{"type":"replay""#) {
         return (true, true);
     }
-    let tracked = text.ends_with('}')
+    let tracked = text.ends_with(b"}")
         && text
-            .rfind(',')
-            .is_some_and(|i| text[i..].starts_with(r#","seq":"#));
+            .iter()
+            .rposition(|&b| b == b',')
+            .is_some_and(|i| text[i..].starts_with(br#","seq":"#));
     (tracked, false)
 }
 
-/// The machine's frame as a text message, copied into `staging`: one buffer serves a whole
-/// write batch (tungstenite copies each message into its write buffer and drops it, so the
-/// staging space is reclaimed), where sharing the frame's own text would cost an allocation
-/// per frame. It goes out as the very frame tungstenite makes of a `Message::Text`, without
-/// validating again as UTF-8 what was a `str`.
-fn staged_text(staging: &mut BytesMut, text: &str) -> Message {
-    staging.extend_from_slice(text.as_bytes());
+/// The machine's frame as the text message tungstenite writes: the frame shares the ring's
+/// chunk (no copy, no allocation), and it is not validated again as UTF-8 (it was built from
+/// `str`s). The same frame tungstenite makes of a `Message::Text`.
+fn text_message(text: FrameText) -> Message {
     Message::Frame(Frame::message(
-        staging.split().freeze(),
+        text.into_bytes(),
         OpCode::Data(Data::Text),
         true,
     ))
@@ -953,7 +948,6 @@ async fn connection<R: Runtime, S: WebSocket>(mut state: Box<ConnState<R, S>>, a
                 let (mut tracked, mut replayed) = (0u64, 0u64);
                 let mut oldest_publish: Option<Instant> = None;
                 let mut close = None;
-                let mut staging = BytesMut::with_capacity(WRITE_STAGING);
                 let mut next = Some(first);
                 while let Some(item) = next.take() {
                     match item {
@@ -961,12 +955,12 @@ async fn connection<R: Runtime, S: WebSocket>(mut state: Box<ConnState<R, S>>, a
                             frames += 1;
                             bytes += text.len();
                             if counting {
-                                let (is_tracked, is_replay) = tracked_kind(&text);
+                                let (is_tracked, is_replay) = tracked_kind(text.as_bytes());
                                 tracked += u64::from(is_tracked);
                                 replayed += u64::from(is_replay);
                                 oldest_publish = oldest_publish.or(published_at);
                             }
-                            if socket.feed(staged_text(&mut staging, &text)).await.is_err() {
+                            if socket.feed(text_message(text)).await.is_err() {
                                 close = Some((1011, String::new()));
                                 break;
                             }

@@ -2,7 +2,6 @@
 //! control queue for untracked frames.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -57,7 +56,7 @@ pub(crate) struct Conn {
     /// Started by the first successful handshake.
     pub(crate) heartbeat: Option<Heartbeat>,
     pub(crate) bound: Option<Binding>,
-    pub(crate) control: VecDeque<Arc<str>>,
+    pub(crate) control: VecDeque<super::FrameText>,
     pub(crate) replay: Option<ReplayPhase>,
     /// Next ring cursor to send live.
     pub(crate) live_next: u64,

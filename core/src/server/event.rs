@@ -1,12 +1,11 @@
 //! What the server tells the adapter (transmits) and the application (events), and its errors.
 
-use std::sync::Arc;
-
 use serde_json::Value;
 
 use super::conn::ConnId;
 use super::session::{Outcome, SessionId};
 use super::store::{StoredSession, Unsequenced};
+use super::text::FrameText;
 use crate::wire::{ConnectErrorCode, DecodeError};
 
 /// A frame or close for one connection. After a `Close` nothing more comes for that
@@ -15,7 +14,7 @@ use crate::wire::{ConnectErrorCode, DecodeError};
 pub enum ServerTransmit {
     /// A text frame to write. Live events share their text with the session's replay ring
     /// (no copy per connection); write it as is.
-    Frame(Arc<str>),
+    Frame(FrameText),
     /// Send a close frame with this code and reason, then stop writing.
     Close {
         /// WebSocket close code.

@@ -75,9 +75,9 @@ mod status;
 mod store;
 #[cfg(test)]
 mod tests;
+mod text;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::Value;
@@ -91,6 +91,7 @@ pub use session::{Outcome, OutcomeStatus, SessionId};
 pub use snapshot::{DedupSnapshot, ServerSnapshot, SessionSnapshot};
 pub use status::{Health, Liveness, PresenceInfo, ServerStats};
 pub use store::{Ingest, IngestError, StoreUnavailable, StoredSession, Unsequenced};
+pub use text::FrameText;
 
 use conn::{Closing, Conn};
 use frames::Obj;
@@ -510,7 +511,7 @@ impl Server {
     pub fn broadcast(&mut self, now: Instant, kind: &str, data: &Value) -> usize {
         let event_id = frames::uuid_string(session::uuid4(&mut self.rng));
         let timestamp = self.wall(now);
-        let frame: Arc<str> = frames::frame(kind, |o| {
+        let frame: FrameText = frames::frame(kind, |o| {
             o.field("data", data)
                 .str("event_id", &event_id)
                 .field("timestamp", &timestamp)
@@ -785,7 +786,7 @@ impl Server {
         scratch.clear();
         let obj = Obj::start(scratch, kind);
         let kind_end = obj.len();
-        let frame: Arc<str> = Arc::from(build(obj).tracked(n).as_str());
+        let frame = s.ring.write(build(obj).tracked(n).as_str());
         if scratch.capacity() > SCRATCH_KEEP {
             *scratch = String::new(); // one huge frame must not pin its buffer forever
         }
@@ -826,7 +827,7 @@ impl Server {
     }
 
     /// Queues an untracked frame; an overflowing control queue makes a slow consumer.
-    fn push_control(&mut self, now: Instant, id: ConnId, frame: impl Into<Arc<str>>) {
+    fn push_control(&mut self, now: Instant, id: ConnId, frame: impl Into<FrameText>) {
         let max = self.config.max_control_frames.max(1);
         let Some(c) = self.conns.get_mut(&id) else {
             return;
@@ -963,7 +964,7 @@ impl Server {
                         let scratch = &mut self.scratch;
                         scratch.clear();
                         frames::replay(scratch, e, r.with_seq);
-                        let f: Arc<str> = Arc::from(scratch.as_str());
+                        let f = FrameText::from(scratch.as_str());
                         if scratch.capacity() > SCRATCH_KEEP {
                             *scratch = String::new();
                         }
@@ -988,7 +989,7 @@ impl Server {
                 });
                 if let Some(e) = e {
                     c.live_next = e.cursor + 1;
-                    let f = Arc::clone(&e.frame);
+                    let f = e.frame.clone();
                     c.in_flight_frames += 1;
                     c.in_flight_bytes += f.len();
                     let more = c.closing.is_some() || c.live_next <= s.head.min(limit);

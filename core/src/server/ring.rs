@@ -3,12 +3,12 @@
 //! live frame handed to the adapter shares the ring's text.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::conn::ConnId;
 use super::frames;
+use super::text::{FrameText, FrameWriter};
 
 /// One tracked frame as persisted in a [`ServerSnapshot`](super::ServerSnapshot).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,7 +51,7 @@ pub(crate) struct Entry {
     /// Cursor == seq of the frame.
     pub(crate) cursor: u64,
     /// The exact text sent live.
-    pub(crate) frame: Arc<str>,
+    pub(crate) frame: FrameText,
     /// End of the frame's JSON-escaped `type` value: `frame[8..kind_end]` is `"<kind>"`.
     kind_end: usize,
     pub(crate) event_id: u128,
@@ -65,7 +65,7 @@ impl Entry {
     /// `frame` must start with `{"type":` and `kind` as a JSON string ending at `kind_end`.
     pub(crate) fn new(
         cursor: u64,
-        frame: Arc<str>,
+        frame: FrameText,
         (kind, kind_end): (&str, usize),
         event_id: u128,
         timestamp: f64,
@@ -87,7 +87,9 @@ impl Entry {
     /// The frame's `type` value as JSON text (quoted, escaped).
     pub(crate) fn kind_json(&self) -> &str {
         self.frame
+            .as_bytes()
             .get(frames::TYPE_PREFIX.len()..self.kind_end)
+            .and_then(|kind| std::str::from_utf8(kind).ok())
             .unwrap_or("\"\"")
     }
 
@@ -131,9 +133,16 @@ impl Entry {
 pub(crate) struct Ring {
     events: VecDeque<Entry>,
     bytes: usize,
+    /// Where new frames are written (chunks shared by the frames they hold).
+    writer: FrameWriter,
 }
 
 impl Ring {
+    /// The text of a new frame, stored with the ring's other frames (see [`FrameWriter`]).
+    pub(crate) fn write(&mut self, text: &str) -> FrameText {
+        self.writer.write(text)
+    }
+
     pub(crate) fn from_events(events: Vec<Entry>) -> Self {
         let mut ring = Self::default();
         for e in events {
