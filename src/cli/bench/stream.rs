@@ -320,8 +320,17 @@ pub async fn tether_stream_with<A: Adapter>(
     result
 }
 
-/// Alternating rounds of tether and bare runs; the median of each.
-pub async fn compare<A: Adapter>(a: &A, n: u64, rounds: usize) -> Result<(f64, f64), String> {
+/// Medians of interleaved rounds: tether's figure, the baseline's, and the per-round ratio.
+pub type Paired = (f64, f64, f64);
+
+/// The medians of paired rounds.
+fn paired(ours: Vec<f64>, bare: Vec<f64>) -> Paired {
+    let ratios = ours.iter().zip(&bare).map(|(o, b)| o / b).collect();
+    (median(ours), median(bare), median(ratios))
+}
+
+/// Alternating rounds of tether and bare runs (which goes first alternates too).
+pub async fn compare<A: Adapter>(a: &A, n: u64, rounds: usize) -> Result<Paired, String> {
     let (mut ours, mut bare) = (Vec::new(), Vec::new());
     for round in 0..rounds.max(1) {
         if round % 2 == 0 {
@@ -332,16 +341,12 @@ pub async fn compare<A: Adapter>(a: &A, n: u64, rounds: usize) -> Result<(f64, f
             ours.push(tether_stream(a, n).await?);
         }
     }
-    Ok((median(ours), median(bare)))
+    Ok(paired(ours, bare))
 }
 
 /// Alternating rounds of tether with metrics on and off (which goes first alternates too);
 /// the median of each.
-pub async fn compare_metrics<A: Adapter>(
-    a: &A,
-    n: u64,
-    rounds: usize,
-) -> Result<(f64, f64), String> {
+pub async fn compare_metrics<A: Adapter>(a: &A, n: u64, rounds: usize) -> Result<Paired, String> {
     let (mut on, mut off) = (Vec::new(), Vec::new());
     let with = |metrics| ServerOptions::default().metrics(metrics);
     for round in 0..rounds.max(1) {
@@ -353,43 +358,40 @@ pub async fn compare_metrics<A: Adapter>(
             on.push(tether_stream_with(a, n, with(true)).await?);
         }
     }
-    Ok((median(on), median(off)))
+    Ok(paired(on, off))
 }
 
-fn row(name: &str, baseline: &str, measured: Result<(f64, f64), String>) -> Row {
+fn row(name: &str, baseline: &str, measured: Result<Paired, String>) -> Row {
     row_at_least(name, baseline, measured, 0.8)
 }
 
-fn row_at_least(
-    name: &str,
-    baseline: &str,
-    measured: Result<(f64, f64), String>,
-    target: f64,
-) -> Row {
+fn row_at_least(name: &str, baseline: &str, measured: Result<Paired, String>, target: f64) -> Row {
     match measured {
-        Ok((ours, bare)) => Row::measured(
+        Ok((ours, bare, ratio)) => Row::measured(
             name,
             ours,
             bare,
             Unit::PerSecond,
             Target::AtLeast(target),
             baseline,
-        ),
+        )
+        .with_paired_ratio(ratio),
         Err(e) => Row::failed(name, e),
     }
 }
 
 /// The three streaming rows.
 pub async fn rows(sizes: Sizes) -> Vec<Row> {
-    let (n, rounds) = (sizes.stream_events, sizes.rounds);
+    let (n, rounds) = (sizes.stream_events, sizes.stream_rounds);
+    let note = |baseline: &str| format!("{baseline}; ratio: median of {rounds} paired rounds");
     let tokio_row = row(
         "stream 1→1, tokio",
-        "bare tokio-tungstenite pair, same JSON work",
+        &note("bare tokio-tungstenite pair, same JSON work"),
         compare(&Tokio, n, rounds).await,
     );
     let async_std_row = row(
         "stream 1→1, async-std",
-        "bare async-tungstenite pair on async-std",
+        &note("bare async-tungstenite pair on async-std"),
         on_other_runtime(move || {
             async_std::task::block_on(compare(
                 &AsyncAdapter(tether_async_std::AsyncStdRuntime),
@@ -401,7 +403,7 @@ pub async fn rows(sizes: Sizes) -> Vec<Row> {
     );
     let smol_row = row(
         "stream 1→1, smol",
-        "bare async-tungstenite pair on smol",
+        &note("bare async-tungstenite pair on smol"),
         on_other_runtime(move || {
             smol::block_on(compare(
                 &AsyncAdapter(tether_async_std::SmolRuntime),
@@ -415,7 +417,10 @@ pub async fn rows(sizes: Sizes) -> Vec<Row> {
     let metrics_rounds = METRICS_ROUNDS.min(rounds * 5);
     let metrics_row = row_at_least(
         "stream 1→1, tokio, metrics on vs off",
-        &format!("the same server with metrics off (ServerOptions); {metrics_rounds} rounds"),
+        &format!(
+            "the same server with metrics off (ServerOptions); ratio: median of \
+             {metrics_rounds} paired rounds"
+        ),
         compare_metrics(&Tokio, n, metrics_rounds).await,
         0.95,
     );
