@@ -99,6 +99,10 @@ impl Runtime for SmolRuntime {
     fn spawn(&self, future: BoxFuture<()>) {
         smol::spawn(future).detach();
     }
+    /// smol's global executor runs every task on one thread by default.
+    fn yield_after_read(&self) -> bool {
+        true
+    }
 }
 
 /// Opens plain `ws://` WebSockets over async-net.

@@ -299,11 +299,11 @@ impl<R: Runtime, C: Connector> Driver<R, C> {
                 continue;
             }
             due_in_a_row = 0;
-            if std::mem::take(&mut self.just_read) {
+            if std::mem::take(&mut self.just_read) && self.runtime.yield_after_read() {
                 // The socket was drained: let the tasks already queued run once before
                 // waiting on the reactor. On a shared executor the writer on the other end
                 // often has more ready by then, read at once instead of through a reactor
-                // round trip (a wake-up from the I/O thread).
+                // round trip (a wake-up from the I/O thread). See `Runtime::yield_after_read`.
                 yield_now().await;
             }
             let wake = self.wake().await;

@@ -51,6 +51,14 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<()>;
     /// Runs `future` in the background.
     fn spawn(&self, future: BoxFuture<()>);
+    /// Whether a client loop that has drained its socket lets the other ready tasks run once
+    /// before it waits on the reactor. It pays off where one executor thread runs the peer's
+    /// writer too (smol's global executor: the next read then finds data without a wake-up
+    /// from the I/O thread) and costs on work-stealing runtimes (tokio, async-std), where the
+    /// yield only delays the loop. Default: no.
+    fn yield_after_read(&self) -> bool {
+        false
+    }
 }
 
 /// A WebSocket: a stream of incoming messages and a sink for outgoing ones.

@@ -28,7 +28,7 @@ pub struct Payload(Repr);
 enum Repr {
     /// A slice of a batch's shared buffer.
     Shared {
-        text: Arc<str>,
+        text: Arc<String>,
         start: usize,
         end: usize,
     },
@@ -66,10 +66,10 @@ pub(crate) struct PayloadBatches {
     gathering: String,
     open: u64,
     /// The last frozen batch and its number.
-    frozen: Option<(u64, Arc<str>)>,
+    frozen: Option<(u64, Arc<String>)>,
 }
 
-/// The buffer keeps its capacity up to this size between batches.
+/// A new batch's buffer starts with the previous batch's size, up to this.
 const GATHER_KEEP: usize = 256 << 10;
 
 impl PayloadBatches {
@@ -99,11 +99,10 @@ impl PayloadBatches {
             return;
         }
         if batch == self.open {
-            let text: Arc<str> = Arc::from(self.gathering.as_str());
-            self.gathering.clear();
-            if self.gathering.capacity() > GATHER_KEEP {
-                self.gathering = String::new();
-            }
+            // The gathered buffer itself is shared (no copy); the next batch gets a new one
+            // the size of this one (up to a bound).
+            let next = String::with_capacity(self.gathering.len().min(GATHER_KEEP));
+            let text = Arc::new(std::mem::replace(&mut self.gathering, next));
             self.frozen = Some((self.open, text));
             self.open += 1;
         }
