@@ -199,21 +199,31 @@ fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
     (b.get(i..i + word.len())? == word).then_some(i + word.len())
 }
 
-/// `null` or a plain non-negative integer that fits a `u64`.
+/// `null` or a plain non-negative integer that fits a `u64`, read in one pass. A negative,
+/// fractional or exponent number is left to serde (its error, not ours), and so is a leading
+/// zero (not JSON).
 fn opt_u64(b: &[u8], i: usize) -> Option<(Option<u64>, usize)> {
-    if b.get(i) == Some(&b'n') {
-        return Some((None, literal(b, i, b"null")?));
+    let mut j = i;
+    let n = match *b.get(i)? {
+        b'n' => return Some((None, literal(b, i, b"null")?)),
+        b'0' => {
+            j += 1;
+            0
+        }
+        b'1'..=b'9' => {
+            let mut n = 0u64;
+            while let Some(&d @ b'0'..=b'9') = b.get(j) {
+                n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+                j += 1;
+            }
+            n
+        }
+        _ => return None,
+    };
+    match b.get(j) {
+        Some(b'.' | b'e' | b'E' | b'0'..=b'9') => None,
+        _ => Some((Some(n), j)),
     }
-    let end = skip_number(b, i)?;
-    let digits = &b[i..end];
-    if digits.first() == Some(&b'-') || !digits.iter().all(u8::is_ascii_digit) {
-        return None; // negative or fractional: serde's error, not ours
-    }
-    let mut n = 0u64;
-    for d in digits {
-        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-    }
-    Some((Some(n), end))
 }
 
 /// Walks one well-formed JSON object (nothing after it but whitespace): for each member,
