@@ -75,6 +75,16 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// Marks the connection as in the server's ready list; false if it already is or has
+    /// sent its close (then it must not be listed).
+    pub(crate) fn enqueue(&mut self) -> bool {
+        if self.queued || self.close_sent {
+            return false;
+        }
+        self.queued = true;
+        true
+    }
+
     pub(crate) fn new(deadline: Option<Instant>, wall: f64) -> Self {
         Self {
             principal: None,

@@ -263,7 +263,15 @@ impl<'a> Obj<'a> {
     pub(crate) fn tracked(self, cursor: u64) -> &'a mut String {
         let mut buf = [0; 20];
         let n = fmt_u64(cursor, &mut buf);
-        self.raw("cursor", n).raw("seq", n).end()
+        // Known keys: written as they are (no escape check), after one reservation.
+        let out = self.0;
+        out.reserve(16 + 2 * n.len());
+        out.push_str(",\"cursor\":");
+        out.push_str(n);
+        out.push_str(",\"seq\":");
+        out.push_str(n);
+        out.push('}');
+        out
     }
 
     /// Closes the object.

@@ -791,7 +791,11 @@ impl Server {
             *scratch = String::new(); // one huge frame must not pin its buffer forever
         }
         let entry = Entry::new(n, frame, (kind, kind_end), event_id, timestamp, s.conn);
-        self.append_entry(now, session, entry);
+        let (max_events, max_bytes) = (self.config.ring_max_events, self.config.ring_max_bytes);
+        s.head = n;
+        let evicted = s.ring.push(entry, max_events, max_bytes);
+        let owner = s.conn;
+        self.after_append(now, owner, evicted);
         Some(n)
     }
 
@@ -804,25 +808,30 @@ impl Server {
         };
         s.head = entry.cursor;
         let evicted = s.ring.push(entry, max_events, max_bytes);
-        if let Some(owner) = s.conn {
-            let behind = match (evicted, self.conns.get(&owner)) {
-                (Some(e), Some(c)) => !c.is_closing() && c.min_needed() <= e,
-                _ => false,
-            };
-            if behind {
-                self.close_conn(now, owner, 1013, "slow_consumer".into(), Flush::Nothing);
-            } else {
-                self.mark_ready(owner);
-            }
+        let owner = s.conn;
+        self.after_append(now, owner, evicted);
+    }
+
+    /// After an append to a session bound to `owner` that evicted up to `evicted`: the owner
+    /// becomes a slow consumer if it was not sent what was evicted, else it has a frame to
+    /// send. One lookup of the connection (this runs for every published event).
+    fn after_append(&mut self, now: Instant, owner: Option<ConnId>, evicted: Option<u64>) {
+        let Some(owner) = owner else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(&owner) else {
+            return;
+        };
+        if evicted.is_some_and(|e| !c.is_closing() && c.min_needed() <= e) {
+            self.close_conn(now, owner, 1013, "slow_consumer".into(), Flush::Nothing);
+        } else if c.enqueue() {
+            self.ready.push_back(owner);
         }
     }
 
     fn mark_ready(&mut self, id: ConnId) {
-        if let Some(c) = self.conns.get_mut(&id) {
-            if !c.queued && !c.close_sent {
-                c.queued = true;
-                self.ready.push_back(id);
-            }
+        if self.conns.get_mut(&id).is_some_and(Conn::enqueue) {
+            self.ready.push_back(id);
         }
     }
 
