@@ -86,9 +86,9 @@ impl Sizes {
             }
         } else {
             Sizes {
-                stream_events: 200_000,
+                stream_events: 100_000,
                 rounds: 5,
-                stream_rounds: 9,
+                stream_rounds: 15,
                 reconnects: 300,
                 idle: args.idle_sessions as usize,
                 peer_commands: 4,
