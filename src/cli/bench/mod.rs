@@ -53,6 +53,8 @@ pub struct BenchArgs {
 struct Sizes {
     /// Events per streaming run.
     stream_events: u64,
+    /// Events of the longer single streaming runs of the PraisonAI and Redis rows.
+    long_stream_events: u64,
     /// Alternating tether/baseline rounds of the PraisonAI and Redis rows.
     rounds: usize,
     /// Alternating tether/baseline rounds per streaming row (the median per-round ratio is
@@ -75,6 +77,7 @@ impl Sizes {
         if args.quick {
             Sizes {
                 stream_events: 2_000,
+                long_stream_events: 2_000,
                 rounds: 1,
                 stream_rounds: 1,
                 reconnects: 10,
@@ -87,6 +90,7 @@ impl Sizes {
         } else {
             Sizes {
                 stream_events: 100_000,
+                long_stream_events: 200_000,
                 rounds: 5,
                 stream_rounds: 15,
                 reconnects: 300,

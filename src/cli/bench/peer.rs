@@ -332,7 +332,7 @@ pub async fn rows(sizes: Sizes) -> Vec<Row> {
     let py_tether = python_to_tether(&py, commands, batch).await;
     let py_bare = python_to_bare(&py, commands, batch).await;
     drop(py);
-    let n = sizes.stream_events;
+    let n = sizes.long_stream_events;
     let mut ours = Vec::new();
     let mut ours_bare = Vec::new();
     let mut failure = None;

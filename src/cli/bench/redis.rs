@@ -268,7 +268,7 @@ pub async fn rows(sizes: Sizes) -> Vec<Row> {
             return vec![Row::skipped(STREAM, &e), Row::skipped(RESUME, e)];
         }
     };
-    let n = (sizes.stream_events / 4).max(1_000);
+    let n = (sizes.long_stream_events / 4).max(1_000);
     let mut memory = Vec::new();
     let mut stored = Vec::new();
     let mut rows = Vec::new();
