@@ -104,7 +104,9 @@ impl fmt::Debug for FrameText {
 /// Writes frames back to back into chunks and hands each out as a [`FrameText`] sharing its
 /// chunk: a stream of frames costs one allocation per chunk instead of one per frame, and a
 /// chunk is freed once every frame in it is dropped. Chunks start small and double while
-/// the writer is busy, so a quiet session pins little memory.
+/// the writer is busy, so a quiet session pins little memory. Beyond the frames its ring
+/// holds, a session pins at most the partly evicted oldest chunk and the current one
+/// (2 × 64 KiB).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct FrameWriter {
     /// The current chunk's free space (empty: no chunk yet).
@@ -114,7 +116,7 @@ pub(crate) struct FrameWriter {
 }
 
 /// First chunk of a writer.
-const FIRST_CHUNK: usize = 1 << 10;
+const FIRST_CHUNK: usize = 512;
 /// Largest chunk: bounds what one retained frame can pin.
 const MAX_CHUNK: usize = 64 << 10;
 
