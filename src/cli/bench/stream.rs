@@ -442,55 +442,42 @@ pub async fn on_other_runtime<T: Send + 'static>(
 /// `--profile-stream SIDE-RUNTIME`: `rounds` streaming runs of one side only, each rate on a
 /// line, so that a profiler sees that side alone.
 pub async fn profile(which: &str, n: u64, rounds: usize) -> Result<(), Failure> {
-    let run = |which: String| async move {
-        for _ in 0..rounds {
-            let rate = match which.as_str() {
-                "tether-tokio" => tether_stream(&Tokio, n).await,
-                "bare-tokio" => Tokio.bare_stream(n).await,
-                other => {
-                    let (side, runtime) = other.split_once('-').unwrap_or((other, ""));
-                    let tether = side == "tether";
-                    match runtime {
-                        "async-std" => {
-                            let a = AsyncAdapter(tether_async_std::AsyncStdRuntime);
-                            on_other_runtime(move || {
-                                async_std::task::block_on(async move {
-                                    if tether {
-                                        tether_stream(&a, n).await
-                                    } else {
-                                        a.bare_stream(n).await
-                                    }
-                                })
-                            })
-                            .await
-                        }
-                        "smol" => {
-                            let a = AsyncAdapter(tether_async_std::SmolRuntime);
-                            on_other_runtime(move || {
-                                smol::block_on(async move {
-                                    if tether {
-                                        tether_stream(&a, n).await
-                                    } else {
-                                        a.bare_stream(n).await
-                                    }
-                                })
-                            })
-                            .await
-                        }
-                        _ => {
-                            return Err(Failure::Usage(format!(
-                                "--profile-stream {which:?}: use tether|bare-tokio|async-std|smol"
-                            )))
-                        }
-                    }
-                }
-            };
-            match rate {
-                Ok(rate) => println!("{which}: {:.3} M/s", rate / 1e6),
-                Err(e) => return Err(Failure::Runtime(e)),
-            }
-        }
-        Ok(())
+    let (side, runtime) = which.split_once('-').unwrap_or((which, ""));
+    let tether = match side {
+        "tether" => true,
+        "bare" => false,
+        _ => return Err(profile_usage(which)),
     };
-    run(which.to_owned()).await
+    for _ in 0..rounds {
+        let rate = match runtime {
+            "tokio" => one_side(Tokio, tether, n).await,
+            "async-std" => {
+                let a = AsyncAdapter(tether_async_std::AsyncStdRuntime);
+                on_other_runtime(move || async_std::task::block_on(one_side(a, tether, n))).await
+            }
+            "smol" => {
+                let a = AsyncAdapter(tether_async_std::SmolRuntime);
+                on_other_runtime(move || smol::block_on(one_side(a, tether, n))).await
+            }
+            _ => return Err(profile_usage(which)),
+        };
+        let rate = rate.map_err(Failure::Runtime)?;
+        println!("{which}: {:.3} M/s", rate / 1e6);
+    }
+    Ok(())
+}
+
+/// One streaming run of tether (or of the bare pair) on `a`'s runtime.
+async fn one_side<A: Adapter>(a: A, tether: bool, n: u64) -> Result<f64, String> {
+    if tether {
+        tether_stream(&a, n).await
+    } else {
+        a.bare_stream(n).await
+    }
+}
+
+fn profile_usage(which: &str) -> Failure {
+    Failure::Usage(format!(
+        "--profile-stream {which:?}: use tether|bare-tokio|async-std|smol (e.g. tether-smol)"
+    ))
 }
