@@ -791,10 +791,7 @@ impl Server {
             *scratch = String::new(); // one huge frame must not pin its buffer forever
         }
         let entry = Entry::new(n, frame, (kind, kind_end), event_id, timestamp, s.conn);
-        let (max_events, max_bytes) = (self.config.ring_max_events, self.config.ring_max_bytes);
-        s.head = n;
-        let evicted = s.ring.push(entry, max_events, max_bytes);
-        let owner = s.conn;
+        let (owner, evicted) = s.append(entry, &self.config);
         self.after_append(now, owner, evicted);
         Some(n)
     }
@@ -802,13 +799,10 @@ impl Server {
     /// Appends the session's next entry (its cursor is `head + 1`) to the ring and routes it to
     /// the owner, which becomes a slow consumer if the ring evicts what it was not sent yet.
     fn append_entry(&mut self, now: Instant, session: &SessionId, entry: Entry) {
-        let (max_events, max_bytes) = (self.config.ring_max_events, self.config.ring_max_bytes);
         let Some(s) = self.sessions.get_mut(session) else {
             return;
         };
-        s.head = entry.cursor;
-        let evicted = s.ring.push(entry, max_events, max_bytes);
-        let owner = s.conn;
+        let (owner, evicted) = s.append(entry, &self.config);
         self.after_append(now, owner, evicted);
     }
 

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::auth::Principal;
+use super::config::ServerConfig;
 use super::conn::ConnId;
-use super::ring::Ring;
+use super::ring::{Entry, Ring};
 use crate::rng::Rng;
 
 /// A session id: a uuid4-formatted string drawn from the server's seeded PRNG.
@@ -168,5 +169,19 @@ impl Session {
     /// Cursor of the oldest retained event; `head + 1` when nothing is retained.
     pub(crate) fn oldest_cursor(&self) -> u64 {
         self.ring.oldest().unwrap_or(self.head + 1)
+    }
+
+    /// Appends the next entry to the ring (its cursor becomes the head), evicting down to the
+    /// config's bounds; returns the owning connection and the highest evicted cursor.
+    pub(crate) fn append(
+        &mut self,
+        entry: Entry,
+        config: &ServerConfig,
+    ) -> (Option<ConnId>, Option<u64>) {
+        self.head = entry.cursor;
+        let evicted = self
+            .ring
+            .push(entry, config.ring_max_events, config.ring_max_bytes);
+        (self.conn, evicted)
     }
 }
