@@ -40,7 +40,8 @@ pub struct BenchArgs {
     #[arg(long, hide = true, value_name = "KIND")]
     pub memory_server: Option<String>,
     /// Internal, for profilers: only streaming runs of one side on one runtime, printed one a
-    /// line (`tether|bare`-`tokio|async-std|smol`, e.g. `tether-smol`), for `--rounds` runs.
+    /// line (`tether|bare`-`tokio|async-std|smol`, e.g. `tether-smol`), for `--rounds` runs;
+    /// `pair-RUNTIME` runs the table's paired rounds and prints each (to compare two builds).
     #[arg(long, hide = true, value_name = "SIDE-RUNTIME")]
     pub profile_stream: Option<String>,
     /// Internal: runs of `--profile-stream`.

@@ -331,17 +331,27 @@ fn paired(ours: Vec<f64>, bare: Vec<f64>) -> Paired {
 
 /// Alternating rounds of tether and bare runs (which goes first alternates too).
 pub async fn compare<A: Adapter>(a: &A, n: u64, rounds: usize) -> Result<Paired, String> {
+    let (ours, bare) = rounds_of(a.clone(), n, rounds).await?;
+    Ok(paired(ours, bare))
+}
+
+/// The figures of [`compare`]'s rounds: tether's and the baseline's, round by round.
+async fn rounds_of<A: Adapter>(
+    a: A,
+    n: u64,
+    rounds: usize,
+) -> Result<(Vec<f64>, Vec<f64>), String> {
     let (mut ours, mut bare) = (Vec::new(), Vec::new());
     for round in 0..rounds.max(1) {
         if round % 2 == 0 {
-            ours.push(tether_stream(a, n).await?);
+            ours.push(tether_stream(&a, n).await?);
             bare.push(a.bare_stream(n).await?);
         } else {
             bare.push(a.bare_stream(n).await?);
-            ours.push(tether_stream(a, n).await?);
+            ours.push(tether_stream(&a, n).await?);
         }
     }
-    Ok(paired(ours, bare))
+    Ok((ours, bare))
 }
 
 /// Alternating rounds of tether with metrics on and off (which goes first alternates too);
@@ -446,6 +456,11 @@ pub async fn profile(which: &str, n: u64, rounds: usize) -> Result<(), Failure> 
     let tether = match side {
         "tether" => true,
         "bare" => false,
+        "pair" => {
+            return pairs(runtime, n, rounds)
+                .await
+                .map_err(|e| e.unwrap_or_else(|| profile_usage(which)))
+        }
         _ => return Err(profile_usage(which)),
     };
     for _ in 0..rounds {
@@ -467,6 +482,40 @@ pub async fn profile(which: &str, n: u64, rounds: usize) -> Result<(), Failure> 
     Ok(())
 }
 
+/// `pair-RUNTIME`: paired rounds (as the table's row), each round's figures on a line, then
+/// the median ratio: for comparing two builds on a noisy machine. `Err(None)`: unknown runtime.
+async fn pairs(runtime: &str, n: u64, rounds: usize) -> Result<(), Option<Failure>> {
+    let rounds = rounds.max(1);
+    let (ours, bare) = match runtime {
+        "tokio" => rounds_of(Tokio, n, rounds).await,
+        "async-std" => {
+            let a = AsyncAdapter(tether_async_std::AsyncStdRuntime);
+            on_other_runtime(move || async_std::task::block_on(rounds_of(a, n, rounds))).await
+        }
+        "smol" => {
+            let a = AsyncAdapter(tether_async_std::SmolRuntime);
+            on_other_runtime(move || smol::block_on(rounds_of(a, n, rounds))).await
+        }
+        _ => return Err(None),
+    }
+    .map_err(|e| Some(Failure::Runtime(e)))?;
+    for (o, b) in ours.iter().zip(&bare) {
+        println!(
+            "tether {:.3} M/s  bare {:.3} M/s  {:.2}×",
+            o / 1e6,
+            b / 1e6,
+            o / b
+        );
+    }
+    let (o, b, ratio) = paired(ours, bare);
+    println!(
+        "median: tether {:.3} M/s  bare {:.3} M/s  ratio {ratio:.3}×",
+        o / 1e6,
+        b / 1e6
+    );
+    Ok(())
+}
+
 /// One streaming run of tether (or of the bare pair) on `a`'s runtime.
 async fn one_side<A: Adapter>(a: A, tether: bool, n: u64) -> Result<f64, String> {
     if tether {
@@ -478,6 +527,6 @@ async fn one_side<A: Adapter>(a: A, tether: bool, n: u64) -> Result<f64, String>
 
 fn profile_usage(which: &str) -> Failure {
     Failure::Usage(format!(
-        "--profile-stream {which:?}: use tether|bare-tokio|async-std|smol (e.g. tether-smol)"
+        "--profile-stream {which:?}: use tether|bare|pair-tokio|async-std|smol (e.g. tether-smol)"
     ))
 }
