@@ -28,8 +28,8 @@ use crate::{BoxFuture, Connector, Endpoints, Runtime, UrlError};
 const EVENT_QUEUE: usize = 1024;
 /// Commands queued from the application.
 const COMMAND_QUEUE: usize = 256;
-/// Socket messages handled per wake-up before the loop writes, delivers and looks at its
-/// other inputs.
+/// Socket messages fed to the machine per wake-up before the loop writes, delivers and looks
+/// at its other inputs.
 const READ_BATCH: usize = 128;
 /// Deadlines found already due that are handled at once, in a row, before waiting anyway.
 const MAX_DUE_IN_A_ROW: u8 = 8;
@@ -145,7 +145,6 @@ impl Client {
             commands: commands_rx,
             events: events_tx,
             delivered: Vec::new(),
-            inbox: Vec::new(),
             pending: HashMap::new(),
             unflushed: false,
             closed: closed.clone(),
@@ -243,7 +242,7 @@ async fn yield_now() {
 type SocketItem = Option<Result<Message, tungstenite::Error>>;
 
 enum Wake<S> {
-    /// Messages are in `Driver::inbox`.
+    /// Socket messages were fed to the machine.
     Socket,
     Connected(Result<S, tungstenite::Error>),
     Timer,
@@ -264,8 +263,6 @@ struct Driver<R: Runtime, C: Connector> {
     events: EventSender<Event>,
     /// Events of one delivery pass, queued to the application together.
     delivered: Vec<Event>,
-    /// Socket messages read in one wake-up, in order.
-    inbox: Vec<SocketItem>,
     pending: HashMap<String, oneshot::Sender<Result<RequestOutcome, ClientError>>>,
     unflushed: bool,
     closed: Arc<std::sync::Mutex<Option<ClosedReason>>>,
@@ -309,20 +306,7 @@ impl<R: Runtime, C: Connector> Driver<R, C> {
             let wake = self.wake().await;
             let now = self.runtime.now();
             match wake {
-                Wake::Socket => {
-                    self.just_read = true;
-                    let mut inbox = std::mem::take(&mut self.inbox);
-                    for message in inbox.drain(..) {
-                        if self.socket.is_none() {
-                            break; // closed by an earlier message: feed nothing more from it
-                        }
-                        self.on_message(now, message);
-                        // A reply or a close goes out (or takes effect) before the next
-                        // message is fed; with nothing to write this is a no-op.
-                        self.write_transmits().await;
-                    }
-                    self.inbox = inbox;
-                }
+                Wake::Socket => self.just_read = true,
                 Wake::Connected(Ok(socket)) => {
                     self.connecting = None;
                     self.socket = Some(socket);
@@ -483,27 +467,7 @@ impl<R: Runtime, C: Connector> Driver<R, C> {
         future::poll_fn(|cx| {
             for i in 0..4u8 {
                 let ready = match (turn.wrapping_add(i)) % 4 {
-                    0 => match self.socket.as_mut() {
-                        Some(s) => {
-                            // Everything the socket has ready, up to a budget, in one wake-up.
-                            while self.inbox.len() < READ_BATCH {
-                                match s.poll_next_unpin(cx) {
-                                    Poll::Ready(Some(Ok(m))) => self.inbox.push(Some(Ok(m))),
-                                    Poll::Ready(end) => {
-                                        self.inbox.push(end);
-                                        break;
-                                    }
-                                    Poll::Pending => break,
-                                }
-                            }
-                            if self.inbox.is_empty() {
-                                Poll::Pending
-                            } else {
-                                Poll::Ready(Wake::Socket)
-                            }
-                        }
-                        None => Poll::Pending,
-                    },
+                    0 => self.read_socket(cx),
                     1 => match self.connecting.as_mut() {
                         Some(c) => c.as_mut().poll(cx).map(Wake::Connected),
                         None => Poll::Pending,
@@ -521,6 +485,33 @@ impl<R: Runtime, C: Connector> Driver<R, C> {
             Poll::Pending
         })
         .await
+    }
+
+    /// Feeds the machine everything the socket has ready, up to a budget, in one wake-up:
+    /// each message as it is read, so that it is dropped before the next read (tungstenite's
+    /// read buffer is reused in place only while no message still points into it). Stops
+    /// early when the machine has something to write or the socket went away: a reply or a
+    /// close goes out (or takes effect) before the next message is fed.
+    fn read_socket(&mut self, cx: &mut Context<'_>) -> Poll<Wake<C::Socket>> {
+        let mut now = None;
+        for _ in 0..READ_BATCH {
+            let Some(socket) = self.socket.as_mut() else {
+                break;
+            };
+            let Poll::Ready(item) = socket.poll_next_unpin(cx) else {
+                break;
+            };
+            let now = *now.get_or_insert_with(|| self.runtime.now());
+            self.on_message(now, item);
+            if self.socket.is_none() || self.unflushed || self.machine.has_transmit() {
+                break;
+            }
+        }
+        if now.is_some() {
+            Poll::Ready(Wake::Socket)
+        } else {
+            Poll::Pending
+        }
     }
 
     fn on_message(&mut self, now: Instant, message: SocketItem) {

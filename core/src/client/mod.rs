@@ -194,6 +194,14 @@ impl Client {
         self.transmits.pop_front()
     }
 
+    /// Whether a transport action is waiting for [`poll_transmit`](Self::poll_transmit): a
+    /// transport that feeds several frames in a row stops here, so that a reply or a close
+    /// takes effect before the next frame is fed.
+    #[must_use]
+    pub fn has_transmit(&self) -> bool {
+        !self.transmits.is_empty()
+    }
+
     /// The next event for the application.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {

@@ -51,9 +51,16 @@ impl H {
         h
     }
     fn drain(&mut self) {
+        let (had, before) = (self.c.has_transmit(), self.tx.len());
         while let Some(t) = self.c.poll_transmit() {
             self.tx.push(t);
         }
+        assert_eq!(
+            had,
+            self.tx.len() > before,
+            "has_transmit agrees with poll_transmit"
+        );
+        assert!(!self.c.has_transmit());
         while let Some(e) = self.c.poll_event() {
             self.ev.push(e);
         }
