@@ -2,7 +2,10 @@
 //! when they are added, that the server machine splices into its frames as they are
 //! (`Server::publish_encoded`) instead of moving, re-encoding and dropping `Value`s.
 
+use std::io;
+
 use serde::Serialize;
+use serde_json::ser::{CharEscape, CompactFormatter, Formatter};
 
 use super::scan;
 
@@ -98,16 +101,21 @@ impl EventBatch {
     pub fn push<T: Serialize + ?Sized>(&mut self, fields: &T) -> Result<(), FieldsError> {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
-        let pushed = match serde_json::to_writer(&mut scratch, fields) {
+        let mut watch = KeyWatch::default();
+        let written =
+            fields.serialize(&mut serde_json::Serializer::with_formatter(&mut scratch, &mut watch));
+        let pushed = match written {
             Ok(()) => match std::str::from_utf8(&scratch) {
-                Ok(object) if plainly_unstamped_object(object) => {
-                    // serde_json's own compact output: valid JSON, an object, no stamped key
-                    // anywhere; its members are what lies between the braces.
+                Ok(object) if watch.plainly_unstamped() && object.starts_with('{') => {
+                    // serde_json's own compact output, valid JSON, an object (no raw text
+                    // anywhere, and it begins with a brace) whose keys were all seen: its
+                    // members are what lies between the braces.
                     let start = self.text.len() + 1;
                     self.text.push_str(object);
                     self.members.push((start, self.text.len() - 1));
                     Ok(())
                 }
+                // Anything else gets the full check, which also names the reserved key.
                 Ok(object) => self.push_json(object),
                 // serde_json writes UTF-8 only; refused rather than trusted.
                 Err(e) => Err(FieldsError::Encode(e.to_string())),
@@ -176,22 +184,115 @@ impl EventBatch {
     }
 }
 
-/// Whether serde_json's compact output (valid JSON) is an object in which no key could be one
-/// the server stamps: it starts with `{` and no `:` in it follows `"type"`, `"cursor"` or
-/// `"seq"` (serde_json writes such keys unescaped, each right before its `:`). A colon is
-/// found with the `memchr` crate's vectorized search, and a few sit in a typical event. Anything else gets the full
-/// check.
-fn plainly_unstamped_object(json: &str) -> bool {
-    json.starts_with('{')
-        && memchr::memchr_iter(b':', json.as_bytes()).all(|at| {
-            let before = json.get(..at).unwrap_or_default();
-            !STAMPED_KEYS.iter().any(|key| {
-                before
-                    .strip_suffix('"')
-                    .and_then(|b| b.strip_suffix(key))
-                    .is_some_and(|b| b.ends_with('"'))
-            })
-        })
+/// serde_json's compact formatter, watching the keys of the top-level object as serde_json
+/// writes them, so that [`EventBatch::push`] knows whether one is stamped without scanning
+/// the text afterwards.
+#[derive(Default)]
+struct KeyWatch {
+    /// Objects open around what is being written (top-level keys are written at depth 1).
+    depth: u32,
+    /// The top-level key being written.
+    key: Option<KeyText>,
+    /// A top-level key was stamped.
+    stamped: bool,
+    /// Raw JSON text was written as it is (`RawValue`): its keys were not seen.
+    raw: bool,
+}
+
+impl KeyWatch {
+    /// No top-level key is one the server stamps, and every key was seen being written.
+    fn plainly_unstamped(&self) -> bool {
+        !self.stamped && !self.raw
+    }
+}
+
+/// The text of a key as it is written, kept only while it could still be a stamped key.
+#[derive(Default)]
+struct KeyText {
+    bytes: [u8; KEY_MAX],
+    len: usize,
+    /// Longer than any stamped key, or holding an escaped character (no stamped key does).
+    unlike: bool,
+}
+
+/// Length of the longest stamped key (`cursor`).
+const KEY_MAX: usize = 6;
+
+impl KeyText {
+    fn push(&mut self, fragment: &str) {
+        let end = self.len + fragment.len();
+        match self.bytes.get_mut(self.len..end) {
+            Some(room) if !self.unlike => {
+                room.copy_from_slice(fragment.as_bytes());
+                self.len = end;
+            }
+            _ => self.unlike = true,
+        }
+    }
+
+    fn is_stamped(&self) -> bool {
+        !self.unlike
+            && STAMPED_KEYS
+                .iter()
+                .any(|k| k.as_bytes() == &self.bytes[..self.len])
+    }
+}
+
+impl Formatter for &mut KeyWatch {
+    fn begin_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.depth += 1;
+        CompactFormatter.begin_object(w)
+    }
+
+    fn end_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.depth = self.depth.saturating_sub(1);
+        CompactFormatter.end_object(w)
+    }
+
+    fn begin_object_key<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if self.depth == 1 {
+            self.key = Some(KeyText::default());
+        }
+        CompactFormatter.begin_object_key(w, first)
+    }
+
+    fn end_object_key<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        if let Some(key) = self.key.take() {
+            self.stamped |= key.is_stamped();
+        }
+        CompactFormatter.end_object_key(w)
+    }
+
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        if let Some(key) = &mut self.key {
+            key.push(fragment);
+        }
+        CompactFormatter.write_string_fragment(w, fragment)
+    }
+
+    fn write_char_escape<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        escape: CharEscape,
+    ) -> io::Result<()> {
+        if let Some(key) = &mut self.key {
+            key.unlike = true;
+        }
+        CompactFormatter.write_char_escape(w, escape)
+    }
+
+    fn write_raw_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        self.raw = true;
+        CompactFormatter.write_raw_fragment(w, fragment)
+    }
 }
 
 /// Whether a key, as written in JSON (escapes kept), names a field the server stamps.
@@ -261,5 +362,121 @@ mod tests {
         assert_eq!(batch.text.len(), kept);
         batch.clear();
         assert!(batch.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod key_watch {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    /// `push` (keys watched as serde_json writes them) and `push_json` (the text scanned
+    /// afterwards) decide alike.
+    fn decide(fields: &impl Serialize) -> (Result<(), FieldsError>, Result<(), FieldsError>) {
+        let text = serde_json::to_string(fields).unwrap();
+        let (mut watched, mut scanned) = (EventBatch::new(), EventBatch::new());
+        let decisions = (watched.push(fields), scanned.push_json(&text));
+        assert_eq!(
+            watched.iter().collect::<Vec<_>>(),
+            scanned.iter().collect::<Vec<_>>()
+        );
+        decisions
+    }
+
+    /// Whether `push` takes its fast path (no second look at the text) for `fields`.
+    fn plainly_unstamped(fields: &impl Serialize) -> bool {
+        let mut watch = KeyWatch::default();
+        let mut out = Vec::new();
+        fields
+            .serialize(&mut serde_json::Serializer::with_formatter(&mut out, &mut watch))
+            .unwrap();
+        assert_eq!(out, serde_json::to_vec(fields).unwrap(), "compact output");
+        watch.plainly_unstamped()
+    }
+
+    #[derive(Serialize)]
+    struct Renamed {
+        #[serde(rename = "type")]
+        kind: u8,
+    }
+
+    #[derive(Serialize)]
+    struct Flattened {
+        a: u8,
+        #[serde(flatten)]
+        rest: std::collections::BTreeMap<String, u8>,
+    }
+
+    #[test]
+    fn stamped_keys_are_caught_where_they_are_top_level_and_only_there() {
+        let cases: Vec<(Value, Option<&str>)> = vec![
+            (json!({"seq": 1}), Some("seq")),
+            (json!({"a": 1, "cursor": {"x": 1}}), Some("cursor")),
+            (json!({"a": {"seq": 1}, "b": [{"type": 2}]}), None),
+            (json!({"se": 1, "seqq": 2, "typ": 3, "cursors": 4, "": 5}), None),
+            (json!({"se\"q": 1, "ty\npe": 2, "\u{1}seq": 3}), None),
+            (json!({"a": "seq", "b": "\"seq\":"}), None),
+        ];
+        for (fields, reserved) in cases {
+            let (watched, scanned) = decide(&fields);
+            assert_eq!(watched, scanned, "{fields}");
+            assert_eq!(plainly_unstamped(&fields), reserved.is_none(), "{fields}");
+            assert_eq!(
+                watched,
+                reserved.map_or(Ok(()), |k| Err(FieldsError::Reserved(k.into()))),
+                "{fields}"
+            );
+        }
+        assert_eq!(
+            decide(&Renamed { kind: 1 }).0,
+            Err(FieldsError::Reserved("type".into()))
+        );
+        let flat = Flattened {
+            a: 1,
+            rest: [("seq".to_owned(), 2)].into(),
+        };
+        assert_eq!(decide(&flat).0, Err(FieldsError::Reserved("seq".into())));
+        let ints = std::collections::BTreeMap::from([(1u8, "seq"), (2, "type")]);
+        assert_eq!(decide(&ints), (Ok(()), Ok(())));
+        // Raw text is not watched: it gets the full check.
+        let raw = serde_json::value::RawValue::from_string(r#"{"seq":1}"#.into()).unwrap();
+        assert_eq!(decide(&raw).0, Err(FieldsError::Reserved("seq".into())));
+        let nested_raw = json!({"a": serde_json::to_value(&*raw).unwrap()});
+        assert_eq!(decide(&nested_raw), (Ok(()), Ok(())));
+        assert_eq!(decide(&json!([1])).0, Err(FieldsError::NotObject));
+        assert_eq!(decide(&json!("seq")).0, Err(FieldsError::NotObject));
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("seq".to_owned()),
+            Just("type".to_owned()),
+            Just("cursor".to_owned()),
+            "[a-z\"\\\\\n]{0,7}",
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<i64>().prop_map(Value::from),
+            key().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(key(), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn watching_keys_decides_as_scanning_the_text(fields in value()) {
+            let (watched, scanned) = decide(&fields);
+            prop_assert_eq!(watched, scanned);
+        }
     }
 }
