@@ -102,8 +102,10 @@ impl EventBatch {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         let mut watch = KeyWatch::default();
-        let written =
-            fields.serialize(&mut serde_json::Serializer::with_formatter(&mut scratch, &mut watch));
+        let written = fields.serialize(&mut serde_json::Serializer::with_formatter(
+            &mut scratch,
+            &mut watch,
+        ));
         let pushed = match written {
             Ok(()) => match std::str::from_utf8(&scratch) {
                 Ok(object) if watch.plainly_unstamped() && object.starts_with('{') => {
@@ -249,7 +251,11 @@ impl Formatter for &mut KeyWatch {
         CompactFormatter.end_object(w)
     }
 
-    fn begin_object_key<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
         if self.depth == 1 {
             self.key = Some(KeyText::default());
         }
@@ -389,7 +395,9 @@ mod key_watch {
         let mut watch = KeyWatch::default();
         let mut out = Vec::new();
         fields
-            .serialize(&mut serde_json::Serializer::with_formatter(&mut out, &mut watch))
+            .serialize(&mut serde_json::Serializer::with_formatter(
+                &mut out, &mut watch,
+            ))
             .unwrap();
         assert_eq!(out, serde_json::to_vec(fields).unwrap(), "compact output");
         watch.plainly_unstamped()
@@ -414,7 +422,10 @@ mod key_watch {
             (json!({"seq": 1}), Some("seq")),
             (json!({"a": 1, "cursor": {"x": 1}}), Some("cursor")),
             (json!({"a": {"seq": 1}, "b": [{"type": 2}]}), None),
-            (json!({"se": 1, "seqq": 2, "typ": 3, "cursors": 4, "": 5}), None),
+            (
+                json!({"se": 1, "seqq": 2, "typ": 3, "cursors": 4, "": 5}),
+                None,
+            ),
             (json!({"se\"q": 1, "ty\npe": 2, "\u{1}seq": 3}), None),
             (json!({"a": "seq", "b": "\"seq\":"}), None),
         ];
