@@ -5,7 +5,8 @@
 //! body; `core/tests/fuzz_corpus.rs` runs every body over the committed seed corpora
 //! (`fuzz/corpus/<target>/`) and a few thousand deterministic pseudo-random inputs on stable.
 //!
-//! * [`decode`]: the wire codec on arbitrary text; whatever decodes re-encodes stably.
+//! * [`decode`]: the wire codec on arbitrary text; whatever decodes re-encodes stably, and
+//!   producer fields are checked alike by `EventBatch::push` and `EventBatch::push_json`.
 //! * [`client_at`]: the client machine driven by a [`Script`] of inputs with fuzzed time steps,
 //!   checking the delivery, termination and drive-contract invariants after every input.
 //! * [`server_at`]: the server machine driven by a [`ServerScript`] (several connections,
@@ -50,7 +51,7 @@ pub use sim::{sim_at, SimEntry, SimScript, MAX_ENTRIES};
 
 use serde_json::Value;
 
-use crate::wire::{ClientFrame, DecodeError, ServerFrame};
+use crate::wire::{ClientFrame, DecodeError, EventBatch, ServerFrame};
 
 /// Fuzz body of the wire codec: `data` (lossily made UTF-8) is decoded as a server frame and as a
 /// client frame. Decoding must never panic; a frame that decodes must re-encode to text that
@@ -75,6 +76,23 @@ pub fn decode(data: &[u8]) {
         Ok(frame) => round_trip(&text, frame, ClientFrame::decode, ClientFrame::encode),
         Err(err) => exercise(&err),
     }
+    let _ = EventBatch::new().push_json(&text);
+    if let Ok(fields) = serde_json::from_str::<Value>(&text) {
+        event_fields(&fields);
+    }
+}
+
+/// A producer's fields: `EventBatch::push` (keys watched while serde_json writes them) decides
+/// as `push_json` (the written text scanned afterwards) does, and keeps the same members.
+fn event_fields(fields: &Value) {
+    let text = fields.to_string();
+    let (mut watched, mut scanned) = (EventBatch::new(), EventBatch::new());
+    let (a, b) = (watched.push(fields), scanned.push_json(&text));
+    assert_eq!(a, b, "push and push_json disagree on {text:?}");
+    assert!(
+        watched.iter().eq(scanned.iter()),
+        "push and push_json keep different members of {text:?}"
+    );
 }
 
 fn exercise(err: &DecodeError) {
