@@ -450,79 +450,83 @@ pub async fn on_other_runtime<T: Send + 'static>(
 }
 
 /// `--profile-stream SIDE-RUNTIME`: `rounds` streaming runs of one side only, each rate on a
-/// line, so that a profiler sees that side alone.
+/// line, so that a profiler sees that side alone; or, for `pair-RUNTIME`, the table's paired
+/// rounds one by one and their median ratio, to compare two builds on a noisy machine.
 pub async fn profile(which: &str, n: u64, rounds: usize) -> Result<(), Failure> {
     let (side, runtime) = which.split_once('-').unwrap_or((which, ""));
-    let tether = match side {
-        "tether" => true,
-        "bare" => false,
-        "pair" => {
-            return pairs(runtime, n, rounds)
-                .await
-                .map_err(|e| e.unwrap_or_else(|| profile_usage(which)))
-        }
+    let side = match side {
+        "tether" => Side::Tether,
+        "bare" => Side::Bare,
+        "pair" => Side::Pair,
         _ => return Err(profile_usage(which)),
     };
-    for _ in 0..rounds {
-        let rate = match runtime {
-            "tokio" => one_side(Tokio, tether, n).await,
-            "async-std" => {
-                let a = AsyncAdapter(tether_async_std::AsyncStdRuntime);
-                on_other_runtime(move || async_std::task::block_on(one_side(a, tether, n))).await
-            }
-            "smol" => {
-                let a = AsyncAdapter(tether_async_std::SmolRuntime);
-                on_other_runtime(move || smol::block_on(one_side(a, tether, n))).await
-            }
-            _ => return Err(profile_usage(which)),
-        };
-        let rate = rate.map_err(Failure::Runtime)?;
-        println!("{which}: {:.3} M/s", rate / 1e6);
-    }
-    Ok(())
-}
-
-/// `pair-RUNTIME`: paired rounds (as the table's row), each round's figures on a line, then
-/// the median ratio: for comparing two builds on a noisy machine. `Err(None)`: unknown runtime.
-async fn pairs(runtime: &str, n: u64, rounds: usize) -> Result<(), Option<Failure>> {
-    let rounds = rounds.max(1);
-    let (ours, bare) = match runtime {
-        "tokio" => rounds_of(Tokio, n, rounds).await,
+    let label = which.to_owned();
+    let lines = match runtime {
+        "tokio" => profile_lines(Tokio, side, label, n, rounds).await,
         "async-std" => {
             let a = AsyncAdapter(tether_async_std::AsyncStdRuntime);
-            on_other_runtime(move || async_std::task::block_on(rounds_of(a, n, rounds))).await
+            on_other_runtime(move || {
+                async_std::task::block_on(profile_lines(a, side, label, n, rounds))
+            })
+            .await
         }
         "smol" => {
             let a = AsyncAdapter(tether_async_std::SmolRuntime);
-            on_other_runtime(move || smol::block_on(rounds_of(a, n, rounds))).await
+            on_other_runtime(move || smol::block_on(profile_lines(a, side, label, n, rounds))).await
         }
-        _ => return Err(None),
+        _ => return Err(profile_usage(which)),
+    };
+    for line in lines.map_err(Failure::Runtime)? {
+        println!("{line}");
     }
-    .map_err(|e| Some(Failure::Runtime(e)))?;
-    for (o, b) in ours.iter().zip(&bare) {
-        println!(
-            "tether {:.3} M/s  bare {:.3} M/s  {:.2}×",
-            o / 1e6,
-            b / 1e6,
-            o / b
-        );
-    }
-    let (o, b, ratio) = paired(ours, bare);
-    println!(
-        "median: tether {:.3} M/s  bare {:.3} M/s  ratio {ratio:.3}×",
-        o / 1e6,
-        b / 1e6
-    );
     Ok(())
 }
 
-/// One streaming run of tether (or of the bare pair) on `a`'s runtime.
-async fn one_side<A: Adapter>(a: A, tether: bool, n: u64) -> Result<f64, String> {
-    if tether {
-        tether_stream(&a, n).await
-    } else {
-        a.bare_stream(n).await
+/// What `--profile-stream` runs.
+#[derive(Clone, Copy)]
+enum Side {
+    Tether,
+    Bare,
+    Pair,
+}
+
+/// The output lines of `--profile-stream` on `a`'s runtime.
+async fn profile_lines<A: Adapter>(
+    a: A,
+    side: Side,
+    label: String,
+    n: u64,
+    rounds: usize,
+) -> Result<Vec<String>, String> {
+    let million = |rate: f64| rate / 1e6;
+    let mut lines = Vec::new();
+    match side {
+        Side::Tether | Side::Bare => {
+            for _ in 0..rounds {
+                let rate = match side {
+                    Side::Tether => tether_stream(&a, n).await?,
+                    _ => a.bare_stream(n).await?,
+                };
+                lines.push(format!("{label}: {:.3} M/s", million(rate)));
+            }
+        }
+        Side::Pair => {
+            let (ours, bare) = rounds_of(a, n, rounds).await?;
+            for (o, b) in ours.iter().zip(&bare) {
+                let (mo, mb) = (million(*o), million(*b));
+                lines.push(format!(
+                    "tether {mo:.3} M/s  bare {mb:.3} M/s  {:.2}×",
+                    o / b
+                ));
+            }
+            let (o, b, ratio) = paired(ours, bare);
+            let (mo, mb) = (million(o), million(b));
+            lines.push(format!(
+                "median: tether {mo:.3} M/s  bare {mb:.3} M/s  ratio {ratio:.3}×"
+            ));
+        }
     }
+    Ok(lines)
 }
 
 fn profile_usage(which: &str) -> Failure {
