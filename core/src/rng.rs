@@ -92,6 +92,24 @@ mod tests {
     }
 
     #[test]
+    fn words_read_as_little_endian_bytes_are_the_filled_bytes() {
+        // Event ids take two words instead of filling 16 bytes: the stream must not change.
+        for seed in 0..50 {
+            let (mut filled, mut words) = (Rng::from_u64(seed), Rng::from_u64(seed));
+            filled.next_u64(); // also from a position that is not a block start
+            words.next_u64();
+            for _ in 0..40 {
+                let mut a = [0u8; 16];
+                filled.fill_bytes(&mut a);
+                let mut b = [0u8; 16];
+                b[..8].copy_from_slice(&words.next_u64().to_le_bytes());
+                b[8..].copy_from_slice(&words.next_u64().to_le_bytes());
+                assert_eq!(a, b, "seed {seed}");
+            }
+        }
+    }
+
+    #[test]
     fn forks_are_deterministic_and_distinct_from_parent() {
         let mut p1 = Rng::from_u64(3);
         let mut p2 = Rng::from_u64(3);

@@ -36,8 +36,10 @@ impl std::fmt::Display for SessionId {
 /// A random uuid4 (122 random bits, version and variant set), as the big-endian value of its
 /// 16 bytes; formatted only where it is written.
 pub(crate) fn uuid4(rng: &mut Rng) -> u128 {
+    // Two words rather than `fill_bytes`: the same bytes, for a fraction of the work.
     let mut b = [0u8; 16];
-    rng.fill_bytes(&mut b);
+    b[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
+    b[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     u128::from_be_bytes(b)
