@@ -306,7 +306,7 @@ impl Server {
             machine,
             inputs: hub_rx,
             writers: HashMap::new(),
-            routed: Vec::new(),
+            transmits: Vec::new(),
             events: events_tx,
             timer: None,
             shutdown: None,
@@ -608,8 +608,8 @@ struct Hub<R: Runtime> {
     machine: Machine,
     inputs: mpsc::Receiver<Input>,
     writers: HashMap<ConnId, OutSender<Out>>,
-    /// Frames routed in one pass, grouped per connection before they are queued.
-    routed: Vec<(ConnId, Out)>,
+    /// The machine's transport actions of one routing pass, a connection's run after another.
+    transmits: Vec<(ConnId, ServerTransmit)>,
     events: mpsc::Sender<ServerEvent>,
     timer: Option<(Instant, BoxFuture<()>)>,
     /// Shutdown requested: reply with the snapshot when every connection is gone (or at the
@@ -751,19 +751,19 @@ impl<R: Runtime> Hub<R> {
 
     fn route_transmits(&mut self) {
         let published_at = self.published_at.take();
-        while let Some((conn, transmit)) = self.machine.poll_transmit() {
-            let out = match transmit {
-                ServerTransmit::Frame(text) => Out::Frame(text, published_at),
-                ServerTransmit::Close { code, reason } => Out::Close(code, reason),
-            };
-            self.routed.push((conn, out));
-        }
-        // The machine interleaves connections; a stable sort keeps each one's order and makes
-        // one run (one lock, one wake-up) per connection. Often there is one run already.
-        if !self.routed.is_sorted_by_key(|(conn, _)| *conn) {
-            self.routed.sort_by_key(|(conn, _)| *conn);
-        }
-        let mut routed = self.routed.drain(..).peekable();
+        // One connection's frames after another (one lookup per connection, not per frame).
+        self.machine.poll_transmits(&mut self.transmits);
+        let mut routed = self
+            .transmits
+            .drain(..)
+            .map(|(conn, transmit)| {
+                let out = match transmit {
+                    ServerTransmit::Frame(text) => Out::Frame(text, published_at),
+                    ServerTransmit::Close { code, reason } => Out::Close(code, reason),
+                };
+                (conn, out)
+            })
+            .peekable();
         while let Some((conn, first)) = routed.next() {
             let run = std::iter::once(first).chain(std::iter::from_fn(|| {
                 routed.next_if(|(c, _)| *c == conn).map(|(_, out)| out)

@@ -634,7 +634,17 @@ impl Harness {
     fn drain(&mut self) {
         // Events first: a `Closing` is queued when the close is decided, before its `Close`.
         let mut outputs = self.drain_events(0);
-        while let Some((id, t)) = self.server.poll_transmit() {
+        // Without confirmations in between, the batched drain must do as well as the other.
+        let mut batch = Vec::new();
+        if !self.auto_ack {
+            self.server.poll_transmits(&mut batch);
+        }
+        let mut batch = batch.into_iter();
+        while let Some((id, t)) = if self.auto_ack {
+            self.server.poll_transmit()
+        } else {
+            batch.next()
+        } {
             outputs += 1;
             assert!(outputs <= MAX_OUTPUTS_PER_STEP, "unbounded transmits");
             let key = u8::try_from(id.0).ok();

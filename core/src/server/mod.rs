@@ -416,7 +416,8 @@ impl Server {
                 continue;
             };
             c.queued = false;
-            if let Some((t, more)) = self.next_frame(id) {
+            let session = c.bound.as_ref().and_then(|b| self.sessions.get(&b.session));
+            if let Some((t, more)) = next_frame(c, session, &mut self.scratch, &self.config) {
                 if more {
                     self.mark_ready(id);
                 }
@@ -424,6 +425,26 @@ impl Server {
             }
         }
         None
+    }
+
+    /// Every transport action [`poll_transmit`](Self::poll_transmit) would return until
+    /// `None`, appended to `out`, one connection's run after another (each connection's own
+    /// order is kept; only the interleaving between connections differs). A transport that
+    /// writes in batches saves the map lookups `poll_transmit` repeats for every frame.
+    pub fn poll_transmits(&mut self, out: &mut Vec<(ConnId, ServerTransmit)>) {
+        while let Some(id) = self.ready.pop_front() {
+            let Some(c) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            c.queued = false;
+            let session = c.bound.as_ref().and_then(|b| self.sessions.get(&b.session));
+            while let Some((t, more)) = next_frame(c, session, &mut self.scratch, &self.config) {
+                out.push((id, t));
+                if !more {
+                    break;
+                }
+            }
+        }
     }
 
     /// The next event for the application.
@@ -937,83 +958,83 @@ impl Server {
             });
         }
     }
+}
 
-    /// The next output of one connection: control frames, then owed replays, then live events
-    /// (both pulled from the ring while the in-flight window has room), then its close. The
-    /// flag says whether more may follow (false: nothing is pending until new output wakes it).
-    fn next_frame(&mut self, id: ConnId) -> Option<(ServerTransmit, bool)> {
-        let (max_frames, max_bytes) = (
-            self.config.max_queued_frames,
-            self.config.max_buffered_bytes,
-        );
-        let c = self.conns.get_mut(&id)?;
-        if c.close_sent {
-            return None;
-        }
-        if let Some(f) = c.control.pop_front() {
-            c.in_flight_frames += 1;
-            c.in_flight_bytes += f.len();
-            return Some((ServerTransmit::Frame(f), true));
-        }
-        let session = c.bound.as_ref().and_then(|b| self.sessions.get(&b.session));
-        let window_open = c.closing.is_some()
-            || (c.in_flight_frames < max_frames && c.in_flight_bytes < max_bytes);
-        if let (Some(s), true) = (session, window_open) {
-            if let Some(r) = c.replay.as_mut() {
-                while r.next <= r.end {
-                    let cursor = r.next;
-                    r.next += 1;
-                    if let Some(e) = s.ring.get(cursor) {
-                        let scratch = &mut self.scratch;
-                        scratch.clear();
-                        frames::replay(scratch, e, r.with_seq);
-                        let f = FrameText::from(scratch.as_str());
-                        if scratch.capacity() > SCRATCH_KEEP {
-                            *scratch = String::new();
-                        }
-                        c.in_flight_frames += 1;
-                        c.in_flight_bytes += f.len();
-                        return Some((ServerTransmit::Frame(f), true));
-                    }
-                }
-                let end = r.end_frame.take();
-                c.replay = None;
-                if let Some(f) = end {
-                    c.in_flight_frames += 1;
-                    c.in_flight_bytes += f.len();
-                    return Some((ServerTransmit::Frame(f.into()), true));
-                }
-            }
-            let limit = c.closing.as_ref().map_or(u64::MAX, |cl| cl.flush_until);
-            if c.live_next <= s.head && c.live_next <= limit {
-                let e = s.ring.get(c.live_next).or_else(|| {
-                    // Only reachable if eviction raced a close; resume from what is retained.
-                    s.ring.oldest().and_then(|o| s.ring.get(o.max(c.live_next)))
-                });
-                if let Some(e) = e {
-                    c.live_next = e.cursor + 1;
-                    let f = e.frame.clone();
-                    c.in_flight_frames += 1;
-                    c.in_flight_bytes += f.len();
-                    let more = c.closing.is_some() || c.live_next <= s.head.min(limit);
-                    return Some((ServerTransmit::Frame(f), more));
-                }
-                c.live_next = s.head + 1;
-            }
-        }
-        if let Some(cl) = c.closing.take() {
-            c.close_sent = true;
-            c.replay = None;
-            return Some((
-                ServerTransmit::Close {
-                    code: cl.code,
-                    reason: cl.reason,
-                },
-                false,
-            ));
-        }
-        None
+/// The next output of connection `c` (bound to `session`, if any): control frames, then owed
+/// replays, then live events (both pulled from the ring while the in-flight window has room),
+/// then its close. The flag says whether more may follow (false: nothing is pending until new
+/// output wakes it). Replay frames are assembled in `scratch`.
+fn next_frame(
+    c: &mut Conn,
+    session: Option<&Session>,
+    scratch: &mut String,
+    config: &ServerConfig,
+) -> Option<(ServerTransmit, bool)> {
+    let (max_frames, max_bytes) = (config.max_queued_frames, config.max_buffered_bytes);
+    if c.close_sent {
+        return None;
     }
+    if let Some(f) = c.control.pop_front() {
+        c.in_flight_frames += 1;
+        c.in_flight_bytes += f.len();
+        return Some((ServerTransmit::Frame(f), true));
+    }
+    let window_open =
+        c.closing.is_some() || (c.in_flight_frames < max_frames && c.in_flight_bytes < max_bytes);
+    if let (Some(s), true) = (session, window_open) {
+        if let Some(r) = c.replay.as_mut() {
+            while r.next <= r.end {
+                let cursor = r.next;
+                r.next += 1;
+                if let Some(e) = s.ring.get(cursor) {
+                    scratch.clear();
+                    frames::replay(scratch, e, r.with_seq);
+                    let f = FrameText::from(scratch.as_str());
+                    if scratch.capacity() > SCRATCH_KEEP {
+                        *scratch = String::new();
+                    }
+                    c.in_flight_frames += 1;
+                    c.in_flight_bytes += f.len();
+                    return Some((ServerTransmit::Frame(f), true));
+                }
+            }
+            let end = r.end_frame.take();
+            c.replay = None;
+            if let Some(f) = end {
+                c.in_flight_frames += 1;
+                c.in_flight_bytes += f.len();
+                return Some((ServerTransmit::Frame(f.into()), true));
+            }
+        }
+        let limit = c.closing.as_ref().map_or(u64::MAX, |cl| cl.flush_until);
+        if c.live_next <= s.head && c.live_next <= limit {
+            let e = s.ring.get(c.live_next).or_else(|| {
+                // Only reachable if eviction raced a close; resume from what is retained.
+                s.ring.oldest().and_then(|o| s.ring.get(o.max(c.live_next)))
+            });
+            if let Some(e) = e {
+                c.live_next = e.cursor + 1;
+                let f = e.frame.clone();
+                c.in_flight_frames += 1;
+                c.in_flight_bytes += f.len();
+                let more = c.closing.is_some() || c.live_next <= s.head.min(limit);
+                return Some((ServerTransmit::Frame(f), more));
+            }
+            c.live_next = s.head + 1;
+        }
+    }
+    if let Some(cl) = c.closing.take() {
+        c.close_sent = true;
+        c.replay = None;
+        return Some((
+            ServerTransmit::Close {
+                code: cl.code,
+                reason: cl.reason,
+            },
+            false,
+        ));
+    }
+    None
 }
 
 /// The frame buffer keeps its capacity up to this size between frames.
