@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::conn::ConnId;
 use super::ring::Entry;
-use crate::wire::scan::word_has_special;
+use crate::wire::scan::{is_special, word_has_special};
 use crate::wire::StrWriter;
 
 /// Compact JSON of `v`; the types used here always serialize, `null` is a safe fallback.
@@ -18,12 +18,9 @@ pub(crate) fn json<T: Serialize + ?Sized>(v: &T) -> String {
 
 /// Whether `s` holds a byte serde_json escapes (`"`, `\\`, control characters).
 fn needs_escape(s: &[u8]) -> bool {
-    fn special(b: u8) -> bool {
-        b < 0x20 || b == b'"' || b == b'\\'
-    }
     // No early exit inside a block: the compiler turns this into a few vector compares.
     fn block_special(block: &[u8]) -> bool {
-        block.iter().fold(false, |acc, &b| acc | special(b))
+        block.iter().fold(false, |acc, &b| acc | is_special(b))
     }
     fn word(bytes: &[u8]) -> u64 {
         bytes.try_into().map_or(0, u64::from_le_bytes)
@@ -39,7 +36,7 @@ fn needs_escape(s: &[u8]) -> bool {
     } else if n >= 8 {
         word_has_special(word(&s[..8])) || word_has_special(word(&s[n - 8..]))
     } else {
-        s.iter().any(|&b| special(b))
+        s.iter().any(|&b| is_special(b))
     }
 }
 

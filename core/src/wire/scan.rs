@@ -37,6 +37,13 @@ pub(crate) fn word_has_special(w: u64) -> bool {
     special_mask(w) != 0
 }
 
+/// Whether `c` is `"`, `\\` or a control character: what ends a JSON string's plain run (and
+/// what serde_json escapes).
+#[inline]
+pub(crate) fn is_special(c: u8) -> bool {
+    c < 0x20 || c == b'"' || c == b'\\'
+}
+
 /// Index of the first `"`, `\\` or control character at or after `i`, or `b.len()`.
 #[inline]
 fn next_special(b: &[u8], i: usize) -> usize {
@@ -55,7 +62,7 @@ fn next_special(b: &[u8], i: usize) -> usize {
     let tail = chunks.remainder();
     at + tail
         .iter()
-        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .position(|&c| is_special(c))
         .unwrap_or(tail.len())
 }
 
