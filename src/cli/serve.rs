@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 use futures::StreamExt;
-use serde_json::{json, Value};
+use serde_json::json;
 use tether_core::server::CommandError;
 use tether_tokio::{
     load_snapshot, save_snapshot, serve, Bound, Outcome, Server, ServerConfig, ServerError,
@@ -272,12 +272,9 @@ async fn handle_events(
             } => {
                 let server = server.clone();
                 tokio::spawn(async move {
-                    let answer = match &content {
-                        Value::String(s) => format!("echo: {s}"),
-                        other => format!("echo: {other}"),
-                    };
+                    let answer = Outcome::ok(format!("echo: {content}"));
                     if let Err(e) = server
-                        .respond(&session, &request_id, Outcome::ok(answer))
+                        .respond(&session, &request_id, answer)
                         .await
                     {
                         tracing::debug!(%e, "request not answered");

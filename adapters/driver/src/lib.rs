@@ -35,7 +35,7 @@ pub use server::{
     PUBLISH_MANY_MAX,
 };
 pub use tether_core;
-pub use tether_core::wire::{EventBatch, FieldsError};
+pub use tether_core::wire::{Content, EventBatch, FieldsError};
 pub use tungstenite::{self, Message};
 pub use upgrade::{connect_info, UpgradeRefused, WS_PATH};
 pub use url::{with_token, Endpoints, UrlError};

@@ -38,7 +38,7 @@ pub use tether_core::cursor::ResumeState;
 pub use tether_core::server::{
     ConnId, Outcome, ServerConfig, ServerEvent, ServerSnapshot, SessionId,
 };
-pub use tether_core::wire::{EventBatch, FieldsError};
+pub use tether_core::wire::{Content, EventBatch, FieldsError};
 pub use tether_driver::{
     load_snapshot, save_snapshot, websocket_config, Bound, Client, ClientError, ClientEvents,
     Endpoints, RequestOutcome, ServeError, Server, ServerError, ServerEvents, ServerOptions,
