@@ -410,8 +410,12 @@ impl Cluster {
                 content,
                 ..
             } => {
-                self.app_requests
-                    .push((i, session.clone(), request_id.clone(), content.clone().into()));
+                self.app_requests.push((
+                    i,
+                    session.clone(),
+                    request_id.clone(),
+                    content.clone().into(),
+                ));
                 if self.auto_respond {
                     let outcome = Outcome::ok(json!(format!("answer to {content}")));
                     self.nodes[i]

@@ -273,10 +273,7 @@ async fn handle_events(
                 let server = server.clone();
                 tokio::spawn(async move {
                     let answer = Outcome::ok(format!("echo: {content}"));
-                    if let Err(e) = server
-                        .respond(&session, &request_id, answer)
-                        .await
-                    {
+                    if let Err(e) = server.respond(&session, &request_id, answer).await {
                         tracing::debug!(%e, "request not answered");
                     }
                 });
