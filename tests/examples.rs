@@ -1,6 +1,6 @@
-//! Every code example a user can copy runs: each `examples/*.rs` is built and run with a
+//! Every code example a user can copy runs: each example in `examples/` is built and run with a
 //! timeout and its output checked, and every `rust` block of `README.md` and `docs/*.md` is the
-//! text of one of these files (a `<!-- example: examples/NAME.rs -->` line names it just above
+//! text of one of their files (a `<!-- example: examples/NAME.rs -->` line names it just above
 //! the block). After editing an example, `TETHER_BLESS_DOCS=1 cargo test --test examples`
 //! rewrites the blocks from the files.
 
@@ -122,17 +122,24 @@ fn the_drive_loop_example_replays_what_was_published_while_away() {
 }
 
 #[test]
-fn every_example_file_is_run_by_this_test() {
-    let mut files: Vec<String> = std::fs::read_dir(root().join("examples"))
+fn every_example_is_run_by_this_test() {
+    // Cargo's examples: `examples/NAME.rs` and `examples/NAME/main.rs`.
+    let mut found: Vec<String> = std::fs::read_dir(root().join("examples"))
         .expect("examples/")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter_map(|f| f.strip_suffix(".rs").map(str::to_owned))
+        .map(|e| e.expect("entry").path())
+        .filter_map(|path| match path.extension() {
+            Some(ext) if ext == "rs" => Some(path.file_stem()?.to_string_lossy().into_owned()),
+            None if path.join("main.rs").is_file() => {
+                Some(path.file_name()?.to_string_lossy().into_owned())
+            }
+            _ => None,
+        })
         .collect();
-    files.sort();
+    found.sort();
     let mut run = EXAMPLES.map(str::to_owned).to_vec();
     run.sort();
     assert_eq!(
-        files, run,
+        found, run,
         "add the new example to EXAMPLES, with a test of its output"
     );
 }
