@@ -1,6 +1,4 @@
-//! The same on smol (tether-async-std with the `smol` feature): a server that answers requests,
-//! a client that sends one and prints the answer. On async-std: `AsyncStdRuntime`,
-//! `async_std::task::block_on` and `async_std::task::spawn`. Run it: cargo run --example smol
+//! cargo run --example smol. On async-std: `AsyncStdRuntime`, `async_std::task::{block_on, spawn}`.
 use futures::StreamExt;
 use tether_async_std::{connect, serve, ClientConfig, Outcome, RequestOutcome, ServerConfig};
 use tether_async_std::{ServerEvent::Request, SmolRuntime};
@@ -10,7 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut gateway = serve(SmolRuntime, "127.0.0.1:0", ServerConfig::default(), None).await?;
         let url = format!("ws://{}/ws", gateway.local_addr);
         let server = gateway.server.clone();
-        let app = smol::spawn(async move {
+        smol::spawn(async move {
             while let Some(event) = gateway.events.next().await {
                 if let Request { session, request_id: id, content, .. } = event {
                     let server = server.clone();
@@ -19,13 +17,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         .detach();
                 }
             }
-        });
+        })
+        .detach();
         let (client, _events) = connect(SmolRuntime, url, None, ClientConfig::new("echo"))?;
         if let RequestOutcome::Final { content: Some(answer), .. } = client.send("hello").await? {
             println!("{answer}"); // echo: hello
         }
         client.disconnect().await;
-        drop(app); // stops the application task
         Ok(())
     })
 }

@@ -1,8 +1,5 @@
-//! A tether server and client in one tokio program: the client sends a request and prints the
-//! answer, then prints the three events the server publishes to its session, each once, in order.
-//! Run it: cargo run --example tokio
+//! cargo run --example tokio: a request answered, then three events delivered once, in order.
 use futures::StreamExt;
-use serde_json::json;
 use tether_tokio::ServerEvent::{Request, SessionCreated};
 use tether_tokio::{connect, serve, ClientConfig, Event, Outcome, RequestOutcome, ServerConfig};
 
@@ -21,13 +18,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         while let Some(event) = gateway.events.next().await {
             let server = server.clone();
             match event {
-                SessionCreated { session, .. } => {
-                    tokio::spawn(async move {
-                        for n in 1..=3 {
-                            let fields = vec![("text".into(), json!(format!("event {n}")))];
-                            server.publish(&session, "message", fields).await.ok();
-                        }
-                    });
+                SessionCreated { session: sid, .. } => {
+                    let batch = (1..=3).map(|n| vec![("text", format!("event {n}").into())]);
+                    let batch = batch.collect(); // one round trip to the server for three events
+                    tokio::spawn(async move { server.publish_many(&sid, "message", batch).await });
                 }
                 Request { session, request_id: id, content, .. } => {
                     let answer = Outcome::ok(format!("echo: {content}"));

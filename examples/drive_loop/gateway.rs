@@ -12,8 +12,8 @@ use tether_core::server::{ServerTransmit, SessionId};
 pub enum Incoming {
     /// A text frame.
     Text(String),
-    /// A close frame.
-    Closed { code: u16, reason: String },
+    /// A close frame: code and reason.
+    Close(u16, String),
 }
 
 /// A server machine behind one in-memory socket at a time.
@@ -90,7 +90,7 @@ impl Gateway {
                         self.to_client.push_back(Incoming::Text(text.as_str().to_owned()));
                     }
                     ServerTransmit::Close { code, reason } => {
-                        self.to_client.push_back(Incoming::Closed { code, reason });
+                        self.to_client.push_back(Incoming::Close(code, reason));
                     }
                 }
             }

@@ -1,7 +1,5 @@
-//! Embedding the core: a client machine driven by hand. Its socket is an in-memory link to a
-//! server machine (`gateway.rs`, driven the same way) and its clock is virtual. The link is cut
-//! after three events; three more are published while the client is away, and the resume
-//! replays them. Run it: cargo run --example drive_loop
+//! cargo run --example drive_loop: the link is cut after three events; three more are published
+//! while the client is away, and its resume replays them.
 mod gateway;
 
 use std::time::Instant;
@@ -39,13 +37,10 @@ fn main() {
         // Then wait for the socket or the machine's next deadline, whichever comes first.
         match socket.receive() {
             Some(Incoming::Text(text)) => client.handle_text(now, &text),
-            Some(Incoming::Closed { code, reason }) => {
-                client.handle_closed(now, Some(code), &reason)
-            }
+            Some(Incoming::Close(code, reason)) => client.handle_closed(now, Some(code), &reason),
             None => {
-                // Nothing to read: time passes to the next deadline (reconnect timer, pings).
-                let next =
-                    [client.poll_timeout(), socket.poll_timeout()].into_iter().flatten().min();
+                // Nothing to read: time passes to the next deadline (a reconnect, a ping...).
+                let next = client.poll_timeout().into_iter().chain(socket.poll_timeout()).min();
                 now = now.max(next.expect("the client always has a deadline"));
                 client.handle_timeout(now);
                 socket.handle_timeout(now);
