@@ -144,16 +144,20 @@ fn every_example_is_run_by_this_test() {
     );
 }
 
-/// The markdown files whose code a user may copy.
+/// The markdown files whose code a user may copy: the READMEs (the workspace's and each
+/// crate's) and `docs/*.md`.
 fn documents() -> Vec<PathBuf> {
-    let mut docs = vec![root().join("README.md")];
-    let mut dir: Vec<_> = std::fs::read_dir(root().join("docs"))
-        .expect("docs/")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "md"))
-        .collect();
-    dir.sort();
-    docs.extend(dir);
+    let mut docs = vec![root().join("README.md"), root().join("core/README.md")];
+    for dir in ["adapters", "docs"] {
+        let mut found: Vec<_> = std::fs::read_dir(root().join(dir))
+            .expect("a directory")
+            .map(|e| e.expect("entry").path())
+            .map(|p| if p.is_dir() { p.join("README.md") } else { p })
+            .filter(|p| p.extension().is_some_and(|e| e == "md") && p.is_file())
+            .collect();
+        found.sort();
+        docs.extend(found);
+    }
     docs
 }
 
