@@ -1,4 +1,5 @@
-//! The `tether` binary: `serve`, `connect`, `demo` and `bench` (see `tether --help`).
+//! The `tether` binary: `serve`, `connect`, `demo`, `check`, `proxy` and `bench` (see
+//! `tether --help`).
 //!
 //! Every failure ends as one line on stderr and a documented exit code ([`cli::EXIT_CODES`]):
 //! usage errors are caught here, runtime errors come back from the subcommands as
@@ -101,7 +102,10 @@ fn one_line(e: &clap::Error) -> String {
     }
     let subcommand = std::env::args()
         .nth(1)
-        .filter(|a| matches!(a.as_str(), "serve" | "connect" | "demo" | "bench"));
+        .filter(|a| matches!(
+            a.as_str(),
+            "serve" | "connect" | "demo" | "check" | "proxy" | "bench"
+        ));
     let help = match subcommand {
         Some(s) => format!("tether {s} --help"),
         None => "tether --help".into(),

@@ -1,8 +1,11 @@
 //! The `tether` command line: argument definitions, the exit-code contract and helpers shared
-//! by the subcommands (`serve`, `connect`, `demo`, `bench`).
+//! by the subcommands (`serve`, `connect`, `demo`, `check`, `proxy`, `bench`).
 
+pub mod auth;
 pub mod bench;
+pub mod check;
 pub mod connect;
+pub mod control;
 pub mod demo;
 pub mod proxy;
 pub mod serve;
@@ -14,8 +17,10 @@ use clap::{Parser, Subcommand};
 /// Exit codes, shown in `--help` and the README.
 pub const EXIT_CODES: &str = "\
 Exit codes:
-  0    success (connect: --count events received; demo: every event exactly once, in order)
-  1    runtime failure (cannot listen, host unreachable after the retry limit, demo saw loss)
+  0    success (connect: --count events received; demo: every event exactly once, in order;
+       check: every applicable check passed)
+  1    runtime failure (cannot listen, host unreachable after the retry limit, demo saw loss,
+       a check failed)
   2    usage error (bad flag, bad URL, bad value)
   3    the server rejected the client for good (bad token, no common version, unknown agent)
   130  interrupted (connect stopped by Ctrl-C or SIGTERM)
@@ -43,6 +48,14 @@ pub enum Command {
     /// Server, client and a fault-injecting proxy in one process; prints a summary table.
     #[command(after_help = EXIT_CODES)]
     Demo(demo::DemoArgs),
+    /// Check a gateway against the protocol (v1 = PraisonAI, v2 = tether): one row per check,
+    /// pass / fail (with the frames as evidence) / not applicable; exit 0 iff none failed.
+    #[command(after_help = EXIT_CODES)]
+    Check(check::CheckArgs),
+    /// A fault-injecting proxy to put between a client and a gateway: cuts mid-frame, drops,
+    /// duplicates and delays event frames, half-open links; seeded, prints each fault.
+    #[command(after_help = EXIT_CODES)]
+    Proxy(proxy::ProxyArgs),
     /// End-to-end benchmark: one table of figures, each a ratio against a baseline measured in
     /// the same run; exit 1 if a ratio misses its target.
     #[command(after_help = EXIT_CODES)]
@@ -88,6 +101,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Serve(args) => serve::run(args).await,
         Command::Connect(args) => connect::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Check(args) => check::run(args).await,
+        Command::Proxy(args) => proxy::run(args).await,
         Command::Bench(args) => bench::run(args).await,
     }
 }

@@ -9,13 +9,14 @@ use std::time::Duration;
 use clap::Args;
 use futures::StreamExt;
 use serde_json::json;
-use tether_core::server::CommandError;
+use tether_core::server::{Authenticator, CommandError};
 use tether_tokio::{
     load_snapshot, save_snapshot, serve, Bound, Outcome, Server, ServerConfig, ServerError,
     ServerEvent, ServerEvents, ServerSnapshot, SessionId,
 };
 use tokio::sync::watch;
 
+use super::auth::Tokens;
 use super::{parse_duration, parse_rate, Failure, Pacer};
 
 /// Options of `tether serve`.
@@ -26,8 +27,10 @@ pub struct ServeArgs {
     pub listen: String,
     /// Shared token clients must present (?token=). Without it one is generated and printed;
     /// with --state-file it is kept in PATH.token so a restart accepts the same clients.
-    #[arg(long, value_name = "T")]
-    pub token: Option<String>,
+    /// Repeat it to admit several principals: a session created with one token cannot be
+    /// resumed with another.
+    #[arg(long = "token", value_name = "T")]
+    pub tokens: Vec<String>,
     /// Publish a synthetic `message` event to every session at this rate (e.g. 100/s, 600/min).
     #[arg(long, value_name = "N/s", value_parser = parse_rate)]
     pub emit_rate: Option<f64>,
@@ -56,11 +59,17 @@ pub struct ServeArgs {
     /// Prefix of the Redis keys (several gateways can share one Redis).
     #[arg(long, value_name = "P", default_value = "tether", requires = "redis")]
     pub redis_prefix: String,
+    /// Serve the control hook on this address (e.g. 127.0.0.1:0): line-JSON `publish`
+    /// commands, carrying a token, that publish events into a session. For `tether check
+    /// --control` and tests; see docs/PROTOCOL-v2.md.
+    #[arg(long, value_name = "ADDR", conflicts_with = "redis")]
+    pub control: Option<String>,
 }
 
 /// Runs the server until SIGINT/SIGTERM, then shuts down gracefully and saves the state file.
 pub async fn run(args: ServeArgs) -> Result<(), Failure> {
-    let (token, generated) = resolve_token(&args)?;
+    let (tokens, generated) = resolve_tokens(&args)?;
+    let token = tokens[0].clone();
     let snapshot = match &args.state_file {
         Some(path) => load_snapshot(path).map_err(|e| {
             Failure::Runtime(format!(
@@ -121,13 +130,38 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         local_addr,
         accepting,
     } = bound;
+    if tokens.len() > 1 {
+        // Set before the address is printed: a client that read it is never refused.
+        let several = Tokens::new(&tokens);
+        server
+            .apply(move |machine, _| machine.set_authenticator(Box::new(several)))
+            .await
+            .map_err(|e| cannot(&e))?;
+    }
+    let control = match &args.control {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                Failure::Runtime(format!("cannot serve the control hook on {addr}: {e}"))
+            })?;
+            let at = listener.local_addr().map_err(|e| cannot(&e))?;
+            let auth: Arc<dyn Authenticator + Send + Sync> = Arc::new(Tokens::new(&tokens));
+            let hook = tokio::spawn(super::control::serve(listener, server.clone(), auth));
+            Some((at, hook))
+        }
+        None => None,
+    };
 
     let url = format!("ws://{local_addr}/ws");
     println!("listening on {url}");
     if generated {
         println!("token: {token} (generated; pass --token to choose one)");
     } else {
-        println!("token: {token}");
+        for token in &tokens {
+            println!("token: {token}");
+        }
+    }
+    if let Some((at, _)) = &control {
+        println!("control hook on {at}");
     }
     let agent = args.agents.first().map_or("echo", String::as_str);
     println!("try: tether connect {url} --agent-id {agent} --token {token}");
@@ -174,6 +208,9 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::Runtime(format!("shutdown failed: {e}")))?;
     let _ = accepting.await;
     handler.abort();
+    if let Some((_, hook)) = control {
+        hook.abort();
+    }
     if let Some(path) = &args.state_file {
         save(path.clone(), snapshot.clone()).await?;
         eprintln!(
@@ -185,20 +222,20 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The token to require, and whether it was generated.
-fn resolve_token(args: &ServeArgs) -> Result<(String, bool), Failure> {
-    if let Some(token) = &args.token {
-        if token.is_empty() {
+/// The tokens to require (at least one), and whether the token was generated.
+fn resolve_tokens(args: &ServeArgs) -> Result<(Vec<String>, bool), Failure> {
+    if !args.tokens.is_empty() {
+        if args.tokens.iter().any(String::is_empty) {
             return Err(Failure::Usage("--token must not be empty".into()));
         }
-        return Ok((token.clone(), false));
+        return Ok((args.tokens.clone(), false));
     }
     let file = args.state_file.as_ref().map(|p| token_file(p));
     if let Some(file) = &file {
         if let Ok(saved) = std::fs::read_to_string(file) {
             let saved = saved.trim();
             if !saved.is_empty() {
-                return Ok((saved.to_owned(), true));
+                return Ok((vec![saved.to_owned()], true));
             }
         }
     }
@@ -208,7 +245,7 @@ fn resolve_token(args: &ServeArgs) -> Result<(String, bool), Failure> {
             Failure::Runtime(format!("cannot write token file {}: {e}", file.display()))
         })?;
     }
-    Ok((token, true))
+    Ok((vec![token], true))
 }
 
 /// `PATH.token`, next to the state file.
