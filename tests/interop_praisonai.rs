@@ -442,3 +442,95 @@ fn tether_client_joins_the_real_python_server_with_legacy_join() {
         .await;
     }));
 }
+
+/// The checks `tether check` fails on the real gateway: its known bugs (PROTOCOL.md §14,
+/// numbers in the comments). Pinned, so that a change on either side is noticed; the table in
+/// docs/PRAISONAI.md is held to the same run.
+const PRAISONAI_FAILURES: [&str; 22] = [
+    "negotiate.string-versions",   // §14.7: the connection drops (1006)
+    "negotiate.float-versions",    // §14.7: accepted
+    "negotiate.boolean-versions",  // §14.7: accepted, "protocol":true echoed
+    "negotiate.negative-versions", // §14.7: accepted
+    "handshake.sequence",          // §14.4: no sequence in hello_ok
+    "handshake.server-chosen-ids", // §5.1: the client's session id is adopted
+    "resume.sequence-aligned",     // §14.4
+    "resume.resumed-flag",         // §14.16: a takeover reports resumed false
+    "resume.away-events",          // §14.1: not recorded while away
+    "resume.older-than-window",    // §14.3, §14.4: 100 events kept, the loss not signalled
+    "request.final-request-id",    // §14.13
+    "request.duplicate-outcome",   // §14.13
+    "request.duplicates-not-abuse", // §14.11: 4028
+    "request.empty-content",       // §14.13: accepted, no final
+    "request.errors-untracked",    // §14.14
+    "heartbeat.inbound-only",      // §14.15
+    "input.invalid-json",          // §14.8: 1006
+    "input.non-object",            // §14.8: 1006
+    "input.binary",                // §14.8: 1006
+    "input.oversized",             // §14.9: max_payload not enforced
+    "takeover.old-socket-closed",  // §5.3: the old socket stays open
+    "takeover.not-orphaned",       // §14.2
+];
+
+#[test]
+fn tether_check_against_the_real_python_gateway_fails_exactly_its_known_bugs() {
+    let Some(gw) = PythonGateway::start(&["--heartbeat-ms", "500", "--missed-beats", "2"]) else {
+        return;
+    };
+    let control = format!("127.0.0.1:{}", gw.var("CONTROL_PORT"));
+    let out = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["check", &gw.url(), "--token", gw.token()])
+        .args(["--praisonai-control", &control, "--json"])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run tether check");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}); stderr {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let results = report["results"].as_array().expect("results");
+    let with = |status: &str| -> Vec<&str> {
+        results
+            .iter()
+            .filter(|r| r["status"] == status)
+            .map(|r| r["id"].as_str().expect("id"))
+            .collect()
+    };
+    assert_eq!(report["protocol"], 1, "the real gateway speaks v1");
+    assert_eq!(with("fail"), PRAISONAI_FAILURES, "{report:#}");
+    assert_eq!(
+        with("n/a"),
+        [
+            "v2.replay-end",
+            "v2.oldest-cursor",
+            "v2.resync",
+            "ownership.other-agent",     // one agent only
+            "ownership.other-principal", // one token: one principal
+        ]
+    );
+    for r in results.iter().filter(|r| r["status"] == "fail") {
+        let evidence = r["evidence"].as_array().expect("evidence");
+        assert!(
+            evidence.len() >= 2 && !r["detail"].as_str().unwrap_or("").is_empty(),
+            "a failure without evidence: {r:#}"
+        );
+    }
+    assert_eq!(out.status.code(), Some(1));
+
+    // docs/PRAISONAI.md shows this run: one row per check, `| `id` | PASS/FAIL/n/a | ...`.
+    let doc = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/PRAISONAI.md"),
+    )
+    .expect("docs/PRAISONAI.md");
+    for r in results {
+        let id = r["id"].as_str().expect("id");
+        let shown = match r["status"].as_str() {
+            Some("pass") => "pass",
+            Some("fail") => "**FAIL**",
+            _ => "n/a",
+        };
+        let row = format!("| `{id}` | {shown} |");
+        assert!(doc.contains(&row), "docs/PRAISONAI.md lacks the row {row}");
+    }
+}

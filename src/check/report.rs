@@ -202,7 +202,7 @@ impl fmt::Display for Report {
             .map_or("no producer of events".into(), |p| format!("events from {p}"));
         writeln!(
             f,
-            "tether check {}: protocol v{}, {producer}\n",
+            "tether check {}: protocol v{}, {producer}\n(§n: PROTOCOL.md; v2: docs/PROTOCOL-v2.md)\n",
             self.url, self.protocol
         )?;
         let width = self.results.iter().map(|r| r.id.len()).max().unwrap_or(0);

@@ -242,30 +242,37 @@ pub async fn run(args: ProxyArgs) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::Runtime(format!("cannot listen on {listen}: {e}")))?;
     let mut faults = proxy.watch();
-    // The address goes to stderr with --json, so stdout is only the fault log.
-    let banner = format!(
-        "proxying {} -> {upstream} (seed {}); clients connect to {}",
-        proxy.local_addr(),
-        args.seed,
-        proxy.url()
-    );
     if args.json {
-        eprintln!("{banner}");
-    } else {
+        let banner = serde_json::json!({
+            "proxy": proxy.url(), "upstream": upstream.to_string(), "seed": args.seed,
+        });
         println!("{banner}");
+    } else {
+        println!(
+            "proxying {} -> {upstream} (seed {}); clients connect to {}",
+            proxy.local_addr(),
+            args.seed,
+            proxy.url()
+        );
     }
+    let print = |fault: &tether::proxy::Injected| {
+        if args.json {
+            println!("{}", fault.to_json());
+        } else {
+            println!("{fault} (connection {})", fault.connection);
+        }
+    };
     let stop = super::shutdown_signal();
     tokio::pin!(stop);
     loop {
         tokio::select! {
-            Some(fault) = faults.recv() => {
-                if args.json {
-                    println!("{}", fault.to_json());
-                } else {
-                    println!("{fault} (connection {})", fault.connection);
-                }
-            }
-            () = &mut stop => return Ok(()),
+            Some(fault) = faults.recv() => print(&fault),
+            () = &mut stop => break,
         }
     }
+    // Faults injected just before the signal are still printed.
+    while let Ok(fault) = faults.try_recv() {
+        print(&fault);
+    }
+    Ok(())
 }

@@ -100,6 +100,13 @@ struct Conn {
     rejection: Option<Rejection>,
     /// An in-band resync is in flight from this expected sequence.
     repair_pending: Option<u64>,
+    /// A replay frame of the current replay phase (after a handshake or a resync) was seen. A
+    /// hole before the first one is the server's window (gone); a hole after it was lost on
+    /// the way, because a server replays what it holds contiguously, so it is repaired.
+    replay_seen: bool,
+    /// v2: a hole inside the replay phase, repaired by a resync once the phase has ended (the
+    /// rest of the phase is still on its way and would mix with the resync's replays).
+    replay_hole: Option<u64>,
     legacy: bool,
 }
 
@@ -737,7 +744,7 @@ impl Client {
                 let cursor = inner.cursor.unwrap_or(seq);
                 self.on_tracked(now, &r.event.kind, seq, cursor, r.event.data.get(), true);
             }
-            ServerFrame::Event(ev) if ev.kind == "replay_end" => self.on_replay_end(ev),
+            ServerFrame::Event(ev) if ev.kind == "replay_end" => self.on_replay_end(now, ev),
             ServerFrame::Event(ev) => {
                 self.end_replay_phase(None);
                 match (ev.sequence(), ev.resume_cursor()) {
@@ -767,9 +774,14 @@ impl Client {
         }
     }
 
-    fn on_replay_end(&mut self, ev: EventFrame) {
+    fn on_replay_end(&mut self, now: Instant, ev: EventFrame) {
         let head = ev.resume_cursor();
         self.conn.repair_pending = None;
+        if let Some(expected) = self.conn.replay_hole.take() {
+            // The phase is over, nothing of it is on the way any more: ask again from the hole.
+            self.conn.replay_head = None;
+            return self.repair(now, expected);
+        }
         self.end_replay_phase(head);
     }
 
@@ -819,24 +831,32 @@ impl Client {
         let Some(tracker) = self.tracker.as_mut() else {
             return;
         };
+        let first_replay = replayed && !self.conn.replay_seen;
+        self.conn.replay_seen |= replayed;
         match tracker.observe(seq) {
             Verdict::InOrder => self.deliver(kind, seq, cursor, payload, replayed),
             Verdict::Duplicate => {}
             Verdict::Gap { expected, received } => {
-                if replayed {
-                    // The server replays all it holds: a hole here cannot be repaired.
+                if first_replay {
+                    // The server replays all it holds: what comes before its first replay is
+                    // gone and cannot be repaired.
                     tracker.skip_to(seq);
                     self.report_lost(expected, received - 1);
                     return self.deliver(kind, seq, cursor, payload, replayed);
                 }
-                if self.conn.repair_pending.is_some() {
-                    return; // the resync in flight will bring this frame again
+                if self.conn.repair_pending.is_some() || self.conn.replay_hole.is_some() {
+                    return; // the repair under way will bring this frame again
                 }
                 self.stats.gaps += 1;
                 self.events.push_back(Event::Gap { expected, received });
+                let v2 = self.version.unwrap_or(1) >= crate::version::V2 && !self.conn.legacy;
                 if self.config.repair_gaps && self.repaired_from != Some(expected) {
                     self.repaired_from = Some(expected);
-                    self.repair(now, expected);
+                    if replayed && v2 {
+                        self.conn.replay_hole = Some(expected);
+                    } else {
+                        self.repair(now, expected);
+                    }
                 } else {
                     tracker.skip_to(seq);
                     self.report_lost(expected, received - 1);
@@ -851,6 +871,7 @@ impl Client {
         let since = expected.saturating_sub(1);
         if self.version.unwrap_or(1) >= crate::version::V2 && !self.conn.legacy {
             self.conn.repair_pending = Some(expected);
+            self.conn.replay_seen = false;
             self.transmits.push_back(Transmit::Frame(format!(
                 r#"{{"type":"resync","since":{since}}}"#
             )));

@@ -283,6 +283,93 @@ fn a_v2_live_gap_is_repaired_in_band_with_resync() {
     assert!(!h.has(|e| matches!(e, Event::Lost { .. })));
 }
 
+/// A v2 session resumed since 1 at head `head`: the resume's `hello_ok`.
+fn v2_resumed(h: &mut H, head: u64) {
+    let mut ok = hello_ok("s1", head);
+    ok["protocol"] = json!(2);
+    ok["sequence"] = json!(1);
+    ok["resumed"] = json!(true);
+    h.recv(ok);
+}
+
+#[test]
+fn a_v2_hole_inside_a_replay_is_repaired_with_a_resync_after_the_replay_ends() {
+    // A server replays contiguously: 3 missing between 2 and 4 was lost on the way (e.g. a
+    // frame-dropping proxy), not evicted. The server still holds it, so it is asked again.
+    let mut h = H::new(config());
+    h.connect();
+    v2_resumed_fresh(&mut h);
+    h.recv(live(1));
+    let hello = drop_and_reconnect(&mut h);
+    assert_eq!(hello["since"], 1);
+    h.take();
+    v2_resumed(&mut h, 5);
+    h.recv(replay(2));
+    h.recv(replay(4)); // 3 went missing
+    h.recv(replay(5));
+    assert!(h.frames().is_empty(), "no resync while the replay is still coming");
+    h.recv(json!({"type":"replay_end","cursor":5,"replayed":4}));
+    assert_eq!(h.frames(), vec![json!({"type":"resync","since":2})]);
+    h.recv(live(6)); // live before the resync's replays: it will be replayed too
+    for s in 3..=6 {
+        h.recv(replay(s));
+    }
+    h.recv(json!({"type":"replay_end","cursor":6,"replayed":4}));
+    h.recv(live(7));
+    assert_eq!(h.delivered(), vec![2, 3, 4, 5, 6, 7]);
+    assert!(!h.has(|e| matches!(e, Event::Lost { .. })), "{:?}", h.ev);
+    assert_eq!(h.c.stats().gaps, 1);
+}
+
+#[test]
+fn a_v1_hole_inside_a_replay_is_repaired_by_resuming_again() {
+    let mut h = connected();
+    h.recv(live(1));
+    drop_and_reconnect(&mut h);
+    h.take();
+    h.recv(hello_ok("s1", 4));
+    h.recv(replay(2));
+    h.recv(replay(4)); // 3 went missing
+    assert!(h.tx.iter().any(|t| matches!(t, Transmit::Close { .. })));
+    h.tx.clear();
+    h.at(Duration::ZERO);
+    let hello = h.connect();
+    assert_eq!(hello["since"], 2);
+    h.recv(hello_ok("s1", 4));
+    h.recv(replay(3));
+    h.recv(replay(4));
+    assert_eq!(h.delivered(), vec![2, 3, 4]);
+    assert!(!h.has(|e| matches!(e, Event::Lost { .. })));
+}
+
+#[test]
+fn a_hole_inside_a_replay_that_comes_back_is_reported_lost_instead_of_looping() {
+    let mut h = H::new(config());
+    h.connect();
+    v2_resumed_fresh(&mut h);
+    drop_and_reconnect(&mut h);
+    h.take();
+    v2_resumed(&mut h, 4);
+    h.recv(replay(2));
+    h.recv(replay(4));
+    h.recv(json!({"type":"replay_end","cursor":4,"replayed":3}));
+    assert_eq!(h.frames(), vec![json!({"type":"resync","since":2})]);
+    h.recv(replay(4)); // a broken server: the resync's replay has the same hole
+    h.recv(json!({"type":"replay_end","cursor":4,"replayed":1}));
+    assert!(h.has(|e| *e == Event::Lost { from: 3, to: 3 }));
+    assert_eq!(h.delivered(), vec![2, 4]);
+    assert!(h.frames().is_empty(), "asked once");
+}
+
+/// A new v2 session, its (empty) replay over.
+fn v2_resumed_fresh(h: &mut H) {
+    let mut ok = hello_ok("s1", 0);
+    ok["protocol"] = json!(2);
+    ok["sequence"] = json!(0);
+    h.recv(ok);
+    h.recv(json!({"type":"replay_end","cursor":0,"replayed":0}));
+}
+
 #[test]
 fn a_gap_the_repair_cannot_fill_is_reported_lost_once_and_never_loops() {
     let mut h = connected();

@@ -121,25 +121,27 @@ pub(crate) async fn sequence_aligned(ctx: &mut Ctx) -> Step {
     Ok("sequence 1 for since 1".into())
 }
 
-/// `resumed` is true for a resumed session: after its socket closed, and when a new socket
-/// takes it over while the old one is still open.
+/// `resumed` is true for a resumed session: when a new socket takes over a session whose
+/// socket is still open (a live session never restored from storage), and after the old
+/// socket closed.
 pub(crate) async fn resumed_flag(ctx: &mut Ctx) -> Step {
-    let (id, head) = session_with_events(ctx, 1).await?;
-    let (b, after_close) = ctx.resume(&id, Some(head)).await?;
-    ensure(after_close.hello_ok.get("resumed") == true, || {
-        format!(
-            "resumed after the old socket closed: hello_ok.resumed is {}",
-            after_close.hello_ok.get("resumed")
-        )
-    })?;
-    let (c, takeover) = ctx.resume(&id, Some(head)).await?;
+    let (mut a, session) = ctx.start().await?;
+    let seqs = ctx.events(&mut a, &session.id, 1).await?;
+    let head = seqs.last().copied().unwrap_or(0);
+    let (b, takeover) = ctx.resume(&session.id, Some(head)).await?;
     let flag = takeover.hello_ok.get("resumed").clone();
-    b.abort();
-    c.close().await;
+    a.abort();
+    b.close().await;
     ensure(flag == true, || {
-        format!("resumed while the old socket was still open: hello_ok.resumed is {flag}")
+        format!("a takeover of a live session: hello_ok.resumed is {flag}")
     })?;
-    Ok("resumed true after a close and on a takeover".into())
+    let (c, after_close) = ctx.resume(&session.id, Some(head)).await?;
+    c.close().await;
+    let flag = after_close.hello_ok.get("resumed");
+    ensure(flag == true, || {
+        format!("resumed after the old socket closed: hello_ok.resumed is {flag}")
+    })?;
+    Ok("resumed true on a takeover and after a close".into())
 }
 
 /// Events published while no client is connected are kept and replayed on resume.
