@@ -81,7 +81,11 @@ pub(crate) async fn hello_ok(ctx: &mut Ctx) -> Step {
         wrong.push("cursor is not 0 for a new session");
     }
     ensure(wrong.is_empty(), || wrong.join("; "))?;
-    Ok(format!("protocol {}, session {}", v["protocol"], v["session_id"]))
+    Ok(format!(
+        "protocol {}, session {}",
+        v["protocol"],
+        v["session_id"].as_str().unwrap_or("")
+    ))
 }
 
 /// `hello_ok` carries `sequence` (equal to `cursor` for a new session), which a client needs
