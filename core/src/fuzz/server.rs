@@ -195,8 +195,11 @@ fn config_of(setup: &ServerSetup, instance: u32) -> ServerConfig {
         session_ttl: if setup.short_ttl { secs(5) } else { secs(3600) },
         max_sessions: pick(setup.sessions, [1, 2, 4, 10_000]),
         max_connections: pick(setup.connections, [1, 2, 4, 10_000]),
-        ring_max_events: pick(setup.ring, [1, 3, 16, 256]),
-        ring_max_bytes: if small { 4 << 10 } else { 1 << 20 },
+        // Short windows make events age out under the clients (timers and appends evict).
+        recovery_window: if setup.short_ttl { secs(3) } else { secs(120) },
+        recovery_session_events: pick(setup.ring, [1, 3, 16, 256]),
+        recovery_session_bytes: if small { 4 << 10 } else { 1 << 20 },
+        recovery_total_bytes: if small { 8 << 10 } else { 4 << 20 },
         max_payload: if setup.small_payload { 512 } else { 64 << 10 },
         max_queued_frames: pick(setup.window, [1, 2, 8, 1000]),
         max_buffered_bytes: if small { 512 } else { 1 << 20 },
@@ -783,11 +786,14 @@ impl Harness {
         let st = self.server.stats();
         let cfg = &self.config;
         let fail = |what: String| panic!("server bound: {what} ({st:?})");
-        if st.max_ring_events > cfg.ring_max_events.max(1) {
-            fail(format!("ring holds {} events", st.max_ring_events));
+        if st.max_window_events > cfg.recovery_session_events.max(1) {
+            fail(format!("a window holds {} events", st.max_window_events));
         }
-        if st.max_ring_bytes > cfg.ring_max_bytes.max(MAX_EVENT_COST) {
-            fail(format!("ring holds {} bytes", st.max_ring_bytes));
+        if st.max_window_bytes > cfg.recovery_session_bytes.max(MAX_EVENT_COST) {
+            fail(format!("a window holds {} bytes", st.max_window_bytes));
+        }
+        if st.log_bytes > cfg.recovery_total_bytes.max(MAX_EVENT_COST) {
+            fail(format!("the log holds {} bytes", st.log_bytes));
         }
         if st.max_control_frames > cfg.max_control_frames.max(1) {
             fail(format!("{} control frames queued", st.max_control_frames));

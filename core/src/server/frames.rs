@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::conn::ConnId;
-use super::ring::Entry;
+use super::window::Retained;
 use crate::wire::scan::{is_special, word_has_special};
 use crate::wire::StrWriter;
 
@@ -258,23 +258,41 @@ impl<'a> Obj<'a> {
 
     /// Closes the object, appending `"cursor":n,"seq":n` as the last two keys.
     pub(crate) fn tracked(self, cursor: u64) -> &'a mut String {
-        let mut buf = [0; 20];
-        let n = fmt_u64(cursor, &mut buf);
-        // Known keys: written as they are (no escape check), after one reservation.
-        let out = self.0;
-        out.reserve(16 + 2 * n.len());
-        out.push_str(",\"cursor\":");
-        out.push_str(n);
-        out.push_str(",\"seq\":");
-        out.push_str(n);
-        out.push('}');
-        out
+        self.0.push_str(TrackedSuffix::new(cursor).as_str());
+        self.0
     }
 
     /// Closes the object.
     pub(crate) fn end(self) -> &'a mut String {
         self.0.push('}');
         self.0
+    }
+}
+
+/// The end of a tracked frame, `,"cursor":n,"seq":n}`, in a buffer of its own: the one place
+/// it is written, for frames recorded whole and for shared bodies completed per session.
+pub(crate) struct TrackedSuffix {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl TrackedSuffix {
+    pub(crate) fn new(cursor: u64) -> Self {
+        let mut digits = [0; 20];
+        let n = fmt_u64(cursor, &mut digits).as_bytes();
+        let mut buf = [0; 64];
+        let mut len = 0;
+        // Known keys: written as they are (no escape check).
+        for part in [&b",\"cursor\":"[..], n, b",\"seq\":", n, b"}"] {
+            buf[len..len + part.len()].copy_from_slice(part);
+            len += part.len();
+        }
+        Self { buf, len }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Only ASCII was written.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("}")
     }
 }
 
@@ -287,18 +305,19 @@ pub(crate) fn frame(kind: &str, build: impl FnOnce(Obj<'_>) -> &mut String) -> S
 
 /// Appends `{"type":"replay","event":E}` (+ `"seq":n` when `with_seq`), E in GatewayEvent
 /// shape with `data` = the original frame exactly as sent.
-pub(crate) fn replay(out: &mut String, e: &Entry, with_seq: bool) {
-    let frame = &*e.frame;
-    out.reserve(frame.len() + 2 * e.kind_json().len() + 200);
+pub(crate) fn replay(out: &mut String, e: &Retained<'_>, with_seq: bool) {
+    let record = e.record;
+    let kind = record.kind_json();
+    out.reserve(record.text_len() + 2 * kind.len() + 240);
     out.push_str("{\"type\":\"replay\",\"event\":");
     out.push_str(TYPE_PREFIX);
-    out.push_str(e.kind_json());
+    out.push_str(kind);
     out.push_str(",\"data\":");
-    out.push_str(frame);
+    record.push_frame(out, e.cursor);
     out.push_str(",\"event_id\":\"");
-    push_uuid(out, e.event_id);
+    push_uuid(out, record.event_id);
     out.push_str("\",\"timestamp\":");
-    push_json(out, &e.timestamp);
+    push_json(out, &record.timestamp);
     out.push_str(",\"source\":\"gateway\",\"target\":");
     match e.target {
         Some(c) => push_label(out, c),

@@ -417,7 +417,7 @@ fn a_cursor_older_than_the_ring_is_reported_without_the_off_by_one() {
     let t0 = t0();
     let mut s = Server::new(
         ServerConfig {
-            ring_max_events: 5,
+            recovery_session_events: 5,
             ..cfg()
         },
         t0,
@@ -505,7 +505,7 @@ fn v1_hello_with_loss_sets_sequence_at_since_so_the_python_gap_check_fires() {
     let t0 = t0();
     let mut s = Server::new(
         ServerConfig {
-            ring_max_events: 2,
+            recovery_session_events: 2,
             ..cfg()
         },
         t0,
@@ -959,7 +959,7 @@ fn a_burst_never_evicts_a_fast_reader_but_a_stalled_one_is_closed_1013_alone() {
     let t0 = t0();
     let mut s = Server::new(
         ServerConfig {
-            ring_max_events: 100,
+            recovery_session_events: 100,
             max_queued_frames: 10,
             ..cfg()
         },
@@ -1027,7 +1027,7 @@ fn v2_resync_replays_in_band_and_reports_loss() {
     let t0 = t0();
     let mut s = Server::new(
         ServerConfig {
-            ring_max_events: 4,
+            recovery_session_events: 4,
             ..cfg()
         },
         t0,

@@ -49,6 +49,11 @@ impl FrameText {
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
+
+    /// No text (no allocation): what a freed log record keeps.
+    pub(crate) fn empty() -> Self {
+        FrameText(Bytes::new())
+    }
 }
 
 impl From<String> for FrameText {
@@ -123,12 +128,20 @@ const MAX_CHUNK: usize = 64 << 10;
 impl FrameWriter {
     /// Copies `text` into the current chunk (a new one if it does not fit) and shares it.
     pub(crate) fn write(&mut self, text: &str) -> FrameText {
-        if self.buf.capacity() < text.len() {
+        self.write_parts(text.as_bytes(), b"")
+    }
+
+    /// Like [`write`](Self::write) for a frame in two parts, `head` then `tail`, which must
+    /// together be UTF-8 (e.g. a shared body and a session's tracked suffix).
+    pub(crate) fn write_parts(&mut self, head: &[u8], tail: &[u8]) -> FrameText {
+        let len = head.len() + tail.len();
+        if self.buf.capacity() < len {
             let size = self.next_chunk.clamp(FIRST_CHUNK, MAX_CHUNK);
             self.next_chunk = size.saturating_mul(2);
-            self.buf = BytesMut::with_capacity(size.max(text.len()));
+            self.buf = BytesMut::with_capacity(size.max(len));
         }
-        self.buf.extend_from_slice(text.as_bytes());
+        self.buf.extend_from_slice(head);
+        self.buf.extend_from_slice(tail);
         FrameText(self.buf.split().freeze())
     }
 }
@@ -159,5 +172,8 @@ mod tests {
         assert_eq!(FrameText::from(big.clone()).into_bytes().len(), big.len());
         assert_eq!(FrameText::from("a\"b").to_string(), "a\"b");
         assert_eq!(format!("{:?}", FrameText::from("a\"b")), r#""a\"b""#);
+        // Two parts make one frame.
+        assert_eq!(w.write_parts(b"{\"a\":", b"1}"), "{\"a\":1}");
+        assert!(FrameText::empty().is_empty());
     }
 }

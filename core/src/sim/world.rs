@@ -97,7 +97,7 @@ impl SimConfig {
             heartbeat_interval: Duration::from_secs(1),
             missed_beats: 2,
             session_ttl: Duration::from_secs(600),
-            ring_max_events: 256,
+            recovery_session_events: 256,
             ..ServerConfig::default()
         };
         Self {

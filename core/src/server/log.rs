@@ -1,0 +1,348 @@
+//! The event log every session's recovery window points into: each tracked frame is stored
+//! once, however many sessions it was published to.
+//!
+//! A [`Record`] published to one session holds its whole frame (the live frame shares that
+//! text, no copy). One published to several sessions ([`Server::publish_to`]) holds the frame
+//! without its per-session tail `,"cursor":n,"seq":n}`, which is appended when the frame is
+//! sent or replayed: the bytes on the wire are the same either way. A session's
+//! [`Window`](super::window::Window) is a list of runs of consecutive records, not one entry
+//! per event.
+//!
+//! Records leave from the front, oldest first:
+//! - by age, once older than [`recovery_window`](super::ServerConfig::recovery_window)
+//!   (checked on every append, and by the timer at most once a second);
+//! - by total size, while the log holds more than
+//!   [`recovery_total_bytes`](super::ServerConfig::recovery_total_bytes) (the newest record
+//!   always stays);
+//! - once no window holds them any more (per-session bounds, expired sessions): their text is
+//!   freed at once and their slot goes when it reaches the front.
+//!
+//! Windows are not told of evictions by age or size: a record id below
+//! [`first_id`](EventLog::first_id) is gone, and a window forgets its runs into it the next
+//! time it looks. That keeps eviction O(evicted records), however many sessions there are.
+//!
+//! [`Server::publish_to`]: super::Server::publish_to
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use super::frames::{self, TrackedSuffix};
+use super::text::{FrameText, FrameWriter};
+
+/// Position of a record in the log (never reused).
+pub(crate) type LogId = u64;
+
+/// What one record costs, beyond its text: the record itself and its slot (also what a freed
+/// record costs until it reaches the front).
+pub(crate) const RECORD_COST: usize = 96;
+
+/// One tracked frame, stored once.
+#[derive(Debug)]
+pub(crate) struct Record {
+    /// The whole frame (published to one session), or the shared body its sessions' tails
+    /// complete (`shared`). Empty once no window holds it.
+    text: FrameText,
+    shared: bool,
+    /// End of the JSON-escaped `type` value: `text[8..kind_end]` is `"<kind>"`.
+    kind_end: usize,
+    /// Windows holding it.
+    refs: u32,
+    /// Id assigned when recorded (the same in every session it went to).
+    pub(crate) event_id: u128,
+    /// Record time, epoch seconds, as sent in replays.
+    pub(crate) timestamp: f64,
+    /// When this server stored it, epoch seconds on its own clock: its age is measured from
+    /// here (a store's frames carry the publishing node's clock in `timestamp`).
+    at: f64,
+    /// What it counts against the byte bounds.
+    cost: usize,
+    /// Sum of the costs of every record appended before it: a window's byte count is a
+    /// difference of these, also after the records themselves are gone.
+    offset: u64,
+}
+
+impl Record {
+    /// The frame's `type` value as JSON text (quoted, escaped).
+    pub(crate) fn kind_json(&self) -> &str {
+        self.text
+            .as_bytes()
+            .get(frames::TYPE_PREFIX.len()..self.kind_end)
+            .and_then(|kind| std::str::from_utf8(kind).ok())
+            .unwrap_or("\"\"")
+    }
+
+    /// Length of the stored text (for a shared record, without the tail).
+    pub(crate) fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// The frame as sent to the session that numbered it `cursor`: the stored text, or the
+    /// shared body and that session's tail written by `writer`.
+    pub(crate) fn frame(&self, cursor: u64, writer: &mut FrameWriter) -> FrameText {
+        if self.shared {
+            let tail = TrackedSuffix::new(cursor);
+            writer.write_parts(self.text.as_bytes(), tail.as_str().as_bytes())
+        } else {
+            self.text.clone()
+        }
+    }
+
+    /// Appends the frame as sent at `cursor` to `out`.
+    pub(crate) fn push_frame(&self, out: &mut String, cursor: u64) {
+        out.push_str(self.text.as_str());
+        if self.shared {
+            out.push_str(TrackedSuffix::new(cursor).as_str());
+        }
+    }
+}
+
+/// The shared log. See the [module docs](self).
+#[derive(Debug, Default)]
+pub(crate) struct EventLog {
+    records: VecDeque<Record>,
+    /// Id of `records[0]`.
+    first: LogId,
+    /// Offset of the next record.
+    next_offset: u64,
+    /// Costs of the records held (text and slot), plus [`RECORD_COST`] per freed slot.
+    bytes: usize,
+    /// Where record texts are written (chunks shared by the frames they hold).
+    writer: FrameWriter,
+}
+
+impl EventLog {
+    /// The text of a new record, stored with the log's other records (see [`FrameWriter`]).
+    pub(crate) fn write(&mut self, text: &str) -> FrameText {
+        self.writer.write(text)
+    }
+
+    /// Appends a record that no window holds yet ([`hold`](Self::hold) it), stored at wall
+    /// time `at`. `text` is a whole frame, or the body shared by several sessions (`shared`).
+    /// It must start with `{"type":` and the kind as a JSON string ending at `kind_end`.
+    pub(crate) fn push(
+        &mut self,
+        text: FrameText,
+        shared: bool,
+        kind_end: usize,
+        (event_id, timestamp): (u128, f64),
+        at: f64,
+    ) -> LogId {
+        let cost = text.len() + RECORD_COST;
+        self.bytes += cost;
+        self.records.push_back(Record {
+            text,
+            shared,
+            kind_end,
+            refs: 0,
+            event_id,
+            timestamp,
+            at,
+            cost,
+            offset: self.next_offset,
+        });
+        self.next_offset += cost as u64;
+        self.next_id() - 1
+    }
+
+    /// Id of the oldest record still in the log: every id below it is gone.
+    pub(crate) fn first_id(&self) -> LogId {
+        self.first
+    }
+
+    /// Id the next record will get.
+    pub(crate) fn next_id(&self) -> LogId {
+        self.first + self.records.len() as u64
+    }
+
+    /// The record `id`, if it is still in the log.
+    pub(crate) fn get(&self, id: LogId) -> Option<&Record> {
+        let index = usize::try_from(id.checked_sub(self.first)?).ok()?;
+        self.records.get(index)
+    }
+
+    /// Offset of record `id` (which must still be in the log), or of the next record.
+    pub(crate) fn offset(&self, id: LogId) -> u64 {
+        self.get(id).map_or(self.next_offset, |r| r.offset)
+    }
+
+    /// One more window holds record `id`: its `(offset, cost)`, `None` if it is gone.
+    pub(crate) fn hold(&mut self, id: LogId) -> Option<(u64, usize)> {
+        let index = usize::try_from(id.checked_sub(self.first)?).ok()?;
+        let r = self.records.get_mut(index)?;
+        r.refs = r.refs.saturating_add(1);
+        Some((r.offset, r.cost))
+    }
+
+    /// A window let go of record `id`: freed once no window holds it.
+    pub(crate) fn release(&mut self, id: LogId) {
+        let Some(index) = id
+            .checked_sub(self.first)
+            .and_then(|i| usize::try_from(i).ok())
+        else {
+            return;
+        };
+        let Some(r) = self.records.get_mut(index) else {
+            return;
+        };
+        r.refs = r.refs.saturating_sub(1);
+        if r.refs == 0 && !r.text.is_empty() {
+            self.bytes -= r.cost - RECORD_COST;
+            r.text = FrameText::empty();
+        }
+        if index == 0 {
+            self.drop_unheld_front();
+        }
+    }
+
+    /// Removes the newest record if no window took it (a publish that reached no session).
+    pub(crate) fn discard_unheld(&mut self, id: LogId) {
+        if self.next_id() == id + 1 && self.records.back().is_some_and(|r| r.refs == 0) {
+            if let Some(r) = self.records.pop_back() {
+                self.bytes -= r.cost;
+                self.next_offset = r.offset;
+            }
+        }
+    }
+
+    /// Evicts from the front what is older than `window` at wall time `wall`, then what
+    /// exceeds `max_bytes` (never the newest record). True if a record some window still
+    /// held was evicted.
+    pub(crate) fn evict(&mut self, wall: f64, window: Duration, max_bytes: usize) -> bool {
+        let oldest_kept = wall - window.as_secs_f64();
+        let mut held_evicted = false;
+        while let Some(front) = self.records.front() {
+            let expired = front.at <= oldest_kept;
+            let over = self.bytes > max_bytes && self.records.len() > 1;
+            if !(expired || over || front.refs == 0) {
+                break;
+            }
+            held_evicted |= front.refs > 0;
+            self.pop_front();
+        }
+        held_evicted
+    }
+
+    /// Wall time (epoch seconds) at which the oldest record held leaves by age.
+    pub(crate) fn expires_at(&self, window: Duration) -> Option<f64> {
+        self.records
+            .front()
+            .map(|r| r.at + window.as_secs_f64())
+    }
+
+    /// Bytes held (texts and slots).
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Records in the log, freed slots included.
+    pub(crate) fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn drop_unheld_front(&mut self) {
+        while self.records.front().is_some_and(|r| r.refs == 0) {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(r) = self.records.pop_front() {
+            // A freed record (no text) only still costs its slot.
+            self.bytes -= if r.text.is_empty() {
+                RECORD_COST
+            } else {
+                r.cost
+            };
+            self.first += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(log: &mut EventLog, text: &str, timestamp: f64) -> LogId {
+        let text = log.write(text);
+        log.push(text, false, 11, (7, 0.0), timestamp)
+    }
+
+    #[test]
+    fn records_are_freed_when_the_last_window_lets_go_and_leave_from_the_front() {
+        let mut log = EventLog::default();
+        let a = push(&mut log, r#"{"type":"m","cursor":1,"seq":1}"#, 0.0);
+        let b = push(&mut log, r#"{"type":"m","cursor":2,"seq":2}"#, 0.0);
+        assert_eq!((a, b, log.first_id(), log.next_id()), (0, 1, 0, 2));
+        let cost = 31 + RECORD_COST;
+        assert_eq!(log.bytes(), 2 * cost);
+        assert_eq!(log.hold(a), Some((0, cost)));
+        assert_eq!(log.hold(a), Some((0, cost)));
+        assert_eq!(log.hold(b), Some((cost as u64, cost)));
+        assert_eq!(log.get(a).unwrap().kind_json(), "\"m\"");
+        // Held twice: one release keeps it.
+        log.release(a);
+        assert_eq!(log.bytes(), 2 * cost);
+        // b freed in the middle: its text goes at once, its slot stays behind a.
+        log.release(b);
+        assert_eq!(log.bytes(), cost + RECORD_COST);
+        assert_eq!(log.len(), 2);
+        // The last hold of the front goes: both slots leave.
+        log.release(a);
+        assert_eq!((log.len(), log.bytes(), log.first_id()), (0, 0, 2));
+        assert_eq!(log.get(a).map(|r| r.refs), None);
+        assert_eq!(log.hold(b), None, "gone");
+    }
+
+    #[test]
+    fn eviction_by_age_and_size_keeps_the_newest_and_reports_held_records() {
+        let mut log = EventLog::default();
+        let window = Duration::from_secs(10);
+        let ids: Vec<LogId> = (0..5)
+            .map(|i| {
+                let id = push(&mut log, r#"{"type":"m"}"#, f64::from(i));
+                log.hold(id);
+                id
+            })
+            .collect();
+        assert_eq!(log.expires_at(window), Some(10.0));
+        assert!(!log.evict(9.5, window, usize::MAX), "nothing is 10 s old yet");
+        assert!(log.evict(11.0, window, usize::MAX), "ages 11 and 10 go");
+        assert_eq!(log.first_id(), ids[2]);
+        assert_eq!(log.expires_at(window), Some(12.0));
+        // Size: down to the bound, but never the newest record.
+        assert!(log.evict(11.0, window, 2 * (12 + RECORD_COST)));
+        assert_eq!(log.first_id(), ids[3]);
+        assert!(log.evict(11.0, window, 0));
+        assert_eq!((log.first_id(), log.len()), (ids[4], 1));
+        // Everything by age: the log is empty.
+        assert!(log.evict(100.0, window, usize::MAX));
+        assert_eq!((log.len(), log.bytes(), log.expires_at(window)), (0, 0, None));
+        // A record no window took is discarded; offsets continue where they were.
+        let next = log.next_id();
+        let id = push(&mut log, r#"{"type":"m"}"#, 100.0);
+        log.discard_unheld(id);
+        assert_eq!((log.next_id(), log.bytes()), (next, 0));
+        assert_eq!(log.offset(next), 5 * (12 + RECORD_COST) as u64);
+    }
+
+    #[test]
+    fn shared_records_get_each_session_its_own_tail() {
+        let mut log = EventLog::default();
+        let body = log.write(r#"{"type":"tick","n":1"#);
+        let id = log.push(body, true, 14, (1, 0.0), 0.0);
+        let record = log.get(id).unwrap();
+        let mut writer = FrameWriter::default();
+        assert_eq!(
+            record.frame(7, &mut writer),
+            r#"{"type":"tick","n":1,"cursor":7,"seq":7}"#
+        );
+        assert_eq!(
+            record.frame(12, &mut writer),
+            r#"{"type":"tick","n":1,"cursor":12,"seq":12}"#
+        );
+        let mut out = String::new();
+        record.push_frame(&mut out, 3);
+        assert_eq!(out, r#"{"type":"tick","n":1,"cursor":3,"seq":3}"#);
+        assert_eq!(record.kind_json(), "\"tick\"");
+    }
+}
