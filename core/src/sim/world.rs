@@ -87,7 +87,6 @@ impl SimConfig {
                 initial: Duration::from_millis(200),
                 max: Duration::from_secs(3),
                 jitter: Jitter::Full,
-                healthy_after: Duration::from_secs(2),
                 ..BackoffConfig::default()
             },
             ..ClientConfig::new("sim")
