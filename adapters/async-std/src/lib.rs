@@ -50,7 +50,7 @@ use tether_driver::{BoxFuture, Connector, Runtime};
 pub use tether_core::client::{ClientConfig, Event};
 pub use tether_core::cursor::ResumeState;
 pub use tether_core::server::{
-    ConnId, Outcome, ServerConfig, ServerEvent, ServerSnapshot, SessionId,
+    Audience, ConnId, Outcome, ServerConfig, ServerEvent, ServerSnapshot, SessionId,
 };
 pub use tether_core::wire::{EventBatch, FieldsError};
 pub use tether_driver::{

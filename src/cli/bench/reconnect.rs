@@ -103,7 +103,6 @@ fn zero_backoff() -> ClientConfig {
             initial: Duration::ZERO,
             max: Duration::ZERO,
             jitter: Jitter::None,
-            healthy_after: Duration::ZERO,
             ..BackoffConfig::default()
         },
         ..ClientConfig::new("bench")
