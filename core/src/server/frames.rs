@@ -258,7 +258,7 @@ impl<'a> Obj<'a> {
 
     /// Closes the object, appending `"cursor":n,"seq":n` as the last two keys.
     pub(crate) fn tracked(self, cursor: u64) -> &'a mut String {
-        self.0.push_str(TrackedSuffix::new(cursor).as_str());
+        push_tracked_tail(self.0, cursor);
         self.0
     }
 
@@ -269,31 +269,23 @@ impl<'a> Obj<'a> {
     }
 }
 
-/// The end of a tracked frame, `,"cursor":n,"seq":n}`, in a buffer of its own: the one place
+/// The end of a tracked frame, `,"cursor":n,"seq":n}`, as the pieces `f` gets: the one place
 /// it is written, for frames recorded whole and for shared bodies completed per session.
-pub(crate) struct TrackedSuffix {
-    buf: [u8; 64],
-    len: usize,
+pub(crate) fn tracked_tail<R>(cursor: u64, f: impl FnOnce([&str; 5]) -> R) -> R {
+    let mut buf = [0; 20];
+    let n = fmt_u64(cursor, &mut buf);
+    // Known keys: written as they are (no escape check).
+    f([",\"cursor\":", n, ",\"seq\":", n, "}"])
 }
 
-impl TrackedSuffix {
-    pub(crate) fn new(cursor: u64) -> Self {
-        let mut digits = [0; 20];
-        let n = fmt_u64(cursor, &mut digits).as_bytes();
-        let mut buf = [0; 64];
-        let mut len = 0;
-        // Known keys: written as they are (no escape check).
-        for part in [&b",\"cursor\":"[..], n, b",\"seq\":", n, b"}"] {
-            buf[len..len + part.len()].copy_from_slice(part);
-            len += part.len();
+/// Appends the end of a tracked frame (see [`tracked_tail`]).
+pub(crate) fn push_tracked_tail(out: &mut String, cursor: u64) {
+    tracked_tail(cursor, |pieces| {
+        out.reserve(pieces.iter().map(|p| p.len()).sum());
+        for p in pieces {
+            out.push_str(p);
         }
-        Self { buf, len }
-    }
-
-    pub(crate) fn as_str(&self) -> &str {
-        // Only ASCII was written.
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("}")
-    }
+    });
 }
 
 /// A standalone frame: `build` fills in the fields after `{"type":kind`.

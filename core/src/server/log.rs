@@ -26,7 +26,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::frames::{self, TrackedSuffix};
+use super::frames;
 use super::text::{FrameText, FrameWriter};
 
 /// Position of a record in the log (never reused).
@@ -80,8 +80,11 @@ impl Record {
     /// shared body and that session's tail written by `writer`.
     pub(crate) fn frame(&self, cursor: u64, writer: &mut FrameWriter) -> FrameText {
         if self.shared {
-            let tail = TrackedSuffix::new(cursor);
-            writer.write_parts(self.text.as_bytes(), tail.as_str().as_bytes())
+            let body = self.text.as_bytes();
+            frames::tracked_tail(cursor, |[a, b, c, d, e]| {
+                let tail = [a, b, c, d, e].map(str::as_bytes);
+                writer.write_parts(&[body, tail[0], tail[1], tail[2], tail[3], tail[4]])
+            })
         } else {
             self.text.clone()
         }
@@ -91,7 +94,7 @@ impl Record {
     pub(crate) fn push_frame(&self, out: &mut String, cursor: u64) {
         out.push_str(self.text.as_str());
         if self.shared {
-            out.push_str(TrackedSuffix::new(cursor).as_str());
+            frames::push_tracked_tail(out, cursor);
         }
     }
 }
@@ -173,17 +176,19 @@ impl EventLog {
         Some((r.offset, r.cost))
     }
 
-    /// A window let go of record `id`: freed once no window holds it.
-    pub(crate) fn release(&mut self, id: LogId) {
+    /// A window let go of record `id` (which must still be in the log): freed once no window
+    /// holds it. Returns its cost (0 if it is gone).
+    pub(crate) fn release(&mut self, id: LogId) -> usize {
         let Some(index) = id
             .checked_sub(self.first)
             .and_then(|i| usize::try_from(i).ok())
         else {
-            return;
+            return 0;
         };
         let Some(r) = self.records.get_mut(index) else {
-            return;
+            return 0;
         };
+        let cost = r.cost;
         r.refs = r.refs.saturating_sub(1);
         if r.refs == 0 && !r.text.is_empty() {
             self.bytes -= r.cost - RECORD_COST;
@@ -192,6 +197,7 @@ impl EventLog {
         if index == 0 {
             self.drop_unheld_front();
         }
+        cost
     }
 
     /// Removes the newest record if no window took it (a publish that reached no session).

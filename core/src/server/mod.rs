@@ -888,7 +888,9 @@ impl Server {
             *scratch = String::new(); // one huge frame must not pin its buffer forever
         }
         let id = self.log.push(text, false, kind_end, (event_id, timestamp), timestamp);
-        self.append_record(now, timestamp, session, id, target);
+        let (owner, evicted) = s.append(&mut self.log, id, target, &self.config);
+        self.evict_log(now, timestamp);
+        self.after_append(now, owner, evicted);
         Some(n)
     }
 

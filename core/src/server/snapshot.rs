@@ -187,6 +187,7 @@ impl Server {
             server.config.recovery_session_bytes,
         );
         for session in sessions.values_mut() {
+            session.window.forget_evicted(&server.log);
             session.window.evict_to(&mut server.log, max_events, max_bytes);
         }
         server.evict_log(now, wall);

@@ -128,20 +128,21 @@ const MAX_CHUNK: usize = 64 << 10;
 impl FrameWriter {
     /// Copies `text` into the current chunk (a new one if it does not fit) and shares it.
     pub(crate) fn write(&mut self, text: &str) -> FrameText {
-        self.write_parts(text.as_bytes(), b"")
+        self.write_parts(&[text.as_bytes()])
     }
 
-    /// Like [`write`](Self::write) for a frame in two parts, `head` then `tail`, which must
-    /// together be UTF-8 (e.g. a shared body and a session's tracked suffix).
-    pub(crate) fn write_parts(&mut self, head: &[u8], tail: &[u8]) -> FrameText {
-        let len = head.len() + tail.len();
+    /// Like [`write`](Self::write) for a frame written in parts (e.g. a shared body and a
+    /// session's tracked tail), which together must be UTF-8.
+    pub(crate) fn write_parts(&mut self, parts: &[&[u8]]) -> FrameText {
+        let len = parts.iter().map(|p| p.len()).sum();
         if self.buf.capacity() < len {
             let size = self.next_chunk.clamp(FIRST_CHUNK, MAX_CHUNK);
             self.next_chunk = size.saturating_mul(2);
             self.buf = BytesMut::with_capacity(size.max(len));
         }
-        self.buf.extend_from_slice(head);
-        self.buf.extend_from_slice(tail);
+        for p in parts {
+            self.buf.extend_from_slice(p);
+        }
         FrameText(self.buf.split().freeze())
     }
 }
@@ -173,7 +174,7 @@ mod tests {
         assert_eq!(FrameText::from("a\"b").to_string(), "a\"b");
         assert_eq!(format!("{:?}", FrameText::from("a\"b")), r#""a\"b""#);
         // Two parts make one frame.
-        assert_eq!(w.write_parts(b"{\"a\":", b"1}"), "{\"a\":1}");
+        assert_eq!(w.write_parts(&[b"{\"a\":", b"1", b"}"]), "{\"a\":1}");
         assert!(FrameText::empty().is_empty());
     }
 }

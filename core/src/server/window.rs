@@ -167,6 +167,7 @@ impl Window {
         for r in events {
             window.push_recorded(log, r, head, at);
         }
+        window.forget_evicted(log);
         window.evict_to(log, max_events, max_bytes);
         window
     }
@@ -216,37 +217,32 @@ impl Window {
     }
 
     /// Evicts the oldest events until at most `max_events` and `max_bytes` are held (never the
-    /// newest event); returns the highest cursor evicted or forgotten (see
-    /// [`forget_evicted`](Self::forget_evicted)).
+    /// newest event); returns the highest cursor evicted. Call
+    /// [`forget_evicted`](Self::forget_evicted) first.
     pub(crate) fn evict_to(
         &mut self,
         log: &mut EventLog,
         max_events: usize,
         max_bytes: usize,
     ) -> Option<u64> {
-        let mut evicted = self.forget_evicted(log);
+        let mut evicted = None;
         while self.events > 1 && (self.events > max_events.max(1) || self.bytes > max_bytes) {
             let Some(r) = self.runs.front_mut() else {
                 break;
             };
-            let next = if r.len == 1 {
-                r.end
-            } else {
-                log.offset(r.id + 1)
-            };
             let (cursor, id) = (r.cursor, r.id);
+            let cost = log.release(id) as u64;
             self.events -= 1;
-            self.bytes -= (next - r.offset) as usize;
             if r.len == 1 {
-                self.bytes -= RUN_COST;
+                self.bytes -= (r.end - r.offset) as usize + RUN_COST;
                 self.runs.pop_front();
             } else {
+                self.bytes -= cost as usize;
                 r.cursor += 1;
                 r.id += 1;
                 r.len -= 1;
-                r.offset = next;
+                r.offset += cost;
             }
-            log.release(id);
             evicted = Some(cursor);
         }
         evicted
