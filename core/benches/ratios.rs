@@ -276,7 +276,7 @@ fn server_publish() -> Row {
     const N: usize = 5_000;
     // A window of 2,048 events (the ring bound these figures were first measured with): steady
     // state, every publish also evicts the oldest event.
-    let (mut server, _conn, session, now) = server_with(2048);
+    let (mut server, _conn, session, now) = server_with(std::env::var("EV").ok().and_then(|v| v.parse().ok()).unwrap_or(2048));
     let content =
         json!("one two three four five six seven eight nine ten eleven twelve thirteen fourteen");
     let fields = [

@@ -79,12 +79,18 @@ impl Server {
         let kind_end = obj.len();
         build(obj, fields);
         let text = self.log.write(scratch);
-        let id = self.log.push(text, true, kind_end, (event_id, timestamp), timestamp);
+        let id = self
+            .log
+            .push((text, true, kind_end), (event_id, timestamp), timestamp, 0)
+            .id;
         let mut owners: Vec<(ConnId, Option<u64>)> = Vec::new();
         let mut recorded = 0;
         let mut append = |s: &mut Session, log: &mut super::EventLog| {
+            let Some(held) = log.hold(id) else {
+                return;
+            };
             let target = s.conn;
-            let (owner, evicted) = s.append(log, id, target, &self.config);
+            let (owner, evicted) = s.append(log, held, target, &self.config);
             recorded += 1;
             if let Some(owner) = owner {
                 owners.push((owner, evicted));

@@ -269,23 +269,29 @@ impl<'a> Obj<'a> {
     }
 }
 
-/// The end of a tracked frame, `,"cursor":n,"seq":n}`, as the pieces `f` gets: the one place
-/// it is written, for frames recorded whole and for shared bodies completed per session.
+/// The keys that end a tracked frame: `,"cursor":n,"seq":n}` (known keys, written as they are).
+const CURSOR_KEY: &str = ",\"cursor\":";
+const SEQ_KEY: &str = ",\"seq\":";
+
+/// The end of a tracked frame, `,"cursor":n,"seq":n}`, as the pieces `f` gets (for a shared
+/// body completed per session).
 pub(crate) fn tracked_tail<R>(cursor: u64, f: impl FnOnce([&str; 5]) -> R) -> R {
     let mut buf = [0; 20];
     let n = fmt_u64(cursor, &mut buf);
-    // Known keys: written as they are (no escape check).
-    f([",\"cursor\":", n, ",\"seq\":", n, "}"])
+    f([CURSOR_KEY, n, SEQ_KEY, n, "}"])
 }
 
-/// Appends the end of a tracked frame (see [`tracked_tail`]).
+/// Appends the end of a tracked frame, as [`tracked_tail`] (after one reservation: this runs
+/// for every published event).
 pub(crate) fn push_tracked_tail(out: &mut String, cursor: u64) {
-    tracked_tail(cursor, |pieces| {
-        out.reserve(pieces.iter().map(|p| p.len()).sum());
-        for p in pieces {
-            out.push_str(p);
-        }
-    });
+    let mut buf = [0; 20];
+    let n = fmt_u64(cursor, &mut buf);
+    out.reserve(CURSOR_KEY.len() + SEQ_KEY.len() + 1 + 2 * n.len());
+    out.push_str(CURSOR_KEY);
+    out.push_str(n);
+    out.push_str(SEQ_KEY);
+    out.push_str(n);
+    out.push('}');
 }
 
 /// A standalone frame: `build` fills in the fields after `{"type":kind`.

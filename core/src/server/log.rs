@@ -36,6 +36,14 @@ pub(crate) type LogId = u64;
 /// record costs until it reaches the front).
 pub(crate) const RECORD_COST: usize = 96;
 
+/// A record as a window holds it: its id, where it starts in the log and what it costs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Held {
+    pub(crate) id: LogId,
+    pub(crate) offset: u64,
+    pub(crate) cost: usize,
+}
+
 /// One tracked frame, stored once.
 #[derive(Debug)]
 pub(crate) struct Record {
@@ -78,6 +86,7 @@ impl Record {
 
     /// The frame as sent to the session that numbered it `cursor`: the stored text, or the
     /// shared body and that session's tail written by `writer`.
+    #[inline(always)]
     pub(crate) fn frame(&self, cursor: u64, writer: &mut FrameWriter) -> FrameText {
         if self.shared {
             let body = self.text.as_bytes();
@@ -100,8 +109,12 @@ impl Record {
 }
 
 /// The shared log. See the [module docs](self).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct EventLog {
+    /// How long records stay, in seconds (the recovery window).
+    window: f64,
+    /// Most bytes held (the newest record always stays).
+    max_bytes: usize,
     records: VecDeque<Record>,
     /// Id of `records[0]`.
     first: LogId,
@@ -114,40 +127,60 @@ pub(crate) struct EventLog {
 }
 
 impl EventLog {
+    /// An empty log keeping records for `window` within `max_bytes`.
+    pub(crate) fn new(window: Duration, max_bytes: usize) -> Self {
+        Self {
+            window: window.as_secs_f64(),
+            max_bytes,
+            records: VecDeque::new(),
+            first: 0,
+            next_offset: 0,
+            bytes: 0,
+            writer: FrameWriter::default(),
+        }
+    }
+
     /// The text of a new record, stored with the log's other records (see [`FrameWriter`]).
     pub(crate) fn write(&mut self, text: &str) -> FrameText {
         self.writer.write(text)
     }
 
-    /// Appends a record that no window holds yet ([`hold`](Self::hold) it), stored at wall
-    /// time `at`. `text` is a whole frame, or the body shared by several sessions (`shared`).
-    /// It must start with `{"type":` and the kind as a JSON string ending at `kind_end`.
+    /// Appends a record stored at wall time `at`, held by `holders` windows already (the
+    /// others [`hold`](Self::hold) it). `text` is a whole frame, or the body shared by several
+    /// sessions (`shared`). It must start with `{"type":` and the kind as a JSON string ending
+    /// at `kind_end`.
+    #[inline(always)]
     pub(crate) fn push(
         &mut self,
-        text: FrameText,
-        shared: bool,
-        kind_end: usize,
+        (text, shared, kind_end): (FrameText, bool, usize),
         (event_id, timestamp): (u128, f64),
         at: f64,
-    ) -> LogId {
+        holders: u32,
+    ) -> Held {
         let cost = text.len() + RECORD_COST;
+        let held = Held {
+            id: self.next_id(),
+            offset: self.next_offset,
+            cost,
+        };
         self.bytes += cost;
         self.records.push_back(Record {
             text,
             shared,
             kind_end,
-            refs: 0,
+            refs: holders,
             event_id,
             timestamp,
             at,
             cost,
-            offset: self.next_offset,
+            offset: held.offset,
         });
         self.next_offset += cost as u64;
-        self.next_id() - 1
+        held
     }
 
     /// Id of the oldest record still in the log: every id below it is gone.
+    #[inline]
     pub(crate) fn first_id(&self) -> LogId {
         self.first
     }
@@ -158,6 +191,7 @@ impl EventLog {
     }
 
     /// The record `id`, if it is still in the log.
+    #[inline(always)]
     pub(crate) fn get(&self, id: LogId) -> Option<&Record> {
         let index = usize::try_from(id.checked_sub(self.first)?).ok()?;
         self.records.get(index)
@@ -168,16 +202,22 @@ impl EventLog {
         self.get(id).map_or(self.next_offset, |r| r.offset)
     }
 
-    /// One more window holds record `id`: its `(offset, cost)`, `None` if it is gone.
-    pub(crate) fn hold(&mut self, id: LogId) -> Option<(u64, usize)> {
+    /// One more window holds record `id`; `None` if it is gone.
+    #[inline]
+    pub(crate) fn hold(&mut self, id: LogId) -> Option<Held> {
         let index = usize::try_from(id.checked_sub(self.first)?).ok()?;
         let r = self.records.get_mut(index)?;
         r.refs = r.refs.saturating_add(1);
-        Some((r.offset, r.cost))
+        Some(Held {
+            id,
+            offset: r.offset,
+            cost: r.cost,
+        })
     }
 
     /// A window let go of record `id` (which must still be in the log): freed once no window
     /// holds it. Returns its cost (0 if it is gone).
+    #[inline(always)]
     pub(crate) fn release(&mut self, id: LogId) -> usize {
         let Some(index) = id
             .checked_sub(self.first)
@@ -190,12 +230,16 @@ impl EventLog {
         };
         let cost = r.cost;
         r.refs = r.refs.saturating_sub(1);
-        if r.refs == 0 && !r.text.is_empty() {
-            self.bytes -= r.cost - RECORD_COST;
-            r.text = FrameText::empty();
+        if r.refs > 0 {
+            return cost;
         }
         if index == 0 {
-            self.drop_unheld_front();
+            // The common case (a window evicts its oldest, the log's oldest): out at once.
+            // Freed records behind it leave at the next `evict`.
+            self.pop_front();
+        } else if !r.text.is_empty() {
+            self.bytes -= r.cost - RECORD_COST;
+            r.text = FrameText::empty();
         }
         cost
     }
@@ -210,15 +254,16 @@ impl EventLog {
         }
     }
 
-    /// Evicts from the front what is older than `window` at wall time `wall`, then what
-    /// exceeds `max_bytes` (never the newest record). True if a record some window still
-    /// held was evicted.
-    pub(crate) fn evict(&mut self, wall: f64, window: Duration, max_bytes: usize) -> bool {
-        let oldest_kept = wall - window.as_secs_f64();
+    /// Evicts from the front what is older than the window at wall time `wall`, what exceeds
+    /// the byte bound (never the newest record) and what no window holds any more. True if a
+    /// record some window still held was evicted.
+    #[inline(always)]
+    pub(crate) fn evict(&mut self, wall: f64) -> bool {
+        let oldest_kept = wall - self.window;
         let mut held_evicted = false;
         while let Some(front) = self.records.front() {
             let expired = front.at <= oldest_kept;
-            let over = self.bytes > max_bytes && self.records.len() > 1;
+            let over = self.bytes > self.max_bytes && self.records.len() > 1;
             if !(expired || over || front.refs == 0) {
                 break;
             }
@@ -228,11 +273,9 @@ impl EventLog {
         held_evicted
     }
 
-    /// Wall time (epoch seconds) at which the oldest record held leaves by age.
-    pub(crate) fn expires_at(&self, window: Duration) -> Option<f64> {
-        self.records
-            .front()
-            .map(|r| r.at + window.as_secs_f64())
+    /// Wall time (epoch seconds) at which the oldest record leaves by age.
+    pub(crate) fn expires_at(&self) -> Option<f64> {
+        self.records.front().map(|r| r.at + self.window)
     }
 
     /// Bytes held (texts and slots).
@@ -243,12 +286,6 @@ impl EventLog {
     /// Records in the log, freed slots included.
     pub(crate) fn len(&self) -> usize {
         self.records.len()
-    }
-
-    fn drop_unheld_front(&mut self) {
-        while self.records.front().is_some_and(|r| r.refs == 0) {
-            self.pop_front();
-        }
     }
 
     fn pop_front(&mut self) {
@@ -270,20 +307,21 @@ mod tests {
 
     fn push(log: &mut EventLog, text: &str, timestamp: f64) -> LogId {
         let text = log.write(text);
-        log.push(text, false, 11, (7, 0.0), timestamp)
+        log.push((text, false, 11), (7, 0.0), timestamp, 0).id
     }
 
     #[test]
     fn records_are_freed_when_the_last_window_lets_go_and_leave_from_the_front() {
-        let mut log = EventLog::default();
+        let mut log = EventLog::new(Duration::from_secs(10), usize::MAX);
         let a = push(&mut log, r#"{"type":"m","cursor":1,"seq":1}"#, 0.0);
         let b = push(&mut log, r#"{"type":"m","cursor":2,"seq":2}"#, 0.0);
         assert_eq!((a, b, log.first_id(), log.next_id()), (0, 1, 0, 2));
         let cost = 31 + RECORD_COST;
         assert_eq!(log.bytes(), 2 * cost);
-        assert_eq!(log.hold(a), Some((0, cost)));
-        assert_eq!(log.hold(a), Some((0, cost)));
-        assert_eq!(log.hold(b), Some((cost as u64, cost)));
+        let held = |h: Option<Held>| h.map(|h| (h.id, h.offset, h.cost));
+        assert_eq!(held(log.hold(a)), Some((a, 0, cost)));
+        assert_eq!(held(log.hold(a)), Some((a, 0, cost)));
+        assert_eq!(held(log.hold(b)), Some((b, cost as u64, cost)));
         assert_eq!(log.get(a).unwrap().kind_json(), "\"m\"");
         // Held twice: one release keeps it.
         log.release(a);
@@ -292,50 +330,59 @@ mod tests {
         log.release(b);
         assert_eq!(log.bytes(), cost + RECORD_COST);
         assert_eq!(log.len(), 2);
-        // The last hold of the front goes: both slots leave.
+        // The last hold of the front goes: it leaves, and b's slot at the next eviction.
         log.release(a);
+        assert_eq!((log.len(), log.bytes(), log.first_id()), (1, RECORD_COST, 1));
+        assert!(!log.evict(0.0), "nothing held was evicted");
         assert_eq!((log.len(), log.bytes(), log.first_id()), (0, 0, 2));
         assert_eq!(log.get(a).map(|r| r.refs), None);
-        assert_eq!(log.hold(b), None, "gone");
+        assert!(log.hold(b).is_none(), "gone");
     }
 
     #[test]
     fn eviction_by_age_and_size_keeps_the_newest_and_reports_held_records() {
-        let mut log = EventLog::default();
-        let window = Duration::from_secs(10);
-        let ids: Vec<LogId> = (0..5)
-            .map(|i| {
-                let id = push(&mut log, r#"{"type":"m"}"#, f64::from(i));
-                log.hold(id);
-                id
-            })
-            .collect();
-        assert_eq!(log.expires_at(window), Some(10.0));
-        assert!(!log.evict(9.5, window, usize::MAX), "nothing is 10 s old yet");
-        assert!(log.evict(11.0, window, usize::MAX), "ages 11 and 10 go");
+        let cost = 12 + RECORD_COST;
+        let five = |max_bytes| {
+            let mut log = EventLog::new(Duration::from_secs(10), max_bytes);
+            let ids: Vec<LogId> = (0..5)
+                .map(|i| {
+                    let id = push(&mut log, r#"{"type":"m"}"#, f64::from(i));
+                    log.hold(id);
+                    id
+                })
+                .collect();
+            (log, ids)
+        };
+        let (mut log, ids) = five(usize::MAX);
+        assert_eq!(log.expires_at(), Some(10.0));
+        assert!(!log.evict(9.5), "nothing is 10 s old yet");
+        assert!(log.evict(11.0), "ages 11 and 10 go");
         assert_eq!(log.first_id(), ids[2]);
-        assert_eq!(log.expires_at(window), Some(12.0));
-        // Size: down to the bound, but never the newest record.
-        assert!(log.evict(11.0, window, 2 * (12 + RECORD_COST)));
-        assert_eq!(log.first_id(), ids[3]);
-        assert!(log.evict(11.0, window, 0));
-        assert_eq!((log.first_id(), log.len()), (ids[4], 1));
+        assert_eq!(log.expires_at(), Some(12.0));
         // Everything by age: the log is empty.
-        assert!(log.evict(100.0, window, usize::MAX));
-        assert_eq!((log.len(), log.bytes(), log.expires_at(window)), (0, 0, None));
+        assert!(log.evict(100.0));
+        assert_eq!((log.len(), log.bytes(), log.expires_at()), (0, 0, None));
         // A record no window took is discarded; offsets continue where they were.
         let next = log.next_id();
         let id = push(&mut log, r#"{"type":"m"}"#, 100.0);
         log.discard_unheld(id);
         assert_eq!((log.next_id(), log.bytes()), (next, 0));
-        assert_eq!(log.offset(next), 5 * (12 + RECORD_COST) as u64);
+        assert_eq!(log.offset(next), 5 * cost as u64);
+        // Size: down to the bound.
+        let (mut log, ids) = five(2 * cost);
+        assert!(log.evict(0.0));
+        assert_eq!((log.first_id(), log.bytes()), (ids[3], 2 * cost));
+        // Never the newest record.
+        let (mut log, ids) = five(0);
+        assert!(log.evict(0.0));
+        assert_eq!((log.first_id(), log.len()), (ids[4], 1));
     }
 
     #[test]
     fn shared_records_get_each_session_its_own_tail() {
-        let mut log = EventLog::default();
+        let mut log = EventLog::new(Duration::from_secs(10), usize::MAX);
         let body = log.write(r#"{"type":"tick","n":1"#);
-        let id = log.push(body, true, 14, (1, 0.0), 0.0);
+        let id = log.push((body, true, 14), (1, 0.0), 0.0, 1).id;
         let record = log.get(id).unwrap();
         let mut writer = FrameWriter::default();
         assert_eq!(

@@ -105,7 +105,7 @@ pub use window::Recorded;
 
 use conn::{Closing, Conn};
 use frames::Obj;
-use log::{EventLog, LogId};
+use log::{EventLog, Held};
 use session::Session;
 use text::FrameWriter;
 
@@ -216,6 +216,7 @@ impl Server {
         Self {
             rng: Rng::from_bytes(config.seed),
             last_inbound_wall: config.epoch_at_start,
+            log: EventLog::new(config.recovery_window, config.recovery_total_bytes),
             config,
             auth,
             start: now,
@@ -224,7 +225,6 @@ impl Server {
             ready: VecDeque::new(),
             events: VecDeque::new(),
             scratch: String::new(),
-            log: EventLog::default(),
             out: FrameWriter::default(),
             evicted_at: now,
             reaped: 0,
@@ -385,7 +385,6 @@ impl Server {
     /// Timers: handshake deadlines, pings, reaping, session expiry, events leaving the
     /// recovery window. Early or repeated calls do nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.evict_log(now, self.wall(now));
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             let Some(c) = self.conns.get_mut(&id) else {
@@ -426,13 +425,14 @@ impl Server {
         for id in expired {
             self.expire(&id);
         }
+        // Also what the expired sessions' windows were the last to hold.
+        self.evict_log(now, self.wall(now));
     }
 
     /// Evicts what the log holds beyond the recovery window and the total byte bound (`wall`
     /// is the wall-clock time at `now`).
     fn evict_log(&mut self, now: Instant, wall: f64) {
-        let (window, max) = (self.config.recovery_window, self.config.recovery_total_bytes);
-        if self.log.evict(wall, window, max) {
+        if self.log.evict(wall) {
             self.evicted_at = now;
         }
     }
@@ -441,7 +441,7 @@ impl Server {
     /// a stream of events wakes the timer about once a second, not once per event (appends
     /// evict as they go, so this only matters for a quiet server).
     fn log_deadline(&self) -> Option<Instant> {
-        let due = self.log.expires_at(self.config.recovery_window)?;
+        let due = self.log.expires_at()?;
         let after_start = due - self.config.epoch_at_start + EVICTION_SLACK.as_secs_f64();
         let after_start = Duration::try_from_secs_f64(after_start.max(0.0)).ok()?;
         self.start.checked_add(after_start)
@@ -464,16 +464,16 @@ impl Server {
                 scratch: &mut self.scratch,
                 writer: &mut self.out,
                 config: &self.config,
+                evicted: false,
             };
-            match next_frame(c, session, &mut out) {
-                Next::Frame(t, more) => {
-                    if more {
-                        self.mark_ready(id);
-                    }
-                    return Some((id, t));
+            if let Some((t, more)) = next_frame(c, session, &mut out) {
+                if more {
+                    self.mark_ready(id);
                 }
-                Next::Evicted => self.evicted_owed(id),
-                Next::Idle => {}
+                return Some((id, t));
+            }
+            if out.evicted {
+                self.evicted_owed(id);
             }
         }
         None
@@ -495,21 +495,16 @@ impl Server {
                 scratch: &mut self.scratch,
                 writer: &mut self.out,
                 config: &self.config,
+                evicted: false,
             };
-            loop {
-                match next_frame(c, session, &mut output) {
-                    Next::Frame(t, more) => {
-                        out.push((id, t));
-                        if !more {
-                            break;
-                        }
-                    }
-                    Next::Evicted => {
-                        self.evicted_owed(id);
-                        break;
-                    }
-                    Next::Idle => break,
+            while let Some((t, more)) = next_frame(c, session, &mut output) {
+                out.push((id, t));
+                if !more {
+                    break;
                 }
+            }
+            if output.evicted {
+                self.evicted_owed(id);
             }
         }
     }
@@ -887,29 +882,29 @@ impl Server {
         if scratch.capacity() > SCRATCH_KEEP {
             *scratch = String::new(); // one huge frame must not pin its buffer forever
         }
-        let id = self.log.push(text, false, kind_end, (event_id, timestamp), timestamp);
-        let (owner, evicted) = s.append(&mut self.log, id, target, &self.config);
+        let held = self.log.push((text, false, kind_end), (event_id, timestamp), timestamp, 1);
+        let (owner, evicted) = s.append(&mut self.log, held, target, &self.config);
         self.evict_log(now, timestamp);
         self.after_append(now, owner, evicted);
         Some(n)
     }
 
-    /// Appends log record `id` (recorded at wall time `wall` while `target` held the session)
-    /// to `session` as its next cursor and routes it to the owner, which becomes a slow
-    /// consumer if the append evicts what it was not sent yet.
+    /// Appends log record `held` (held for it, recorded at wall time `wall` while `target` held
+    /// the session) to `session` as its next cursor and routes it to the owner, which becomes
+    /// a slow consumer if the append evicts what it was not sent yet.
     fn append_record(
         &mut self,
         now: Instant,
         wall: f64,
         session: &SessionId,
-        id: LogId,
+        held: Held,
         target: Option<ConnId>,
     ) {
         let Some(s) = self.sessions.get_mut(session) else {
-            self.log.discard_unheld(id);
+            self.log.release(held.id);
             return;
         };
-        let (owner, evicted) = s.append(&mut self.log, id, target, &self.config);
+        let (owner, evicted) = s.append(&mut self.log, held, target, &self.config);
         self.evict_log(now, wall);
         self.after_append(now, owner, evicted);
     }
@@ -1056,31 +1051,28 @@ struct Output<'a> {
     /// Frames that are not a record's text as it is go out from here.
     writer: &'a mut FrameWriter,
     config: &'a ServerConfig,
-}
-
-/// What [`next_frame`] found.
-enum Next {
-    /// A transmit, and whether more may follow (false: nothing is pending until new output
-    /// wakes the connection).
-    Frame(ServerTransmit, bool),
-    /// The connection is owed an event its session's window no longer holds: a slow consumer.
-    Evicted,
-    /// Nothing to send now.
-    Idle,
+    /// Set when the connection is owed an event its session's window no longer holds (a slow
+    /// consumer; `next_frame` then returns `None`).
+    evicted: bool,
 }
 
 /// The next output of connection `c` (bound to `session`, if any): control frames, then owed
 /// replays, then live events (both read from the session's window while the in-flight window
-/// has room), then its close.
-fn next_frame(c: &mut Conn, session: Option<&Session>, out: &mut Output<'_>) -> Next {
+/// has room), then its close. The flag says whether more may follow (false: nothing is pending
+/// until new output wakes it).
+fn next_frame(
+    c: &mut Conn,
+    session: Option<&Session>,
+    out: &mut Output<'_>,
+) -> Option<(ServerTransmit, bool)> {
     let (max_frames, max_bytes) = (out.config.max_queued_frames, out.config.max_buffered_bytes);
     if c.close_sent {
-        return Next::Idle;
+        return None;
     }
     if let Some(f) = c.control.pop_front() {
         c.in_flight_frames += 1;
         c.in_flight_bytes += f.len();
-        return Next::Frame(ServerTransmit::Frame(f), true);
+        return Some((ServerTransmit::Frame(f), true));
     }
     let window_open =
         c.closing.is_some() || (c.in_flight_frames < max_frames && c.in_flight_bytes < max_bytes);
@@ -1092,7 +1084,8 @@ fn next_frame(c: &mut Conn, session: Option<&Session>, out: &mut Output<'_>) -> 
                     // Evicted since the replay was set up. A closing connection's client
                     // learns of the loss when it resumes; anyone else was owed it.
                     if c.closing.is_none() {
-                        return Next::Evicted;
+                        out.evicted = true;
+                        return None;
                     }
                     r.next += 1;
                     continue;
@@ -1107,21 +1100,24 @@ fn next_frame(c: &mut Conn, session: Option<&Session>, out: &mut Output<'_>) -> 
                 }
                 c.in_flight_frames += 1;
                 c.in_flight_bytes += f.len();
-                return Next::Frame(ServerTransmit::Frame(f), true);
+                return Some((ServerTransmit::Frame(f), true));
             }
             let end = r.end_frame.take();
             c.replay = None;
             if let Some(f) = end {
                 c.in_flight_frames += 1;
                 c.in_flight_bytes += f.len();
-                return Next::Frame(ServerTransmit::Frame(f.into()), true);
+                return Some((ServerTransmit::Frame(f.into()), true));
             }
         }
         let limit = c.closing.as_ref().map_or(u64::MAX, |cl| cl.flush_until);
         if c.live_next <= s.head && c.live_next <= limit {
             let e = match s.window.get(out.log, c.live_next) {
                 Some(e) => Some(e),
-                None if c.closing.is_none() => return Next::Evicted,
+                None if c.closing.is_none() => {
+                    out.evicted = true;
+                    return None;
+                }
                 // Closing: what is still retained goes out; the client learns of the rest
                 // when it resumes.
                 None => s
@@ -1135,7 +1131,7 @@ fn next_frame(c: &mut Conn, session: Option<&Session>, out: &mut Output<'_>) -> 
                 c.in_flight_frames += 1;
                 c.in_flight_bytes += f.len();
                 let more = c.closing.is_some() || c.live_next <= s.head.min(limit);
-                return Next::Frame(ServerTransmit::Frame(f), more);
+                return Some((ServerTransmit::Frame(f), more));
             }
             c.live_next = s.head + 1;
         }
@@ -1143,15 +1139,15 @@ fn next_frame(c: &mut Conn, session: Option<&Session>, out: &mut Output<'_>) -> 
     if let Some(cl) = c.closing.take() {
         c.close_sent = true;
         c.replay = None;
-        return Next::Frame(
+        return Some((
             ServerTransmit::Close {
                 code: cl.code,
                 reason: cl.reason,
             },
             false,
-        );
+        ));
     }
-    Next::Idle
+    None
 }
 
 /// How late the timer may evict events that left the recovery window (appends evict on time).

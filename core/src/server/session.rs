@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::auth::Principal;
 use super::config::ServerConfig;
 use super::conn::ConnId;
-use super::log::{EventLog, LogId};
+use super::log::{EventLog, Held};
 use super::window::Window;
 use crate::rng::Rng;
 
@@ -175,20 +175,21 @@ impl Session {
         self.window.oldest(log).unwrap_or(self.head + 1)
     }
 
-    /// Appends record `id` as the session's next cursor (`head + 1`), recorded while `target`
-    /// held the session, then evicts down to the config's per-session bounds. Returns the
-    /// owning connection and the highest cursor no longer retained by this append (evicted, or
-    /// found evicted from the log), if any.
+    /// Appends record `held` (which this session's window holds from now on) as the session's
+    /// next cursor (`head + 1`), recorded while `target` held the session, then evicts down to
+    /// the config's per-session bounds. Returns the owning connection and the highest cursor no
+    /// longer retained by this append (evicted, or found evicted from the log), if any.
+    #[inline(always)]
     pub(crate) fn append(
         &mut self,
         log: &mut EventLog,
-        id: LogId,
+        held: Held,
         target: Option<ConnId>,
         config: &ServerConfig,
     ) -> (Option<ConnId>, Option<u64>) {
         self.head += 1;
         let forgotten = self.window.forget_evicted(log);
-        self.window.push(log, self.head, id, target);
+        self.window.push(log, self.head, held, target);
         let evicted = self.window.evict_to(
             log,
             config.recovery_session_events,

@@ -417,10 +417,10 @@ impl Server {
             });
         }
         let wall = self.wall(now);
-        let id = recorded
+        let held = recorded
             .into_log(&mut self.log, wall)
             .ok_or(IngestError::Malformed(cursor))?;
-        self.append_record(now, wall, session, id, Some(owner));
+        self.append_record(now, wall, session, held, Some(owner));
         Ok(Ingest::Appended)
     }
 

@@ -128,18 +128,24 @@ const MAX_CHUNK: usize = 64 << 10;
 impl FrameWriter {
     /// Copies `text` into the current chunk (a new one if it does not fit) and shares it.
     pub(crate) fn write(&mut self, text: &str) -> FrameText {
-        self.write_parts(&[text.as_bytes()])
+        self.reserve(text.len());
+        self.buf.extend_from_slice(text.as_bytes());
+        FrameText(self.buf.split().freeze())
     }
 
-    /// Like [`write`](Self::write) for a frame written in parts (e.g. a shared body and a
-    /// session's tracked tail), which together must be UTF-8.
-    pub(crate) fn write_parts(&mut self, parts: &[&[u8]]) -> FrameText {
-        let len = parts.iter().map(|p| p.len()).sum();
+    /// Makes room for `len` more bytes in the current chunk (a new chunk if needed).
+    fn reserve(&mut self, len: usize) {
         if self.buf.capacity() < len {
             let size = self.next_chunk.clamp(FIRST_CHUNK, MAX_CHUNK);
             self.next_chunk = size.saturating_mul(2);
             self.buf = BytesMut::with_capacity(size.max(len));
         }
+    }
+
+    /// Like [`write`](Self::write) for a frame written in parts (e.g. a shared body and a
+    /// session's tracked tail), which together must be UTF-8.
+    pub(crate) fn write_parts(&mut self, parts: &[&[u8]]) -> FrameText {
+        self.reserve(parts.iter().map(|p| p.len()).sum());
         for p in parts {
             self.buf.extend_from_slice(p);
         }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::conn::ConnId;
 use super::frames;
-use super::log::{EventLog, LogId, Record};
+use super::log::{EventLog, Held, LogId, Record};
 
 /// One tracked frame as persisted in a [`ServerSnapshot`](super::ServerSnapshot).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,7 +47,7 @@ mod uuid_text {
 
 /// Cursors `cursor..cursor + len` are the records `id..id + len`, all recorded while `target`
 /// held the session.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Run {
     cursor: u64,
     id: LogId,
@@ -88,10 +88,10 @@ impl Retained<'_> {
 }
 
 impl Recorded {
-    /// Appends this persisted event to `log` as a record of its own (not yet held), stored at
-    /// wall time `at`; `None` if its frame does not start with its `type` (it was not written
-    /// by a tether server).
-    pub(crate) fn into_log(self, log: &mut EventLog, at: f64) -> Option<LogId> {
+    /// Appends this persisted event to `log` as a record of its own, stored at wall time `at`
+    /// and held by one window (the caller's); `None` if its frame does not start with its
+    /// `type` (it was not written by a tether server).
+    pub(crate) fn into_log(self, log: &mut EventLog, at: f64) -> Option<Held> {
         let mut head = String::from(frames::TYPE_PREFIX);
         frames::push_str(&mut head, &self.kind);
         if !self.frame.starts_with(&head) {
@@ -99,14 +99,19 @@ impl Recorded {
         }
         let text = log.write(&self.frame);
         let id = (self.event_id, self.timestamp);
-        Some(log.push(text, false, head.len(), id, at))
+        Some(log.push((text, false, head.len()), id, at, 1))
     }
 }
 
-/// A session's window: contiguous cursors, oldest first, held in the [`EventLog`].
+/// A session's window: contiguous cursors, oldest first, held in the [`EventLog`]. The newest
+/// run is kept apart from the older ones: a session fed by one stream appends to, reads from
+/// and evicts from that one run without touching a queue.
 #[derive(Debug, Default)]
 pub(crate) struct Window {
-    runs: VecDeque<Run>,
+    /// The runs before the newest, oldest first.
+    older: VecDeque<Run>,
+    /// The newest run (`len` 0: the window is empty, and so is `older`).
+    newest: Run,
     /// Cursors covered (some may be in records the log has evicted since).
     events: usize,
     /// Costs of the records covered and of the runs.
@@ -114,43 +119,43 @@ pub(crate) struct Window {
 }
 
 impl Window {
-    /// Appends `cursor` (the next after the newest retained) as record `id`, which this window
-    /// holds from now on; false if the log no longer has it.
+    /// Appends `cursor` (the next after the newest retained) as record `held`, which this
+    /// window holds from now on (the caller made it so).
+    #[inline(always)]
     pub(crate) fn push(
         &mut self,
         log: &mut EventLog,
         cursor: u64,
-        id: LogId,
+        held: Held,
         target: Option<ConnId>,
-    ) -> bool {
-        let Some((offset, cost)) = log.hold(id) else {
-            return false;
-        };
+    ) {
+        let Held { id, offset, cost } = held;
         let end = offset + cost as u64;
-        match self.runs.back_mut() {
-            Some(r) if r.cursor + r.len == cursor && r.id + r.len == id && r.target == target => {
-                r.len += 1;
-                r.end = end;
+        let r = &mut self.newest;
+        if r.len > 0 && r.cursor + r.len == cursor && r.id + r.len == id && r.target == target {
+            r.len += 1;
+            r.end = end;
+        } else {
+            if r.len > 0 && r.cursor + r.len != cursor {
+                // Not contiguous (a restored window with a hole): what came before goes.
+                self.clear(log);
             }
-            _ => {
-                if self.runs.back().is_some_and(|r| r.cursor + r.len != cursor) {
-                    // Not contiguous (a restored window with a hole): what came before goes.
-                    self.clear(log);
-                }
-                self.runs.push_back(Run {
-                    cursor,
-                    id,
-                    len: 1,
-                    offset,
-                    end,
-                    target,
-                });
-                self.bytes += RUN_COST;
+            let run = Run {
+                cursor,
+                id,
+                len: 1,
+                offset,
+                end,
+                target,
+            };
+            let previous = std::mem::replace(&mut self.newest, run);
+            if previous.len > 0 {
+                self.older.push_back(previous);
             }
+            self.bytes += RUN_COST;
         }
         self.events += 1;
         self.bytes += cost;
-        true
     }
 
     /// A window of persisted events (a snapshot's or a store's), oldest first, stored at wall
@@ -175,42 +180,82 @@ impl Window {
     /// Appends one persisted event (see [`from_recorded`](Self::from_recorded)); ignored if it
     /// is not in `1..=head`, not after the newest retained, or not written by a tether server.
     pub(crate) fn push_recorded(&mut self, log: &mut EventLog, r: Recorded, head: u64, at: f64) {
-        let after_newest = self.runs.back().is_none_or(|b| r.cursor >= b.cursor + b.len);
+        let n = &self.newest;
+        let after_newest = n.len == 0 || r.cursor >= n.cursor + n.len;
         if r.cursor == 0 || r.cursor > head || !after_newest {
             return;
         }
         let (cursor, target) = (r.cursor, r.target);
-        if let Some(id) = r.into_log(log, at) {
-            if !self.push(log, cursor, id, target) {
-                log.discard_unheld(id);
-            }
+        if let Some(held) = r.into_log(log, at) {
+            self.push(log, cursor, held, target);
         }
+    }
+
+    /// The oldest run, if any.
+    #[inline(always)]
+    fn front(&self) -> Option<&Run> {
+        self.older
+            .front()
+            .or(Some(&self.newest).filter(|r| r.len > 0))
+    }
+
+    #[inline(always)]
+    fn front_mut(&mut self) -> Option<&mut Run> {
+        match self.older.front_mut() {
+            Some(r) => Some(r),
+            None => Some(&mut self.newest).filter(|r| r.len > 0),
+        }
+    }
+
+    /// Drops the oldest run (which must exist).
+    #[inline(always)]
+    fn pop_front(&mut self) {
+        if self.older.pop_front().is_none() {
+            self.newest.len = 0;
+        }
+    }
+
+    /// The runs, oldest first.
+    fn runs(&self) -> impl Iterator<Item = &Run> {
+        let newest = Some(&self.newest).filter(|r| r.len > 0);
+        self.older.iter().chain(newest)
     }
 
     /// Forgets the records the log has evicted (by age or total size); returns the highest
     /// cursor forgotten.
+    #[inline(always)]
     pub(crate) fn forget_evicted(&mut self, log: &EventLog) -> Option<u64> {
+        if self.front().is_some_and(|r| r.id < log.first_id()) {
+            self.forget_evicted_runs(log)
+        } else {
+            None
+        }
+    }
+
+    fn forget_evicted_runs(&mut self, log: &EventLog) -> Option<u64> {
         let first = log.first_id();
         let mut forgotten = None;
-        while let Some(r) = self.runs.front_mut() {
+        while let Some(r) = self.front_mut() {
             if r.id >= first {
                 break;
             }
             if r.id + r.len <= first {
-                self.events -= r.len as usize;
-                self.bytes -= (r.end - r.offset) as usize + RUN_COST;
+                let (len, bytes) = (r.len, (r.end - r.offset) as usize);
                 forgotten = Some(r.cursor + r.len - 1);
-                self.runs.pop_front();
+                self.events -= len as usize;
+                self.bytes -= bytes + RUN_COST;
+                self.pop_front();
             } else {
                 let gone = first - r.id;
                 let offset = log.offset(first);
-                self.events -= gone as usize;
-                self.bytes -= (offset - r.offset) as usize;
+                let bytes = (offset - r.offset) as usize;
                 forgotten = Some(r.cursor + gone - 1);
                 r.cursor += gone;
                 r.id = first;
                 r.len -= gone;
                 r.offset = offset;
+                self.events -= gone as usize;
+                self.bytes -= bytes;
             }
         }
         forgotten
@@ -219,6 +264,7 @@ impl Window {
     /// Evicts the oldest events until at most `max_events` and `max_bytes` are held (never the
     /// newest event); returns the highest cursor evicted. Call
     /// [`forget_evicted`](Self::forget_evicted) first.
+    #[inline(always)]
     pub(crate) fn evict_to(
         &mut self,
         log: &mut EventLog,
@@ -227,22 +273,24 @@ impl Window {
     ) -> Option<u64> {
         let mut evicted = None;
         while self.events > 1 && (self.events > max_events.max(1) || self.bytes > max_bytes) {
-            let Some(r) = self.runs.front_mut() else {
+            let Some(r) = self.front_mut() else {
                 break;
             };
             let (cursor, id) = (r.cursor, r.id);
             let cost = log.release(id) as u64;
-            self.events -= 1;
-            if r.len == 1 {
-                self.bytes -= (r.end - r.offset) as usize + RUN_COST;
-                self.runs.pop_front();
+            let last = r.len == 1;
+            if last {
+                let bytes = (r.end - r.offset) as usize;
+                self.bytes -= bytes + RUN_COST;
+                self.pop_front();
             } else {
-                self.bytes -= cost as usize;
                 r.cursor += 1;
                 r.id += 1;
                 r.len -= 1;
                 r.offset += cost;
+                self.bytes -= cost as usize;
             }
+            self.events -= 1;
             evicted = Some(cursor);
         }
         evicted
@@ -251,20 +299,23 @@ impl Window {
     /// Cursor of the oldest event still retained.
     pub(crate) fn oldest(&self, log: &EventLog) -> Option<u64> {
         let first = log.first_id();
-        let i = self.runs.partition_point(|r| r.id + r.len <= first);
-        let r = self.runs.get(i)?;
+        let i = self.older.partition_point(|r| r.id + r.len <= first);
+        let r = self
+            .older
+            .get(i)
+            .or(Some(&self.newest).filter(|r| r.len > 0 && r.id + r.len > first))?;
         Some(r.cursor + first.saturating_sub(r.id))
     }
 
     /// The event at `cursor`, if retained.
+    #[inline(always)]
     pub(crate) fn get<'a>(&self, log: &'a EventLog, cursor: u64) -> Option<Retained<'a>> {
         // Live sending reads the newest run: try it before searching.
-        let run = match self.runs.back() {
-            Some(r) if cursor >= r.cursor => r,
-            _ => {
-                let i = self.runs.partition_point(|r| r.cursor + r.len <= cursor);
-                self.runs.get(i)?
-            }
+        let run = if cursor >= self.newest.cursor {
+            &self.newest
+        } else {
+            let i = self.older.partition_point(|r| r.cursor + r.len <= cursor);
+            self.older.get(i)?
         };
         let k = cursor.checked_sub(run.cursor).filter(|k| *k < run.len)?;
         Some(Retained {
@@ -276,7 +327,7 @@ impl Window {
 
     /// Every retained event, oldest first.
     pub(crate) fn iter<'a>(&'a self, log: &'a EventLog) -> impl Iterator<Item = Retained<'a>> {
-        self.runs.iter().flat_map(move |r| {
+        self.runs().flat_map(move |r| {
             (0..r.len).filter_map(move |k| {
                 Some(Retained {
                     cursor: r.cursor + k,
@@ -290,13 +341,12 @@ impl Window {
     /// Lets go of every event (the session is gone or gets another window).
     pub(crate) fn clear(&mut self, log: &mut EventLog) {
         let first = log.first_id();
-        for r in std::mem::take(&mut self.runs) {
+        for r in self.runs() {
             for id in r.id.max(first)..r.id + r.len {
                 log.release(id);
             }
         }
-        self.events = 0;
-        self.bytes = 0;
+        *self = Self::default();
     }
 
     /// Events covered.
