@@ -115,6 +115,9 @@ pub(crate) struct EventLog {
     window: f64,
     /// Most bytes held (the newest record always stays).
     max_bytes: usize,
+    /// No record leaves by age before this wall time (the front's expiry when last looked at;
+    /// the front only gets younger).
+    next_expiry: f64,
     records: VecDeque<Record>,
     /// Id of `records[0]`.
     first: LogId,
@@ -132,6 +135,7 @@ impl EventLog {
         Self {
             window: window.as_secs_f64(),
             max_bytes,
+            next_expiry: f64::NEG_INFINITY,
             records: VecDeque::new(),
             first: 0,
             next_offset: 0,
@@ -164,6 +168,7 @@ impl EventLog {
             cost,
         };
         self.bytes += cost;
+        self.next_expiry = self.next_expiry.min(at + self.window);
         self.records.push_back(Record {
             text,
             shared,
@@ -259,6 +264,14 @@ impl EventLog {
     /// record some window still held was evicted.
     #[inline(always)]
     pub(crate) fn evict(&mut self, wall: f64) -> bool {
+        // Most appends: nothing is due (no record load).
+        if wall < self.next_expiry && self.bytes <= self.max_bytes {
+            return false;
+        }
+        self.evict_front(wall)
+    }
+
+    fn evict_front(&mut self, wall: f64) -> bool {
         let oldest_kept = wall - self.window;
         let mut held_evicted = false;
         while let Some(front) = self.records.front() {
@@ -270,6 +283,7 @@ impl EventLog {
             held_evicted |= front.refs > 0;
             self.pop_front();
         }
+        self.next_expiry = self.expires_at().unwrap_or(f64::INFINITY);
         held_evicted
     }
 
