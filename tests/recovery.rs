@@ -179,11 +179,7 @@ fn check(label: &str, seen: &Seen, faults: usize) {
     let expected: Vec<u64> = (1..=EVENTS).collect();
     assert!(seen.lost.is_empty(), "{label}: lost {:?}", seen.lost);
     assert_eq!(seen.faults.len(), faults, "{label}: faults injected");
-    assert_eq!(
-        seen.seqs.len(),
-        expected.len(),
-        "{label}: events delivered"
-    );
+    assert_eq!(seen.seqs.len(), expected.len(), "{label}: events delivered");
     assert!(
         seen.seqs == expected,
         "{label}: not every event once and in order (first difference at index {:?})",
@@ -204,7 +200,11 @@ fn eight_resets_and_three_half_open_spells_lose_nothing_with_default_settings() 
         let half_open = tokio::spawn(run(4, Fault::HalfOpen(Duration::from_secs(4)), 3));
         let mut out = Vec::new();
         for (i, r) in resets.into_iter().enumerate() {
-            out.push((format!("seed {} (8 resets)", i + 1), 8, r.await.expect("run")));
+            out.push((
+                format!("seed {} (8 resets)", i + 1),
+                8,
+                r.await.expect("run"),
+            ));
         }
         out.push((
             "seed 4 (3 half-open spells of 4 s, 1 s heartbeat)".to_owned(),

@@ -4,7 +4,7 @@
 //! | figure | subject | baseline | target |
 //! |---|---|---|---|
 //! | client event | decode + handle + `poll_event` of a ~200-byte tracked frame | bare serde_json typed decode of the same frame (`data` borrowed raw) | ≤ 1.3× |
-//! | server publish | stamp + window push + encode + transmit of one event | bare serde_json encode of the same frame | ≤ 1.3× |
+//! | server publish | stamp + window push (2,048 events, steady state) + encode + transmit of one event | bare serde_json encode of the same frame | ≤ 1.3× |
 //! | resume 10k | a resume that replays 10,000 events | encoding those 10,000 replay frames with serde_json | ≤ 1.5× |
 //! | idle session | server-side heap bytes per idle connected session (counting allocator) | — | informational (adapters: ≤ 12 KB RSS end to end) |
 //! | broadcast window | server heap (counting allocator) of 1,000 detached sessions after 130 s (virtual time) of a 2,000/s stream published to all of them, default 120 s recovery window | the same for one session (`publish`) | ≤ 2× the one session + 16 KB per session |
@@ -276,7 +276,7 @@ fn server_publish() -> Row {
     const N: usize = 5_000;
     // A window of 2,048 events (the ring bound these figures were first measured with): steady
     // state, every publish also evicts the oldest event.
-    let (mut server, _conn, session, now) = server_with(std::env::var("EV").ok().and_then(|v| v.parse().ok()).unwrap_or(2048));
+    let (mut server, _conn, session, now) = server_with(2048);
     let content =
         json!("one two three four five six seven eight nine ten eleven twelve thirteen fourteen");
     let fields = [
@@ -322,7 +322,7 @@ fn server_publish() -> Row {
     );
     black_box(seq);
     Row {
-        name: "server: stamp+ring push+encode+transmit of one event",
+        name: "server: stamp+window push+encode+transmit of one event",
         m,
         target: 1.3,
         unit: "ns/event",
@@ -502,7 +502,10 @@ fn window_bytes(sessions: u64, shared: bool) -> f64 {
     for n in 0..RATE * SECS {
         now += step;
         let fields = [
-            ("content", json!("one two three four five six seven eight nine ten")),
+            (
+                "content",
+                json!("one two three four five six seven eight nine ten"),
+            ),
             ("n", json!(n)),
         ];
         match (&only, shared) {

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use tether_core::server::{
-    Audience, Authenticator, ConnId, ConnectInfo, Principal, Rejection, Server, ServerConfig, ServerInput,
-    ServerTransmit, SessionId,
+    Audience, Authenticator, ConnId, ConnectInfo, Principal, Rejection, Server, ServerConfig,
+    ServerInput, ServerTransmit, SessionId,
 };
 use tether_core::wire::ServerFrame;
 

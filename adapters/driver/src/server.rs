@@ -21,9 +21,8 @@ use futures::{FutureExt, SinkExt, Stream, StreamExt};
 use serde_json::Value;
 use tether_core::server::{
     Audience, CommandError, ConnId, ConnectInfo, FrameText, Health, Outcome, PresenceInfo,
-    RestoreError,
-    Server as Machine, ServerConfig, ServerEvent, ServerSnapshot, ServerStats, ServerTransmit,
-    SessionId,
+    RestoreError, Server as Machine, ServerConfig, ServerEvent, ServerSnapshot, ServerStats,
+    ServerTransmit, SessionId,
 };
 use tether_core::wire::EventBatch;
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
@@ -83,7 +82,7 @@ pub enum ServerError {
 }
 
 enum Out {
-    /// The machine's frame text (live events share it with the replay ring), with the instant
+    /// The machine's frame text (live events share it with the recovery window), with the instant
     /// of the `publish` that produced it when known (for the publish-to-write histogram).
     Frame(FrameText, Option<Instant>),
     Close(u16, String),
@@ -915,7 +914,7 @@ fn tracked_kind(text: &[u8]) -> (bool, bool) {
     (tracked, false)
 }
 
-/// The machine's frame as the text message tungstenite writes: the frame shares the ring's
+/// The machine's frame as the text message tungstenite writes: the frame shares the window's
 /// chunk (no copy, no allocation), and it is not validated again as UTF-8 (it was built from
 /// `str`s). The same frame tungstenite makes of a `Message::Text`.
 fn text_message(text: FrameText) -> Message {

@@ -535,7 +535,10 @@ fn a_completed_handshake_forgives_the_outage_and_a_drop_before_it_climbs() {
     }
     h.c.handle_closed(h.now, None, "");
     h.drain();
-    assert_eq!(delays(&h), vec![secs(1), secs(2), secs(4), secs(8), secs(16)]);
+    assert_eq!(
+        delays(&h),
+        vec![secs(1), secs(2), secs(4), secs(8), secs(16)]
+    );
     // Its `hello_ok` at last: the next cut retries after the first delay again.
     h.at(secs(16));
     assert!(h.tx.contains(&Transmit::Open));

@@ -265,7 +265,10 @@ mod tests {
         assert_eq!(a1[0]["event_id"], b1[0]["event_id"], "one event, one id");
         assert_ne!(a1[0]["event_id"], a1[1]["event_id"]);
         assert_eq!(a1[1]["sequence"], 2);
-        assert_eq!((&a1[0]["target"], &b1[0]["target"]), (&"conn-1".into(), &"conn-3".into()));
+        assert_eq!(
+            (&a1[0]["target"], &b1[0]["target"]),
+            (&"conn-1".into(), &"conn-3".into())
+        );
     }
 
     #[test]

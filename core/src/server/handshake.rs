@@ -442,7 +442,7 @@ impl Server {
     }
 
     /// v2 in-band repair: `{"type":"resync","since":n}` → replays of cursor > n, then
-    /// `replay_end` (with `lost_from`/`lost_to` when the ring no longer holds n+1).
+    /// `replay_end` (with `lost_from`/`lost_to` when the window no longer holds n+1).
     pub(super) fn on_resync(&mut self, now: Instant, conn: ConnId, text: &str) {
         #[derive(serde::Deserialize)]
         struct Resync {

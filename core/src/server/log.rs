@@ -2,8 +2,9 @@
 //! once, however many sessions it was published to.
 //!
 //! A [`Record`] published to one session holds its whole frame (the live frame shares that
-//! text, no copy). One published to several sessions ([`Server::publish_to`]) holds the frame
-//! without its per-session tail `,"cursor":n,"seq":n}`, which is appended when the frame is
+//! text, no copy), written in that session's own chunks. One published to several sessions
+//! ([`Server::publish_to`]) holds the frame without its per-session tail
+//! `,"cursor":n,"seq":n}`, written in the log's chunks; the tail is appended when the frame is
 //! sent or replayed: the bytes on the wire are the same either way. A session's
 //! [`Window`](super::window::Window) is a list of runs of consecutive records, not one entry
 //! per event.
@@ -125,7 +126,7 @@ pub(crate) struct EventLog {
     next_offset: u64,
     /// Costs of the records held (text and slot), plus [`RECORD_COST`] per freed slot.
     bytes: usize,
-    /// Where record texts are written (chunks shared by the frames they hold).
+    /// Where shared bodies are written (chunks shared by the frames they hold).
     writer: FrameWriter,
 }
 
@@ -144,7 +145,7 @@ impl EventLog {
         }
     }
 
-    /// The text of a new record, stored with the log's other records (see [`FrameWriter`]).
+    /// The text of a new shared body, stored with the log's others (see [`FrameWriter`]).
     pub(crate) fn write(&mut self, text: &str) -> FrameText {
         self.writer.write(text)
     }
@@ -346,7 +347,10 @@ mod tests {
         assert_eq!(log.len(), 2);
         // The last hold of the front goes: it leaves, and b's slot at the next eviction.
         log.release(a);
-        assert_eq!((log.len(), log.bytes(), log.first_id()), (1, RECORD_COST, 1));
+        assert_eq!(
+            (log.len(), log.bytes(), log.first_id()),
+            (1, RECORD_COST, 1)
+        );
         assert!(!log.evict(0.0), "nothing held was evicted");
         assert_eq!((log.len(), log.bytes(), log.first_id()), (0, 0, 2));
         assert_eq!(log.get(a).map(|r| r.refs), None);

@@ -1,4 +1,4 @@
-//! The sans-IO server machine: sessions, stamping, replay ring, resume, presence, health.
+//! The sans-IO server machine: sessions, stamping, recovery window, resume, presence, health.
 //!
 //! One [`Server`] serves many connections, each named by a [`ConnId`] the adapter allocates.
 //! It speaks v1 (the PraisonAI gateway protocol, so the real Python `GatewayClient` works
@@ -878,11 +878,13 @@ impl Server {
         scratch.clear();
         let obj = Obj::start(scratch, kind);
         let kind_end = obj.len();
-        let text = self.log.write(build(obj).tracked(n).as_str());
+        let text = s.window.write(build(obj).tracked(n).as_str());
         if scratch.capacity() > SCRATCH_KEEP {
             *scratch = String::new(); // one huge frame must not pin its buffer forever
         }
-        let held = self.log.push((text, false, kind_end), (event_id, timestamp), timestamp, 1);
+        let held = self
+            .log
+            .push((text, false, kind_end), (event_id, timestamp), timestamp, 1);
         let (owner, evicted) = s.append(&mut self.log, held, target, &self.config);
         self.evict_log(now, timestamp);
         self.after_append(now, owner, evicted);

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Principal;
-use super::window::{Recorded, Window};
 use super::session::{Dedup, DedupEntry, Outcome, Session, SessionId};
+use super::window::{Recorded, Retained, Window};
 use super::{RestoreError, Server, ServerConfig};
 
 /// 2: event ids and targets in compact form (`event_id` a uuid string, `target` a `ConnId`).
@@ -67,7 +67,9 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl Server {
-    /// Every session's state at `now` (sequence, ring, dedup window, version, owner).
+    /// Every session's state at `now` (sequence, recovery window, dedup window, version,
+    /// owner). An event published to many sessions appears in each one's `events` (as the frame
+    /// that session was sent).
     pub fn snapshot(&self, now: Instant) -> ServerSnapshot {
         let sessions = self
             .sessions
@@ -79,7 +81,7 @@ impl Server {
                 head: s.head,
                 protocol_version: s.version,
                 capabilities: s.capabilities.clone(),
-                events: s.window.iter(&self.log).map(|e| e.to_recorded()).collect(),
+                events: s.window.iter(&self.log).map(Retained::to_recorded).collect(),
                 dedup: s
                     .dedup
                     .entries
@@ -188,7 +190,9 @@ impl Server {
         );
         for session in sessions.values_mut() {
             session.window.forget_evicted(&server.log);
-            session.window.evict_to(&mut server.log, max_events, max_bytes);
+            session
+                .window
+                .evict_to(&mut server.log, max_events, max_bytes);
         }
         server.evict_log(now, wall);
         server.sessions = sessions;

@@ -51,8 +51,8 @@ use super::auth::Principal;
 use super::conn::ConnId;
 use super::event::ServerEvent;
 use super::frames::{self, Obj};
-use super::window::{Recorded, Window};
 use super::session::{Dedup, Outcome, Session, SessionId};
+use super::window::{Recorded, Window};
 use super::Server;
 use crate::wire::{ConnectErrorCode, Hello, Join, RecoveryStep};
 
@@ -401,7 +401,8 @@ impl Server {
             // Stores number from 1: a 0 would otherwise pass as an old duplicate.
             return Err(IngestError::Malformed(0));
         }
-        let Some(s) = self.sessions.get(session) else {
+        let wall = self.wall(now);
+        let Some(s) = self.sessions.get_mut(session) else {
             return Ok(Ingest::NotHeld);
         };
         let Some(owner) = s.conn else {
@@ -416,9 +417,9 @@ impl Server {
                 expected: s.head + 1,
             });
         }
-        let wall = self.wall(now);
-        let held = recorded
-            .into_log(&mut self.log, wall)
+        let held = s
+            .window
+            .store(&mut self.log, recorded, wall)
             .ok_or(IngestError::Malformed(cursor))?;
         self.append_record(now, wall, session, held, Some(owner));
         Ok(Ingest::Appended)

@@ -1,5 +1,5 @@
 //! [`FrameText`]: an outgoing frame's JSON text, shared without copying, and the chunked
-//! writer that the replay ring stores its frames with.
+//! writer that the event log stores its frames with.
 
 use std::fmt;
 use std::ops::Deref;
@@ -7,7 +7,8 @@ use std::ops::Deref;
 use bytes::{Bytes, BytesMut};
 
 /// The JSON text of one outgoing frame. Cloning it shares the text (a reference count, no
-/// copy): a live event's text is the one its session's replay ring holds.
+/// copy): a live event's text is the one the event log holds for its session's recovery window
+/// (an event published to many sessions is completed with each one's cursor when sent).
 ///
 /// Write it with [`as_bytes`](Self::as_bytes) or [`into_bytes`](Self::into_bytes) (for
 /// tungstenite: `Frame::message(text.into_bytes(), OpCode::Data(Data::Text), true)`): it

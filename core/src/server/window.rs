@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::conn::ConnId;
 use super::frames;
 use super::log::{EventLog, Held, LogId, Record};
+use super::text::{FrameText, FrameWriter};
 
 /// One tracked frame as persisted in a [`ServerSnapshot`](super::ServerSnapshot).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,7 +74,7 @@ pub(crate) struct Retained<'a> {
 
 impl Retained<'_> {
     /// The persisted form.
-    pub(crate) fn to_recorded(&self) -> Recorded {
+    pub(crate) fn to_recorded(self) -> Recorded {
         let mut frame = String::new();
         self.record.push_frame(&mut frame, self.cursor);
         Recorded {
@@ -88,16 +89,16 @@ impl Retained<'_> {
 }
 
 impl Recorded {
-    /// Appends this persisted event to `log` as a record of its own, stored at wall time `at`
-    /// and held by one window (the caller's); `None` if its frame does not start with its
-    /// `type` (it was not written by a tether server).
-    pub(crate) fn into_log(self, log: &mut EventLog, at: f64) -> Option<Held> {
+    /// Appends this persisted event to `log` as a record of its own (its text written by
+    /// `writer`), stored at wall time `at` and held by one window (the caller's); `None` if its
+    /// frame does not start with its `type` (it was not written by a tether server).
+    fn into_log(self, log: &mut EventLog, writer: &mut FrameWriter, at: f64) -> Option<Held> {
         let mut head = String::from(frames::TYPE_PREFIX);
         frames::push_str(&mut head, &self.kind);
         if !self.frame.starts_with(&head) {
             return None;
         }
-        let text = log.write(&self.frame);
+        let text = writer.write(&self.frame);
         let id = (self.event_id, self.timestamp);
         Some(log.push((text, false, head.len()), id, at, 1))
     }
@@ -108,6 +109,10 @@ impl Recorded {
 /// and evicts from that one run without touching a queue.
 #[derive(Debug, Default)]
 pub(crate) struct Window {
+    /// Where the texts of this session's own records (published to it alone) are written, so
+    /// that they pin no other session's memory: beyond them, a session pins at most its
+    /// partly evicted oldest chunk and its current one (2 × 64 KiB).
+    writer: FrameWriter,
     /// The runs before the newest, oldest first.
     older: VecDeque<Run>,
     /// The newest run (`len` 0: the window is empty, and so is `older`).
@@ -119,6 +124,12 @@ pub(crate) struct Window {
 }
 
 impl Window {
+    /// The text of a record of this session alone, stored with its other records.
+    #[inline(always)]
+    pub(crate) fn write(&mut self, text: &str) -> FrameText {
+        self.writer.write(text)
+    }
+
     /// Appends `cursor` (the next after the newest retained) as record `held`, which this
     /// window holds from now on (the caller made it so).
     #[inline(always)]
@@ -177,6 +188,13 @@ impl Window {
         window
     }
 
+    /// Stores a persisted event of this session in `log` as a record of its own (at wall time
+    /// `at`, held for this window, not yet in it: [`push`](Self::push) it); `None` if it was
+    /// not written by a tether server.
+    pub(crate) fn store(&mut self, log: &mut EventLog, r: Recorded, at: f64) -> Option<Held> {
+        r.into_log(log, &mut self.writer, at)
+    }
+
     /// Appends one persisted event (see [`from_recorded`](Self::from_recorded)); ignored if it
     /// is not in `1..=head`, not after the newest retained, or not written by a tether server.
     pub(crate) fn push_recorded(&mut self, log: &mut EventLog, r: Recorded, head: u64, at: f64) {
@@ -186,7 +204,7 @@ impl Window {
             return;
         }
         let (cursor, target) = (r.cursor, r.target);
-        if let Some(held) = r.into_log(log, at) {
+        if let Some(held) = self.store(log, r, at) {
             self.push(log, cursor, held, target);
         }
     }
@@ -346,7 +364,10 @@ impl Window {
                 log.release(id);
             }
         }
-        *self = Self::default();
+        self.older.clear();
+        self.newest = Run::default();
+        self.events = 0;
+        self.bytes = 0;
     }
 
     /// Events covered.

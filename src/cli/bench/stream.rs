@@ -110,7 +110,8 @@ impl<R: Runtime> Adapter for AsyncAdapter<R> {
     }
 }
 
-/// The benchmark server's configuration: open, a ring that holds the publisher's window.
+/// The benchmark server's configuration: open, a recovery window that holds the publisher's
+/// in-flight events.
 pub fn server_config() -> ServerConfig {
     ServerConfig {
         recovery_session_events: WINDOW_EVENTS,
@@ -208,7 +209,7 @@ pub struct Fields<'a> {
 }
 
 /// Publishes `n` events as fast as the server takes them (`publish_batch`, [`BATCH`] events
-/// per call, each encoded with serde by the producer), never more than half the ring ahead
+/// per call, each encoded with serde by the producer), never more than half the window ahead
 /// of what the application has consumed (`delivered`).
 pub async fn publish_stream(
     server: &Server,
