@@ -81,7 +81,11 @@ impl Server {
                 head: s.head,
                 protocol_version: s.version,
                 capabilities: s.capabilities.clone(),
-                events: s.window.iter(&self.log).map(Retained::to_recorded).collect(),
+                events: s
+                    .window
+                    .iter(&self.log)
+                    .map(Retained::to_recorded)
+                    .collect(),
                 dedup: s
                     .dedup
                     .entries
