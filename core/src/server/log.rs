@@ -126,6 +126,8 @@ pub(crate) struct EventLog {
     next_offset: u64,
     /// Costs of the records held (text and slot), plus [`RECORD_COST`] per freed slot.
     bytes: usize,
+    /// Records not freed yet.
+    live: usize,
     /// Where shared bodies are written (chunks shared by the frames they hold).
     writer: FrameWriter,
 }
@@ -141,6 +143,7 @@ impl EventLog {
             first: 0,
             next_offset: 0,
             bytes: 0,
+            live: 0,
             writer: FrameWriter::default(),
         }
     }
@@ -169,6 +172,7 @@ impl EventLog {
             cost,
         };
         self.bytes += cost;
+        self.live += 1;
         self.next_expiry = self.next_expiry.min(at + self.window);
         self.records.push_back(Record {
             text,
@@ -245,6 +249,7 @@ impl EventLog {
             self.pop_front();
         } else if !r.text.is_empty() {
             self.bytes -= r.cost - RECORD_COST;
+            self.live -= 1;
             r.text = FrameText::empty();
         }
         cost
@@ -255,6 +260,7 @@ impl EventLog {
         if self.next_id() == id + 1 && self.records.back().is_some_and(|r| r.refs == 0) {
             if let Some(r) = self.records.pop_back() {
                 self.bytes -= r.cost;
+                self.live -= 1;
                 self.next_offset = r.offset;
             }
         }
@@ -303,12 +309,18 @@ impl EventLog {
         self.records.len()
     }
 
+    /// Records not freed yet: the events held (each once).
+    pub(crate) fn events(&self) -> usize {
+        self.live
+    }
+
     fn pop_front(&mut self) {
         if let Some(r) = self.records.pop_front() {
             // A freed record (no text) only still costs its slot.
             self.bytes -= if r.text.is_empty() {
                 RECORD_COST
             } else {
+                self.live -= 1;
                 r.cost
             };
             self.first += 1;
@@ -344,7 +356,7 @@ mod tests {
         // b freed in the middle: its text goes at once, its slot stays behind a.
         log.release(b);
         assert_eq!(log.bytes(), cost + RECORD_COST);
-        assert_eq!(log.len(), 2);
+        assert_eq!((log.len(), log.events()), (2, 1));
         // The last hold of the front goes: it leaves, and b's slot at the next eviction.
         log.release(a);
         assert_eq!(

@@ -188,9 +188,9 @@ pub struct Server {
     /// Where frames assembled for sending (replays, shared bodies with a session's tail) are
     /// written.
     out: FrameWriter,
-    /// When the log last evicted events a window still held: a connection that finds an event
-    /// it was owed gone is a slow consumer from then on.
-    evicted_at: Instant,
+    /// The latest `now` the log was brought to its bounds at (evictions happen then): a
+    /// connection that finds an event it was owed gone is a slow consumer from then on.
+    log_time: Instant,
     reaped: u64,
     last_inbound_wall: f64,
     shutting_down: bool,
@@ -226,7 +226,7 @@ impl Server {
             events: VecDeque::new(),
             scratch: String::new(),
             out: FrameWriter::default(),
-            evicted_at: now,
+            log_time: now,
             reaped: 0,
             shutting_down: false,
         }
@@ -432,9 +432,8 @@ impl Server {
     /// Evicts what the log holds beyond the recovery window and the total byte bound (`wall`
     /// is the wall-clock time at `now`).
     fn evict_log(&mut self, now: Instant, wall: f64) {
-        if self.log.evict(wall) {
-            self.evicted_at = now;
-        }
+        self.log_time = self.log_time.max(now);
+        self.log.evict(wall);
     }
 
     /// When the oldest retained event leaves the window: up to [`EVICTION_SLACK`] late, so that
@@ -443,6 +442,9 @@ impl Server {
     fn log_deadline(&self) -> Option<Instant> {
         let due = self.log.expires_at()?;
         let after_start = due - self.config.epoch_at_start + EVICTION_SLACK.as_secs_f64();
+        if !after_start.is_finite() {
+            return None; // a wall clock that is not one: the byte bounds still hold
+        }
         let after_start = Duration::try_from_secs_f64(after_start.max(0.0)).ok()?;
         self.start.checked_add(after_start)
     }
@@ -512,7 +514,7 @@ impl Server {
     /// Connection `id` was owed an event the log has evicted since (by age or total size): it
     /// is a slow consumer from when that happened; its close goes out next.
     fn evicted_owed(&mut self, id: ConnId) {
-        let at = self.evicted_at;
+        let at = self.log_time;
         self.close_conn(at, id, 1013, "slow_consumer".into(), Flush::Nothing);
     }
 

@@ -156,7 +156,7 @@ impl Server {
             connections: self.conns.len(),
             pending_events: self.events.len(),
             log_bytes: self.log.bytes(),
-            log_events: self.log.len(),
+            log_events: self.log.events(),
             ..ServerStats::default()
         };
         for s in self.sessions.values() {
