@@ -305,7 +305,8 @@ impl EventLog {
     }
 
     /// Records in the log, freed slots included.
-    pub(crate) fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.records.len()
     }
 
