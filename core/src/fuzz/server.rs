@@ -19,7 +19,7 @@ use crate::wire::ServerFrame;
 
 /// More transmits plus events than this from one step means a queue grows without bound.
 const MAX_OUTPUTS_PER_STEP: usize = 10_000;
-/// The largest single ring event the script can record (a `Large` publish with its envelope).
+/// The largest single event the script can record (a `Large` publish with its envelope).
 const MAX_EVENT_COST: usize = 16 << 10;
 /// Snapshots kept for [`RestoreFrom::Saved`].
 const SAVED: usize = 4;
@@ -107,8 +107,9 @@ pub fn server_at(origin: Instant, data: &[u8]) -> ServerSummary {
 ///   simulator's "line of server state"); an empty restart forgets everything;
 /// * request content is never empty; session ids are never issued twice while live, and only
 ///   live sessions resume or expire;
-/// * memory stays bounded: `ServerStats` within the configured ring, control queue, dedup and
-///   session bounds, as many connections as the harness has open, no event left undrained;
+/// * memory stays bounded: `ServerStats` within the configured recovery bounds, control queue,
+///   dedup and session bounds, as many connections as the harness has open, no event left
+///   undrained;
 /// * after `handle_timeout(now)`, `poll_timeout()` is not in the past; after `shutdown`, every
 ///   new connection is rejected; snapshots survive a JSON round trip and restore;
 /// * one step yields at most 10 000 outputs.

@@ -20,7 +20,7 @@ use super::link::{Link, NetworkConfig};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct KnownIssues {
     /// A request stays `Accepted` forever when its `final` response fell into a range the
-    /// client reported `Lost` (ring eviction while away): the client never resolves it,
+    /// client reported `Lost` (window eviction while away): the client never resolves it,
     /// although the server still holds the outcome in its dedup window.
     pub lost_final_response: bool,
     /// After a restore from an older snapshot (lost writes), the restored server reuses the
