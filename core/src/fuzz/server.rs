@@ -11,8 +11,8 @@ use super::server_script::{
     ServerScript, ServerSetup, SessionRef, Since, Step, Token, Ver, Versions,
 };
 use crate::server::{
-    ConnId, ConnectInfo, Outcome, OutcomeStatus, Server, ServerConfig, ServerEvent, ServerSnapshot,
-    ServerTransmit, SessionId,
+    Audience, ConnId, ConnectInfo, Outcome, OutcomeStatus, Server, ServerConfig, ServerEvent,
+    ServerSnapshot, ServerTransmit, SessionId,
 };
 use crate::version::VersionRange;
 use crate::wire::ServerFrame;
@@ -531,6 +531,19 @@ impl Harness {
             Publish::Token => ("token_stream", vec![("data", json!({"token": "t"}))]),
             Publish::ReservedKind => ("replay", vec![]),
             Publish::ReservedField => ("message", vec![("seq", json!(1))]),
+            Publish::Shared => {
+                let fields = [("content", json!("to all"))];
+                let result = self
+                    .server
+                    .publish_to(self.now, &Audience::All, "message", &fields);
+                assert_eq!(
+                    result,
+                    Ok(self.live_sessions.len()),
+                    "publish_to every live session"
+                );
+                self.summary.published += self.live_sessions.len() as u64;
+                return;
+            }
         };
         let result = self.server.publish(self.now, &sid, k, &fields);
         let expect_ok = self.live_sessions.contains(&sid)
