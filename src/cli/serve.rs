@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use futures::StreamExt;
-use serde_json::{json, Value};
+use serde_json::json;
 use tether_tokio::{
     load_snapshot, save_snapshot, serve, Audience, Bound, Outcome, Server, ServerConfig,
     ServerEvent, ServerEvents, ServerSnapshot,
@@ -277,14 +277,8 @@ async fn handle_events(server: Server, mut events: ServerEvents) {
             } => {
                 let server = server.clone();
                 tokio::spawn(async move {
-                    let answer = match &content {
-                        Value::String(s) => format!("echo: {s}"),
-                        other => format!("echo: {other}"),
-                    };
-                    if let Err(e) = server
-                        .respond(&session, &request_id, Outcome::ok(answer))
-                        .await
-                    {
+                    let answer = Outcome::ok(format!("echo: {content}"));
+                    if let Err(e) = server.respond(&session, &request_id, answer).await {
                         tracing::debug!(%e, "request not answered");
                     }
                 });

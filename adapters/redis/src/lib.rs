@@ -18,20 +18,40 @@
 //! next and is read back from the stream. The server machine runs in store mode
 //! ([`ServerConfig::external_store`]): see `tether_core::server::Server::provide_session`.
 //!
-//! ```no_run
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use tether_redis::{serve, RedisConfig};
-//! use tether_core::server::ServerConfig;
-//! let (bound, node) = serve(
-//!     "127.0.0.1:8765",
-//!     ServerConfig::default(),
-//!     RedisConfig::new("redis://127.0.0.1:6379"),
-//! )
-//! .await?;
-//! // `bound.events` carries requests and session events, as with `tether_tokio::serve`;
-//! // `node.publish(...)` reaches the session's client on whichever node it is connected.
-//! let everyone = node.presence(None).await?;
-//! # drop((bound, everyone)); Ok(()) }
+//! Two nodes on one Redis: a client connected to node A gets an event published through node B.
+//! ([`testing::RedisServer`] uses `TETHER_REDIS_URL`, or starts a `redis-server` of its own.)
+//!
+//! ```
+//! use futures::StreamExt;
+//! use tether_core::client::{ClientConfig, Event, State};
+//! use tether_core::server::{ServerConfig, SessionId};
+//! use tether_redis::{serve, testing::RedisServer, RedisConfig};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let redis = RedisServer::for_tests();
+//!     let config = || RedisConfig::new(redis.url.clone());
+//!     let (a, _node_a) = serve("127.0.0.1:0", ServerConfig::default(), config()).await?;
+//!     let (_b, node_b) = serve("127.0.0.1:0", ServerConfig::default(), config()).await?;
+//!
+//!     let url = format!("ws://{}/ws", a.local_addr);
+//!     let (client, mut events) = tether_tokio::connect(url, None, ClientConfig::new("echo"))?;
+//!     while let Some(event) = events.next().await {
+//!         match event {
+//!             Event::StateChanged(State::Connected { session_id, .. }) => {
+//!                 let fields = vec![("text".to_owned(), "from node B".into())];
+//!                 node_b.publish(&SessionId(session_id), "message", fields).await?;
+//!             }
+//!             Event::Delivered(e) => {
+//!                 assert!(e.payload.as_str().contains("from node B"));
+//!                 client.disconnect().await;
+//!             }
+//!             Event::Closed(_) => break,
+//!             _ => {}
+//!         }
+//!     }
+//!     Ok(())
+//! }
 //! ```
 #![forbid(unsafe_code)]
 

@@ -635,7 +635,7 @@ fn the_outbox_queues_while_down_flushes_in_order_and_resolves_outcomes() {
             (
                 "a".into(),
                 RequestStatus::Final {
-                    content: Some(json!("echo")),
+                    content: Some(json!("echo").into()),
                     outcome: Some(json!({"status":"ok"}))
                 }
             ),

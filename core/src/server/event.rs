@@ -6,7 +6,7 @@ use super::conn::ConnId;
 use super::session::{Outcome, SessionId};
 use super::store::{StoredSession, Unsequenced};
 use super::text::FrameText;
-use crate::wire::{ConnectErrorCode, DecodeError};
+use crate::wire::{ConnectErrorCode, Content, DecodeError};
 
 /// A frame or close for one connection. After a `Close` nothing more comes for that
 /// connection.
@@ -73,8 +73,8 @@ pub enum ServerEvent {
         session: SessionId,
         /// The client's `request_id`, or a generated one.
         request_id: String,
-        /// The `content` as sent (never empty).
-        content: Value,
+        /// The `content` as sent (never empty; its `Display` writes a string without quotes).
+        content: Content,
         /// The connection it came on.
         conn: ConnId,
     },

@@ -837,7 +837,7 @@ impl Server {
         self.events.push_back(ServerEvent::Request {
             session: sid.clone(),
             request_id,
-            content,
+            content: content.into(),
             conn,
         });
     }
