@@ -45,7 +45,7 @@ fn node_config(ring: usize, seed: u8) -> ServerConfig {
         agents: vec!["echo".into()],
         seed: [seed; 32],
         auth_token: Some(TOKEN.into()),
-        ring_max_events: ring,
+        recovery_session_events: ring,
         external_store: true,
         ..ServerConfig::default()
     }

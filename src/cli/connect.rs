@@ -90,8 +90,8 @@ pub async fn run(args: ConnectArgs) -> Result<(), Failure> {
     let seed = u64::from_le_bytes(super::random_bytes()?[..8].try_into().unwrap_or([0; 8]));
     let config = ClientConfig {
         backoff: BackoffConfig {
-            // A CLI user watches the terminal: retry sooner than a long-running service would.
-            initial: Duration::from_millis(200),
+            // The default schedule (first retry within 250 ms of a cut), but a CLI user watches
+            // the terminal: never more than 5 s between attempts.
             max: Duration::from_secs(5),
             max_attempts: args.max_attempts,
             max_elapsed: (!args.timeout.is_zero()).then_some(args.timeout),

@@ -63,7 +63,7 @@ use tether_driver::{BoxFuture, Connector, Runtime};
 pub use tether_core::client::{ClientConfig, Event};
 pub use tether_core::cursor::ResumeState;
 pub use tether_core::server::{
-    ConnId, Outcome, ServerConfig, ServerEvent, ServerSnapshot, SessionId,
+    Audience, ConnId, Outcome, ServerConfig, ServerEvent, ServerSnapshot, SessionId,
 };
 pub use tether_core::wire::{Content, EventBatch, FieldsError};
 pub use tether_driver::{

@@ -7,7 +7,7 @@
 //! | what | Redis | key |
 //! |---|---|---|
 //! | session metadata: agent, owner principal, epoch, version, **head** (last sequence) | hash | `{prefix}:s:{session}` |
-//! | the replay log, trimmed to the server's `ring_max_events` | stream, entry id `{seq}-0` | `{prefix}:log:{session}` |
+//! | the replay log, trimmed to the server's `recovery_session_events` | stream, entry id `{seq}-0` | `{prefix}:log:{session}` |
 //! | request ids seen (`""`) and their outcomes (JSON), for `dedup_ttl` | string with TTL | `{prefix}:req:{session}:{request_id}` |
 //! | presence: one key per connected client, refreshed every `presence_ttl / 3` | string with TTL | `{prefix}:presence:{node}:{client}` |
 //! | new events, for the node holding the session's connection | pub/sub channel | `{prefix}:events` |
@@ -267,7 +267,7 @@ impl RedisNode {
             redis: connections.redis,
             keys: Keys::new(&config.prefix).with_node(node_id),
             limits: Limits {
-                log_max: server_config.ring_max_events.max(1),
+                log_max: server_config.recovery_session_events.max(1),
                 session_ttl: server_config.session_ttl,
                 dedup_ttl: server_config.dedup_ttl,
                 presence_ttl: config.presence_ttl,

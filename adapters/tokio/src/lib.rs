@@ -67,7 +67,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub use tether_core::client::{ClientConfig, Event};
 pub use tether_core::cursor::ResumeState;
 pub use tether_core::server::{
-    ConnId, Outcome, ServerConfig, ServerEvent, ServerSnapshot, SessionId,
+    Audience, ConnId, Outcome, ServerConfig, ServerEvent, ServerSnapshot, SessionId,
 };
 pub use tether_core::wire::{Content, EventBatch, FieldsError};
 pub use tether_driver::{

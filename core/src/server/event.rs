@@ -12,7 +12,7 @@ use crate::wire::{ConnectErrorCode, Content, DecodeError};
 /// connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerTransmit {
-    /// A text frame to write. Live events share their text with the session's replay ring
+    /// A text frame to write. Live events share their text with the session's recovery window
     /// (no copy per connection); write it as is.
     Frame(FrameText),
     /// Send a close frame with this code and reason, then stop writing.
@@ -52,7 +52,8 @@ pub enum ServerEvent {
         conn: ConnId,
         /// A connection that was displaced by this takeover (closed with 4009).
         taken_over_from: Option<ConnId>,
-        /// Cursors the client asked for that the ring no longer holds (reported to it), if any.
+        /// Cursors the client asked for that the recovery window no longer holds (reported to
+        /// it), if any.
         lost: Option<(u64, u64)>,
     },
     /// A session lost its connection; it stays resumable for the TTL.

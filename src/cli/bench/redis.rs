@@ -64,8 +64,8 @@ struct Gateway {
 
 fn server_config() -> ServerConfig {
     ServerConfig {
-        ring_max_events: 64 * 1024,
-        ring_max_bytes: 256 << 20,
+        recovery_session_events: 64 * 1024,
+        recovery_session_bytes: 256 << 20,
         ..ServerConfig::default()
     }
 }
