@@ -146,7 +146,7 @@ pub(crate) fn all() -> Vec<Def> {
         "session.leave", "§8.6",
             "leave is acknowledged with left" => sessions::leave;
         "client.exactly-once", "§6.5; v2 Replay, In-band repair",
-            "tether's client gets every event once, in order, through cuts, a drop and a duplicate" => client::exactly_once;
+            "tether's client gets every event once, in order, through cuts, a duplicate, a drop (v2)" => client::exactly_once;
     ]
 }
 
