@@ -100,12 +100,12 @@ fn one_line(e: &clap::Error) -> String {
         }
         parts.push(line.strip_prefix("error: ").unwrap_or(line));
     }
-    let subcommand = std::env::args()
-        .nth(1)
-        .filter(|a| matches!(
+    let subcommand = std::env::args().nth(1).filter(|a| {
+        matches!(
             a.as_str(),
             "serve" | "connect" | "demo" | "check" | "proxy" | "bench"
-        ));
+        )
+    });
     let help = match subcommand {
         Some(s) => format!("tether {s} --help"),
         None => "tether --help".into(),

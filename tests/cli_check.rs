@@ -7,7 +7,7 @@ mod cli_support;
 
 use std::time::Duration;
 
-use cli_support::{serve, tether, Tether, TempDir, TOKEN};
+use cli_support::{serve, tether, TempDir, Tether, TOKEN};
 use serde_json::Value;
 
 const OTHER_TOKEN: &str = "cli-test-token-of-another-principal";
@@ -33,7 +33,9 @@ fn server() -> (Tether, String, String) {
         ],
         "127.0.0.1:0",
     );
-    let line = server.wait_stdout(Duration::from_secs(10), |l| l.starts_with("control hook on "));
+    let line = server.wait_stdout(Duration::from_secs(10), |l| {
+        l.starts_with("control hook on ")
+    });
     let control = line["control hook on ".len()..].to_owned();
     (server, url, control)
 }
@@ -90,12 +92,28 @@ fn every_check_passes_against_tether_serve_in_v2_and_with_v1_forced() {
         "{v2}"
     );
     assert_eq!(v2["protocol"], 2);
-    assert_eq!(ids(&v2, "fail"), Vec::<String>::new(), "v2 failures: {v2:#}");
-    assert_eq!(ids(&v2, "n/a"), Vec::<String>::new(), "v2: every check applies");
-    assert_eq!((v2_code, v2["passed"].clone()), (Some(0), Value::Bool(true)), "{v2_err:?}");
+    assert_eq!(
+        ids(&v2, "fail"),
+        Vec::<String>::new(),
+        "v2 failures: {v2:#}"
+    );
+    assert_eq!(
+        ids(&v2, "n/a"),
+        Vec::<String>::new(),
+        "v2: every check applies"
+    );
+    assert_eq!(
+        (v2_code, v2["passed"].clone()),
+        (Some(0), Value::Bool(true)),
+        "{v2_err:?}"
+    );
 
     assert_eq!(v1["protocol"], 1);
-    assert_eq!(ids(&v1, "fail"), Vec::<String>::new(), "v1 failures: {v1:#}");
+    assert_eq!(
+        ids(&v1, "fail"),
+        Vec::<String>::new(),
+        "v1 failures: {v1:#}"
+    );
     assert_eq!(
         ids(&v1, "n/a"),
         ["v2.replay-end", "v2.oldest-cursor", "v2.resync"],
@@ -139,7 +157,10 @@ fn without_a_producer_the_checks_that_need_events_are_not_applicable() {
     for r in report["results"].as_array().expect("results") {
         if r["status"] == "n/a" {
             assert!(
-                r["detail"].as_str().expect("detail").contains("control hook"),
+                r["detail"]
+                    .as_str()
+                    .expect("detail")
+                    .contains("control hook"),
                 "{r}"
             );
         }
@@ -155,7 +176,10 @@ fn without_a_producer_the_checks_that_need_events_are_not_applicable() {
     let xml = std::fs::read_to_string(&junit).expect("the JUnit file");
     assert_eq!(xml.matches("<testcase ").count(), 7, "{xml}");
     assert_eq!(xml.matches("<skipped ").count(), 4, "{xml}");
-    assert!(xml.contains(r#"tests="7" failures="0" skipped="4""#), "{xml}");
+    assert!(
+        xml.contains(r#"tests="7" failures="0" skipped="4""#),
+        "{xml}"
+    );
 }
 
 #[test]
@@ -202,9 +226,7 @@ fn a_failing_check_exits_1_with_its_evidence_and_a_heartbeat_too_slow_to_wait_fo
 
 #[test]
 fn an_unreachable_gateway_is_one_line_and_exit_1() {
-    let line = cli_support::assert_one_line_failure(
-        &["check", "ws://127.0.0.1:9/ws", "--token", "t"],
-        1,
-    );
+    let line =
+        cli_support::assert_one_line_failure(&["check", "ws://127.0.0.1:9/ws", "--token", "t"], 1);
     assert!(line.contains("cannot reach ws://127.0.0.1:9/ws"), "{line}");
 }

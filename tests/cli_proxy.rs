@@ -6,7 +6,7 @@ mod cli_support;
 
 use std::time::Duration;
 
-use cli_support::{serve, seqs, tether, TempDir, TOKEN};
+use cli_support::{seqs, serve, tether, TempDir, TOKEN};
 use serde_json::Value;
 
 const EVENTS: u64 = 300;
@@ -16,7 +16,10 @@ const EVENTS: u64 = 300;
 /// server goes on publishing until the client has closed).
 fn run(seed: &str) -> (Vec<u64>, Vec<Value>) {
     // Pings every 300 ms: a half-open link is noticed within a second.
-    let (_server, url) = serve(&["--heartbeat-ms", "300", "--emit-rate", "400/s"], "127.0.0.1:0");
+    let (_server, url) = serve(
+        &["--heartbeat-ms", "300", "--emit-rate", "400/s"],
+        "127.0.0.1:0",
+    );
     let upstream = url
         .trim_start_matches("ws://")
         .trim_end_matches("/ws")
@@ -49,11 +52,22 @@ fn run(seed: &str) -> (Vec<u64>, Vec<Value>) {
     ]);
     let banner: Value = serde_json::from_str(&proxy.wait_stdout(Duration::from_secs(10), |_| true))
         .expect("the proxy's first line is JSON");
-    let through = banner["proxy"].as_str().expect("the proxy's URL").to_owned();
+    let through = banner["proxy"]
+        .as_str()
+        .expect("the proxy's URL")
+        .to_owned();
 
     let count = EVENTS.to_string();
     let mut client = tether(&[
-        "connect", &through, "--agent-id", "echo", "--token", TOKEN, "--count", &count, "--json",
+        "connect",
+        &through,
+        "--agent-id",
+        "echo",
+        "--token",
+        TOKEN,
+        "--count",
+        &count,
+        "--json",
     ]);
     let status = client.wait_exit(Duration::from_secs(60));
     assert!(status.success(), "connect failed: {:?}", client.err);
@@ -87,13 +101,23 @@ fn every_event_once_in_order_through_the_proxy_and_the_same_faults_for_the_same_
             None => f["fault"].as_str().expect("fault").to_owned(),
         })
         .collect();
-    for kind in ["cut", "drop", "duplicate", "delay", "half_open down", "half_open up"] {
+    for kind in [
+        "cut",
+        "drop",
+        "duplicate",
+        "delay",
+        "half_open down",
+        "half_open up",
+    ] {
         assert!(kinds.iter().any(|k| k == kind), "no {kind} in {log:?}");
     }
     // Ranked in order of their events: sequence numbers first cross the proxy in order.
     for (i, f) in log.iter().enumerate() {
         assert_eq!(f["n"], i as u64 + 1, "{log:?}");
     }
-    let hit: Vec<u64> = log.iter().map(|f| f["seq"].as_u64().expect("seq")).collect();
+    let hit: Vec<u64> = log
+        .iter()
+        .map(|f| f["seq"].as_u64().expect("seq"))
+        .collect();
     assert!(hit.windows(2).all(|w| w[0] < w[1]), "{log:?}");
 }

@@ -447,28 +447,28 @@ fn tether_client_joins_the_real_python_server_with_legacy_join() {
 /// numbers in the comments). Pinned, so that a change on either side is noticed; the table in
 /// docs/PRAISONAI.md is held to the same run.
 const PRAISONAI_FAILURES: [&str; 22] = [
-    "negotiate.string-versions",   // §14.7: the connection drops (1006)
-    "negotiate.float-versions",    // §14.7: accepted
-    "negotiate.boolean-versions",  // §14.7: accepted, "protocol":true echoed
-    "negotiate.negative-versions", // §14.7: accepted
-    "handshake.sequence",          // §14.4: no sequence in hello_ok
-    "handshake.server-chosen-ids", // §5.1: the client's session id is adopted
-    "resume.sequence-aligned",     // §14.4
-    "resume.resumed-flag",         // §14.16: a takeover reports resumed false
-    "resume.away-events",          // §14.1: not recorded while away
-    "resume.older-than-window",    // §14.3, §14.4: 100 events kept, the loss not signalled
-    "request.final-request-id",    // §14.13
-    "request.duplicate-outcome",   // §14.13
+    "negotiate.string-versions",    // §14.7: the connection drops (1006)
+    "negotiate.float-versions",     // §14.7: accepted
+    "negotiate.boolean-versions",   // §14.7: accepted, "protocol":true echoed
+    "negotiate.negative-versions",  // §14.7: accepted
+    "handshake.sequence",           // §14.4: no sequence in hello_ok
+    "handshake.server-chosen-ids",  // §5.1: the client's session id is adopted
+    "resume.sequence-aligned",      // §14.4
+    "resume.resumed-flag",          // §14.16: a takeover reports resumed false
+    "resume.away-events",           // §14.1: not recorded while away
+    "resume.older-than-window",     // §14.3, §14.4: 100 events kept, the loss not signalled
+    "request.final-request-id",     // §14.13
+    "request.duplicate-outcome",    // §14.13
     "request.duplicates-not-abuse", // §14.11: 4028
-    "request.empty-content",       // §14.13: accepted, no final
-    "request.errors-untracked",    // §14.14
-    "heartbeat.inbound-only",      // §14.15
-    "input.invalid-json",          // §14.8: 1006
-    "input.non-object",            // §14.8: 1006
-    "input.binary",                // §14.8: 1006
-    "input.oversized",             // §14.9: max_payload not enforced
-    "takeover.old-socket-closed",  // §5.3: the old socket stays open
-    "takeover.not-orphaned",       // §14.2
+    "request.empty-content",        // §14.13: accepted, no final
+    "request.errors-untracked",     // §14.14
+    "heartbeat.inbound-only",       // §14.15
+    "input.invalid-json",           // §14.8: 1006
+    "input.non-object",             // §14.8: 1006
+    "input.binary",                 // §14.8: 1006
+    "input.oversized",              // §14.9: max_payload not enforced
+    "takeover.old-socket-closed",   // §5.3: the old socket stays open
+    "takeover.not-orphaned",        // §14.2
 ];
 
 #[test]

@@ -164,7 +164,8 @@ impl Producer {
             return Err(Finding::Fail(format!("the control hook refused: {why}")));
         }
         let cursors: Vec<Option<u64>> = reply.sent.iter().map(|s| s.cursor).collect();
-        self.log.push(format!("control ← cursors {}", ranges(&cursors)));
+        self.log
+            .push(format!("control ← cursors {}", ranges(&cursors)));
         Ok(cursors)
     }
 
@@ -234,7 +235,10 @@ mod tests {
 
     #[test]
     fn cursor_ranges_read_short() {
-        assert_eq!(ranges(&[Some(1), Some(2), Some(3), Some(7), None, None]), "1..3, 7, null×2");
+        assert_eq!(
+            ranges(&[Some(1), Some(2), Some(3), Some(7), None, None]),
+            "1..3, 7, null×2"
+        );
         assert_eq!(ranges(&[]), "(none)");
     }
 
@@ -245,7 +249,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(reply.sent[0].cursor, Some(4));
-        let command: ControlCommand = serde_json::from_str(r#"{"cmd":"publish","session_id":"s"}"#).unwrap();
+        let command: ControlCommand =
+            serde_json::from_str(r#"{"cmd":"publish","session_id":"s"}"#).unwrap();
         assert_eq!((command.count, command.kind.as_str()), (1, "message"));
     }
 }

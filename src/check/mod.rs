@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
-use probe::{Frame, Probe, Transcript};
+use probe::{Frame, Got, Probe, Transcript};
 
 pub use control::Control;
 pub use report::{CheckResult, Report, Status};
@@ -343,6 +343,26 @@ impl Ctx {
         probe.frame(REPLY, "handshake reply").await
     }
 
+    /// A `hello` with `extra` on a new connection, which is then closed: the first thing that
+    /// answers it, a frame or the end of the connection.
+    pub(crate) async fn hello_once(&mut self, extra: Value) -> Step<Got> {
+        let mut probe = self.open().await?;
+        probe.send(&self.hello(extra)).await?;
+        let got = probe.recv(REPLY, "handshake reply").await?;
+        probe.close().await;
+        Ok(got)
+    }
+
+    /// [`Ctx::hello_once`]'s frame; the connection ending instead is a failure.
+    pub(crate) async fn hello_reply(&mut self, extra: Value) -> Step<Frame> {
+        match self.hello_once(extra).await? {
+            Got::Frame(f) => Ok(f),
+            Got::Ended(e) => Err(Finding::Fail(format!(
+                "no handshake reply, the connection ended: {e}"
+            ))),
+        }
+    }
+
     /// A connection with a new session.
     pub(crate) async fn start(&mut self) -> Step<(Probe, Session)> {
         let mut probe = self.open().await?;
@@ -359,7 +379,11 @@ impl Ctx {
     }
 
     /// A connection resuming `session` after `since`.
-    pub(crate) async fn resume(&mut self, session: &str, since: Option<u64>) -> Step<(Probe, Session)> {
+    pub(crate) async fn resume(
+        &mut self,
+        session: &str,
+        since: Option<u64>,
+    ) -> Step<(Probe, Session)> {
         let mut probe = self.open().await?;
         let hello = self.hello(json!({"session_id": session, "since": since}));
         let reply = self.handshake(&mut probe, hello).await?;
@@ -457,7 +481,9 @@ impl Ctx {
         let mut finals = 0;
         while finals < requests {
             let f = probe
-                .until(REPLY, "the responses to the requests", |f| f.is_live_event())
+                .until(REPLY, "the responses to the requests", |f| {
+                    f.is_live_event()
+                })
                 .await?;
             seqs.extend(f.seq());
             if f.ty() == "response" && f.status() == "final" {
@@ -473,7 +499,9 @@ pub(crate) async fn live_until(probe: &mut Probe, last: u64) -> Step<Vec<u64>> {
     let mut seqs = Vec::new();
     loop {
         let f = probe
-            .until(REPLY, &format!("the event with seq {last}"), |f| f.seq().is_some())
+            .until(REPLY, &format!("the event with seq {last}"), |f| {
+                f.seq().is_some()
+            })
             .await?;
         let seq = f.seq().unwrap_or(0);
         seqs.push(seq);
@@ -515,7 +543,9 @@ fn finding(f: Finding) -> String {
 pub(crate) async fn replays_until(probe: &mut Probe, last: u64) -> Step<Vec<u64>> {
     let mut seqs = Vec::new();
     while seqs.last().is_none_or(|s| *s < last) {
-        let f = probe.frame(REPLY, &format!("the replay of seq {last}")).await?;
+        let f = probe
+            .frame(REPLY, &format!("the replay of seq {last}"))
+            .await?;
         if !f.is_replay() {
             return Err(Finding::Fail(format!(
                 "expected the replays up to seq {last}, got {} after {seqs:?}",
@@ -523,7 +553,10 @@ pub(crate) async fn replays_until(probe: &mut Probe, last: u64) -> Step<Vec<u64>
             )));
         }
         seqs.push(f.seq().ok_or_else(|| {
-            Finding::Fail(format!("a replay without a sequence: {}", probe::trim(&f.text)))
+            Finding::Fail(format!(
+                "a replay without a sequence: {}",
+                probe::trim(&f.text)
+            ))
         })?);
     }
     Ok(seqs)

@@ -91,7 +91,9 @@ impl Frame {
         }
         if self.ty() == "replay" {
             let e = &self.value["event"];
-            return e["sequence"].as_u64().or_else(|| e["data"]["cursor"].as_u64());
+            return e["sequence"]
+                .as_u64()
+                .or_else(|| e["data"]["cursor"].as_u64());
         }
         None
     }
@@ -190,7 +192,9 @@ impl Probe {
                 Err(Finding::Fail(format!("cannot connect: {e}")))
             }
             Err(_) => {
-                log.push(format!("{name} no WebSocket upgrade from {shown} within 10 s"));
+                log.push(format!(
+                    "{name} no WebSocket upgrade from {shown} within 10 s"
+                ));
                 Err(Finding::Fail("the WebSocket upgrade timed out".into()))
             }
         }
@@ -213,8 +217,11 @@ impl Probe {
 
     /// Sends a binary frame.
     pub(crate) async fn send_binary(&mut self, bytes: Vec<u8>) -> Result<(), Finding> {
-        self.log
-            .push(format!("{} → binary frame, {} bytes", self.name, bytes.len()));
+        self.log.push(format!(
+            "{} → binary frame, {} bytes",
+            self.name,
+            bytes.len()
+        ));
         self.write(Message::Binary(bytes.into())).await
     }
 
@@ -236,10 +243,9 @@ impl Probe {
     pub(crate) fn set_quiet(&mut self, quiet: bool) {
         match (quiet, self.quiet.take()) {
             (true, counted) => self.quiet = Some(counted.unwrap_or(0)),
-            (false, Some(n)) if n > 0 => {
-                self.log
-                    .push(format!("{} ← ({n} frames received, not shown)", self.name))
-            }
+            (false, Some(n)) if n > 0 => self
+                .log
+                .push(format!("{} ← ({n} frames received, not shown)", self.name)),
             (false, _) => {}
         }
     }
@@ -295,8 +301,11 @@ impl Probe {
                     return Ok(Got::Frame(frame));
                 }
                 Some(Ok(Message::Binary(bytes))) => {
-                    self.log
-                        .push(format!("{} ← binary frame, {} bytes", self.name, bytes.len()));
+                    self.log.push(format!(
+                        "{} ← binary frame, {} bytes",
+                        self.name,
+                        bytes.len()
+                    ));
                     return Ok(Got::Frame(Frame {
                         text: format!("<binary frame, {} bytes>", bytes.len()),
                         value: Value::Null,
@@ -369,20 +378,25 @@ impl Probe {
         }
         self.log.push(format!("{} → close 1000", self.name));
         let _ = self.ws.close(None).await;
-        let drain = async {
-            while let Some(Ok(_)) = self.ws.next().await {}
-        };
-        if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
-            self.log
-                .push(format!("{} … the server did not finish the close within 5 s", self.name));
+        let drain = async { while let Some(Ok(_)) = self.ws.next().await {} };
+        if tokio::time::timeout(Duration::from_secs(5), drain)
+            .await
+            .is_err()
+        {
+            self.log.push(format!(
+                "{} … the server did not finish the close within 5 s",
+                self.name
+            ));
         }
     }
 
     /// Drops the TCP connection without a close frame (a dead link, as the server sees it).
     pub(crate) fn abort(self) {
         if self.ended.is_none() {
-            self.log
-                .push(format!("{} ✂ TCP connection dropped, no close frame", self.name));
+            self.log.push(format!(
+                "{} ✂ TCP connection dropped, no close frame",
+                self.name
+            ));
         }
     }
 }

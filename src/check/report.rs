@@ -199,7 +199,9 @@ impl fmt::Display for Report {
         let producer = self
             .producer
             .as_deref()
-            .map_or("no producer of events".into(), |p| format!("events from {p}"));
+            .map_or("no producer of events".into(), |p| {
+                format!("events from {p}")
+            });
         writeln!(
             f,
             "tether check {}: protocol v{}, {producer}\n(§n: PROTOCOL.md; v2: docs/PROTOCOL-v2.md)\n",
@@ -249,7 +251,10 @@ mod tests {
             title: "a title",
             status,
             detail: detail.into(),
-            evidence: vec!["A → {\"type\":\"hello\"}".into(), "A ← <odd> & \u{1}".into()],
+            evidence: vec![
+                "A → {\"type\":\"hello\"}".into(),
+                "A ← <odd> & \u{1}".into(),
+            ],
             elapsed: Duration::from_millis(12),
         };
         Report {
@@ -290,6 +295,10 @@ mod tests {
         assert_eq!(v["passed"], false);
         assert_eq!(v["counts"]["n/a"], 1);
         assert_eq!(v["results"][1]["status"], "fail");
+        assert_eq!(
+            r.result("resume.c").map(|c| c.status),
+            Some(Status::NotApplicable)
+        );
         let text = r.to_string();
         for id in ["negotiate.a", "negotiate.b", "resume.c"] {
             assert!(text.contains(id));

@@ -45,8 +45,14 @@ mod tests {
     #[test]
     fn each_token_is_its_own_principal_and_others_are_refused() {
         let tokens = Tokens::new(&["a".into(), "b".into()]);
-        assert_eq!(tokens.authenticate(&with("a")), Ok(Principal("token".into())));
-        assert_eq!(tokens.authenticate(&with("b")), Ok(Principal("token-2".into())));
+        assert_eq!(
+            tokens.authenticate(&with("a")),
+            Ok(Principal("token".into()))
+        );
+        assert_eq!(
+            tokens.authenticate(&with("b")),
+            Ok(Principal("token-2".into()))
+        );
         assert!(tokens.authenticate(&with("c")).is_err());
         assert!(tokens.authenticate(&ConnectInfo::default()).is_err());
     }

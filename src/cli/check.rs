@@ -85,9 +85,8 @@ pub async fn run(args: CheckArgs) -> Result<(), Failure> {
         println!("{report}");
     }
     if let Some(path) = &args.junit {
-        std::fs::write(path, report.to_junit()).map_err(|e| {
-            Failure::Runtime(format!("cannot write {}: {e}", path.display()))
-        })?;
+        std::fs::write(path, report.to_junit())
+            .map_err(|e| Failure::Runtime(format!("cannot write {}: {e}", path.display())))?;
     }
     if report.passed() {
         return Ok(());

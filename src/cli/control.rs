@@ -59,7 +59,11 @@ fn refuse(why: String) -> ControlReply {
     }
 }
 
-async fn answer(line: &str, server: &Server, auth: &(dyn Authenticator + Send + Sync)) -> ControlReply {
+async fn answer(
+    line: &str,
+    server: &Server,
+    auth: &(dyn Authenticator + Send + Sync),
+) -> ControlReply {
     let command: ControlCommand = match serde_json::from_str(line) {
         Ok(c) => c,
         Err(e) => return refuse(format!("not a control command: {e}")),

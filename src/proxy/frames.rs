@@ -250,7 +250,10 @@ mod tests {
         let v2_replay = br#"{"type":"replay","event":{"type":"message","data":{"cursor":8,"seq":8},"sequence":8},"seq":8}"#;
         assert_eq!(EventInfo::of(v2_replay).map(|e| e.seq), Some(8));
         let v1_replay = br#"{"type":"replay","event":{"type":"message","data":{"cursor":9,"seq":9},"sequence":9}}"#;
-        assert_eq!(EventInfo::of(v1_replay).map(|e| (e.kind, e.seq)), Some(("replay".into(), 9)));
+        assert_eq!(
+            EventInfo::of(v1_replay).map(|e| (e.kind, e.seq)),
+            Some(("replay".into(), 9))
+        );
         assert_eq!(EventInfo::of(br#"{"type":"hello_ok","cursor":3}"#), None);
         assert_eq!(EventInfo::of(br#"{"type":"ping"}"#), None);
         assert_eq!(EventInfo::of(b"not json"), None);

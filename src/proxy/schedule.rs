@@ -238,11 +238,6 @@ impl Schedule {
         Ok(self)
     }
 
-    /// The seed.
-    pub fn seed(&self) -> u64 {
-        self.seed
-    }
-
     /// Whether the schedule holds no fault at all.
     pub fn is_empty(&self) -> bool {
         self.every.is_empty() && self.at.is_empty()
@@ -315,11 +310,23 @@ mod tests {
             assert!((w as u64 * 10 + 1..=(w as u64 + 1) * 10).contains(hit));
         }
         let same: Vec<u64> = (1..=100)
-            .filter(|&q| Schedule::new(3).every(10, FaultKind::Drop).unwrap().planned(q).is_some())
+            .filter(|&q| {
+                Schedule::new(3)
+                    .every(10, FaultKind::Drop)
+                    .unwrap()
+                    .planned(q)
+                    .is_some()
+            })
             .collect();
         assert_eq!(hits, same);
         let other: Vec<u64> = (1..=100)
-            .filter(|&q| Schedule::new(4).every(10, FaultKind::Drop).unwrap().planned(q).is_some())
+            .filter(|&q| {
+                Schedule::new(4)
+                    .every(10, FaultKind::Drop)
+                    .unwrap()
+                    .planned(q)
+                    .is_some()
+            })
             .collect();
         assert_ne!(hits, other, "another seed, other positions");
     }
@@ -328,7 +335,9 @@ mod tests {
     fn a_sequence_number_is_hit_once_by_its_first_frame() {
         let mut s = Schedule::new(1).at(5, FaultKind::Cut).unwrap();
         assert_eq!(s.fault_for(&event(4)), None);
-        assert!(matches!(s.fault_for(&event(5)), Some(Fault::Cut { kept_permille }) if (1..=999).contains(&kept_permille)));
+        assert!(
+            matches!(s.fault_for(&event(5)), Some(Fault::Cut { kept_permille }) if (1..=999).contains(&kept_permille))
+        );
         assert_eq!(s.fault_for(&event(5)), None, "the replay of 5 passes");
     }
 

@@ -306,7 +306,10 @@ fn a_v2_hole_inside_a_replay_is_repaired_with_a_resync_after_the_replay_ends() {
     h.recv(replay(2));
     h.recv(replay(4)); // 3 went missing
     h.recv(replay(5));
-    assert!(h.frames().is_empty(), "no resync while the replay is still coming");
+    assert!(
+        h.frames().is_empty(),
+        "no resync while the replay is still coming"
+    );
     h.recv(json!({"type":"replay_end","cursor":5,"replayed":4}));
     assert_eq!(h.frames(), vec![json!({"type":"resync","since":2})]);
     h.recv(live(6)); // live before the resync's replays: it will be replayed too

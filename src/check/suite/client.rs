@@ -144,9 +144,9 @@ impl Seen {
         match event {
             Event::Delivered(d) => self.delivered.push(d.seq),
             Event::Lost { from, to } => self.reported.push(format!("lost {from}..={to}")),
-            Event::ServerReset { cursor, head } => {
-                self.reported.push(format!("server reset (cursor {cursor}, head {head})"))
-            }
+            Event::ServerReset { cursor, head } => self
+                .reported
+                .push(format!("server reset (cursor {cursor}, head {head})")),
             Event::SessionReplaced { previous, current } => self
                 .reported
                 .push(format!("session replaced ({previous} → {current})")),
@@ -154,9 +154,9 @@ impl Seen {
                 return Err(Finding::Fail(format!("the client stopped: {reason:?}")))
             }
             Event::StateChanged(state) => ctx.note(format!("client: {state:?}")),
-            Event::Gap { expected, received } => {
-                ctx.note(format!("client: gap, expected {expected}, received {received}"))
-            }
+            Event::Gap { expected, received } => ctx.note(format!(
+                "client: gap, expected {expected}, received {received}"
+            )),
             _ => {}
         }
         Ok(())
@@ -165,9 +165,7 @@ impl Seen {
 
 /// The server's address from its URL.
 fn upstream(url: &str) -> Step<SocketAddr> {
-    let rest = url
-        .split_once("://")
-        .map_or(url, |(_, rest)| rest);
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split(['/', '?']).next().unwrap_or(rest);
     authority
         .to_socket_addrs()
@@ -190,8 +188,14 @@ mod tests {
     #[test]
     fn the_client_url_goes_through_the_proxy() {
         let proxy: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        assert_eq!(through("ws://127.0.0.1:8765/ws", proxy), "ws://127.0.0.1:9/ws");
-        assert_eq!(through("ws://localhost:1/ws?x=1", proxy), "ws://127.0.0.1:9/ws?x=1");
+        assert_eq!(
+            through("ws://127.0.0.1:8765/ws", proxy),
+            "ws://127.0.0.1:9/ws"
+        );
+        assert_eq!(
+            through("ws://localhost:1/ws?x=1", proxy),
+            "ws://127.0.0.1:9/ws?x=1"
+        );
         assert_eq!(
             upstream("ws://127.0.0.1:8765/ws").unwrap(),
             "127.0.0.1:8765".parse().unwrap()

@@ -27,7 +27,12 @@ async fn refused_credentials(ctx: &mut Ctx, token: Option<&str>) -> Step {
     let first = probe.frame(REPLY, "hello_error auth_required").await?;
     ensure(
         first.ty() == "hello_error" && first.get("code") == "auth_required",
-        || format!("expected hello_error auth_required, got {}", trim(&first.text)),
+        || {
+            format!(
+                "expected hello_error auth_required, got {}",
+                trim(&first.text)
+            )
+        },
     )?;
     let (_, ended) = probe.until_end(REPLY).await?;
     match ended {
@@ -41,10 +46,7 @@ async fn refused_credentials(ctx: &mut Ctx, token: Option<&str>) -> Step {
 /// `hello_ok` is the first frame after `hello` and has the reference keys and types, for a
 /// new session: `resumed` false, `cursor` 0.
 pub(crate) async fn hello_ok(ctx: &mut Ctx) -> Step {
-    let mut probe = ctx.open().await?;
-    let hello = ctx.hello(json!({}));
-    let reply = ctx.handshake(&mut probe, hello).await?;
-    probe.close().await;
+    let reply = ctx.hello_reply(json!({})).await?;
     ensure(reply.ty() == "hello_ok", || {
         format!("the first frame after hello is {}", trim(&reply.text))
     })?;
@@ -71,7 +73,7 @@ pub(crate) async fn hello_ok(ctx: &mut Ctx) -> Step {
     if !v["policy"]["max_payload"].is_u64() || !v["policy"]["heartbeat_ms"].is_u64() {
         wrong.push("policy lacks integer max_payload and heartbeat_ms");
     }
-    if !v["session_id"].as_str().is_some_and(|s| !s.is_empty()) {
+    if v["session_id"].as_str().is_none_or(str::is_empty) {
         wrong.push("session_id is not a non-empty string");
     }
     if v["resumed"] != false {
@@ -103,10 +105,9 @@ pub(crate) async fn sequence(ctx: &mut Ctx) -> Step {
 
 /// An unknown agent id: `hello_error` `agent_not_found` (n/a when the server takes any id).
 pub(crate) async fn unknown_agent(ctx: &mut Ctx) -> Step {
-    let mut probe = ctx.open().await?;
-    let hello = ctx.hello(json!({"agent_id": "tether-check-no-such-agent"}));
-    let reply = ctx.handshake(&mut probe, hello).await?;
-    probe.close().await;
+    let reply = ctx
+        .hello_reply(json!({"agent_id": "tether-check-no-such-agent"}))
+        .await?;
     match reply.ty() {
         "hello_error" if reply.get("code") == "agent_not_found" => {
             Ok("hello_error agent_not_found".into())
@@ -123,10 +124,7 @@ pub(crate) async fn unknown_agent(ctx: &mut Ctx) -> Step {
 
 /// No agent id at all: `hello_error` `agent_not_found`.
 pub(crate) async fn missing_agent(ctx: &mut Ctx) -> Step {
-    let mut probe = ctx.open().await?;
-    let hello = ctx.hello(json!({"agent_id": null}));
-    probe.send(&hello).await?;
-    let reply = match probe.recv(REPLY, "handshake reply").await? {
+    let reply = match ctx.hello_once(json!({"agent_id": null})).await? {
         Got::Frame(f) => f,
         Got::Ended(e) => {
             return Err(Finding::Fail(format!(
@@ -134,10 +132,14 @@ pub(crate) async fn missing_agent(ctx: &mut Ctx) -> Step {
             )))
         }
     };
-    probe.close().await;
     ensure(
         reply.ty() == "hello_error" && reply.get("code") == "agent_not_found",
-        || format!("expected hello_error agent_not_found, got {}", trim(&reply.text)),
+        || {
+            format!(
+                "expected hello_error agent_not_found, got {}",
+                trim(&reply.text)
+            )
+        },
     )?;
     Ok("hello_error agent_not_found".into())
 }
@@ -146,10 +148,9 @@ pub(crate) async fn missing_agent(ctx: &mut Ctx) -> Step {
 /// (taking the client's would let anyone plant a session id), and two new sessions differ.
 pub(crate) async fn server_chosen_ids(ctx: &mut Ctx) -> Step {
     let chosen = format!("tether-check-chosen-{}", ctx.request_id());
-    let mut a = ctx.open().await?;
-    let hello = ctx.hello(json!({"session_id": chosen, "since": 0}));
-    let reply = ctx.handshake(&mut a, hello).await?;
-    a.close().await;
+    let reply = ctx
+        .hello_reply(json!({"session_id": chosen, "since": 0}))
+        .await?;
     let session = accepted(reply)?;
     ensure(session.id != chosen, || {
         format!("the server adopted the client's session id {chosen:?}")

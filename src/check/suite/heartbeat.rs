@@ -41,13 +41,16 @@ pub(crate) async fn reaps_silent(ctx: &mut Ctx) -> Step {
     let (mut a, _) = ctx.start().await?;
     a.auto_pong = false;
     let since = Instant::now();
-    let (_, ended) = a.until_end(beat * 4 + Duration::from_secs(1)).await.map_err(|_| {
-        Finding::Fail(format!(
-            "a silent client was still connected after {} ms (heartbeat_ms {})",
-            (beat * 4 + Duration::from_secs(1)).as_millis(),
-            beat.as_millis()
-        ))
-    })?;
+    let (_, ended) = a
+        .until_end(beat * 4 + Duration::from_secs(1))
+        .await
+        .map_err(|_| {
+            Finding::Fail(format!(
+                "a silent client was still connected after {} ms (heartbeat_ms {})",
+                (beat * 4 + Duration::from_secs(1)).as_millis(),
+                beat.as_millis()
+            ))
+        })?;
     reaped(ended, since, beat)
 }
 

@@ -14,7 +14,10 @@ async fn typed_error_then_close(mut a: Probe, what: &str) -> Step {
             Ok(Got::Ended(e)) => break e,
             Ok(Got::Frame(f)) if f.ty() == "pong" => {
                 a.close().await;
-                return Err(Finding::Fail(format!("{what} was processed (answered {})", f.text)));
+                return Err(Finding::Fail(format!(
+                    "{what} was processed (answered {})",
+                    f.text
+                )));
             }
             Ok(Got::Frame(f)) => {
                 if error.is_none() && f.ty() == "error" && f.get("code").is_string() {
@@ -29,10 +32,9 @@ async fn typed_error_then_close(mut a: Probe, what: &str) -> Step {
         }
     };
     match (&ended, error) {
-        (Ended::Closed { code, .. }, Some(e)) => Ok(format!(
-            "error {}, then close {code}",
-            e.get("code")
-        )),
+        (Ended::Closed { code, .. }, Some(e)) => {
+            Ok(format!("error {}, then close {code}", e.get("code")))
+        }
         (Ended::Closed { code, .. }, None) => Err(Finding::Fail(format!(
             "{what}: closed {code} without a typed error frame first"
         ))),
@@ -43,7 +45,8 @@ async fn typed_error_then_close(mut a: Probe, what: &str) -> Step {
 /// Malformed JSON: a typed error, then a close (not a dropped socket).
 pub(crate) async fn invalid_json(ctx: &mut Ctx) -> Step {
     let (mut a, _) = ctx.start().await?;
-    a.send_text(r#"{"type":"message","content":"#.into()).await?;
+    a.send_text(r#"{"type":"message","content":"#.into())
+        .await?;
     typed_error_then_close(a, "malformed JSON").await
 }
 
@@ -72,8 +75,13 @@ pub(crate) async fn oversized(ctx: &mut Ctx) -> Step {
     // A ping padded to one byte over the limit: answered with a pong if it is let through.
     let head = r#"{"type":"ping","pad":""#;
     let pad = (max as usize + 1).saturating_sub(head.len() + 2);
-    a.send_text(format!("{head}{}\"}}", "x".repeat(pad))).await?;
-    typed_error_then_close(a, &format!("a frame of {} bytes (max_payload {max})", max + 1)).await
+    a.send_text(format!("{head}{}\"}}", "x".repeat(pad)))
+        .await?;
+    typed_error_then_close(
+        a,
+        &format!("a frame of {} bytes (max_payload {max})", max + 1),
+    )
+    .await
 }
 
 /// Bad input on one connection leaves another one, on its own session, untouched.
@@ -93,7 +101,8 @@ pub(crate) async fn neighbour_unaffected(ctx: &mut Ctx) -> Step {
 /// An unknown frame type is ignored or refused with an error; the connection stays up.
 pub(crate) async fn unknown_type(ctx: &mut Ctx) -> Step {
     let (mut a, _) = ctx.start().await?;
-    a.send(&json!({"type": "tether-check-unknown-type"})).await?;
+    a.send(&json!({"type": "tether-check-unknown-type"}))
+        .await?;
     a.send(&json!({"type": "ping"})).await?;
     let pong = a.until(REPLY, "pong", |f| f.ty() == "pong").await?;
     a.close().await;

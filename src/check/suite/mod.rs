@@ -162,6 +162,8 @@ mod tests {
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), defs.len(), "duplicate ids");
-        assert!(defs.iter().all(|d| d.id.contains('.') && !d.section.is_empty()));
+        assert!(defs
+            .iter()
+            .all(|d| d.id.contains('.') && !d.section.is_empty()));
     }
 }

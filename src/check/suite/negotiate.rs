@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::check::probe::trim;
+use crate::check::probe::{trim, Got};
 use crate::check::{ensure, Ctx, Finding, Step};
 
 /// The highest version both ranges hold is chosen: probe the server's top with a wide range,
@@ -21,17 +21,18 @@ pub(crate) async fn highest_common(ctx: &mut Ctx) -> Step {
         ensure(below == top - 1, || {
             format!("offered 1..={}, the server chose {below}", top - 1)
         })?;
-        return Ok(format!("v{top} for 1..=99 and {top}..={top}, v{below} for 1..={below}"));
+        return Ok(format!(
+            "v{top} for 1..=99 and {top}..={top}, v{below} for 1..={below}"
+        ));
     }
     Ok(format!("v{top} for 1..=99 and {top}..={top}"))
 }
 
 /// A hello with these version fields; the version of the `hello_ok` that answers it.
 async fn negotiated(ctx: &mut Ctx, min: Value, max: Value) -> Step<u64> {
-    let mut probe = ctx.open().await?;
-    let hello = ctx.hello(json!({"protocol_min": min, "protocol_max": max}));
-    let reply = ctx.handshake(&mut probe, hello).await?;
-    probe.close().await;
+    let reply = ctx
+        .hello_reply(json!({"protocol_min": min, "protocol_max": max}))
+        .await?;
     ensure(reply.ty() == "hello_ok", || {
         format!("offered {min}..={max}: {}", trim(&reply.text))
     })?;
@@ -46,9 +47,10 @@ async fn negotiated(ctx: &mut Ctx, min: Value, max: Value) -> Step<u64> {
 /// A range entirely above the server's: `protocol_unsupported` with `downgrade_client`.
 pub(crate) async fn too_new(ctx: &mut Ctx) -> Step {
     let (code, step) = refused(ctx, json!(1000), json!(1000)).await?;
-    ensure(code == "protocol_unsupported" && step == "downgrade_client", || {
-        format!("refused with {code}/{step}, expected protocol_unsupported/downgrade_client")
-    })?;
+    ensure(
+        code == "protocol_unsupported" && step == "downgrade_client",
+        || format!("refused with {code}/{step}, expected protocol_unsupported/downgrade_client"),
+    )?;
     Ok(format!("{code}/{step}"))
 }
 
@@ -100,21 +102,17 @@ async fn refused_any(ctx: &mut Ctx, min: Value, max: Value) -> Step {
 /// Offers `min..=max`; the `hello_error` code and next step, or a failure describing what
 /// the server did instead (accepted it, dropped the connection, sent something else).
 async fn refused(ctx: &mut Ctx, min: Value, max: Value) -> Step<(String, String)> {
-    let mut probe = ctx.open().await?;
-    let hello = ctx.hello(json!({"protocol_min": min, "protocol_max": max}));
-    probe.send(&hello).await?;
-    let got = probe
-        .recv(crate::check::REPLY, "handshake reply")
-        .await?;
-    let reply = match got {
-        crate::check::probe::Got::Frame(f) => f,
-        crate::check::probe::Got::Ended(e) => {
+    let reply = match ctx
+        .hello_once(json!({"protocol_min": min, "protocol_max": max}))
+        .await?
+    {
+        Got::Frame(f) => f,
+        Got::Ended(e) => {
             return Err(Finding::Fail(format!(
                 "offered {min}..={max}: no hello_error, the connection ended: {e}"
             )))
         }
     };
-    probe.close().await;
     match reply.ty() {
         "hello_error" => {
             let code = reply.get("code").as_str().unwrap_or("").to_owned();

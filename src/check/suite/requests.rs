@@ -21,7 +21,10 @@ async fn request(ctx: &mut Ctx, a: &mut Probe, content: &str) -> Step<(String, F
         .until(REPLY, "response accepted", |f| f.ty() == "response")
         .await?;
     ensure(accepted.status() == "accepted", || {
-        format!("the first response is {}, expected accepted", trim(&accepted.text))
+        format!(
+            "the first response is {}, expected accepted",
+            trim(&accepted.text)
+        )
     })?;
     ensure(accepted.seq().is_some(), || {
         format!("accepted is not tracked (no seq): {}", trim(&accepted.text))
@@ -41,7 +44,9 @@ pub(crate) async fn accepted_final(ctx: &mut Ctx) -> Step {
     let (mut a, _) = ctx.start().await?;
     let (_, accepted, fin) = request(ctx, &mut a, "tether check").await?;
     a.close().await;
-    ensure(fin.seq().is_some(), || format!("final is not tracked: {}", trim(&fin.text)))?;
+    ensure(fin.seq().is_some(), || {
+        format!("final is not tracked: {}", trim(&fin.text))
+    })?;
     ensure(fin.get("outcome")["status"].is_string(), || {
         format!("final has no outcome.status: {}", trim(&fin.text))
     })?;
@@ -59,7 +64,10 @@ pub(crate) async fn final_request_id(ctx: &mut Ctx) -> Step {
     let (id, _, fin) = request(ctx, &mut a, "tether check").await?;
     a.close().await;
     ensure(fin.get("request_id") == id.as_str(), || {
-        format!("final carries request_id {}, expected {id:?}", fin.get("request_id"))
+        format!(
+            "final carries request_id {}, expected {id:?}",
+            fin.get("request_id")
+        )
     })?;
     Ok(format!("final request_id {id}"))
 }
@@ -75,7 +83,10 @@ pub(crate) async fn duplicate_outcome(ctx: &mut Ctx) -> Step {
         .await?;
     a.close().await;
     ensure(dup.status() == "duplicate", || {
-        format!("a resent request_id got {}, expected duplicate", trim(&dup.text))
+        format!(
+            "a resent request_id got {}, expected duplicate",
+            trim(&dup.text)
+        )
     })?;
     let same = (!fin.get("outcome").is_null() && dup.get("outcome") == fin.get("outcome"))
         || (!fin.get("content").is_null() && dup.get("content") == fin.get("content"));
@@ -199,14 +210,24 @@ pub(crate) async fn errors_untracked(ctx: &mut Ctx) -> Step {
     let expected = tracked.last().copied().unwrap_or(last) + 1;
     let next = if ctx.has_producer() {
         let cursors = ctx.producer()?.publish(&session.id, 1, Map::new()).await?;
-        live_until(&mut a, cursors.last().copied().flatten().unwrap_or(expected)).await?
+        live_until(
+            &mut a,
+            cursors.last().copied().flatten().unwrap_or(expected),
+        )
+        .await?
     } else {
         ctx.events(&mut a, &session.id, 1).await?
     };
     a.close().await;
     let got = next.iter().copied().find(|s| *s > last).unwrap_or(0);
     ensure(got == expected, || {
-        format!("after {} error frame(s) the next event has seq {got}, expected {expected}", errors.len())
+        format!(
+            "after {} error frame(s) the next event has seq {got}, expected {expected}",
+            errors.len()
+        )
     })?;
-    Ok(format!("{} untracked error frame(s); next seq {got}", errors.len()))
+    Ok(format!(
+        "{} untracked error frame(s); next seq {got}",
+        errors.len()
+    ))
 }

@@ -24,7 +24,10 @@ fn same_session(resumed: &Session, id: &str, head: u64) -> Step<()> {
         format!("asked to resume {id}, got session {}", resumed.id)
     })?;
     ensure(resumed.cursor() == head, || {
-        format!("hello_ok.cursor is {}, the head is {head}", resumed.cursor())
+        format!(
+            "hello_ok.cursor is {}, the head is {head}",
+            resumed.cursor()
+        )
     })
 }
 
@@ -50,7 +53,10 @@ pub(crate) async fn since_zero(ctx: &mut Ctx) -> Step {
         })?;
         let cursor = f.get("event")["data"]["cursor"].as_u64();
         ensure(cursor.is_some() && cursor == f.seq(), || {
-            format!("a replay whose event.data.cursor is not its sequence: {}", trim(&f.text))
+            format!(
+                "a replay whose event.data.cursor is not its sequence: {}",
+                trim(&f.text)
+            )
         })?;
         seqs.push(f.seq().unwrap_or(0));
     }
@@ -78,7 +84,10 @@ pub(crate) async fn since_head(ctx: &mut Ctx) -> Step {
     let next = next_tracked_after_resume(ctx, &mut b, &id).await?;
     b.close().await;
     ensure(next == head + 1, || {
-        format!("the first event after a resume at the head has seq {next}, expected {}", head + 1)
+        format!(
+            "the first event after a resume at the head has seq {next}, expected {}",
+            head + 1
+        )
     })?;
     Ok(format!("nothing replayed; seq {next} live"))
 }
@@ -100,7 +109,10 @@ async fn next_tracked_after_resume(ctx: &mut Ctx, b: &mut Probe, id: &str) -> St
         })
         .await?;
     ensure(!f.is_replay(), || {
-        format!("a replay came although nothing was missed: {}", trim(&f.text))
+        format!(
+            "a replay came although nothing was missed: {}",
+            trim(&f.text)
+        )
     })?;
     Ok(f.seq().unwrap_or(0))
 }
@@ -160,7 +172,12 @@ pub(crate) async fn away_events(ctx: &mut Ctx) -> Step {
     same_session(&resumed, &id, head + 3)?;
     let seqs = replays_until(&mut b, head + 3).await?;
     b.close().await;
-    exactly(&seqs, head + 1, head + 3, "replays of the events published while away")?;
+    exactly(
+        &seqs,
+        head + 1,
+        head + 3,
+        "replays of the events published while away",
+    )?;
     Ok(format!("replayed {}..={}", head + 1, head + 3))
 }
 
@@ -200,12 +217,17 @@ pub(crate) async fn beyond_head(ctx: &mut Ctx) -> Step {
     }
     let cursor = reply.get("cursor").as_u64().unwrap_or(u64::MAX);
     ensure(cursor < since, || {
-        format!("since {since} beyond the head {head}: hello_ok.cursor is {cursor}, not below since")
+        format!(
+            "since {since} beyond the head {head}: hello_ok.cursor is {cursor}, not below since"
+        )
     })?;
     let next = next_tracked_after_resume(ctx, &mut b, &id).await?;
     b.close().await;
     ensure(next == cursor + 1, || {
-        format!("after the reset the next event has seq {next}, expected {}", cursor + 1)
+        format!(
+            "after the reset the next event has seq {next}, expected {}",
+            cursor + 1
+        )
     })?;
     Ok(format!("cursor {cursor} < since {since}; next seq {next}"))
 }
@@ -285,7 +307,10 @@ async fn publish_while_reading(
     };
     if let (true, Some(Some(last))) = (open, cursors.last().copied()) {
         while live.ended().is_none() {
-            match live.recv(REPLY, &format!("the event with seq {last}")).await? {
+            match live
+                .recv(REPLY, &format!("the event with seq {last}"))
+                .await?
+            {
                 Got::Frame(f) if f.seq().is_some_and(|s| s >= last) => break,
                 _ => {}
             }
@@ -303,9 +328,10 @@ async fn window_verdict(
 ) -> Step<Option<Step>> {
     let h = &resumed.hello_ok;
     if ctx.version >= 2 {
-        let oldest = h.get("oldest_cursor").as_u64().ok_or_else(|| {
-            Finding::Fail("a v2 hello_ok without oldest_cursor".into())
-        })?;
+        let oldest = h
+            .get("oldest_cursor")
+            .as_u64()
+            .ok_or_else(|| Finding::Fail("a v2 hello_ok without oldest_cursor".into()))?;
         if oldest <= 1 {
             return Ok(None);
         }
@@ -337,10 +363,13 @@ async fn window_verdict(
     if first_seq <= 1 {
         return Ok(None);
     }
-    ctx.note(format!("{} ← (first replay) {}", probe.name(), trim(&first.text)));
+    ctx.note(format!(
+        "{} ← (first replay) {}",
+        probe.name(),
+        trim(&first.text)
+    ));
     let sequence = h.get("sequence").as_u64();
-    let flagged = h.get("resync_required") == true
-        || sequence.is_some_and(|s| s + 1 < first_seq);
+    let flagged = h.get("resync_required") == true || sequence.is_some_and(|s| s + 1 < first_seq);
     Ok(Some(if flagged {
         Ok(format!(
             "events 1..={} gone: hello_ok.sequence {} before the first replay {first_seq}",

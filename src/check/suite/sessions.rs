@@ -43,9 +43,11 @@ pub(crate) async fn not_orphaned(ctx: &mut Ctx) -> Step {
     let id = ctx.request_id();
     b.send(&json!({"type": "message", "content": "tether check", "request_id": id}))
         .await?;
-    b.until(Duration::from_secs(3), "the final of a request on the new socket", |f| {
-        f.ty() == "response" && f.status() == "final"
-    })
+    b.until(
+        Duration::from_secs(3),
+        "the final of a request on the new socket",
+        |f| f.ty() == "response" && f.status() == "final",
+    )
     .await
     .map_err(|_| {
         Finding::Fail(
@@ -77,10 +79,9 @@ pub(crate) async fn other_agent(ctx: &mut Ctx) -> Step {
         .unwrap_or_else(|| "tether-check-other-agent".into());
     let (a, session) = ctx.start().await?;
     a.close().await;
-    let mut b = ctx.open().await?;
-    let hello = ctx.hello(json!({"agent_id": other, "session_id": session.id, "since": 0}));
-    let reply = ctx.handshake(&mut b, hello).await?;
-    b.close().await;
+    let reply = ctx
+        .hello_reply(json!({"agent_id": other, "session_id": session.id, "since": 0}))
+        .await?;
     match reply.ty() {
         "hello_error" if reply.get("code") == "agent_not_found" => {
             Err(Finding::NotApplicable(format!(
@@ -135,7 +136,11 @@ pub(crate) async fn leave(ctx: &mut Ctx) -> Step {
     let left = a.until(REPLY, "left", |f| f.ty() == "left").await?;
     a.close().await;
     ensure(left.get("session_id") == session.id.as_str(), || {
-        format!("left names {}, expected {}", left.get("session_id"), session.id)
+        format!(
+            "left names {}, expected {}",
+            left.get("session_id"),
+            session.id
+        )
     })?;
     Ok(left.text)
 }
@@ -152,15 +157,18 @@ pub(crate) async fn second_hello(ctx: &mut Ctx) -> Step {
     a.send(&json!({"type": "ping"})).await?;
     a.until(REPLY, "pong", |f| f.ty() == "pong").await?;
     a.close().await;
-    let mut b = ctx.open().await?;
-    let hello = ctx.hello(json!({"session_id": first.id, "since": 0}));
-    let resumed = accepted(ctx.handshake(&mut b, hello).await?)?;
-    b.close().await;
+    let resumed = accepted(
+        ctx.hello_reply(json!({"session_id": first.id, "since": 0}))
+            .await?,
+    )?;
     ensure(resumed.id == first.id, || {
         format!(
             "the first session could not be resumed after a second hello (got {})",
             resumed.id
         )
     })?;
-    Ok(format!("answered with {}; the first session resumed", reply.ty()))
+    Ok(format!(
+        "answered with {}; the first session resumed",
+        reply.ty()
+    ))
 }

@@ -17,14 +17,26 @@ pub(crate) async fn replay_end(ctx: &mut Ctx) -> Step {
     let end = b.frame(REPLY, "replay_end").await?;
     b.close().await;
     ensure(end.ty() == "replay_end", || {
-        format!("after the last replay: {}, expected replay_end", trim(&end.text))
+        format!(
+            "after the last replay: {}, expected replay_end",
+            trim(&end.text)
+        )
     })?;
     ensure(
         end.get("cursor") == head && end.get("replayed") == head - 1,
-        || format!("replay_end {}, expected cursor {head}, replayed {}", end.text, head - 1),
+        || {
+            format!(
+                "replay_end {}, expected cursor {head}, replayed {}",
+                end.text,
+                head - 1
+            )
+        },
     )?;
     ensure(end.get("lost_from").is_null(), || {
-        format!("replay_end reports a loss that did not happen: {}", end.text)
+        format!(
+            "replay_end reports a loss that did not happen: {}",
+            end.text
+        )
     })?;
     Ok(format!("replay_end cursor {head}, replayed {}", head - 1))
 }
@@ -80,7 +92,15 @@ pub(crate) async fn resync(ctx: &mut Ctx) -> Step {
     })?;
     ensure(
         end.ty() == "replay_end" && end.get("cursor") == head,
-        || format!("after the resync replays: {}, expected replay_end cursor {head}", trim(&end.text)),
+        || {
+            format!(
+                "after the resync replays: {}, expected replay_end cursor {head}",
+                trim(&end.text)
+            )
+        },
     )?;
-    Ok(format!("resync since {first}: {}..={head}, replay_end", first + 1))
+    Ok(format!(
+        "resync since {first}: {}..={head}, replay_end",
+        first + 1
+    ))
 }
