@@ -56,6 +56,9 @@ use super::session::{Dedup, Outcome, Session, SessionId};
 use super::Server;
 use crate::wire::{ConnectErrorCode, Hello, Join, RecoveryStep};
 
+/// Close code of a connection whose session the store lost ([`Server::session_lost`]).
+pub const SESSION_LOST_CLOSE: u16 = 4010;
+
 /// Longest session id looked up in the store (ours are 36-character uuids); longer ones are
 /// treated as unknown without a lookup.
 pub(crate) const MAX_STORED_ID: usize = 128;
@@ -426,6 +429,28 @@ impl Server {
             return false;
         };
         self.close_conn(now, conn, 1012, "store_gap".into(), super::Flush::All);
+        true
+    }
+
+    /// The store no longer holds `session` (flushed, evicted, restarted empty): events it
+    /// numbered for it may be gone without a trace, so this node must not go on serving it.
+    /// The connection holding it gets what this node already has, then close 4010
+    /// `session_lost`; its client reconnects, the store knows no such session, and the new
+    /// handshake tells the client `SessionReplaced` (its pending requests become ambiguous)
+    /// (The local copy cannot be resumed silently: every resume in store mode asks the store
+    /// first.) Returns whether this node held the session's connection (a session held nowhere
+    /// is reported to its client at its next resume).
+    pub fn session_lost(&mut self, now: Instant, session: &SessionId) -> bool {
+        let Some(conn) = self.sessions.get(session).and_then(|s| s.conn) else {
+            return false;
+        };
+        self.close_conn(
+            now,
+            conn,
+            SESSION_LOST_CLOSE,
+            "session_lost".into(),
+            super::Flush::All,
+        );
         true
     }
 

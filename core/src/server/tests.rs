@@ -1345,6 +1345,42 @@ fn a_gap_the_store_cannot_fill_releases_the_holder_so_its_resume_reports_the_los
     assert!(!s.release_holder(now, &SessionId("other".into())));
 }
 
+#[test]
+fn a_session_the_store_lost_closes_its_holder_after_what_it_was_owed() {
+    let now = t0();
+    let mut s = Server::new(
+        ServerConfig {
+            external_store: true,
+            ..cfg()
+        },
+        now,
+    );
+    let conn = ConnId(1);
+    let sid = connect_v1(&mut s, now, conn);
+    events(&mut s);
+    let first = Unsequenced {
+        session: sid.clone(),
+        kind: "message".into(),
+        body: r#"{"type":"message","content":"e1""#.into(),
+        event_id: 1,
+        timestamp: 1.0,
+    };
+    assert_eq!(s.ingest(now, &sid, first.into_recorded(1)), Ok(Ingest::Appended));
+    assert!(s.session_lost(now, &sid));
+    let out = drain(&mut s, now);
+    let texts = texts_of(&out, conn);
+    assert!(
+        texts.iter().any(|t| t.contains(r#""content":"e1""#)),
+        "what it was owed goes out first: {texts:?}"
+    );
+    assert_eq!(
+        close_of(&out, conn),
+        Some((SESSION_LOST_CLOSE, "session_lost".into()))
+    );
+    assert!(s.held_sessions().is_empty());
+    assert!(!s.session_lost(now, &sid), "held nowhere any more");
+}
+
 /// What each connection was sent, in order.
 type PerConn = BTreeMap<ConnId, Vec<ServerTransmit>>;
 
