@@ -337,6 +337,12 @@ impl Server {
             .collect()
     }
 
+    /// Whether a connection of this node holds `session` (notifications for it are ingested
+    /// here).
+    pub fn holds(&self, session: &SessionId) -> bool {
+        self.sessions.get(session).is_some_and(|s| s.conn.is_some())
+    }
+
     /// The store's metadata view of a local session (no events), as in
     /// [`ServerEvent::StoreSession`].
     pub fn stored_session(&self, session: &SessionId) -> Option<StoredSession> {

@@ -1365,7 +1365,10 @@ fn a_session_the_store_lost_closes_its_holder_after_what_it_was_owed() {
         event_id: 1,
         timestamp: 1.0,
     };
-    assert_eq!(s.ingest(now, &sid, first.into_recorded(1)), Ok(Ingest::Appended));
+    assert_eq!(
+        s.ingest(now, &sid, first.into_recorded(1)),
+        Ok(Ingest::Appended)
+    );
     assert!(s.session_lost(now, &sid));
     let out = drain(&mut s, now);
     let texts = texts_of(&out, conn);
