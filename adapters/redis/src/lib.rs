@@ -276,12 +276,13 @@ async fn check_eviction(link: &Link, check: EvictionCheck) -> Result<(), StoreEr
     let read = |name: &'static str| {
         let mut link = link.clone();
         async move {
-            let pair: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
-                .arg("GET")
-                .arg(name)
-                .query_async(&mut link)
-                .await;
-            pair.map(|p| p.into_iter().nth(1).unwrap_or_default())
+            let pair: redis::RedisResult<std::collections::HashMap<String, String>> =
+                redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg(name)
+                    .query_async(&mut link)
+                    .await;
+            pair.map(|mut p| p.remove(name).unwrap_or_default())
         }
     };
     let (limit, policy) = match (read("maxmemory").await, read("maxmemory-policy").await) {
