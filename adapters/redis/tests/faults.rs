@@ -88,9 +88,7 @@ struct Seen {
 }
 
 /// Consumes the client's events into a shared `Seen`; `progress` carries the count delivered.
-fn consume(
-    mut events: tether_tokio::ClientEvents,
-) -> (Arc<Mutex<Seen>>, watch::Receiver<usize>) {
+fn consume(mut events: tether_tokio::ClientEvents) -> (Arc<Mutex<Seen>>, watch::Receiver<usize>) {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let (tx, rx) = watch::channel(0);
     let s = seen.clone();
@@ -118,7 +116,12 @@ fn consume(
 }
 
 /// Publishes events `from..from+count` in batches, waiting through outages.
-fn publisher(node: &Node, session: &SessionId, from: u64, count: u64) -> tokio::task::JoinHandle<()> {
+fn publisher(
+    node: &Node,
+    session: &SessionId,
+    from: u64,
+    count: u64,
+) -> tokio::task::JoinHandle<()> {
     let (node, session) = (node.node.clone(), session.clone());
     tokio::spawn(async move {
         let mut i = from;
@@ -128,7 +131,11 @@ fn publisher(node: &Node, session: &SessionId, from: u64, count: u64) -> tokio::
                 .publish_many(&session, "message", (i..i + n).map(event).collect())
                 .await
                 .expect("published");
-            assert_eq!(range.clone().count() as u64, n, "one sequence per event: {range:?}");
+            assert_eq!(
+                range.clone().count() as u64,
+                n,
+                "one sequence per event: {range:?}"
+            );
             i += n;
         }
     })
@@ -136,7 +143,11 @@ fn publisher(node: &Node, session: &SessionId, from: u64, count: u64) -> tokio::
 
 fn assert_exactly_once_in_order(seen: &Seen, total: u64) {
     assert!(seen.losses.is_empty(), "loss reported: {:?}", seen.losses);
-    assert!(seen.replaced.is_none(), "session replaced: {:?}", seen.replaced);
+    assert!(
+        seen.replaced.is_none(),
+        "session replaced: {:?}",
+        seen.replaced
+    );
     assert_eq!(seen.seqs.len() as u64, total, "every event delivered");
     assert!(
         seen.seqs.iter().copied().eq(1..=total),
@@ -157,7 +168,8 @@ async fn redis_killed_mid_stream_and_restarted_with_its_data_loses_nothing_and_t
     logged();
     let mut redis = RedisServer::own(Persistence::Aof, &[]);
     let mut node = Node::start("127.0.0.1:0", server_config(), store(&redis)).await;
-    let (_client, events) = tether_tokio::connect(node.url(), None, client_config()).expect("client");
+    let (_client, events) =
+        tether_tokio::connect(node.url(), None, client_config()).expect("client");
     let session = node.created.next().await.expect("session");
     let (seen, mut progress) = consume(events);
     const TOTAL: u64 = 6_000;
@@ -194,7 +206,8 @@ async fn connections_killed_five_times_mid_stream_lose_nothing() {
     logged();
     let redis = RedisServer::own(Persistence::None, &[]);
     let mut node = Node::start("127.0.0.1:0", server_config(), store(&redis)).await;
-    let (_client, events) = tether_tokio::connect(node.url(), None, client_config()).expect("client");
+    let (_client, events) =
+        tether_tokio::connect(node.url(), None, client_config()).expect("client");
     let session = node.created.next().await.expect("session");
     let (seen, mut progress) = consume(events);
     const TOTAL: u64 = 10_000;
@@ -221,7 +234,10 @@ async fn connections_killed_five_times_mid_stream_lose_nothing() {
             killed_total += killed;
         }
     }
-    assert!(killed_total >= 5, "the node's connection was killed each time");
+    assert!(
+        killed_total >= 5,
+        "the node's connection was killed each time"
+    );
     tokio::time::timeout(Duration::from_secs(60), publishing)
         .await
         .expect("publisher done")
@@ -233,7 +249,11 @@ async fn connections_killed_five_times_mid_stream_lose_nothing() {
 /// The node's warnings about `session`: one, however many events were in flight.
 fn assert_one_line_about(session: &SessionId) {
     let lines = lines_mentioning(session.as_str());
-    assert_eq!(lines.len(), 1, "one log line about the lost session: {lines:?}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "one log line about the lost session: {lines:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,7 +261,8 @@ async fn flushall_mid_stream_replaces_the_session_at_once_with_one_log_line() {
     logged();
     let redis = RedisServer::own(Persistence::None, &[]);
     let mut node = Node::start("127.0.0.1:0", server_config(), store(&redis)).await;
-    let (_client, events) = tether_tokio::connect(node.url(), None, client_config()).expect("client");
+    let (_client, events) =
+        tether_tokio::connect(node.url(), None, client_config()).expect("client");
     let session = node.created.next().await.expect("session");
     let (seen, mut progress) = consume(events);
     // A publisher that goes on after the flush (its events now fail as unknown).
@@ -250,7 +271,10 @@ async fn flushall_mid_stream_replaces_the_session_at_once_with_one_log_line() {
         let mut i = 0;
         loop {
             i += 1;
-            match n.publish_many(&s, "message", (0..10).map(event).collect()).await {
+            match n
+                .publish_many(&s, "message", (0..10).map(event).collect())
+                .await
+            {
                 Ok(_) => {}
                 Err(StoreError::UnknownSession(_)) => return i,
                 Err(e) => panic!("unexpected {e}"),
@@ -290,7 +314,8 @@ async fn an_empty_restart_replaces_the_session_within_two_seconds_of_redis_being
     logged();
     let mut redis = RedisServer::own(Persistence::None, &[]);
     let mut node = Node::start("127.0.0.1:0", server_config(), store(&redis)).await;
-    let (_client, events) = tether_tokio::connect(node.url(), None, client_config()).expect("client");
+    let (_client, events) =
+        tether_tokio::connect(node.url(), None, client_config()).expect("client");
     let session = node.created.next().await.expect("session");
     let (seen, mut progress) = consume(events);
     node.node
@@ -322,7 +347,8 @@ async fn a_publisher_gets_a_typed_error_while_redis_is_down_and_the_queue_is_ful
         ..store(&redis)
     };
     let mut node = Node::start("127.0.0.1:0", server_config(), config).await;
-    let (_client, events) = tether_tokio::connect(node.url(), None, client_config()).expect("client");
+    let (_client, events) =
+        tether_tokio::connect(node.url(), None, client_config()).expect("client");
     let session = node.created.next().await.expect("session");
     let (seen, mut progress) = consume(events);
     // The session's metadata is written (its write no longer takes room).
@@ -379,7 +405,9 @@ async fn a_publisher_gets_a_typed_error_while_redis_is_down_and_the_queue_is_ful
 /// `GET path` on the node's port: (status, body).
 async fn http_get(node: &Node, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(node.addr).await.expect("connect");
+    let mut s = tokio::net::TcpStream::connect(node.addr)
+        .await
+        .expect("connect");
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .await
         .expect("write");
