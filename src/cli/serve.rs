@@ -56,6 +56,52 @@ pub struct ServeArgs {
     /// Prefix of the Redis keys (several gateways can share one Redis).
     #[arg(long, value_name = "P", default_value = "tether", requires = "redis")]
     pub redis_prefix: String,
+    /// --redis names seed nodes of a Redis Cluster, comma-separated
+    /// (redis://HOST:PORT,redis://HOST:PORT,...).
+    #[arg(long, requires = "redis")]
+    pub redis_cluster: bool,
+}
+
+/// Where the synthetic events are published: the server itself, or (multi-node) the store,
+/// which numbers them.
+#[derive(Clone)]
+enum Emitter {
+    Server(Server),
+    Store(tether_redis::RedisNode),
+}
+
+/// Why an emitted event was not published.
+enum Refused {
+    /// The session is gone: stop emitting to it.
+    UnknownSession,
+    /// The store is unreachable and its queue full: try again at the next tick.
+    Backlogged,
+    /// The server is stopping.
+    Stopped,
+}
+
+impl Emitter {
+    async fn publish(
+        &self,
+        session: &SessionId,
+        fields: Vec<(String, Value)>,
+    ) -> Result<(), Refused> {
+        match self {
+            Emitter::Server(server) => match server.publish(session, "message", fields).await {
+                Ok(_) => Ok(()),
+                Err(ServerError::Command(CommandError::UnknownSession(_))) => {
+                    Err(Refused::UnknownSession)
+                }
+                Err(_) => Err(Refused::Stopped),
+            },
+            Emitter::Store(node) => match node.publish(session, "message", fields).await {
+                Ok(_) => Ok(()),
+                Err(tether_redis::StoreError::UnknownSession(_)) => Err(Refused::UnknownSession),
+                Err(tether_redis::StoreError::Backlogged { .. }) => Err(Refused::Backlogged),
+                Err(_) => Err(Refused::Stopped),
+            },
+        }
+    }
 }
 
 /// Runs the server until SIGINT/SIGTERM, then shuts down gracefully and saves the state file.
@@ -92,11 +138,16 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     let cannot = |e: &dyn std::fmt::Display| {
         Failure::Runtime(format!("cannot serve on {}: {e}", args.listen))
     };
-    let (bound, _node) = match &args.redis {
+    let (bound, node) = match &args.redis {
         Some(url) => {
+            let base = if args.redis_cluster {
+                tether_redis::RedisConfig::cluster(url.split(',').map(str::trim))
+            } else {
+                tether_redis::RedisConfig::new(url.clone())
+            };
             let store = tether_redis::RedisConfig {
                 prefix: args.redis_prefix.clone(),
-                ..tether_redis::RedisConfig::new(url.clone())
+                ..base
             };
             let (bound, node) = tether_redis::serve(&args.listen, config, store)
                 .await
@@ -142,9 +193,13 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     let sessions = Arc::new(Mutex::new(heads));
     let (stop_tx, stop) = watch::channel(false);
     let handler = tokio::spawn(handle_events(server.clone(), events, sessions.clone()));
-    let emitter = args
-        .emit_rate
-        .map(|rate| tokio::spawn(emit(server.clone(), sessions, rate, stop.clone())));
+    let emitter = args.emit_rate.map(|rate| {
+        let emitter = match node.clone() {
+            Some(node) => Emitter::Store(node),
+            None => Emitter::Server(server.clone()),
+        };
+        tokio::spawn(emit(emitter, sessions, rate, stop.clone()))
+    });
     let saver = args.state_file.clone().map(|path| {
         tokio::spawn(save_periodically(
             server.clone(),
@@ -168,10 +223,12 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     if let Some(saver) = saver {
         let _ = saver.await;
     }
-    let snapshot = server
-        .shutdown()
-        .await
-        .map_err(|e| Failure::Runtime(format!("shutdown failed: {e}")))?;
+    let snapshot = match &node {
+        // The store's queued writes and presence are settled before the process exits.
+        Some(node) => node.shutdown().await.map_err(|e| e.to_string()),
+        None => server.shutdown().await.map_err(|e| e.to_string()),
+    }
+    .map_err(|e| Failure::Runtime(format!("shutdown failed: {e}")))?;
     let _ = accepting.await;
     handler.abort();
     if let Some(path) = &args.state_file {
@@ -296,7 +353,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Publishes `{"content":"event n","n":n}` to every live session at `rate` per second.
 async fn emit(
-    server: Server,
+    emitter: Emitter,
     sessions: Arc<Mutex<HashMap<SessionId, u64>>>,
     rate: f64,
     mut stop: watch::Receiver<bool>,
@@ -319,13 +376,17 @@ async fn emit(
                     ("content".to_owned(), json!(format!("event {n}"))),
                     ("n".to_owned(), json!(n)),
                 ];
-                match server.publish(&session, "message", fields).await {
-                    Ok(_) => {}
-                    Err(ServerError::Command(CommandError::UnknownSession(_))) => {
+                match emitter.publish(&session, fields).await {
+                    Ok(()) => {}
+                    Err(Refused::UnknownSession) => {
                         lock(&sessions).remove(&session);
                         break;
                     }
-                    Err(_) => return, // the server is stopping
+                    Err(Refused::Backlogged) => {
+                        n -= 1;
+                        break;
+                    }
+                    Err(Refused::Stopped) => return,
                 }
             }
             if let Some(count) = lock(&sessions).get_mut(&session) {

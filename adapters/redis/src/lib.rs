@@ -210,6 +210,8 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct RedisNode {
     inner: Arc<Inner>,
+    /// The node's loops, awaited by [`RedisNode::shutdown`].
+    loops: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 /// The server figures the store needs.
@@ -364,12 +366,28 @@ impl RedisNode {
             metrics,
             retry_every: config.reconnect_max.max(Duration::from_millis(1)),
         });
-        tokio::spawn(node::pump(inner.clone(), events, app_tx));
-        tokio::spawn(node::writer(inner.clone(), writes_rx));
-        tokio::spawn(node::subscriber(inner.clone(), connection.pushes));
-        tokio::spawn(node::health_loop(inner.clone()));
-        tokio::spawn(presence::presence_loop(inner.clone()));
-        Ok((RedisNode { inner }, app_events))
+        let loops = vec![
+            tokio::spawn(node::pump(inner.clone(), events, app_tx)),
+            tokio::spawn(node::writer(inner.clone(), writes_rx)),
+            tokio::spawn(node::subscriber(inner.clone(), connection.pushes)),
+            tokio::spawn(node::health_loop(inner.clone())),
+            tokio::spawn(presence::presence_loop(inner.clone())),
+        ];
+        let loops = Arc::new(std::sync::Mutex::new(loops));
+        Ok((RedisNode { inner, loops }, app_events))
+    }
+
+    /// Graceful shutdown of the node: the server's (every connection gets what it is owed,
+    /// then a close), then the store's: the writes still queued are stored (for up to 5 s if
+    /// Redis is unreachable), this node's presence is withdrawn, and its connection to Redis
+    /// closes. Returns the server's final snapshot (its sessions live on in Redis).
+    pub async fn shutdown(&self) -> Result<tether_core::server::ServerSnapshot, StoreError> {
+        let snapshot = self.inner.server.shutdown().await?;
+        let loops = std::mem::take(&mut *self.loops.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in loops {
+            let _ = task.await;
+        }
+        Ok(snapshot)
     }
 
     /// The server handle (respond, broadcast, health, shutdown...). Publish through the node:

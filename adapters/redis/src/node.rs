@@ -390,15 +390,37 @@ enum Op {
     Verify,
 }
 
-/// Does the writes in order, retrying what failed transiently until the store answers.
+/// How long a stopping node keeps trying to store the writes still queued.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Does the writes in order, retrying what failed transiently until the store answers. When
+/// the server stops, the writes already queued (e.g. its last responses) are still stored,
+/// for up to [`SHUTDOWN_GRACE`].
 pub(crate) async fn writer(inner: Arc<Inner>, mut writes: mpsc::UnboundedReceiver<Write>) {
     let stopped = inner.server.stopped();
     futures::pin_mut!(stopped);
+    // Resolves at the end of the grace period, once the server has stopped.
+    let grace = async {
+        stopped.await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    futures::pin_mut!(grace);
+    let mut draining = false;
     let mut tokens = 0u64;
     loop {
-        let first = tokio::select! {
-            w = writes.next() => match w { Some(w) => w, None => return },
-            () = &mut stopped => return,
+        let first = if draining {
+            match writes.try_recv() {
+                Ok(w) => w,
+                Err(_) => return,
+            }
+        } else {
+            tokio::select! {
+                w = writes.next() => match w { Some(w) => w, None => return },
+                () = inner.server.stopped() => {
+                    draining = true;
+                    continue;
+                }
+            }
         };
         let mut batch = vec![first];
         let mut events = 0;
@@ -502,8 +524,12 @@ pub(crate) async fn writer(inner: Arc<Inner>, mut writes: mpsc::UnboundedReceive
                 }
             }
         }
-        let Some(replies) = inner.send(&sessions, &mut stopped).await else {
-            return; // stopping
+        let Some(replies) = inner.send(&sessions, &mut grace).await else {
+            let left = sessions.iter().map(|(_, ops)| ops.len()).sum::<usize>();
+            tracing::error!(
+                "session store: stopped with {left} writes Redis did not take (unreachable)"
+            );
+            return;
         };
         drop(rooms);
         inner.count_queue();

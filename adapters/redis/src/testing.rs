@@ -252,7 +252,8 @@ impl RedisCluster {
         Self::try_start().unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn try_start() -> Result<Self, String> {
+    /// Like [`RedisCluster::start`], with the failure as a message instead of a panic.
+    pub fn try_start() -> Result<Self, String> {
         let dir = Scratch::new("cluster")?;
         let mut nodes = Vec::new();
         for _ in 0..3 {
