@@ -517,7 +517,7 @@ pub(crate) async fn writer(inner: Arc<Inner>, mut writes: mpsc::UnboundedReceive
             if ops.iter().any(|op| matches!(op, Op::Meta(_, true))) {
                 if let Err(e) = inner
                     .subs
-                    .subscribe(&inner.link, &inner.keys, session)
+                    .subscribe(&inner.link, &inner.keys, session, false)
                     .await
                 {
                     inner.failed(&e);
@@ -818,15 +818,11 @@ async fn provide(inner: Arc<Inner>, conn: ConnId, session: SessionId) {
     }
     let subscribed = inner
         .subs
-        .subscribe(&inner.link, &inner.keys, &session)
+        .subscribe(&inner.link, &inner.keys, &session, true)
         .await;
-    let generation = match subscribed {
-        Ok(g) => Some(g),
-        Err(e) => {
-            inner.failed(&e);
-            inner.subs.generation(&session)
-        }
-    };
+    if let Err(e) = subscribed {
+        inner.failed(&e);
+    }
     let mut attempt = 0;
     let read = loop {
         attempt += 1;
@@ -849,15 +845,17 @@ async fn provide(inner: Arc<Inner>, conn: ConnId, session: SessionId) {
             m.provide_session(now, conn, read);
             m.holds(&sid)
         })
-        .await;
+        .await
+        .unwrap_or(false);
+    let generation = inner.subs.unpin(&session, held);
     match (held, head) {
-        (Ok(true), Some(head)) => {
+        (true, Some(head)) => {
             // Events appended after the read whose notification came before the attach.
             if let Err(e) = inner.catch_up(&session, head).await {
                 inner.failed(&e);
             }
         }
-        (Ok(false), _) => {
+        (false, _) => {
             if let Some(generation) = generation {
                 inner.unsubscribe_later(session, generation);
             }

@@ -5,7 +5,10 @@
 //! or write goes unnoticed. It unsubscribes when the session's connection leaves, or when a
 //! notification comes for a session it no longer holds. Every subscribe takes a new
 //! generation; an unsubscribe names the generation it saw, and is skipped if the session was
-//! subscribed again since (a resume here racing the old connection's departure).
+//! subscribed again since (a resume here racing the old connection's departure). A handshake's
+//! read pins the session until the machine has decided whether it attached here (a
+//! notification meanwhile finds it not held yet): an unsubscribe is skipped while pinned, and
+//! an attach takes a new generation, so no decision made before it can undo it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,48 +23,84 @@ use crate::link::Link;
 /// The node's subscriptions.
 #[derive(Default)]
 pub(crate) struct Subscriptions {
-    /// Subscribed (or being subscribed) sessions and their generations.
-    generations: Mutex<HashMap<SessionId, u64>>,
+    state: Mutex<State>,
     next: AtomicU64,
     /// Keeps the commands in the order of the decisions.
     order: tokio::sync::Mutex<()>,
 }
 
+#[derive(Default)]
+struct State {
+    /// Subscribed (or being subscribed) sessions and their generations.
+    generations: HashMap<SessionId, u64>,
+    /// Sessions with handshake reads in flight, and how many.
+    pinned: HashMap<SessionId, u32>,
+}
+
 impl Subscriptions {
-    fn generations(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, u64>> {
-        self.generations.lock().unwrap_or_else(|e| e.into_inner())
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn next_generation(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The generation of `session`'s subscription, if subscribed.
     pub(crate) fn generation(&self, session: &SessionId) -> Option<u64> {
-        self.generations().get(session).copied()
+        self.state().generations.get(session).copied()
     }
 
     /// How many sessions this node is subscribed to.
     pub(crate) fn len(&self) -> usize {
-        self.generations().len()
+        self.state().generations.len()
     }
 
-    /// Subscribes to `session`'s channel; returns the subscription's generation. On failure
-    /// the session stays listed, so the resubscription after the store comes back covers it.
+    /// Subscribes to `session`'s channel (`pin`: for a handshake's read, until
+    /// [`Subscriptions::unpin`]). On failure the session stays listed, so the resubscription
+    /// after the store comes back covers it.
     pub(crate) async fn subscribe(
         &self,
         link: &Link,
         keys: &Keys,
         session: &SessionId,
-    ) -> Result<u64, RedisError> {
+        pin: bool,
+    ) -> Result<(), RedisError> {
         let _order = self.order.lock().await;
-        let generation = self.next.fetch_add(1, Ordering::Relaxed);
-        self.generations().insert(session.clone(), generation);
+        {
+            let generation = self.next_generation();
+            let mut state = self.state();
+            state.generations.insert(session.clone(), generation);
+            if pin {
+                *state.pinned.entry(session.clone()).or_default() += 1;
+            }
+        }
         redis::cmd("SSUBSCRIBE")
             .arg(keys.channel(session))
             .exec_async(&mut link.clone())
-            .await?;
-        Ok(generation)
+            .await
     }
 
-    /// Unsubscribes from `session`'s channel unless it was subscribed again after
-    /// `generation`. A failed command is left alone: the subscription died with its
+    /// Ends a handshake's pin: `attached` here, the subscription takes a new generation;
+    /// else the current one is returned, to unsubscribe with.
+    pub(crate) fn unpin(&self, session: &SessionId, attached: bool) -> Option<u64> {
+        let generation = self.next_generation();
+        let mut state = self.state();
+        if let Some(n) = state.pinned.get_mut(session) {
+            *n -= 1;
+            if *n == 0 {
+                state.pinned.remove(session);
+            }
+        }
+        let current = state.generations.get_mut(session)?;
+        if attached {
+            *current = generation;
+        }
+        Some(*current)
+    }
+
+    /// Unsubscribes from `session`'s channel unless it was subscribed again (or attached)
+    /// after `generation`, or a handshake's read has it pinned. A failed command is left alone: the subscription died with its
     /// connection, or the next notification for it ends it.
     pub(crate) async fn unsubscribe(
         &self,
@@ -72,11 +111,13 @@ impl Subscriptions {
     ) {
         let _order = self.order.lock().await;
         {
-            let mut all = self.generations();
-            if all.get(session) != Some(&generation) {
+            let mut state = self.state();
+            if state.pinned.contains_key(session)
+                || state.generations.get(session) != Some(&generation)
+            {
                 return;
             }
-            all.remove(session);
+            state.generations.remove(session);
         }
         let _ = redis::cmd("SUNSUBSCRIBE")
             .arg(keys.channel(session))
@@ -87,7 +128,7 @@ impl Subscriptions {
     /// Subscribes again to every listed channel (after the connection was replaced).
     pub(crate) async fn resubscribe(&self, link: &Link, keys: &Keys) -> Result<(), RedisError> {
         let _order = self.order.lock().await;
-        let all: Vec<SessionId> = self.generations().keys().cloned().collect();
+        let all: Vec<SessionId> = self.state().generations.keys().cloned().collect();
         let sent = futures::future::join_all(all.iter().map(|session| {
             let mut link = link.clone();
             let channel = keys.channel(session);
