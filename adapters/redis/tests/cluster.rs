@@ -119,10 +119,17 @@ async fn a_client_fails_over_between_nodes_and_a_master_restarts_mid_stream_losi
         }
         seqs
     });
-    // Everything is published through node B, which stays up.
+    // The first event through node A: once it is numbered, the session exists for every
+    // node. Everything else is published through node B, which stays up.
+    let first = a
+        .node
+        .publish(&session, "message", event(1))
+        .await
+        .expect("published");
+    assert_eq!(first, 1);
     let (publisher, sid) = (b.node.clone(), session.clone());
     let publishing = tokio::spawn(async move {
-        let mut i = 1;
+        let mut i = 2;
         while i <= TOTAL {
             let n = 250.min(TOTAL + 1 - i);
             publisher
