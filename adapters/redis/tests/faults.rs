@@ -470,3 +470,55 @@ async fn an_evicting_redis_is_refused_on_request_and_warned_about_otherwise() {
         .expect("starts with a warning");
     assert_eq!(lines_mentioning("allkeys-lru").len(), warned_before + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_node_resumes_a_session_right_after_its_connection_was_killed() {
+    logged();
+    let redis = RedisServer::own(Persistence::None, &[]);
+    let mut node = Node::start("127.0.0.1:0", server_config(), store(&redis)).await;
+    let (client, events) =
+        tether_tokio::connect(node.url(), None, client_config()).expect("client");
+    let session = node.created.next().await.expect("session");
+    let (_seen, mut progress) = consume(events);
+    node.node
+        .publish(&session, "message", event(1))
+        .await
+        .expect("published");
+    wait_delivered(&mut progress, 1, Duration::from_secs(10)).await;
+    let state = client.resume_state().await.expect("state");
+    client.disconnect().await;
+    let mut admin = redis::Client::open(redis.url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin");
+    for kind in ["normal", "pubsub"] {
+        let _: u64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg(kind)
+            .arg("SKIPME")
+            .arg("yes")
+            .query_async(&mut admin)
+            .await
+            .expect("client kill");
+    }
+    // The node's first store call after the fault is this resume's read.
+    let (_client, mut events) =
+        tether_tokio::connect_resumed(node.url(), None, client_config(), state).expect("client");
+    let first = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.next().await {
+                Some(Event::StateChanged(State::Connected { resumed, .. })) => return Ok(resumed),
+                Some(Event::StateChanged(State::Disconnected { cause })) => {
+                    return Err(format!("{cause:?}"))
+                }
+                Some(_) => {}
+                None => return Err("client ended".into()),
+            }
+        }
+    })
+    .await
+    .expect("connected in time");
+    assert_eq!(first, Ok(true), "resumed at the first attempt");
+}
