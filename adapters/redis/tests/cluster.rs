@@ -8,31 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde_json::json;
-use tether_core::backoff::{BackoffConfig, Jitter};
-use tether_core::client::{ClientConfig, Event, State};
+use tether_core::client::{Event, State};
 use tether_core::server::SessionId;
 use tether_redis::testing::RedisCluster;
 use tether_redis::RedisConfig;
 use tokio::sync::watch;
 
-use support::{server_config, Node};
-
-fn client_config() -> ClientConfig {
-    ClientConfig {
-        backoff: BackoffConfig {
-            initial: Duration::from_millis(100),
-            max: Duration::from_millis(300),
-            jitter: Jitter::None,
-            ..BackoffConfig::default()
-        },
-        ..ClientConfig::new("echo")
-    }
-}
-
-fn event(i: u64) -> Vec<(String, serde_json::Value)> {
-    vec![("content".to_owned(), json!(format!("event {i}")))]
-}
+use support::{event, quick_client_config, server_config, Node};
 
 /// The index of the master serving `session`'s keys.
 async fn master_of(cluster: &RedisCluster, session: &SessionId) -> usize {
@@ -84,7 +66,7 @@ async fn a_client_fails_over_between_nodes_and_a_master_restarts_mid_stream_losi
     let mut a = Node::start("127.0.0.1:0", server_config(), store.clone()).await;
     let b = Node::start("127.0.0.1:0", server_config(), store.clone()).await;
     let (_client, mut events) =
-        tether_tokio::connect(vec![a.url(), b.url()], None, client_config()).expect("client");
+        tether_tokio::connect(vec![a.url(), b.url()], None, quick_client_config()).expect("client");
     let session = tokio::time::timeout(Duration::from_secs(10), a.created.next())
         .await
         .expect("a session on node A")
@@ -183,7 +165,7 @@ async fn notifications_reach_only_the_node_holding_the_session() {
     let publisher = Node::start("127.0.0.1:0", server_config(), store.clone()).await;
     let idle = Node::start("127.0.0.1:0", server_config(), store.clone()).await;
     let (_client, mut events) =
-        tether_tokio::connect(holder.url(), None, client_config()).expect("client");
+        tether_tokio::connect(holder.url(), None, quick_client_config()).expect("client");
     let session = holder.created.next().await.expect("session");
     // Once the holder has written the session, any node may publish to it.
     let first = holder

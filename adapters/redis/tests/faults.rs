@@ -8,36 +8,18 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use serde_json::json;
-use tether_core::backoff::{BackoffConfig, Jitter};
-use tether_core::client::{ClientConfig, Event, State};
+use tether_core::client::{Event, State};
 use tether_core::server::SessionId;
 use tether_redis::testing::{Persistence, RedisServer};
 use tether_redis::{EvictionCheck, NodeError, RedisConfig, StoreError};
 use tokio::sync::watch;
 
-use support::{eventually, server_config, Node};
+use support::{event, eventually, kill_connections, quick_client_config, server_config, Node};
 
 const BATCH: usize = 100;
 
-fn client_config() -> ClientConfig {
-    ClientConfig {
-        backoff: BackoffConfig {
-            initial: Duration::from_millis(100),
-            max: Duration::from_millis(300),
-            jitter: Jitter::None,
-            ..BackoffConfig::default()
-        },
-        ..ClientConfig::new("echo")
-    }
-}
-
 fn store(redis: &RedisServer) -> RedisConfig {
     RedisConfig::new(redis.url.clone())
-}
-
-fn event(i: u64) -> Vec<(String, serde_json::Value)> {
-    vec![("content".to_owned(), json!(format!("event {i}")))]
 }
 
 /// Warnings and errors logged by every node of this test binary.
@@ -156,6 +138,30 @@ fn assert_exactly_once_in_order(seen: &Seen, total: u64) {
     );
 }
 
+/// A node on `store` with one connected client, and what that client's application sees.
+struct Streaming {
+    node: Node,
+    client: tether_tokio::Client,
+    session: SessionId,
+    seen: Arc<Mutex<Seen>>,
+    progress: watch::Receiver<usize>,
+}
+
+async fn one_client(store: RedisConfig) -> Streaming {
+    let mut node = Node::start("127.0.0.1:0", server_config(), store).await;
+    let (client, events) =
+        tether_tokio::connect(node.url(), None, quick_client_config()).expect("client");
+    let session = node.created.next().await.expect("session");
+    let (seen, progress) = consume(events);
+    Streaming {
+        node,
+        client,
+        session,
+        seen,
+        progress,
+    }
+}
+
 async fn wait_delivered(progress: &mut watch::Receiver<usize>, at_least: usize, limit: Duration) {
     tokio::time::timeout(limit, progress.wait_for(|n| *n >= at_least))
         .await
@@ -167,11 +173,13 @@ async fn wait_delivered(progress: &mut watch::Receiver<usize>, at_least: usize, 
 async fn redis_killed_mid_stream_and_restarted_with_its_data_loses_nothing_and_tells_nothing() {
     logged();
     let mut redis = RedisServer::own(Persistence::Aof, &[]);
-    let mut node = Node::start("127.0.0.1:0", server_config(), store(&redis)).await;
-    let (_client, events) =
-        tether_tokio::connect(node.url(), None, client_config()).expect("client");
-    let session = node.created.next().await.expect("session");
-    let (seen, mut progress) = consume(events);
+    let Streaming {
+        node,
+        client: _client,
+        session,
+        seen,
+        mut progress,
+    } = one_client(store(&redis)).await;
     const TOTAL: u64 = 6_000;
     let publishing = publisher(&node, &session, 1, TOTAL);
     wait_delivered(&mut progress, 1_000, Duration::from_secs(20)).await;
@@ -205,34 +213,19 @@ async fn redis_killed_mid_stream_and_restarted_with_its_data_loses_nothing_and_t
 async fn connections_killed_five_times_mid_stream_lose_nothing() {
     logged();
     let redis = RedisServer::own(Persistence::None, &[]);
-    let mut node = Node::start("127.0.0.1:0", server_config(), store(&redis)).await;
-    let (_client, events) =
-        tether_tokio::connect(node.url(), None, client_config()).expect("client");
-    let session = node.created.next().await.expect("session");
-    let (seen, mut progress) = consume(events);
+    let Streaming {
+        node,
+        client: _client,
+        session,
+        seen,
+        mut progress,
+    } = one_client(store(&redis)).await;
     const TOTAL: u64 = 10_000;
     let publishing = publisher(&node, &session, 1, TOTAL);
-    let admin = redis::Client::open(redis.url.as_str()).expect("url");
     let mut killed_total = 0u64;
     for k in 1..=5 {
         wait_delivered(&mut progress, k * 1_500, Duration::from_secs(20)).await;
-        let mut admin = admin
-            .get_multiplexed_async_connection()
-            .await
-            .expect("admin connection");
-        // Normal and pub/sub clients both: the node's connection is both.
-        for kind in ["normal", "pubsub"] {
-            let killed: u64 = redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("TYPE")
-                .arg(kind)
-                .arg("SKIPME")
-                .arg("yes")
-                .query_async(&mut admin)
-                .await
-                .expect("client kill");
-            killed_total += killed;
-        }
+        killed_total += kill_connections(&redis).await;
     }
     assert!(
         killed_total >= 5,
@@ -260,11 +253,13 @@ fn assert_one_line_about(session: &SessionId) {
 async fn flushall_mid_stream_replaces_the_session_at_once_with_one_log_line() {
     logged();
     let redis = RedisServer::own(Persistence::None, &[]);
-    let mut node = Node::start("127.0.0.1:0", server_config(), store(&redis)).await;
-    let (_client, events) =
-        tether_tokio::connect(node.url(), None, client_config()).expect("client");
-    let session = node.created.next().await.expect("session");
-    let (seen, mut progress) = consume(events);
+    let Streaming {
+        node,
+        client: _client,
+        session,
+        seen,
+        mut progress,
+    } = one_client(store(&redis)).await;
     // A publisher that goes on after the flush (its events now fail as unknown).
     let (n, s) = (node.node.clone(), session.clone());
     let streaming = tokio::spawn(async move {
@@ -313,11 +308,13 @@ async fn flushall_mid_stream_replaces_the_session_at_once_with_one_log_line() {
 async fn an_empty_restart_replaces_the_session_within_two_seconds_of_redis_being_back() {
     logged();
     let mut redis = RedisServer::own(Persistence::None, &[]);
-    let mut node = Node::start("127.0.0.1:0", server_config(), store(&redis)).await;
-    let (_client, events) =
-        tether_tokio::connect(node.url(), None, client_config()).expect("client");
-    let session = node.created.next().await.expect("session");
-    let (seen, mut progress) = consume(events);
+    let Streaming {
+        node,
+        client: _client,
+        session,
+        seen,
+        mut progress,
+    } = one_client(store(&redis)).await;
     node.node
         .publish_many(&session, "message", (1..=50).map(event).collect())
         .await
@@ -346,11 +343,13 @@ async fn a_publisher_gets_a_typed_error_while_redis_is_down_and_the_queue_is_ful
         append_queue: 100,
         ..store(&redis)
     };
-    let mut node = Node::start("127.0.0.1:0", server_config(), config).await;
-    let (_client, events) =
-        tether_tokio::connect(node.url(), None, client_config()).expect("client");
-    let session = node.created.next().await.expect("session");
-    let (seen, mut progress) = consume(events);
+    let Streaming {
+        node,
+        client: _client,
+        session,
+        seen,
+        mut progress,
+    } = one_client(config).await;
     // The session's metadata is written (its write no longer takes room).
     node.node
         .publish(&session, "message", event(1))
@@ -475,11 +474,13 @@ async fn an_evicting_redis_is_refused_on_request_and_warned_about_otherwise() {
 async fn an_idle_node_resumes_a_session_right_after_its_connection_was_killed() {
     logged();
     let redis = RedisServer::own(Persistence::None, &[]);
-    let mut node = Node::start("127.0.0.1:0", server_config(), store(&redis)).await;
-    let (client, events) =
-        tether_tokio::connect(node.url(), None, client_config()).expect("client");
-    let session = node.created.next().await.expect("session");
-    let (_seen, mut progress) = consume(events);
+    let Streaming {
+        node,
+        client,
+        session,
+        seen: _seen,
+        mut progress,
+    } = one_client(store(&redis)).await;
     node.node
         .publish(&session, "message", event(1))
         .await
@@ -487,25 +488,11 @@ async fn an_idle_node_resumes_a_session_right_after_its_connection_was_killed() 
     wait_delivered(&mut progress, 1, Duration::from_secs(10)).await;
     let state = client.resume_state().await.expect("state");
     client.disconnect().await;
-    let mut admin = redis::Client::open(redis.url.as_str())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("admin");
-    for kind in ["normal", "pubsub"] {
-        let _: u64 = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg(kind)
-            .arg("SKIPME")
-            .arg("yes")
-            .query_async(&mut admin)
-            .await
-            .expect("client kill");
-    }
+    kill_connections(&redis).await;
     // The node's first store call after the fault is this resume's read.
     let (_client, mut events) =
-        tether_tokio::connect_resumed(node.url(), None, client_config(), state).expect("client");
+        tether_tokio::connect_resumed(node.url(), None, quick_client_config(), state)
+            .expect("client");
     let first = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match events.next().await {
