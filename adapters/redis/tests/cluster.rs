@@ -1,6 +1,6 @@
 //! tether nodes on a private Redis Cluster (three masters, AOF): failover between nodes with
-//! a master restarted mid-stream, and notifications that reach only the node holding the
-//! session.
+//! a master restarted mid-stream, notifications that reach only the node holding the session,
+//! and presence across the masters.
 
 mod support;
 
@@ -207,4 +207,14 @@ async fn notifications_reach_only_the_node_holding_the_session() {
     assert_eq!(received(&idle), 0, "the idle node holds nothing");
     assert_eq!(holder.node.subscriptions(), 1);
     assert_eq!(publisher.node.subscriptions(), 0);
+    // Presence is shared across the cluster's masters: every node sees the holder's client.
+    for node in [&holder, &publisher, &idle] {
+        let everyone = node.node.presence(Some("echo")).await.expect("presence");
+        assert!(
+            everyone.iter().any(|p| {
+                p.metadata.get("session_id").and_then(|v| v.as_str()) == Some(session.as_str())
+            }),
+            "{everyone:?}"
+        );
+    }
 }

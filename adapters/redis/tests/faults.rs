@@ -509,3 +509,57 @@ async fn an_idle_node_resumes_a_session_right_after_its_connection_was_killed() 
     .expect("connected in time");
     assert_eq!(first, Ok(true), "resumed at the first attempt");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_whose_reply_was_lost_is_numbered_once() {
+    logged();
+    let redis = RedisServer::own(Persistence::None, &[]);
+    let config = RedisConfig {
+        response_timeout: Duration::from_millis(100),
+        ..store(&redis)
+    };
+    let Streaming {
+        node,
+        client: _client,
+        session,
+        seen,
+        mut progress,
+    } = one_client(config).await;
+    node.node
+        .publish(&session, "message", event(1))
+        .await
+        .expect("published");
+    // Redis holds writes past the response timeout: the append is taken but its reply comes
+    // too late, so the node sends it again.
+    let mut admin = redis::Client::open(redis.url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin");
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(500)
+        .arg("WRITE")
+        .query_async(&mut admin)
+        .await
+        .expect("client pause");
+    let range = node
+        .node
+        .publish_many(&session, "message", (2..=11).map(event).collect())
+        .await
+        .expect("published once Redis answers");
+    assert_eq!(range, 2..=11);
+    assert!(
+        node.node.server().metrics().store().retries.get() > 0,
+        "the append was sent again"
+    );
+    wait_delivered(&mut progress, 11, Duration::from_secs(5)).await;
+    let after = node
+        .node
+        .publish(&session, "message", event(12))
+        .await
+        .expect("published");
+    assert_eq!(after, 12, "no number was given twice");
+    wait_delivered(&mut progress, 12, Duration::from_secs(5)).await;
+    assert_exactly_once_in_order(&seen.lock().unwrap(), 12);
+}
