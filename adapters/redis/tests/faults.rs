@@ -468,6 +468,20 @@ async fn an_evicting_redis_is_refused_on_request_and_warned_about_otherwise() {
         .await
         .expect("starts with a warning");
     assert_eq!(lines_mentioning("allkeys-lru").len(), warned_before + 1);
+    // A Redis that refuses CONFIG (managed services often do): a warning, not a refusal.
+    let managed = RedisServer::own(Persistence::None, &["--rename-command", "CONFIG", ""]);
+    let refusing = RedisConfig {
+        eviction: EvictionCheck::Refuse,
+        ..store(&managed)
+    };
+    let warned_before = lines_mentioning("cannot read Redis's maxmemory-policy").len();
+    let (_bound, _node) = tether_redis::serve("127.0.0.1:0", server_config(), refusing)
+        .await
+        .expect("starts when the policy cannot be read");
+    assert_eq!(
+        lines_mentioning("cannot read Redis's maxmemory-policy").len(),
+        warned_before + 1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
