@@ -43,7 +43,8 @@ fn bad_flags_and_values_are_usage_errors_on_one_line() {
         ),
         (vec!["serve", "--emit-rate", "fast"], "fast"),
         (vec!["serve", "--emit-rate", "0/s"], "positive"),
-        (vec!["serve", "--replay", "0"], "--replay"),
+        (vec!["serve", "--recovery-window", "0s"], "positive"),
+        (vec!["serve", "--recovery-total-bytes", "lots"], "lots"),
         (vec!["demo", "--events", "lots"], "lots"),
         (
             vec![

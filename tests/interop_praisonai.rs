@@ -1,6 +1,6 @@
 //! Interoperability with the real PraisonAI gateway (PyPI `praisonai-bot` 0.1.16 with
 //! `praisonaiagents` 1.7.17), both directions, on 127.0.0.1. The peer is installed into a venv
-//! by `tests/peer/setup-venv.sh` (PyPI). When `.ci/run` cannot reach PyPI it says so in one line
+//! by `tests/peer/setup-venv.sh` (PyPI). When `scripts/test` cannot reach PyPI it says so in one line
 //! and sets `TETHER_INTEROP=skip`; only then do these tests skip, loudly. Otherwise a missing
 //! peer is a failure, never a silent pass.
 

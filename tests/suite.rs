@@ -289,7 +289,7 @@ async fn sends_while_down(s: &'static dyn Kit, c: &'static dyn Kit) {
             let RequestStatus::Final { content, .. } = outcome else {
                 panic!("{outcome:?}")
             };
-            assert_eq!(content, Some(json!(format!("echo: m{i}"))));
+            assert_eq!(content, Some(json!(format!("echo: m{i}")).into()));
         }
         let mut seen = seen.await;
         seen.sort();

@@ -4,16 +4,17 @@
 //! | figure | subject | baseline | target |
 //! |---|---|---|---|
 //! | client event | decode + handle + `poll_event` of a ~200-byte tracked frame | bare serde_json typed decode of the same frame (`data` borrowed raw) | ≤ 1.3× |
-//! | server publish | stamp + ring push + encode + transmit of one event | bare serde_json encode of the same frame | ≤ 1.3× |
+//! | server publish | stamp + window push (2,048 events, steady state) + encode + transmit of one event | bare serde_json encode of the same frame | ≤ 1.3× |
 //! | resume 10k | a resume that replays 10,000 events | encoding those 10,000 replay frames with serde_json | ≤ 1.5× |
 //! | idle session | server-side heap bytes per idle connected session (counting allocator) | — | informational (adapters: ≤ 12 KB RSS end to end) |
+//! | broadcast window | server heap (counting allocator) of 1,000 detached sessions after 130 s (virtual time) of a 2,000/s stream published to all of them, default 120 s recovery window | the same for one session (`publish`) | ≤ 2× the one session + 16 KB per session |
 //!
 //! Method: after untimed warm-up rounds, each round times one batch of the baseline and one of
 //! the subject back to back (alternating which goes first), on the same input in the same
 //! memory; the ratio printed is the median of the per-round ratios (slow drift of the machine
 //! cancels within a round), with its interquartile range. State that would grow across rounds
-//! is rebuilt outside the timed region (a fresh client per round; the server's ring runs at
-//! its default bound, i.e. in steady state with eviction).
+//! is rebuilt outside the timed region (a fresh client per round; the server's window holds
+//! 2,048 events, i.e. runs in steady state with eviction).
 //!
 //! Exits non-zero if a ratio misses its target.
 #![allow(clippy::disallowed_methods)] // a benchmark reads the clock
@@ -27,7 +28,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
 use tether_core::client::{Client, ClientConfig, Event};
-use tether_core::server::{ConnId, ConnectInfo, Server, ServerConfig, ServerEvent, ServerTransmit};
+use tether_core::server::{
+    Audience, ConnId, ConnectInfo, Server, ServerConfig, ServerEvent, ServerTransmit,
+};
 
 /// The system allocator, counting live heap bytes while `COUNTING` is on (off during the timed
 /// figures: then it costs one relaxed load per call).
@@ -221,13 +224,13 @@ fn client_event() -> Row {
 }
 
 fn server_with(
-    ring_max_events: usize,
+    recovery_session_events: usize,
 ) -> (Server, ConnId, tether_core::server::SessionId, Instant) {
     let now = Instant::now();
     let config = ServerConfig {
         agents: vec!["echo".into()],
-        ring_max_events,
-        ring_max_bytes: 1 << 30,
+        recovery_session_events,
+        recovery_session_bytes: 1 << 30,
         max_queued_frames: usize::MAX / 2,
         max_buffered_bytes: usize::MAX / 2,
         ..ServerConfig::default()
@@ -271,8 +274,9 @@ fn connect(
 
 fn server_publish() -> Row {
     const N: usize = 5_000;
-    // The default ring bound: steady state, every publish also evicts the oldest event.
-    let (mut server, _conn, session, now) = server_with(ServerConfig::default().ring_max_events);
+    // A window of 2,048 events (the ring bound these figures were first measured with): steady
+    // state, every publish also evicts the oldest event.
+    let (mut server, _conn, session, now) = server_with(2048);
     let content =
         json!("one two three four five six seven eight nine ten eleven twelve thirteen fourteen");
     let fields = [
@@ -318,7 +322,7 @@ fn server_publish() -> Row {
     );
     black_box(seq);
     Row {
-        name: "server: stamp+ring push+encode+transmit of one event",
+        name: "server: stamp+window push+encode+transmit of one event",
         m,
         target: 1.3,
         unit: "ns/event",
@@ -469,12 +473,72 @@ fn idle_session_bytes() -> f64 {
     bytes
 }
 
+/// Server heap bytes (counting allocator, everything the server allocates from its creation on)
+/// with `sessions` detached sessions after 130 s of virtual time in which a 2,000/s stream was
+/// published to all of them (`publish_to`, or `publish` to the one session unless `shared`),
+/// with the default recovery window (120 s): the window is full and in steady state.
+fn window_bytes(sessions: u64, shared: bool) -> f64 {
+    const RATE: u64 = 2_000;
+    const SECS: u64 = 130;
+    let t0 = Instant::now();
+    LIVE.store(0, Ordering::Relaxed);
+    COUNTING.store(true, Ordering::Relaxed);
+    let mut server = Server::new(
+        ServerConfig {
+            agents: vec!["echo".into()],
+            max_sessions: 10_000,
+            ..ServerConfig::default()
+        },
+        t0,
+    );
+    let mut only = None;
+    for i in 0..sessions {
+        only = Some(connect(&mut server, t0, ConnId(i), None));
+        server.handle_closed(t0, ConnId(i));
+    }
+    while server.poll_event().is_some() {}
+    let step = std::time::Duration::from_nanos(1_000_000_000 / RATE);
+    let mut now = t0;
+    for n in 0..RATE * SECS {
+        now += step;
+        let fields = [
+            (
+                "content",
+                json!("one two three four five six seven eight nine ten"),
+            ),
+            ("n", json!(n)),
+        ];
+        match (&only, shared) {
+            (Some(session), false) => {
+                server.publish(now, session, "message", &fields).unwrap();
+            }
+            _ => {
+                server
+                    .publish_to(now, &Audience::All, "message", &fields)
+                    .unwrap();
+            }
+        }
+        if n % RATE == 0 {
+            server.handle_timeout(now);
+        }
+    }
+    COUNTING.store(false, Ordering::Relaxed);
+    let bytes = LIVE.load(Ordering::Relaxed) as f64;
+    let held = server.stats().max_window_events as u64;
+    assert!(
+        (120 * RATE..=121 * RATE).contains(&held),
+        "the window holds 120 s: {held} events"
+    );
+    black_box(&server);
+    bytes
+}
+
 fn main() {
     // `cargo test --benches` runs this with `--test`-like flags; the full run is `cargo bench`.
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    // `BENCH_ONLY=client|publish|resume|memory` runs one figure (for profiling).
+    // `BENCH_ONLY=client|publish|resume|memory|window` runs one figure (for profiling).
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     type Figure = (&'static str, fn() -> Row);
     let all: [Figure; 3] = [
@@ -512,6 +576,31 @@ fn main() {
         println!(
             "{:<55} {:>9} {:>9.0} bytes of server heap per idle connected session (adapters: ≤ 12 KB RSS)",
             "server: idle connected session", "", bytes
+        );
+    }
+    if only.is_empty() || only == "window" {
+        const SESSIONS: u64 = 1_000;
+        let one = window_bytes(1, false);
+        let one_shared = window_bytes(1, true);
+        let many = window_bytes(SESSIONS, true);
+        let bound = 2.0 * one + 16_384.0 * SESSIONS as f64;
+        let ok = many <= bound;
+        missed += usize::from(!ok);
+        println!(
+            "{:<55} {:>9.1} {:>9.1} {:>6.2}×  bound 2× + 16 KB/session = {:.1} MB  {:<6} (MB; 1 session via publish vs 1,000 via publish_to)",
+            "server: 120 s window of a 2,000/s stream",
+            one / 1e6,
+            many / 1e6,
+            many / one,
+            bound / 1e6,
+            if ok { "ok" } else { "MISSED" },
+        );
+        println!(
+            "{:<55} {:>9} {:>9.0} bytes per session beyond one (1 session via publish_to: {:.1} MB)",
+            "server: a 1,000-session window's index",
+            "",
+            (many - one_shared) / (SESSIONS - 1) as f64,
+            one_shared / 1e6,
         );
     }
     if missed > 0 {

@@ -3,14 +3,25 @@
 //! [`Backoff`] holds no clock and no global RNG: every input carries the caller's `now` and the
 //! jitter comes from the [`Rng`] it was built with, so one seed replays the same schedule.
 //!
-//! - Attempt `n` (1-based) has base `min(initial × multiplier^(n−1), max)`: the first retry waits
-//!   `initial` (PraisonAI's Python client waits `initial × multiplier`).
-//! - Jitter spreads a herd of clients ([`Jitter`]).
+//! # The policy
+//! - Attempt `n` (1-based) of an outage has base `min(initial × multiplier^(n−1), max)`: the
+//!   first retry after a cut waits `initial` (PraisonAI's Python client waits
+//!   `initial × multiplier`).
+//! - Jitter spreads a herd of clients ([`Jitter`]). The default is full jitter over a 250 ms
+//!   first step: the first retry after a cut comes after 0–250 ms (125 ms on average), the next
+//!   ones after 0–0.5 s, 0–1 s, ... up to 0–30 s. A fleet that may be cut all at once (a
+//!   gateway restart) spreads its first wave over `initial`: raise it with the fleet's size
+//!   (the 10,000-client herd simulation uses 1 s: at most 1,250 reconnects per 100 ms).
+//! - A good connection forgives the outage: the client calls [`Backoff::reset`] as soon as a
+//!   handshake completes (`hello_ok` or `joined`, whether the session was resumed or not), so
+//!   the next cut starts again from the first delay, however short-lived the connection was.
+//!   Cuts a second apart with data flowing each get a fast first retry instead of a growing
+//!   delay.
+//! - What still climbs: every attempt that ends before a completed handshake (connect
+//!   refused, a socket dropped before `hello_ok`, a handshake timeout, a transient
+//!   `hello_error`). A server that accepts sockets and drops them at once is not hammered.
 //! - A server's `retry_after` is a one-shot floor ([`Backoff::set_floor`]): jitter only adds above
 //!   it, so a herd told "retry after 5 s" does not all come back at exactly 5 s.
-//! - The attempt counter resets only once a connection has stayed up for
-//!   [`BackoffConfig::healthy_after`] ([`Backoff::healthy`]): a server that accepts and then drops
-//!   at once keeps seeing growing delays instead of being hammered in a tight loop.
 //!
 //! No input makes it panic: odd configs (NaN, infinite or negative factors, huge durations, huge
 //! attempt counts) are clamped to sane values, and all arithmetic saturates.
@@ -50,34 +61,31 @@ pub enum Jitter {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BackoffConfig {
-    /// Base delay of the first retry (default 1 s).
+    /// Base delay of the first retry of an outage (default 250 ms).
     pub initial: Duration,
     /// Cap of every computed delay (default 30 s); only a server floor may exceed it.
     pub max: Duration,
     /// Growth factor between attempts (default 2.0). Below 1 is treated as 1; NaN or infinite is
     /// treated as 2.0.
     pub multiplier: f64,
-    /// Randomisation of each delay (default `Proportional(0.2)`).
+    /// Randomisation of each delay (default [`Jitter::Full`]).
     pub jitter: Jitter,
     /// Give up after this many consecutive failed attempts (default `None`: retry forever).
     pub max_attempts: Option<u32>,
     /// Give up once this much time has passed since the first failure of the current outage
     /// (default `None`: no deadline).
     pub max_elapsed: Option<Duration>,
-    /// How long a connection must stay up before the attempt counter resets (default 10 s).
-    pub healthy_after: Duration,
 }
 
 impl Default for BackoffConfig {
     fn default() -> Self {
         Self {
-            initial: Duration::from_secs(1),
+            initial: Duration::from_millis(250),
             max: Duration::from_secs(30),
             multiplier: DEFAULT_MULTIPLIER,
-            jitter: Jitter::Proportional(DEFAULT_JITTER_FACTOR),
+            jitter: Jitter::Full,
             max_attempts: None,
             max_elapsed: None,
-            healthy_after: Duration::from_secs(10),
         }
     }
 }
@@ -85,30 +93,19 @@ impl Default for BackoffConfig {
 /// Why the schedule stopped: the caller should stop reconnecting and report a terminal error.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GiveUp {
-    /// [`BackoffConfig::max_attempts`] consecutive attempts failed; a fresh outage (after a healthy
-    /// connection or [`Backoff::reset`]) starts counting again.
+    /// [`BackoffConfig::max_attempts`] consecutive attempts failed; a fresh outage (after a
+    /// completed handshake, [`Backoff::reset`]) starts counting again.
     #[error("gave up reconnecting after {attempts} consecutive failed attempts")]
     AttemptsExhausted {
         /// Attempts made in this outage.
         attempts: u32,
     },
     /// [`BackoffConfig::max_elapsed`] passed since the first failure of this outage.
-    #[error("gave up reconnecting after {elapsed:?} without a healthy connection")]
+    #[error("gave up reconnecting after {elapsed:?} without a completed handshake")]
     DeadlineExceeded {
         /// Time since the first failure of this outage.
         elapsed: Duration,
     },
-}
-
-/// Where the current connection stands, as far as the counter reset is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Link {
-    /// Not connected (or we were never told).
-    Down,
-    /// Connected at this instant, not yet healthy.
-    Up(Instant),
-    /// Connected and already counted as healthy: the counter has been reset.
-    Healthy,
 }
 
 /// The state of a reconnect schedule: config, jitter source, attempt counter, one-shot floor,
@@ -121,7 +118,6 @@ pub struct Backoff {
     floor: Option<Duration>,
     previous: Option<Duration>,
     outage_start: Option<Instant>,
-    link: Link,
 }
 
 impl Backoff {
@@ -134,7 +130,6 @@ impl Backoff {
             floor: None,
             previous: None,
             outage_start: None,
-            link: Link::Down,
         }
     }
 
@@ -147,10 +142,8 @@ impl Backoff {
     /// deadline is reached (and on every later call until a reset). Increments the attempt
     /// counter on success and consumes the floor set by [`set_floor`](Self::set_floor).
     ///
-    /// The first call of an outage marks its start. Asking for a delay implies the link is down,
-    /// as if [`disconnected`](Self::disconnected) had been called.
+    /// The first call of an outage marks its start.
     pub fn next_delay(&mut self, now: Instant) -> Result<Duration, GiveUp> {
-        self.link = Link::Down;
         let start = *self.outage_start.get_or_insert(now);
         if let Some(cap) = self.config.max_attempts {
             if self.attempt >= cap {
@@ -190,54 +183,15 @@ impl Backoff {
         self.floor
     }
 
-    /// The connection succeeded at `now`. The counter does not reset here but only once the
-    /// connection stays up until [`healthy_deadline`](Self::healthy_deadline) and
-    /// [`healthy`](Self::healthy) is called. A repeated call while connected keeps the first mark.
-    pub fn connected(&mut self, now: Instant) {
-        if self.link == Link::Down {
-            self.link = Link::Up(now);
-        }
-    }
-
-    /// When the current connection counts as healthy (`connected_at + healthy_after`), if
-    /// connected and not yet reset. `None` also if that instant is not representable.
-    pub fn healthy_deadline(&self) -> Option<Instant> {
-        match self.link {
-            Link::Up(since) => since.checked_add(self.config.healthy_after),
-            Link::Down | Link::Healthy => None,
-        }
-    }
-
-    /// Call when `now >= healthy_deadline()`: resets the attempt counter, the previous delay and
-    /// the outage start. Early or repeated calls do nothing.
-    pub fn healthy(&mut self, now: Instant) {
-        if self
-            .healthy_deadline()
-            .is_some_and(|deadline| now >= deadline)
-        {
-            self.clear_outage();
-            self.link = Link::Healthy;
-        }
-    }
-
-    /// The connection dropped: clears the "connected at" mark. The counter is kept, so a
-    /// connection that did not stay up for `healthy_after` does not shorten the next delay.
-    pub fn disconnected(&mut self, _now: Instant) {
-        self.link = Link::Down;
-    }
-
     /// Consecutive attempts made so far in this outage.
     pub fn attempt(&self) -> u32 {
         self.attempt
     }
 
-    /// Explicit reset (e.g. the user asked to reconnect now): the counter, previous delay and
-    /// outage start are cleared as after a healthy connection. A pending server floor is kept.
+    /// The outage is over: a handshake completed (or the user asked to reconnect now). The
+    /// counter, previous delay and outage start are cleared, so the next cut starts again from
+    /// the first delay. A pending server floor is kept.
     pub fn reset(&mut self) {
-        self.clear_outage();
-    }
-
-    fn clear_outage(&mut self) {
         self.attempt = 0;
         self.previous = None;
         self.outage_start = None;
@@ -339,11 +293,17 @@ mod tests {
         Duration::from_secs(s)
     }
 
-    fn no_jitter() -> BackoffConfig {
+    /// The default schedule with a first step of 1 s and this jitter (round figures).
+    fn one_second(jitter: Jitter) -> BackoffConfig {
         BackoffConfig {
-            jitter: Jitter::None,
+            initial: secs(1),
+            jitter,
             ..BackoffConfig::default()
         }
+    }
+
+    fn no_jitter() -> BackoffConfig {
+        one_second(Jitter::None)
     }
 
     fn delays(b: &mut Backoff, now: Instant, n: usize) -> Vec<Duration> {
@@ -429,7 +389,7 @@ mod tests {
         let t = t0();
         let mut seen = std::collections::BTreeSet::new();
         for seed in 0..50 {
-            let mut b = Backoff::new(BackoffConfig::default(), Rng::from_u64(seed));
+            let mut b = Backoff::new(one_second(Jitter::Proportional(0.2)), Rng::from_u64(seed));
             b.set_floor(secs(5));
             let d = b.next_delay(t).unwrap();
             assert!(d >= secs(5) && d <= secs(6), "{d:?}");
@@ -481,55 +441,72 @@ mod tests {
             b.next_delay(t + secs(111)),
             Err(GiveUp::DeadlineExceeded { elapsed: secs(11) })
         );
-        // An unhealthy connection does not start a new outage.
-        b.connected(t + secs(112));
-        b.disconnected(t + secs(113));
-        assert!(b.next_delay(t + secs(113)).is_err());
-        // A healthy one does.
-        b.connected(t + secs(120));
-        b.healthy(t + secs(130));
-        b.disconnected(t + secs(200));
+        assert!(b.next_delay(t + secs(113)).is_err(), "giving up is sticky");
+        // A completed handshake starts a new outage.
+        b.reset();
         assert_eq!(b.next_delay(t + secs(200)), Ok(secs(1)));
         assert_eq!(b.next_delay(t + secs(210)), Ok(secs(2)));
     }
 
     #[test]
-    fn accept_then_drop_does_not_reset_the_counter() {
-        let t = t0();
+    fn attempts_that_end_before_a_handshake_climb_the_schedule() {
+        // A server that accepts sockets and drops them before `hello_ok`: no reset, so the
+        // delays grow however quickly each attempt fails.
         let mut b = Backoff::new(no_jitter(), Rng::from_u64(1));
-        let mut now = t;
+        let mut now = t0();
         let mut got = Vec::new();
         for _ in 0..5 {
             let d = b.next_delay(now).unwrap();
             got.push(d);
-            now += d;
-            b.connected(now);
-            assert_eq!(b.healthy_deadline(), Some(now + secs(10)));
-            now += secs(1);
-            b.healthy(now); // too early: nothing
-            b.disconnected(now);
-            assert_eq!(b.healthy_deadline(), None);
+            now += d + secs(1);
         }
         assert_eq!(got, [1, 2, 4, 8, 16].map(secs).to_vec());
         assert_eq!(b.attempt(), 5);
     }
 
     #[test]
-    fn counter_resets_only_after_healthy_after() {
+    fn a_completed_handshake_restarts_the_schedule_from_the_first_delay() {
         let t = t0();
         let mut b = Backoff::new(no_jitter(), Rng::from_u64(1));
         delays(&mut b, t, 3);
-        b.connected(t + secs(10));
-        let deadline = b.healthy_deadline().unwrap();
-        assert_eq!(deadline, t + secs(20));
-        b.healthy(t + secs(19));
-        assert_eq!(b.attempt(), 3, "early call does nothing");
-        b.healthy(deadline);
-        assert_eq!(b.attempt(), 0);
-        assert_eq!(b.healthy_deadline(), None, "reset only once per connection");
-        b.healthy(t + secs(30));
-        b.disconnected(t + secs(40));
-        assert_eq!(b.next_delay(t + secs(40)), Ok(secs(1)));
+        assert_eq!(b.attempt(), 3);
+        // Cuts a second apart, each after a completed handshake: always the first delay.
+        for k in 0..5 {
+            b.reset();
+            assert_eq!(b.attempt(), 0);
+            assert_eq!(b.next_delay(t + secs(10 + k)), Ok(secs(1)));
+        }
+        // A floor set before the handshake completed survives it (one shot).
+        b.set_floor(secs(7));
+        b.reset();
+        assert_eq!(b.next_delay(t + secs(20)), Ok(secs(7)));
+        assert_eq!(b.next_delay(t + secs(30)), Ok(secs(2)));
+    }
+
+    #[test]
+    fn the_default_first_retry_is_near_immediate_and_spread() {
+        let t = t0();
+        let first: Vec<Duration> = (0..1000)
+            .map(|seed| {
+                let mut b = Backoff::new(BackoffConfig::default(), Rng::from_u64(seed));
+                b.next_delay(t).unwrap()
+            })
+            .collect();
+        assert!(first.iter().all(|d| *d <= Duration::from_millis(250)));
+        // Uniform over 0-250 ms: every 50 ms slice gets about a fifth of the herd.
+        for slice in 0..5u64 {
+            let lo = Duration::from_millis(50 * slice);
+            let hi = lo + Duration::from_millis(50);
+            let n = first.iter().filter(|d| lo <= **d && **d < hi).count();
+            assert!((140..=260).contains(&n), "{n} of 1000 in {lo:?}..{hi:?}");
+        }
+        // Later attempts double the range: 0-0.5 s, 0-1 s, ... up to 0-30 s.
+        let mut b = Backoff::new(BackoffConfig::default(), Rng::from_u64(5));
+        for n in 0..12 {
+            let d = b.next_delay(t).unwrap();
+            let cap = Duration::from_millis(250 << n).min(secs(30));
+            assert!(d <= cap, "attempt {}: {d:?} > {cap:?}", n + 1);
+        }
     }
 
     #[test]
@@ -539,10 +516,7 @@ mod tests {
             Jitter::Full,
             Jitter::Decorrelated,
         ] {
-            let config = BackoffConfig {
-                jitter,
-                ..BackoffConfig::default()
-            };
+            let config = one_second(jitter);
             let run = |seed| {
                 let mut b = Backoff::new(config.clone(), Rng::from_u64(seed));
                 b.set_floor(secs(3));
@@ -557,23 +531,17 @@ mod tests {
     fn jitter_kinds_stay_in_their_ranges() {
         let t = t0();
         for seed in 0..20 {
-            let mut p = Backoff::new(BackoffConfig::default(), Rng::from_u64(seed));
+            let mut p = Backoff::new(one_second(Jitter::Proportional(0.2)), Rng::from_u64(seed));
             for (n, d) in delays(&mut p, t, 8).into_iter().enumerate() {
                 let base = secs(1 << n).min(secs(30));
                 assert!(d >= base.mul_f64(0.8) && d <= base.mul_f64(1.2).min(secs(30)));
             }
-            let full = BackoffConfig {
-                jitter: Jitter::Full,
-                ..BackoffConfig::default()
-            };
+            let full = one_second(Jitter::Full);
             let mut f = Backoff::new(full, Rng::from_u64(seed));
             for (n, d) in delays(&mut f, t, 8).into_iter().enumerate() {
                 assert!(d <= secs(1 << n).min(secs(30)));
             }
-            let dec = BackoffConfig {
-                jitter: Jitter::Decorrelated,
-                ..BackoffConfig::default()
-            };
+            let dec = one_second(Jitter::Decorrelated);
             let mut c = Backoff::new(dec, Rng::from_u64(seed));
             let ds = delays(&mut c, t, 8);
             assert_eq!(ds[0], secs(1));
@@ -596,6 +564,12 @@ mod tests {
             config
         );
         let partial: BackoffConfig = serde_json::from_str(r#"{"jitter":"none"}"#).unwrap();
-        assert_eq!(partial, no_jitter());
+        assert_eq!(
+            partial,
+            BackoffConfig {
+                jitter: Jitter::None,
+                ..BackoffConfig::default()
+            }
+        );
     }
 }

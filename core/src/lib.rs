@@ -6,11 +6,12 @@
 //! * [`version`]: protocol version ranges and negotiation (v1 = the PraisonAI gateway, v2 = tether).
 //! * [`sequence`]: gap and duplicate detection over per-session sequence numbers.
 //! * [`cursor`]: the resume position ([`cursor::ResumeState`]) an application can persist.
-//! * [`backoff`]: reconnect schedules with jitter, `retry_after` floors, caps and healthy resets.
+//! * [`backoff`]: reconnect schedules with jitter, `retry_after` floors, caps, and a restart from
+//!   the first delay after every completed handshake.
 //! * [`heartbeat`]: ping schedule and silence watchdog.
 //! * [`wire`]: the JSON frames and their codec.
 //! * [`client`]: the client connection machine composing all of the above.
-//! * [`server`]: the server machine: sessions, stamping, replay ring, resume, presence, health.
+//! * [`server`]: the server machine: sessions, stamping, recovery window, resume, presence, health.
 //! * [`fuzz`]: fuzz bodies (codec, client machine), compiled in every build so they never rot.
 //! * `sim` (feature `sim`): a deterministic simulator running clients and servers over a faulty
 //!   in-memory network with a virtual clock, checking the guarantees below after every step.

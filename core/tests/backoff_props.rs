@@ -1,5 +1,6 @@
 //! Properties of the reconnect backoff: delays stay in bounds whatever the config and the order of
-//! operations, one seed replays one schedule, and jitter actually spreads a herd.
+//! operations, one seed replays one schedule, a completed handshake restarts the schedule while
+//! attempts that fail before one climb it, and jitter actually spreads a herd.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -16,11 +17,10 @@ fn t0() -> Instant {
 
 #[derive(Debug, Clone)]
 enum Op {
+    /// An attempt failed (or a connection ended): the delay before the next one.
     NextDelay,
     SetFloor(Duration),
-    Connected,
-    Healthy,
-    Disconnected,
+    /// A handshake completed (`hello_ok`/`joined`).
     Reset,
     Advance(Duration),
 }
@@ -29,10 +29,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => Just(Op::NextDelay),
         1 => (0u64..200_000).prop_map(|ms| Op::SetFloor(Duration::from_millis(ms))),
-        1 => Just(Op::Connected),
-        1 => Just(Op::Healthy),
-        1 => Just(Op::Disconnected),
-        1 => Just(Op::Reset),
+        2 => Just(Op::Reset),
         2 => (0u64..60_000).prop_map(|ms| Op::Advance(Duration::from_millis(ms))),
     ]
 }
@@ -54,10 +51,9 @@ fn config() -> impl Strategy<Value = BackoffConfig> {
         jitter(),
         proptest::option::of(0u32..20),
         proptest::option::of(0u64..600_000),
-        0u64..30_000,
     )
         .prop_map(
-            |(initial, extra, multiplier, jitter, max_attempts, max_elapsed, healthy)| {
+            |(initial, extra, multiplier, jitter, max_attempts, max_elapsed)| {
                 let initial = Duration::from_millis(initial);
                 BackoffConfig {
                     initial,
@@ -66,7 +62,6 @@ fn config() -> impl Strategy<Value = BackoffConfig> {
                     jitter,
                     max_attempts,
                     max_elapsed: max_elapsed.map(Duration::from_millis),
-                    healthy_after: Duration::from_millis(healthy),
                 }
             },
         )
@@ -81,7 +76,20 @@ fn floor_factor(jitter: Jitter) -> f64 {
     }
 }
 
-/// Runs `ops` and returns every `next_delay` outcome, checking the bounds of each delay.
+/// The largest delay the first attempt of an outage may get (before any floor).
+fn first_step_cap(config: &BackoffConfig) -> Duration {
+    let initial = config.initial.min(config.max);
+    let spread = match config.jitter {
+        Jitter::Proportional(j) => 1.0 + j,
+        Jitter::None | Jitter::Full | Jitter::Decorrelated => 1.0,
+    };
+    initial.mul_f64(spread).min(config.max) + Duration::from_micros(1)
+}
+
+/// Runs `ops` and returns every `next_delay` outcome, checking the bounds of each delay and the
+/// policy: the first delay after a completed handshake is within the first step, the attempt
+/// counter counts the attempts since the last one, and without jitter the delays of attempts
+/// that fail before a handshake never shrink.
 fn run(
     config: &BackoffConfig,
     seed: u64,
@@ -91,6 +99,9 @@ fn run(
     let mut now = t0();
     let mut floor: Option<Duration> = None;
     let mut out = Vec::new();
+    // Attempts since the last completed handshake, and the previous unfloored delay.
+    let mut attempts = 0u32;
+    let mut previous: Option<Duration> = None;
     for op in ops {
         match op {
             Op::NextDelay => match b.next_delay(now) {
@@ -102,6 +113,18 @@ fn run(
                         .max
                         .max(Duration::from_secs_f64(above_floor) + Duration::from_micros(1));
                     prop_assert!(lo <= d && d <= hi, "{d:?} not in [{lo:?}, {hi:?}]");
+                    attempts += 1;
+                    prop_assert_eq!(b.attempt(), attempts);
+                    if floor.is_none() {
+                        if attempts == 1 {
+                            let cap = first_step_cap(config);
+                            prop_assert!(d <= cap, "first delay {d:?} above {cap:?}");
+                        }
+                        if let (Jitter::None, Some(p)) = (config.jitter, previous) {
+                            prop_assert!(d >= p, "{d:?} after {p:?}: the schedule shrank");
+                        }
+                        previous = Some(d);
+                    }
                     floor = None;
                     out.push(Some(d));
                 }
@@ -111,15 +134,11 @@ fn run(
                 b.set_floor(*f);
                 floor = Some(floor.map_or(*f, |g| g.max(*f)));
             }
-            Op::Connected => b.connected(now),
-            Op::Healthy => {
-                if let Some(deadline) = b.healthy_deadline() {
-                    now = now.max(deadline);
-                }
-                b.healthy(now);
+            Op::Reset => {
+                b.reset();
+                attempts = 0;
+                previous = None;
             }
-            Op::Disconnected => b.disconnected(now),
-            Op::Reset => b.reset(),
             Op::Advance(d) => now += *d,
         }
     }
@@ -150,6 +169,7 @@ proptest! {
 fn jitter_spreads_a_herd() {
     for jitter in [Jitter::Proportional(0.2), Jitter::Full] {
         let config = BackoffConfig {
+            initial: Duration::from_secs(1),
             jitter,
             ..BackoffConfig::default()
         };

@@ -961,10 +961,36 @@ fn server_seeds() -> Vec<(&'static str, ServerScript, ServerCheck)> {
         window: 0,
         ..roomy()
     };
+    let to_all = |n| {
+        vec![
+            Step::Publish {
+                session: SessionRef::None,
+                kind: fuzz::Publish::Shared,
+            };
+            n
+        ]
+    };
     vec![
         ("seed-hello-v1", sv(r, &[&open(0, 1)]), |s| {
             s.hello_oks == 1 && s.created == 1 && s.replay_ends == 0
         }),
+        (
+            "seed-publish-to-every-session",
+            sv(
+                r,
+                &[
+                    &open(0, 2),
+                    &open(1, 1),
+                    &to_all(3),
+                    &publish(1),
+                    &to_all(2),
+                    &[Closed { conn: 1 }],
+                    &to_all(2),
+                    &resume(1, 2, Since::Abs(0)),
+                ],
+            ),
+            |s| s.published == 15 && s.live >= 11 && s.replays >= 7,
+        ),
         (
             "seed-hello-v2-live",
             sv(r, &[&open(0, 2), &publish(3)]),
@@ -2117,6 +2143,24 @@ mod sim_corpus {
                     ],
                 ),
                 |r| r.stats.faults == 10,
+            ),
+            (
+                "sim-broadcast-across-a-crash",
+                s(
+                    21,
+                    3,
+                    12,
+                    vec![
+                        a(1000, Action::Broadcast { count: 16 }),
+                        f(1500, Cut { client: 1 }),
+                        a(1600, Action::Broadcast { count: 16 }),
+                        f(3000, Persist),
+                        a(3500, Action::Broadcast { count: 8 }),
+                        f(4000, crash(Restore::Latest, 500, false)),
+                        a(5000, Action::Broadcast { count: 8 }),
+                    ],
+                ),
+                |r| r.stats.faults == 3 && r.stats.published >= 48 * 3,
             ),
         ]
     }

@@ -42,7 +42,7 @@ impl Loop {
             agents: vec!["echo".into()],
             seed: [seed as u8; 32],
             auth_token: Some("t0ken".into()),
-            ring_max_events: 100_000,
+            recovery_session_events: 100_000,
             ..ServerConfig::default()
         };
         let client_config = ClientConfig {

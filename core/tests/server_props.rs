@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use tether_core::server::{
-    Authenticator, ConnId, ConnectInfo, Principal, Rejection, Server, ServerConfig, ServerInput,
-    ServerTransmit, SessionId,
+    Audience, Authenticator, ConnId, ConnectInfo, Principal, Rejection, Server, ServerConfig,
+    ServerInput, ServerTransmit, SessionId,
 };
 use tether_core::wire::ServerFrame;
 
@@ -21,7 +21,7 @@ const RING: usize = 8;
 fn cfg() -> ServerConfig {
     ServerConfig {
         agents: vec!["echo".into()],
-        ring_max_events: RING,
+        recovery_session_events: RING,
         ..ServerConfig::default()
     }
 }
@@ -230,8 +230,10 @@ proptest! {
         let t0 = t0();
         let config = ServerConfig {
             agents: vec!["echo".into()],
-            ring_max_events: 16,
-            ring_max_bytes: 4096,
+            recovery_session_events: 16,
+            recovery_session_bytes: 4096,
+            recovery_total_bytes: 8192,
+            recovery_window: Duration::from_secs(10),
             max_control_frames: 8,
             dedup_max: 5,
             max_sessions: 3,
@@ -258,6 +260,7 @@ proptest! {
                     }
                 }
                 s.broadcast(now, "broadcast", &json!({"n": p}));
+                let _ = s.publish_to(now, &Audience::All, "tick", &[("n", json!(p))]);
             }
             if do_drain {
                 while let Some((_, t)) = s.poll_transmit() {
@@ -273,8 +276,9 @@ proptest! {
             let st = s.stats();
             prop_assert!(st.sessions <= config.max_sessions);
             prop_assert!(st.connections <= 6);
-            prop_assert!(st.max_ring_events <= config.ring_max_events);
-            prop_assert!(st.max_ring_bytes <= config.ring_max_bytes + 1024);
+            prop_assert!(st.max_window_events <= config.recovery_session_events);
+            prop_assert!(st.max_window_bytes <= config.recovery_session_bytes + 1024);
+            prop_assert!(st.log_bytes <= config.recovery_total_bytes + 1024);
             prop_assert!(st.max_control_frames <= config.max_control_frames);
             prop_assert!(st.max_dedup <= config.dedup_max);
         }

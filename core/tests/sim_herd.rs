@@ -5,6 +5,8 @@
 //! clients the expected count per 100 ms window is `n / 10`; the busiest of ~11 windows sits a
 //! few standard deviations (√(n/10) ≈ 32 for 10k) above that. The bound asserted is
 //! `1.25 × n / 10` (1,250 for 10k), far below the `n` a jitter-less herd puts in one window.
+//! `the_default_schedule_spreads_a_herd_over_its_first_step` holds the default schedule (first
+//! retry within 250 ms) to the same rule: `1.25 × n × window / initial` per window.
 //!
 //! Work per reconnect (frames, bytes, server inputs and events per resumed session) must stay
 //! flat from 1,000 to 10,000 clients: ratio ≤ 1.5. `one_agent_herd_keeps_handshakes_flat` runs
@@ -16,6 +18,7 @@
 
 use std::time::{Duration, Instant};
 
+use tether_core::backoff::BackoffConfig;
 use tether_core::sim::{run_herd, HerdConfig, HerdReport};
 
 #[allow(clippy::disallowed_methods)]
@@ -24,14 +27,27 @@ fn clock() -> Instant {
 }
 
 fn herd(clients: usize, clients_per_agent: usize) -> (HerdReport, Duration) {
+    herd_with(HerdConfig {
+        clients_per_agent,
+        ..HerdConfig::new(clients)
+    })
+}
+
+fn herd_with(config: HerdConfig) -> (HerdReport, Duration) {
     let started = clock();
     let config = HerdConfig {
-        clients_per_agent,
         stopwatch: Some(clock),
-        ..HerdConfig::new(clients)
+        ..config
     };
     let report = run_herd(started, &config).unwrap_or_else(|v| panic!("{v}"));
     (report, started.elapsed())
+}
+
+/// The busiest window allowed when every client's first retry is uniform over `initial`: 1.25×
+/// the expected count.
+fn bound(r: &HerdReport, initial: Duration) -> u64 {
+    let expected = r.clients as f64 * r.window.as_secs_f64() / initial.as_secs_f64();
+    (expected * 1.25).ceil() as u64
 }
 
 fn describe(r: &HerdReport, wall: Duration) -> String {
@@ -66,8 +82,7 @@ fn ten_thousand_clients_reconnect_spread_by_jitter_at_flat_cost() {
         let n = r.clients as u64;
         assert_eq!(r.resumed, n, "every session resumed, none lost");
         assert_eq!(r.created, 0);
-        let expected = n as f64 * (r.window.as_secs_f64() / 1.0);
-        let bound = (expected * 1.25).ceil() as u64;
+        let bound = bound(r, Duration::from_secs(1));
         assert!(
             r.max_per_window() <= bound,
             "{} reconnects in one {:?} window, bound {bound}: {:?}",
@@ -129,4 +144,29 @@ fn one_agent_herd_keeps_handshakes_flat() {
             "server time per reconnect grew {time:.2}x from 500 to 2,000 clients"
         );
     }
+}
+
+/// The default schedule's first retry comes within 250 ms of a cut (full jitter): a herd spreads
+/// over those 250 ms as evenly as the 1 s schedule spreads over its second.
+#[test]
+fn the_default_schedule_spreads_a_herd_over_its_first_step() {
+    let backoff = BackoffConfig::default();
+    let (r, wall) = herd_with(HerdConfig {
+        backoff: backoff.clone(),
+        ..HerdConfig::new(2_000)
+    });
+    eprintln!("herd (default schedule): {}", describe(&r, wall));
+    eprintln!("herd (default schedule): windows {:?}", r.per_window);
+    assert_eq!(r.resumed, 2_000, "every session resumed, none lost");
+    let bound = bound(&r, backoff.initial);
+    assert!(
+        r.max_per_window() <= bound,
+        "{} reconnects in one {:?} window, bound {bound}: {:?}",
+        r.max_per_window(),
+        r.window,
+        r.per_window
+    );
+    // All of them within the first step (and the network delay): nobody waited for a second.
+    let within: u64 = r.per_window.iter().take(4).sum();
+    assert_eq!(within, r.reconnects, "{:?}", r.per_window);
 }

@@ -45,7 +45,7 @@ fn node_config(ring: usize, seed: u8) -> ServerConfig {
         agents: vec!["echo".into()],
         seed: [seed; 32],
         auth_token: Some(TOKEN.into()),
-        ring_max_events: ring,
+        recovery_session_events: ring,
         external_store: true,
         ..ServerConfig::default()
     }
@@ -410,8 +410,12 @@ impl Cluster {
                 content,
                 ..
             } => {
-                self.app_requests
-                    .push((i, session.clone(), request_id.clone(), content.clone()));
+                self.app_requests.push((
+                    i,
+                    session.clone(),
+                    request_id.clone(),
+                    content.clone().into(),
+                ));
                 if self.auto_respond {
                     let outcome = Outcome::ok(json!(format!("answer to {content}")));
                     self.nodes[i]
@@ -886,7 +890,7 @@ fn a_request_accepted_on_one_node_is_answered_through_the_other() {
     c.pump();
     assert_eq!(c.app_requests.len(), 1, "handed out once across both nodes");
     let final_ = RequestStatus::Final {
-        content: Some(json!("done")),
+        content: Some(json!("done").into()),
         outcome: Some(json!({"status": "ok"})),
     };
     assert_eq!(updates_of(&c, "r1"), [&RequestStatus::Accepted, &final_]);
@@ -902,7 +906,7 @@ fn a_request_accepted_on_one_node_is_answered_through_the_other() {
     c.pump();
     assert_eq!(c.app_requests.len(), 1);
     let dup = RequestStatus::Duplicate {
-        content: Some(json!("done")),
+        content: Some(json!("done").into()),
         outcome: Some(json!({"status": "ok"})),
     };
     assert_eq!(updates_of(&c, "r1")[2..], [&dup]);
@@ -971,7 +975,7 @@ fn a_request_resent_to_another_node_is_a_duplicate_and_its_final_still_arrives()
     c.client.send_with_id(c.now, "r2", "again").unwrap();
     c.pump();
     let dup = RequestStatus::Duplicate {
-        content: Some(json!("done twice")),
+        content: Some(json!("done twice").into()),
         outcome: Some(json!({"status": "ok"})),
     };
     assert_eq!(updates_of(&c, "r2").last(), Some(&&dup));
@@ -1477,7 +1481,7 @@ fn an_answer_reaches_the_client_after_the_answering_node_dropped_its_copy() {
     );
     c.pump();
     let final_ = RequestStatus::Final {
-        content: Some(json!("42")),
+        content: Some(json!("42").into()),
         outcome: Some(json!({"status": "ok"})),
     };
     assert_eq!(updates_of(&c, "slow"), [&RequestStatus::Accepted, &final_]);

@@ -90,8 +90,8 @@ pub async fn run(args: ConnectArgs) -> Result<(), Failure> {
     let seed = u64::from_le_bytes(super::random_bytes()?[..8].try_into().unwrap_or([0; 8]));
     let config = ClientConfig {
         backoff: BackoffConfig {
-            // A CLI user watches the terminal: retry sooner than a long-running service would.
-            initial: Duration::from_millis(200),
+            // The default schedule (first retry within 250 ms of a cut), but a CLI user watches
+            // the terminal: never more than 5 s between attempts.
             max: Duration::from_secs(5),
             max_attempts: args.max_attempts,
             max_elapsed: (!args.timeout.is_zero()).then_some(args.timeout),
@@ -333,7 +333,7 @@ impl Follower {
                 match client.send(text.clone()).await {
                     Ok(RequestOutcome::Final { content, outcome }) => eprintln!(
                         "reply to {text:?}: {} ({})",
-                        content.map_or("-".into(), |c| plain(&c)),
+                        content.map_or("-".into(), |c| c.to_string()),
                         outcome.map_or("-".into(), |o| o.to_string())
                     ),
                     Ok(other) => eprintln!("reply to {text:?}: {other:?}"),
@@ -485,13 +485,6 @@ fn compact(value: &impl serde::Serialize) -> String {
 }
 
 /// Strings without quotes, anything else as JSON.
-fn plain(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// Reads a state file written by a previous run; `None` if there is none yet.
 fn load_state(path: &PathBuf, agent_id: &str) -> Result<Option<ResumeState>, Failure> {
     let bytes = match std::fs::read(path) {

@@ -74,8 +74,8 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
         agents: vec!["echo".into()],
         auth_token: Some(TOKEN.into()),
         // Keep every event: the demo is about resume, not about a too-small buffer.
-        ring_max_events: usize::try_from(args.events).unwrap_or(usize::MAX).max(2048),
-        ring_max_bytes: 1 << 30,
+        recovery_session_bytes: 1 << 30,
+        recovery_total_bytes: 1 << 30,
         ..ServerConfig::default()
     };
     let Bound {
@@ -102,11 +102,10 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
 
     let client_config = ClientConfig {
         backoff: BackoffConfig {
-            // Cuts come every few hundred ms: count a link healthy sooner than a service would,
-            // so each cut is retried quickly instead of growing the delay across cuts.
+            // Cuts come every few hundred ms: retry within 10 ms (each completed handshake
+            // restarts the schedule).
             initial: Duration::from_millis(10),
             max: Duration::from_millis(250),
-            healthy_after: Duration::from_millis(100),
             ..BackoffConfig::default()
         },
         seed: args.seed,

@@ -118,6 +118,38 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|_| format!("{text:?} is not a duration (negative or too large)"))
 }
 
+/// Parses a size in bytes: `65536`, `64KiB`, `64MiB`, `1GiB` (powers of 1024), `500KB`, `64MB`,
+/// `1GB` (powers of 1000); the unit may be lowercase and follow a space.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (try 64MiB, 1GiB, 65536)"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kib" | "k" => 1024.0,
+        "mib" | "m" => 1024.0 * 1024.0,
+        "gib" | "g" => 1024.0 * 1024.0 * 1024.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ))
+        }
+    };
+    let bytes = value * scale;
+    if bytes.is_finite() && bytes >= 1.0 && bytes <= usize::MAX as f64 {
+        Ok(bytes as usize)
+    } else {
+        Err(format!("{text:?}: the size must be at least 1 byte"))
+    }
+}
+
 /// Parses a rate: `100`, `100/s`, `6000/min`, `0.5/s` (events per second, > 0).
 pub fn parse_rate(text: &str) -> Result<f64, String> {
     let t = text.trim();
@@ -256,5 +288,20 @@ mod tests {
         assert!(parse_rate("0/s").is_err());
         assert!(parse_rate("fast").is_err());
         assert!(parse_rate("NaN").is_err());
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("64 mib"), Ok(64 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("1.5KiB"), Ok(1536));
+        assert_eq!(parse_size("500KB"), Ok(500_000));
+        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("-1MiB").is_err());
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5 parsecs").is_err());
     }
 }

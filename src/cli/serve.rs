@@ -1,22 +1,27 @@
 //! `tether serve`: a gateway server on tether-tokio, with an echo agent, an optional synthetic
 //! event stream and an optional state file so sessions survive a restart.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
 use futures::StreamExt;
-use serde_json::{json, Value};
-use tether_core::server::CommandError;
+use serde_json::json;
 use tether_tokio::{
-    load_snapshot, save_snapshot, serve, Bound, Outcome, Server, ServerConfig, ServerError,
-    ServerEvent, ServerEvents, ServerSnapshot, SessionId,
+    load_snapshot, save_snapshot, serve, Audience, Bound, Outcome, Server, ServerConfig,
+    ServerEvent, ServerEvents, ServerSnapshot,
 };
 use tokio::sync::watch;
 
-use super::{parse_duration, parse_rate, Failure, Pacer};
+use super::{parse_duration, parse_rate, parse_size, Failure, Pacer};
+
+/// A recovery window: a duration of at least a millisecond (events must outlive their send).
+fn parse_window(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d >= Duration::from_millis(1) => Ok(d),
+        _ => Err(format!("{text:?}: the recovery window must be positive")),
+    }
+}
 
 /// Options of `tether serve`.
 #[derive(Debug, Args)]
@@ -28,13 +33,23 @@ pub struct ServeArgs {
     /// with --state-file it is kept in PATH.token so a restart accepts the same clients.
     #[arg(long, value_name = "T")]
     pub token: Option<String>,
-    /// Publish a synthetic `message` event to every session at this rate (e.g. 100/s, 600/min).
+    /// Publish a synthetic `message` event to every session at this rate (e.g. 100/s, 600/min),
+    /// each event stored once for all sessions.
     #[arg(long, value_name = "N/s", value_parser = parse_rate)]
     pub emit_rate: Option<f64>,
-    /// Replay ring size per session, in events (what a reconnecting client can get back).
-    #[arg(long, value_name = "N", default_value_t = 2048,
-          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
-    pub replay: u64,
+    /// How long events stay available to a reconnecting client (the recovery window), within
+    /// the two byte bounds below: whichever is reached first evicts the oldest events, and a
+    /// client that resumes after them is told exactly what it lost.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_window)]
+    pub recovery_window: Duration,
+    /// Most bytes of events one session keeps for its resume (an event published to many
+    /// sessions counts in full in each).
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub recovery_session_bytes: usize,
+    /// Most bytes of events all sessions keep together (an event published to many sessions
+    /// is stored, and counted, once).
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub recovery_total_bytes: usize,
     /// Ping interval in milliseconds (advertised to clients); 0 disables pings and reaping.
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub heartbeat_ms: u64,
@@ -62,48 +77,6 @@ pub struct ServeArgs {
     pub redis_cluster: bool,
 }
 
-/// Where the synthetic events are published: the server itself, or (multi-node) the store,
-/// which numbers them.
-#[derive(Clone)]
-enum Emitter {
-    Server(Server),
-    Store(tether_redis::RedisNode),
-}
-
-/// Why an emitted event was not published.
-enum Refused {
-    /// The session is gone: stop emitting to it.
-    UnknownSession,
-    /// The store is unreachable and its queue full: try again at the next tick.
-    Backlogged,
-    /// The server is stopping.
-    Stopped,
-}
-
-impl Emitter {
-    async fn publish(
-        &self,
-        session: &SessionId,
-        fields: Vec<(String, Value)>,
-    ) -> Result<(), Refused> {
-        match self {
-            Emitter::Server(server) => match server.publish(session, "message", fields).await {
-                Ok(_) => Ok(()),
-                Err(ServerError::Command(CommandError::UnknownSession(_))) => {
-                    Err(Refused::UnknownSession)
-                }
-                Err(_) => Err(Refused::Stopped),
-            },
-            Emitter::Store(node) => match node.publish(session, "message", fields).await {
-                Ok(_) => Ok(()),
-                Err(tether_redis::StoreError::UnknownSession(_)) => Err(Refused::UnknownSession),
-                Err(tether_redis::StoreError::Backlogged { .. }) => Err(Refused::Backlogged),
-                Err(_) => Err(Refused::Stopped),
-            },
-        }
-    }
-}
-
 /// Runs the server until SIGINT/SIGTERM, then shuts down gracefully and saves the state file.
 pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     let (token, generated) = resolve_token(&args)?;
@@ -115,24 +88,22 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         })?,
         None => None,
     };
-    // The emitter keeps numbering restored sessions where the snapshot left them.
-    let heads: HashMap<SessionId, u64> = snapshot
+    // The emitter keeps numbering where the snapshot left off.
+    let restored = snapshot.as_ref().map_or(0, |s| s.sessions.len());
+    let emitted = snapshot
         .iter()
         .flat_map(|s| &s.sessions)
-        .map(|s| (s.session_id.clone(), s.head))
-        .collect();
-    let restored = heads.len();
+        .map(|s| s.head)
+        .max()
+        .unwrap_or(0);
 
     let config = ServerConfig {
         agents: args.agents.clone(),
         auth_token: Some(token.clone()),
         heartbeat_interval: Duration::from_millis(args.heartbeat_ms),
-        ring_max_events: usize::try_from(args.replay).unwrap_or(usize::MAX),
-        // The byte bound must not undercut the event bound the user asked for (~1 KiB each).
-        ring_max_bytes: usize::try_from(args.replay)
-            .unwrap_or(usize::MAX)
-            .saturating_mul(1024)
-            .max(8 << 20),
+        recovery_window: args.recovery_window,
+        recovery_session_bytes: args.recovery_session_bytes,
+        recovery_total_bytes: args.recovery_total_bytes,
         ..ServerConfig::default()
     };
     let cannot = |e: &dyn std::fmt::Display| {
@@ -190,16 +161,11 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
         );
     }
 
-    let sessions = Arc::new(Mutex::new(heads));
     let (stop_tx, stop) = watch::channel(false);
-    let handler = tokio::spawn(handle_events(server.clone(), events, sessions.clone()));
-    let emitter = args.emit_rate.map(|rate| {
-        let emitter = match node.clone() {
-            Some(node) => Emitter::Store(node),
-            None => Emitter::Server(server.clone()),
-        };
-        tokio::spawn(emit(emitter, sessions, rate, stop.clone()))
-    });
+    let handler = tokio::spawn(handle_events(server.clone(), events));
+    let emitter = args
+        .emit_rate
+        .map(|rate| tokio::spawn(emit(server.clone(), emitted, rate, stop.clone())));
     let saver = args.state_file.clone().map(|path| {
         tokio::spawn(save_periodically(
             server.clone(),
@@ -295,31 +261,24 @@ fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     }
 }
 
-/// Consumes server events (the hub waits if nobody does): tracks live sessions for the
-/// emitter, answers requests like the PraisonAI stub agent, and reports sessions on stderr.
-async fn handle_events(
-    server: Server,
-    mut events: ServerEvents,
-    sessions: Arc<Mutex<HashMap<SessionId, u64>>>,
-) {
+/// Consumes server events (the hub waits if nobody does): answers requests like the PraisonAI
+/// stub agent, and reports sessions on stderr.
+async fn handle_events(server: Server, mut events: ServerEvents) {
     while let Some(event) = events.next().await {
         match event {
             ServerEvent::SessionCreated {
                 session, agent_id, ..
             } => {
                 eprintln!("session {} created (agent {agent_id})", session.as_str());
-                lock(&sessions).insert(session, 0);
             }
             ServerEvent::SessionResumed { session, .. } => {
                 eprintln!("session {} resumed", session.as_str());
-                lock(&sessions).entry(session).or_insert(0);
             }
             ServerEvent::SessionDetached { session } => {
                 eprintln!("session {} detached (kept for resume)", session.as_str());
             }
             ServerEvent::SessionExpired { session } => {
                 eprintln!("session {} expired", session.as_str());
-                lock(&sessions).remove(&session);
             }
             ServerEvent::Request {
                 session,
@@ -329,14 +288,8 @@ async fn handle_events(
             } => {
                 let server = server.clone();
                 tokio::spawn(async move {
-                    let answer = match &content {
-                        Value::String(s) => format!("echo: {s}"),
-                        other => format!("echo: {other}"),
-                    };
-                    if let Err(e) = server
-                        .respond(&session, &request_id, Outcome::ok(answer))
-                        .await
-                    {
+                    let answer = Outcome::ok(format!("echo: {content}"));
+                    if let Err(e) = server.respond(&session, &request_id, answer).await {
                         tracing::debug!(%e, "request not answered");
                     }
                 });
@@ -346,51 +299,27 @@ async fn handle_events(
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A poisoned map only means another task panicked mid-update; the data is still usable.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Publishes `{"content":"event n","n":n}` to every live session at `rate` per second.
-async fn emit(
-    emitter: Emitter,
-    sessions: Arc<Mutex<HashMap<SessionId, u64>>>,
-    rate: f64,
-    mut stop: watch::Receiver<bool>,
-) {
+/// Publishes `{"content":"event n","n":n}` to every session at `rate` per second, each event
+/// once for all of them (stored once; each session numbers it with its own `seq`). `n` counts
+/// the events that reached a session, after `emitted` (so a session that was there from the
+/// start sees `n == seq`).
+async fn emit(server: Server, emitted: u64, rate: f64, mut stop: watch::Receiver<bool>) {
     let mut pacer = Pacer::new(rate);
+    let mut n = emitted;
     loop {
         let due = tokio::select! {
             due = pacer.next_batch() => due,
             _ = stop.changed() => return,
         };
-        let targets: Vec<(SessionId, u64)> = lock(&sessions)
-            .iter()
-            .map(|(s, n)| (s.clone(), *n))
-            .collect();
-        for (session, first) in targets {
-            let mut n = first;
-            for _ in 0..due {
-                n += 1;
-                let fields = vec![
-                    ("content".to_owned(), json!(format!("event {n}"))),
-                    ("n".to_owned(), json!(n)),
-                ];
-                match emitter.publish(&session, fields).await {
-                    Ok(()) => {}
-                    Err(Refused::UnknownSession) => {
-                        lock(&sessions).remove(&session);
-                        break;
-                    }
-                    Err(Refused::Backlogged) => {
-                        n -= 1;
-                        break;
-                    }
-                    Err(Refused::Stopped) => return,
-                }
-            }
-            if let Some(count) = lock(&sessions).get_mut(&session) {
-                *count = n;
+        for _ in 0..due {
+            let fields = vec![
+                ("content".to_owned(), json!(format!("event {}", n + 1))),
+                ("n".to_owned(), json!(n + 1)),
+            ];
+            match server.publish_to(Audience::All, "message", fields).await {
+                Ok(0) => break, // nobody to publish to yet
+                Ok(_) => n += 1,
+                Err(_) => return, // the server is stopping
             }
         }
     }

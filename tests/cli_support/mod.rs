@@ -1,15 +1,16 @@
-//! Helpers of the CLI integration tests: run the built `tether` binary, read its output line
-//! by line as it comes, and kill every process on drop (also when a test fails).
+//! Helpers of the CLI integration tests: run the built `tether` binary (or an example), read its
+//! output line by line as it comes, and kill every process on drop (also when a test fails).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 pub const TOKEN: &str = "cli-test-token";
 
-/// A running `tether` process; killed when dropped.
+/// A running `tether` process (or example); killed when dropped.
 pub struct Tether {
     child: Child,
     stdout: Receiver<String>,
@@ -21,14 +22,19 @@ pub struct Tether {
 
 /// Starts `tether ARGS` with piped output.
 pub fn tether(args: &[&str]) -> Tether {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+    run(Path::new(env!("CARGO_BIN_EXE_tether")), args)
+}
+
+/// Starts `program ARGS` with piped output.
+pub fn run(program: &Path, args: &[&str]) -> Tether {
+    let mut child = Command::new(program)
         .args(args)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start tether");
+        .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
     let stdout = lines(child.stdout.take().expect("stdout"));
     let stderr = lines(child.stderr.take().expect("stderr"));
     Tether {
@@ -104,7 +110,7 @@ impl Tether {
             && drain_to_eof(&self.stderr, &mut self.err, deadline);
         assert!(
             closed,
-            "tether did not exit within {limit:?}; stdout tail {:?}; stderr {:?}",
+            "the process did not exit within {limit:?}; stdout tail {:?}; stderr {:?}",
             self.out.iter().rev().take(5).collect::<Vec<_>>(),
             self.err
         );

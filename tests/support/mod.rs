@@ -43,8 +43,8 @@ pub fn server_config() -> ServerConfig {
     ServerConfig {
         agents: vec!["echo".into()],
         auth_token: Some(TOKEN.into()),
-        ring_max_events: 200_000,
-        ring_max_bytes: 256 << 20,
+        recovery_session_events: 200_000,
+        recovery_session_bytes: 256 << 20,
         ..ServerConfig::default()
     }
 }

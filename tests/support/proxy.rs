@@ -1,13 +1,17 @@
 //! A small TCP proxy for fault injection: cuts each connection after a random number of bytes,
-//! or turns into a black hole (keeps the sockets open, forwards nothing: a half-open link).
+//! resets the connections open at a given moment (TCP RST both ways), or turns into a black
+//! hole (keeps the sockets open, forwards nothing: a half-open link).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tether_core::rng::Rng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 
 pub struct Proxy {
     pub addr: SocketAddr,
@@ -21,7 +25,10 @@ struct State {
     cut_range: Mutex<Option<(u64, u64)>>,
     /// Connections with a generation below this forward nothing (half-open).
     black_hole_below: AtomicU64,
+    /// Open connections by generation, with the signal that resets them.
+    live: Mutex<BTreeMap<u64, Arc<Notify>>>,
     cuts: AtomicU64,
+    resets: AtomicU64,
     connections: AtomicU64,
 }
 
@@ -39,7 +46,9 @@ impl Proxy {
             rng: Mutex::new(Rng::from_u64(seed)),
             cut_range: Mutex::new(None),
             black_hole_below: AtomicU64::new(0),
+            live: Mutex::new(BTreeMap::new()),
             cuts: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
             connections: AtomicU64::new(0),
         });
         let s = state.clone();
@@ -71,8 +80,39 @@ impl Proxy {
         self.state.black_hole_below.store(next, Ordering::SeqCst);
     }
 
+    /// Resets every connection open now: both sockets are closed with an RST (a crashed
+    /// middlebox, a NAT that forgot the flow). New connections forward normally. Returns how
+    /// many were open.
+    pub fn reset_current(&self) -> usize {
+        let live: Vec<Arc<Notify>> = self.state.live.lock().unwrap().values().cloned().collect();
+        for kill in &live {
+            kill.notify_one();
+        }
+        live.len()
+    }
+
+    /// Every connection open now goes silent both ways for `silence` (a half-open link), then
+    /// is reset if still open. New connections forward normally. Returns how many were open.
+    pub fn half_open_current(&self, silence: Duration) -> usize {
+        let live: Vec<Arc<Notify>> = self.state.live.lock().unwrap().values().cloned().collect();
+        self.black_hole_current();
+        let kills = live.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(silence).await;
+            for kill in &kills {
+                kill.notify_one();
+            }
+        });
+        live.len()
+    }
+
     pub fn cuts(&self) -> u64 {
         self.state.cuts.load(Ordering::SeqCst)
+    }
+
+    /// Connections reset so far (by `reset_current` or at the end of a half-open spell).
+    pub fn resets(&self) -> u64 {
+        self.state.resets.load(Ordering::SeqCst)
     }
 
     pub fn connections(&self) -> u64 {
@@ -81,8 +121,8 @@ impl Proxy {
 }
 
 impl State {
-    async fn serve(self: Arc<Self>, inbound: TcpStream) {
-        let Ok(outbound) = TcpStream::connect(self.target).await else {
+    async fn serve(self: Arc<Self>, mut inbound: TcpStream) {
+        let Ok(mut outbound) = TcpStream::connect(self.target).await else {
             return;
         };
         let generation = self.connections.fetch_add(1, Ordering::SeqCst) + 1;
@@ -96,25 +136,40 @@ impl State {
             None => i64::MAX,
         };
         let budget = Arc::new(AtomicI64::new(budget));
-        let (ri, wi) = inbound.into_split();
-        let (ro, wo) = outbound.into_split();
+        let kill = Arc::new(Notify::new());
+        self.live.lock().unwrap().insert(generation, kill.clone());
         // When either direction ends, both sockets close (the other pump is dropped).
-        let cut = tokio::select! {
-            cut = pump(ri, wo, budget.clone(), self.clone(), generation) => cut,
-            cut = pump(ro, wi, budget, self.clone(), generation) => cut,
+        let end = {
+            let (ri, wi) = inbound.split();
+            let (ro, wo) = outbound.split();
+            tokio::select! {
+                cut = pump(ri, wo, budget.clone(), &self, generation) => Some(cut),
+                cut = pump(ro, wi, budget, &self, generation) => Some(cut),
+                () = kill.notified() => None,
+            }
         };
-        if cut {
-            self.cuts.fetch_add(1, Ordering::SeqCst);
+        self.live.lock().unwrap().remove(&generation);
+        match end {
+            Some(true) => {
+                self.cuts.fetch_add(1, Ordering::SeqCst);
+            }
+            Some(false) => {}
+            None => {
+                // Closed with an RST on both sides.
+                let _ = inbound.set_zero_linger();
+                let _ = outbound.set_zero_linger();
+                self.resets.fetch_add(1, Ordering::SeqCst);
+            }
         }
     }
 }
 
 /// Copies until EOF, error or the shared byte budget runs out; true if it was a cut.
 async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
     budget: Arc<AtomicI64>,
-    state: Arc<State>,
+    state: &State,
     generation: u64,
 ) -> bool {
     let mut buf = vec![0u8; 16 * 1024];

@@ -13,21 +13,34 @@
 //! connection loops are the same as the tokio adapter's (`tether-driver`). No tokio is pulled in.
 //! `wss://` is not wired in this adapter yet (use a TLS-terminating proxy, or the tokio adapter).
 //!
-//! ```no_run
+//! A server and a client on async-std (with the `smol` feature, the same code runs on
+//! `SmolRuntime` with `smol::block_on` and `smol::spawn`):
+//!
+//! ```
 //! # #[cfg(feature = "async-std")]
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use async_std::task;
 //! use futures::StreamExt;
-//! use tether_async_std::{connect, AsyncStdRuntime, ClientConfig, Event};
+//! use tether_async_std::{connect, serve, AsyncStdRuntime, ClientConfig, Outcome};
+//! use tether_async_std::{RequestOutcome, ServerConfig, ServerEvent};
 //!
-//! async_std::task::block_on(async {
-//!     let (client, mut events) =
-//!         connect(AsyncStdRuntime, "ws://127.0.0.1:8765/ws", Some("token"), ClientConfig::new("echo"))?;
-//!     client.send("hello").await?;
-//!     while let Some(event) = events.next().await {
-//!         if let Event::Delivered(e) = event {
-//!             println!("{} #{}: {}", e.kind, e.seq, e.payload);
+//! task::block_on(async {
+//!     let mut gateway = serve(AsyncStdRuntime, "127.0.0.1:0", ServerConfig::default(), None).await?;
+//!     let url = format!("ws://{}/ws", gateway.local_addr);
+//!     let server = gateway.server.clone();
+//!     task::spawn(async move {
+//!         while let Some(event) = gateway.events.next().await {
+//!             if let ServerEvent::Request { session, request_id, content, .. } = event {
+//!                 let (server, answer) = (server.clone(), Outcome::ok(format!("echo: {content}")));
+//!                 task::spawn(async move { server.respond(&session, &request_id, answer).await });
+//!             }
 //!         }
-//!     }
+//!     });
+//!     let (client, _events) = connect(AsyncStdRuntime, url, None, ClientConfig::new("echo"))?;
+//!     let answer = client.send("hello").await?;
+//!     let RequestOutcome::Final { content: Some(content), .. } = answer else { panic!("{answer:?}") };
+//!     assert_eq!(content.to_string(), "echo: hello");
+//!     client.disconnect().await;
 //!     Ok(())
 //! })
 //! # }
@@ -50,9 +63,9 @@ use tether_driver::{BoxFuture, Connector, Runtime};
 pub use tether_core::client::{ClientConfig, Event};
 pub use tether_core::cursor::ResumeState;
 pub use tether_core::server::{
-    ConnId, Outcome, ServerConfig, ServerEvent, ServerSnapshot, SessionId,
+    Audience, ConnId, Outcome, ServerConfig, ServerEvent, ServerSnapshot, SessionId,
 };
-pub use tether_core::wire::{EventBatch, FieldsError};
+pub use tether_core::wire::{Content, EventBatch, FieldsError};
 pub use tether_driver::{
     load_snapshot, save_snapshot, websocket_config, Bound, Client, ClientError, ClientEvents,
     Endpoints, RequestOutcome, ServeError, Server, ServerError, ServerEvents, ServerOptions,

@@ -9,6 +9,110 @@
 //! The loops make no protocol decision: every decision is the core's. They own the socket, the
 //! timer and the application's channels, and after each wake-up they write what the machine
 //! produced with `feed` and a single `flush` (never a flush per frame).
+//!
+//! A third adapter is a [`Runtime`] and a [`Connector`]. Here the runtime is smol and the
+//! "network" is in memory: connecting hands the other end of a channel pair to the server.
+//!
+//! ```
+//! use std::pin::Pin;
+//! use std::task::{Context, Poll};
+//! use std::time::Instant;
+//!
+//! use futures::channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
+//! use futures::{Sink, Stream, StreamExt};
+//! use tether_driver::tether_core::client::ClientConfig;
+//! use tether_driver::tether_core::server::{ConnectInfo, Outcome, ServerConfig, ServerEvent};
+//! use tether_driver::tungstenite::Error as WsError;
+//! use tether_driver::{BoxFuture, Client, Connector, Message, RequestOutcome, Runtime, Server};
+//!
+//! /// smol's clock, timers and executor.
+//! #[derive(Clone)]
+//! struct Smol;
+//!
+//! impl Runtime for Smol {
+//!     fn now(&self) -> Instant {
+//!         Instant::now()
+//!     }
+//!     fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
+//!         Box::pin(async move { smol::Timer::at(deadline).await; })
+//!     }
+//!     fn spawn(&self, future: BoxFuture<()>) {
+//!         smol::spawn(future).detach();
+//!     }
+//! }
+//!
+//! /// One end of an in-memory WebSocket.
+//! struct Pipe(UnboundedReceiver<Message>, UnboundedSender<Message>);
+//!
+//! fn pipe() -> (Pipe, Pipe) {
+//!     let ((a_tx, a_rx), (b_tx, b_rx)) = (unbounded(), unbounded());
+//!     (Pipe(a_rx, b_tx), Pipe(b_rx, a_tx))
+//! }
+//!
+//! impl Stream for Pipe {
+//!     type Item = Result<Message, WsError>;
+//!     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+//!         self.0.poll_next_unpin(cx).map(|message| message.map(Ok))
+//!     }
+//! }
+//!
+//! impl Sink<Message> for Pipe {
+//!     type Error = WsError;
+//!     fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+//!         Poll::Ready(Ok(()))
+//!     }
+//!     fn start_send(self: Pin<&mut Self>, message: Message) -> Result<(), WsError> {
+//!         // The server writes its frames ready-made (`Message::Frame`); a peer reads the message.
+//!         let message = match message {
+//!             Message::Frame(frame) => Message::Text(frame.into_text().expect("a text frame")),
+//!             message => message,
+//!         };
+//!         self.1.unbounded_send(message).map_err(|_| WsError::ConnectionClosed)
+//!     }
+//!     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+//!         Poll::Ready(Ok(()))
+//!     }
+//!     fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+//!         self.1.close_channel();
+//!         Poll::Ready(Ok(()))
+//!     }
+//! }
+//!
+//! /// "Connecting" attaches the other end to the server.
+//! struct InMemory(Server);
+//!
+//! impl Connector for InMemory {
+//!     type Socket = Pipe;
+//!     fn connect(&self, _url: &str) -> BoxFuture<Result<Pipe, WsError>> {
+//!         let (client_end, server_end) = pipe();
+//!         self.0.attach(&Smol, server_end, ConnectInfo::default());
+//!         Box::pin(async { Ok(client_end) })
+//!     }
+//! }
+//!
+//! smol::block_on(async {
+//!     let (server, mut requests) = Server::start(Smol, ServerConfig::default(), None)?;
+//!     let answering = server.clone();
+//!     smol::spawn(async move {
+//!         while let Some(event) = requests.next().await {
+//!             if let ServerEvent::Request { session, request_id, content, .. } = event {
+//!                 let (server, answer) = (answering.clone(), Outcome::ok(format!("echo: {content}")));
+//!                 smol::spawn(async move { server.respond(&session, &request_id, answer).await })
+//!                     .detach();
+//!             }
+//!         }
+//!     })
+//!     .detach();
+//!     let config = ClientConfig::new("echo");
+//!     let (client, _events) = Client::start(Smol, InMemory(server), "ws://memory/ws", None, config)?;
+//!     let answer = client.send("hello").await?;
+//!     let RequestOutcome::Final { content: Some(content), .. } = answer else { panic!("{answer:?}") };
+//!     assert_eq!(content.to_string(), "echo: hello");
+//!     client.disconnect().await;
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })?;
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! ```
 
 mod client;
 pub mod http;
@@ -35,7 +139,7 @@ pub use server::{
     PUBLISH_MANY_MAX,
 };
 pub use tether_core;
-pub use tether_core::wire::{EventBatch, FieldsError};
+pub use tether_core::wire::{Content, EventBatch, FieldsError};
 pub use tungstenite::{self, Message};
 pub use upgrade::{connect_info, UpgradeRefused, WS_PATH};
 pub use url::{with_token, Endpoints, UrlError};
@@ -61,7 +165,9 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     }
 }
 
-/// A WebSocket: a stream of incoming messages and a sink for outgoing ones.
+/// A WebSocket: a stream of incoming messages and a sink for outgoing ones. The server loop writes
+/// its frames ready-made, as `Message::Frame` text frames (no copy); a transport that is not a
+/// tungstenite socket delivers them to the peer as the `Message::Text` they carry.
 pub trait WebSocket:
     Stream<Item = Result<Message, tungstenite::Error>>
     + Sink<Message, Error = tungstenite::Error>

@@ -20,9 +20,9 @@ use futures::future;
 use futures::{FutureExt, SinkExt, Stream, StreamExt};
 use serde_json::Value;
 use tether_core::server::{
-    CommandError, ConnId, ConnectInfo, FrameText, Health, Outcome, PresenceInfo, RestoreError,
-    Server as Machine, ServerConfig, ServerEvent, ServerSnapshot, ServerStats, ServerTransmit,
-    SessionId,
+    Audience, CommandError, ConnId, ConnectInfo, FrameText, Health, Outcome, PresenceInfo,
+    RestoreError, Server as Machine, ServerConfig, ServerEvent, ServerSnapshot, ServerStats,
+    ServerTransmit, SessionId,
 };
 use tether_core::wire::EventBatch;
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
@@ -82,7 +82,7 @@ pub enum ServerError {
 }
 
 enum Out {
-    /// The machine's frame text (live events share it with the replay ring), with the instant
+    /// The machine's frame text (live events share it with the recovery window), with the instant
     /// of the `publish` that produced it when known (for the publish-to-write histogram).
     Frame(FrameText, Option<Instant>),
     Close(u16, String),
@@ -112,6 +112,13 @@ enum Command {
         String,
         Box<dyn Batch>,
         Option<Reply<Result<u64, CommandError>>>,
+    ),
+    /// No reply for `publish_to_nowait`.
+    PublishTo(
+        Audience,
+        String,
+        Vec<(String, Value)>,
+        Option<Reply<Result<usize, CommandError>>>,
     ),
     Respond(SessionId, String, Outcome, Reply<Result<u64, CommandError>>),
     /// No reply for `broadcast_nowait`.
@@ -365,8 +372,10 @@ impl Server {
 
     /// Records a tracked event in `session` and sends it if the session's client is connected;
     /// a detached session keeps it for the client's resume. Returns its cursor. A server on a
-    /// session store (`ServerConfig::external_store`) refuses every publish call
-    /// ([`CommandError::StoreMode`]): the store numbers events, so publish through it.
+    /// session store (`ServerConfig::external_store`) refuses `publish`, `publish_many` and
+    /// `publish_batch` ([`CommandError::StoreMode`]): the store numbers events, so publish
+    /// through it to learn their sequences (`publish_to` queues each session's event to the
+    /// store, which takes it once Redis answers).
     pub async fn publish(
         &self,
         session: &SessionId,
@@ -470,6 +479,35 @@ impl Server {
         }
         let (s, k) = (session.clone(), kind.to_owned());
         self.tell(Command::PublishMany(s, k, events, None)).await
+    }
+
+    /// Records one tracked event in every session of `audience` (each numbers it with its own
+    /// cursor) and sends it to their connected clients; detached sessions keep it for their
+    /// resume. Its text is stored once however many sessions it goes to (see
+    /// [`Machine::publish_to`]). Returns how many sessions recorded it.
+    pub async fn publish_to(
+        &self,
+        audience: Audience,
+        kind: &str,
+        fields: Vec<(String, Value)>,
+    ) -> Result<usize, ServerError> {
+        let k = kind.to_owned();
+        Ok(self
+            .ask(|r| Command::PublishTo(audience, k, fields, Some(r)))
+            .await??)
+    }
+
+    /// [`Server::publish_to`] without waiting for the hub: returns once the event is queued
+    /// (waiting only while the hub's queue is full). Nothing is reported back: a refused event
+    /// (reserved kind or field) is dropped; use `publish_to` when the error matters.
+    pub async fn publish_to_nowait(
+        &self,
+        audience: Audience,
+        kind: &str,
+        fields: Vec<(String, Value)>,
+    ) -> Result<(), ServerError> {
+        self.tell(Command::PublishTo(audience, kind.to_owned(), fields, None))
+            .await
     }
 
     /// Answers a request (`ServerEvent::Request`) with its final outcome.
@@ -737,6 +775,19 @@ impl<R: Runtime> Hub<R> {
                     let _ = reply.send(last);
                 }
             }
+            Command::PublishTo(audience, kind, fields, reply) => {
+                let fields: Vec<(&str, Value)> = fields
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.clone()))
+                    .collect();
+                let published = self.machine.publish_to(now, &audience, &kind, &fields);
+                if let Ok(sessions) = published {
+                    self.count_published(now, sessions as u64);
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(published);
+                }
+            }
             Command::Respond(session, request_id, outcome, reply) => {
                 let _ = reply.send(self.machine.respond(now, &session, &request_id, outcome));
             }
@@ -897,7 +948,7 @@ fn tracked_kind(text: &[u8]) -> (bool, bool) {
     (tracked, false)
 }
 
-/// The machine's frame as the text message tungstenite writes: the frame shares the ring's
+/// The machine's frame as the text message tungstenite writes: the frame shares the window's
 /// chunk (no copy, no allocation), and it is not validated again as UTF-8 (it was built from
 /// `str`s). The same frame tungstenite makes of a `Message::Text`.
 fn text_message(text: FrameText) -> Message {

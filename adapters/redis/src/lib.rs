@@ -7,7 +7,7 @@
 //! | what | Redis | key |
 //! |---|---|---|
 //! | session metadata: agent, owner principal, epoch, version, **head** (last sequence) | hash | `{prefix}:{sid}:s` |
-//! | the replay log, trimmed to the server's `ring_max_events` | stream, entry id `{seq}-0` | `{prefix}:{sid}:log` |
+//! | the replay log, trimmed to the server's `recovery_session_events` | stream, entry id `{seq}-0` | `{prefix}:{sid}:log` |
 //! | the range each append run was given (applied at most once) | string with TTL | `{prefix}:{sid}:run:{run id}` |
 //! | request ids seen (a node's claim) and their outcomes (JSON), for `dedup_ttl` | string with TTL | `{prefix}:{sid}:req:{request_id}` |
 //! | new events, for the node holding the session's connection only | shard channel (`SPUBLISH`) | `{prefix}:{sid}:n` |
@@ -48,20 +48,40 @@
 //! nodes with [`RedisConfig::cluster`]. Sentinel is not supported: run Redis Cluster (with
 //! replicas) for failover.
 //!
-//! ```no_run
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use tether_redis::{serve, RedisConfig};
-//! use tether_core::server::ServerConfig;
-//! let (bound, node) = serve(
-//!     "127.0.0.1:8765",
-//!     ServerConfig::default(),
-//!     RedisConfig::new("redis://127.0.0.1:6379"),
-//! )
-//! .await?;
-//! // `bound.events` carries requests and session events, as with `tether_tokio::serve`;
-//! // `node.publish(...)` reaches the session's client on whichever node it is connected.
-//! let everyone = node.presence(None).await?;
-//! # drop((bound, everyone)); Ok(()) }
+//! Two nodes on one Redis: a client connected to node A gets an event published through node B.
+//! ([`testing::RedisServer`] uses `TETHER_REDIS_URL`, or starts a `redis-server` of its own.)
+//!
+//! ```
+//! use futures::StreamExt;
+//! use tether_core::client::{ClientConfig, Event, State};
+//! use tether_core::server::{ServerConfig, SessionId};
+//! use tether_redis::{serve, testing::RedisServer, RedisConfig};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let redis = RedisServer::for_tests();
+//!     let config = || RedisConfig::new(redis.url.clone());
+//!     let (a, _node_a) = serve("127.0.0.1:0", ServerConfig::default(), config()).await?;
+//!     let (_b, node_b) = serve("127.0.0.1:0", ServerConfig::default(), config()).await?;
+//!
+//!     let url = format!("ws://{}/ws", a.local_addr);
+//!     let (client, mut events) = tether_tokio::connect(url, None, ClientConfig::new("echo"))?;
+//!     while let Some(event) = events.next().await {
+//!         match event {
+//!             Event::StateChanged(State::Connected { session_id, .. }) => {
+//!                 let fields = vec![("text".to_owned(), "from node B".into())];
+//!                 node_b.publish(&SessionId(session_id), "message", fields).await?;
+//!             }
+//!             Event::Delivered(e) => {
+//!                 assert!(e.payload.as_str().contains("from node B"));
+//!                 client.disconnect().await;
+//!             }
+//!             Event::Closed(_) => break,
+//!             _ => {}
+//!         }
+//!     }
+//!     Ok(())
+//! }
 //! ```
 #![forbid(unsafe_code)]
 
@@ -350,7 +370,7 @@ impl RedisNode {
             link: connection.link,
             keys: Keys::new(&config.prefix).with_node(node_hex),
             limits: Limits {
-                log_max: server_config.ring_max_events.max(1),
+                log_max: server_config.recovery_session_events.max(1),
                 session_ttl: server_config.session_ttl,
                 dedup_ttl: server_config.dedup_ttl,
                 presence_ttl: config.presence_ttl,

@@ -5,23 +5,54 @@
 //! The connection loop lives in `tether-driver` (shared with the async-std adapter); this crate
 //! plugs in tokio's clock, timers and tasks and tokio-tungstenite's sockets.
 //!
-//! ```no_run
-//! use futures::StreamExt;
-//! use tether_tokio::{connect, ClientConfig, Event};
+//! A server and a client in one program: the client's request is answered, and an event the
+//! server publishes to its session is delivered.
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let (client, mut events) = connect("ws://127.0.0.1:8765/ws", Some("token"), ClientConfig::new("echo"))?;
-//! let outcome = client.send("hello").await?;
-//! println!("outcome: {outcome:?}");
-//! while let Some(event) = events.next().await {
-//!     match event {
-//!         Event::Delivered(e) => println!("{} #{}: {}", e.kind, e.seq, e.payload),
-//!         Event::Lost { from, to } => eprintln!("lost {from}..={to}"),
-//!         Event::Closed(reason) => { eprintln!("closed: {reason:?}"); break }
-//!         _ => {}
+//! ```
+//! use futures::StreamExt;
+//! use tether_tokio::{connect, serve, ClientConfig, Event, Outcome, RequestOutcome};
+//! use tether_tokio::{ServerConfig, ServerEvent};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let mut gateway = serve("127.0.0.1:0", ServerConfig::default(), None).await?;
+//!     let url = format!("ws://{}/ws", gateway.local_addr);
+//!     let server = gateway.server.clone();
+//!     tokio::spawn(async move {
+//!         // The application: answer each request, publish one event to each new session.
+//!         while let Some(event) = gateway.events.next().await {
+//!             let server = server.clone();
+//!             match event {
+//!                 ServerEvent::Request { session, request_id, content, .. } => {
+//!                     let answer = Outcome::ok(format!("echo: {content}"));
+//!                     tokio::spawn(async move { server.respond(&session, &request_id, answer).await });
+//!                 }
+//!                 ServerEvent::SessionCreated { session, .. } => {
+//!                     let fields = vec![("text".to_owned(), "welcome".into())];
+//!                     tokio::spawn(async move { server.publish(&session, "message", fields).await });
+//!                 }
+//!                 _ => {}
+//!             }
+//!         }
+//!     });
+//!
+//!     let (client, mut events) = connect(url, None, ClientConfig::new("echo"))?;
+//!     let answer = client.send("hello").await?;
+//!     let RequestOutcome::Final { content: Some(content), .. } = answer else { panic!("{answer:?}") };
+//!     assert_eq!(content.to_string(), "echo: hello");
+//!     while let Some(event) = events.next().await {
+//!         match event {
+//!             Event::Delivered(e) if e.kind == "message" => {
+//!                 assert!(e.payload.as_str().contains(r#""text":"welcome""#));
+//!                 client.disconnect().await;
+//!             }
+//!             Event::Lost { from, to } => panic!("lost {from}..={to}"),
+//!             Event::Closed(_) => break, // after `disconnect`
+//!             _ => {} // connecting, connected, responses...
+//!         }
 //!     }
+//!     Ok(())
 //! }
-//! # Ok(()) }
 //! ```
 
 mod prefixed;
@@ -36,9 +67,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub use tether_core::client::{ClientConfig, Event};
 pub use tether_core::cursor::ResumeState;
 pub use tether_core::server::{
-    ConnId, Outcome, ServerConfig, ServerEvent, ServerSnapshot, SessionId,
+    Audience, ConnId, Outcome, ServerConfig, ServerEvent, ServerSnapshot, SessionId,
 };
-pub use tether_core::wire::{EventBatch, FieldsError};
+pub use tether_core::wire::{Content, EventBatch, FieldsError};
 pub use tether_driver::{
     load_snapshot, save_snapshot, websocket_config, Bound, Client, ClientError, ClientEvents,
     Endpoints, RequestOutcome, ServeError, Server, ServerError, ServerEvents, ServerOptions,

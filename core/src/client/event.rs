@@ -6,7 +6,9 @@ use serde_json::Value;
 
 use super::{Kind, Payload};
 use crate::backoff::GiveUp;
-use crate::wire::{ConnectErrorCode, DecodeError, ErrorFrame, EventFrame, RecoveryStep, Snapshot};
+use crate::wire::{
+    ConnectErrorCode, Content, DecodeError, ErrorFrame, EventFrame, RecoveryStep, Snapshot,
+};
 
 /// A transport action for the adapter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,8 +58,8 @@ pub enum RequestStatus {
     Accepted,
     /// The final answer (`response` `final`): content and outcome as sent.
     Final {
-        /// The answer.
-        content: Option<Value>,
+        /// The answer (its `Display` writes a string without quotes).
+        content: Option<Content>,
         /// `{"status": "ok" | "error" | ...}`.
         outcome: Option<Value>,
     },
@@ -65,7 +67,7 @@ pub enum RequestStatus {
     /// outcome here; the PraisonAI server sends none.
     Duplicate {
         /// The original answer, when the server repeats it.
-        content: Option<Value>,
+        content: Option<Content>,
         /// The original outcome, when the server repeats it.
         outcome: Option<Value>,
     },

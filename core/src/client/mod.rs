@@ -222,16 +222,10 @@ impl Client {
             .as_ref()
             .filter(|_| connected)
             .and_then(Heartbeat::next_deadline);
-        let healthy = self.backoff.healthy_deadline().filter(|_| connected);
-        [
-            self.handshake_deadline,
-            self.reconnect_at,
-            heartbeat,
-            healthy,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [self.handshake_deadline, self.reconnect_at, heartbeat]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     // ---------------------------------------------------------------- queries
@@ -419,7 +413,7 @@ impl Client {
         }
     }
 
-    /// Timers: handshake deadline, reconnect, heartbeat, healthy-connection reset.
+    /// Timers: handshake deadline, reconnect, heartbeat.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.handshake_deadline.is_some_and(|d| now >= d) {
             self.handshake_deadline = None;
@@ -440,9 +434,6 @@ impl Client {
                     self.connection_ended(now, DisconnectCause::HeartbeatTimeout);
                 }
                 None => {}
-            }
-            if self.backoff.healthy_deadline().is_some_and(|d| now >= d) {
-                self.backoff.healthy(now);
             }
         }
     }
@@ -520,7 +511,6 @@ impl Client {
             _ => None,
         };
         self.end_socket();
-        self.backoff.disconnected(now);
         self.events
             .push_back(Event::StateChanged(State::Disconnected {
                 cause: cause.clone(),
@@ -703,7 +693,8 @@ impl Client {
                 now,
             )
         });
-        self.backoff.connected(now);
+        // A completed handshake forgives the outage: the next cut retries from the first delay.
+        self.backoff.reset();
         self.events.push_back(Event::StateChanged(State::Connected {
             version: a.version,
             session_id: a.session_id,

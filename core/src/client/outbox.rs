@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::event::{RequestStatus, RequestUpdate};
 use crate::cursor::PendingRequest;
-use crate::wire::{ClientFrame, MessageFrame, ResponseFrame};
+use crate::wire::{ClientFrame, Content, MessageFrame, ResponseFrame};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -134,11 +134,11 @@ impl Outbox {
                 RequestStatus::Accepted
             }
             "final" => RequestStatus::Final {
-                content: r.content,
+                content: r.content.map(Content::from),
                 outcome: r.outcome,
             },
             "duplicate" => RequestStatus::Duplicate {
-                content: r.content,
+                content: r.content.map(Content::from),
                 outcome: r.outcome,
             },
             _ => return None,

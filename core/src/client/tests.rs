@@ -21,7 +21,6 @@ fn config() -> ClientConfig {
             max: secs(30),
             multiplier: 2.0,
             jitter: Jitter::None,
-            healthy_after: secs(10),
             ..BackoffConfig::default()
         },
         ..ClientConfig::new("echo")
@@ -509,7 +508,7 @@ fn close_codes_reconnect_and_4001_waits_for_credentials() {
 }
 
 #[test]
-fn backoff_first_retry_waits_initial_and_resets_only_after_a_healthy_connection() {
+fn a_completed_handshake_forgives_the_outage_and_a_drop_before_it_climbs() {
     let mut h = connected();
     let delays = |h: &H| -> Vec<Duration> {
         h.ev.iter()
@@ -519,15 +518,34 @@ fn backoff_first_retry_waits_initial_and_resets_only_after_a_healthy_connection(
             })
             .collect()
     };
-    // An accept-then-drop server: each connection dies 1 s after its handshake.
+    // Cuts a second apart, each after a handshake that completed (a resume): every retry
+    // starts again from the first delay.
     for _ in 0..4 {
         h.at(secs(1));
         drop_and_reconnect(&mut h);
         h.recv(hello_ok("s1", 0));
     }
-    assert_eq!(delays(&h), vec![secs(1), secs(2), secs(4), secs(8)]);
+    assert_eq!(delays(&h), vec![secs(1); 4]);
+    // A server that accepts sockets and drops them before `hello_ok`: the delays climb.
     h.ev.clear();
-    h.at(secs(10)); // healthy for 10 s: the counter resets
+    h.at(secs(1));
+    drop_and_reconnect(&mut h); // the connection that had completed its handshake
+    for _ in 0..3 {
+        drop_and_reconnect(&mut h); // dropped while the hello waits for its answer
+    }
+    h.c.handle_closed(h.now, None, "");
+    h.drain();
+    assert_eq!(
+        delays(&h),
+        vec![secs(1), secs(2), secs(4), secs(8), secs(16)]
+    );
+    // Its `hello_ok` at last: the next cut retries after the first delay again.
+    h.at(secs(16));
+    assert!(h.tx.contains(&Transmit::Open));
+    h.tx.clear();
+    h.connect();
+    h.recv(hello_ok("s1", 0));
+    h.ev.clear();
     drop_and_reconnect(&mut h);
     assert_eq!(delays(&h), vec![secs(1)]);
 }
@@ -617,7 +635,7 @@ fn the_outbox_queues_while_down_flushes_in_order_and_resolves_outcomes() {
             (
                 "a".into(),
                 RequestStatus::Final {
-                    content: Some(json!("echo")),
+                    content: Some(json!("echo").into()),
                     outcome: Some(json!({"status":"ok"}))
                 }
             ),

@@ -269,6 +269,8 @@ pub enum Publish {
     ReservedKind,
     /// A `seq` field: refused.
     ReservedField,
+    /// A small `message` to every session at once (`publish_to`; the session is ignored).
+    Shared,
 }
 
 /// Which snapshot a [`Step::Restore`] starts the next server instance from.
@@ -493,9 +495,16 @@ fn step(r: &mut Reader<'_>) -> Step {
         9 => Step::Closed { conn: conn(r) },
         10 => {
             use Publish::*;
+            let session = session_ref(r);
+            let b = r.u8();
             Step::Publish {
-                session: session_ref(r),
-                kind: r.pick(&[Small, Large, Token, ReservedKind, ReservedField]),
+                session,
+                // The high bit: to every session (older scripts seldom set it).
+                kind: if b & 0x80 != 0 {
+                    Shared
+                } else {
+                    [Small, Large, Token, ReservedKind, ReservedField][usize::from(b) % 5]
+                },
             }
         }
         11 => Step::Respond {
@@ -775,7 +784,10 @@ fn write_step(w: &mut Writer, s: &Step) {
         }
         Step::Publish { session, kind } => {
             write_session_ref(w, *session);
-            w.u8(*kind as u8);
+            w.u8(match kind {
+                Publish::Shared => 0x80,
+                k => *k as u8,
+            });
         }
         Step::Respond { request, status } => {
             w.u8(*request);

@@ -170,9 +170,13 @@ fn entry(r: &mut Reader<'_>) -> SimEntry {
         7 => Fault::RestartClient { client: client(r) },
         8 => {
             let client = client(r);
-            return SimEntry::Action(Action::Publish {
-                client,
-                count: u32::from(r.u8() % 16) + 1,
+            let b = r.u8();
+            let count = u32::from(b % 16) + 1;
+            // The high bit: to every session at once.
+            return SimEntry::Action(if b & 0x80 != 0 {
+                Action::Broadcast { count }
+            } else {
+                Action::Publish { client, count }
             });
         }
         9 => return SimEntry::Action(Action::Send { client: client(r) }),
@@ -243,6 +247,11 @@ fn write_entry(w: &mut Writer, e: &SimEntry) {
                 w.u8(8);
                 write_client(w, *client);
                 w.u8(((*count).clamp(1, 16) - 1) as u8);
+            }
+            Action::Broadcast { count } => {
+                w.u8(8);
+                write_client(w, 0);
+                w.u8(0x80 | ((*count).clamp(1, 16) - 1) as u8);
             }
             Action::Send { client } => {
                 w.u8(9);
@@ -340,6 +349,7 @@ mod tests {
                         count: 16,
                     }),
                 ),
+                (ms(1450), SimEntry::Action(Action::Broadcast { count: 3 })),
                 (ms(1500), SimEntry::Action(Action::Send { client: 0 })),
                 (ms(1600), SimEntry::Action(Action::Disconnect { client: 2 })),
             ],

@@ -37,10 +37,31 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// Most simultaneous connections; beyond it `handle_connected` rejects (`rate_limited`).
     pub max_connections: usize,
-    /// Replay ring bound per session, in events.
-    pub ring_max_events: usize,
-    /// Replay ring bound per session, in bytes (the newest event is always kept).
-    pub ring_max_bytes: usize,
+    /// The recovery window: how long a tracked event stays available for a resume (default
+    /// 120 s, Socket.IO's `maxDisconnectionDuration` and Ably's two minutes). This is the
+    /// promise; the three `recovery_*` bounds below are safety limits on memory.
+    ///
+    /// The rule: an event is retained while it is younger than `recovery_window` **and** none
+    /// of the bounds needs its room. Whichever limit is reached first evicts, oldest first:
+    /// age, the session's events or bytes (only that session's oldest events), or the total
+    /// across sessions (the oldest events of the whole server). A resume asking for an evicted
+    /// event is told exactly which ones it lost (`hello_ok.resync_required`, `replay_end`'s
+    /// `lost_from`/`lost_to`, the v1 gap); a connected client that was not sent an event
+    /// before it was evicted is closed as a slow consumer (1013) and learns the loss on its
+    /// resume. Nothing is skipped silently. An event is freed within about a second after it
+    /// ages out (at once when a bound evicts it).
+    pub recovery_window: Duration,
+    /// Safety limit per session: most events retained (default 1,048,576; the newest event is
+    /// always kept). A cap for stores that trim by count (the Redis store's log length).
+    pub recovery_session_events: usize,
+    /// Safety limit per session: bytes of its retained events (default 64 MiB; an event
+    /// published to many sessions counts in full in each, plus a small index per run of
+    /// consecutive events; the newest event is always kept).
+    pub recovery_session_bytes: usize,
+    /// Safety limit across all sessions: bytes held by the shared event log, each event
+    /// counted once however many sessions it went to (default 1 GiB; the newest event is
+    /// always kept).
+    pub recovery_total_bytes: usize,
     /// Largest inbound text frame, bytes (typed error + close 1009 beyond it).
     pub max_payload: usize,
     /// In-flight window per connection, frames (handed out by `poll_transmit`, not yet
@@ -82,8 +103,10 @@ impl Default for ServerConfig {
             session_ttl: Duration::from_secs(3600),
             max_sessions: 10_000,
             max_connections: 10_000,
-            ring_max_events: 2048,
-            ring_max_bytes: 8 << 20,
+            recovery_window: Duration::from_secs(120),
+            recovery_session_events: 1 << 20,
+            recovery_session_bytes: 64 << 20,
+            recovery_total_bytes: 1 << 30,
             max_payload: 1 << 20,
             max_queued_frames: 1000,
             max_buffered_bytes: 1 << 20,

@@ -21,7 +21,8 @@ impl ConnId {
     }
 }
 
-/// Replays owed to the connection: cursors `next..=end` of its session's ring, then `end_frame`.
+/// Replays owed to the connection: cursors `next..=end` of its session's window, then
+/// `end_frame`.
 #[derive(Debug, Clone)]
 pub(crate) struct ReplayPhase {
     pub(crate) next: u64,
@@ -37,7 +38,7 @@ pub(crate) struct ReplayPhase {
 pub(crate) struct Closing {
     pub(crate) code: u16,
     pub(crate) reason: String,
-    /// Ring frames up to this cursor still go out first (graceful close).
+    /// Window frames up to this cursor still go out first (graceful close).
     pub(crate) flush_until: u64,
 }
 
@@ -58,7 +59,7 @@ pub(crate) struct Conn {
     pub(crate) bound: Option<Binding>,
     pub(crate) control: VecDeque<super::FrameText>,
     pub(crate) replay: Option<ReplayPhase>,
-    /// Next ring cursor to send live.
+    /// Next window cursor to send live.
     pub(crate) live_next: u64,
     pub(crate) in_flight_frames: usize,
     pub(crate) in_flight_bytes: usize,
@@ -106,7 +107,7 @@ impl Conn {
         }
     }
 
-    /// The lowest ring cursor this connection still has to be sent.
+    /// The lowest window cursor this connection still has to be sent.
     pub(crate) fn min_needed(&self) -> u64 {
         match &self.replay {
             Some(r) if r.next <= r.end => r.next,

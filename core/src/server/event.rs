@@ -6,13 +6,13 @@ use super::conn::ConnId;
 use super::session::{Outcome, SessionId};
 use super::store::{StoredSession, Unsequenced};
 use super::text::FrameText;
-use crate::wire::{ConnectErrorCode, DecodeError};
+use crate::wire::{ConnectErrorCode, Content, DecodeError};
 
 /// A frame or close for one connection. After a `Close` nothing more comes for that
 /// connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerTransmit {
-    /// A text frame to write. Live events share their text with the session's replay ring
+    /// A text frame to write. Live events share their text with the session's recovery window
     /// (no copy per connection); write it as is.
     Frame(FrameText),
     /// Send a close frame with this code and reason, then stop writing.
@@ -52,7 +52,8 @@ pub enum ServerEvent {
         conn: ConnId,
         /// A connection that was displaced by this takeover (closed with 4009).
         taken_over_from: Option<ConnId>,
-        /// Cursors the client asked for that the ring no longer holds (reported to it), if any.
+        /// Cursors the client asked for that the recovery window no longer holds (reported to
+        /// it), if any.
         lost: Option<(u64, u64)>,
     },
     /// A session lost its connection; it stays resumable for the TTL.
@@ -72,8 +73,8 @@ pub enum ServerEvent {
         session: SessionId,
         /// The client's `request_id`, or a generated one.
         request_id: String,
-        /// The `content` as sent (never empty).
-        content: Value,
+        /// The `content` as sent (never empty; its `Display` writes a string without quotes).
+        content: Content,
         /// The connection it came on.
         conn: ConnId,
     },

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::conn::ConnId;
-use super::ring::Entry;
+use super::window::Retained;
 use crate::wire::scan::{is_special, word_has_special};
 use crate::wire::StrWriter;
 
@@ -258,17 +258,8 @@ impl<'a> Obj<'a> {
 
     /// Closes the object, appending `"cursor":n,"seq":n` as the last two keys.
     pub(crate) fn tracked(self, cursor: u64) -> &'a mut String {
-        let mut buf = [0; 20];
-        let n = fmt_u64(cursor, &mut buf);
-        // Known keys: written as they are (no escape check), after one reservation.
-        let out = self.0;
-        out.reserve(16 + 2 * n.len());
-        out.push_str(",\"cursor\":");
-        out.push_str(n);
-        out.push_str(",\"seq\":");
-        out.push_str(n);
-        out.push('}');
-        out
+        push_tracked_tail(self.0, cursor);
+        self.0
     }
 
     /// Closes the object.
@@ -276,6 +267,31 @@ impl<'a> Obj<'a> {
         self.0.push('}');
         self.0
     }
+}
+
+/// The keys that end a tracked frame: `,"cursor":n,"seq":n}` (known keys, written as they are).
+const CURSOR_KEY: &str = ",\"cursor\":";
+const SEQ_KEY: &str = ",\"seq\":";
+
+/// The end of a tracked frame, `,"cursor":n,"seq":n}`, as the pieces `f` gets (for a shared
+/// body completed per session).
+pub(crate) fn tracked_tail<R>(cursor: u64, f: impl FnOnce([&str; 5]) -> R) -> R {
+    let mut buf = [0; 20];
+    let n = fmt_u64(cursor, &mut buf);
+    f([CURSOR_KEY, n, SEQ_KEY, n, "}"])
+}
+
+/// Appends the end of a tracked frame, as [`tracked_tail`] (after one reservation: this runs
+/// for every published event).
+pub(crate) fn push_tracked_tail(out: &mut String, cursor: u64) {
+    let mut buf = [0; 20];
+    let n = fmt_u64(cursor, &mut buf);
+    out.reserve(CURSOR_KEY.len() + SEQ_KEY.len() + 1 + 2 * n.len());
+    out.push_str(CURSOR_KEY);
+    out.push_str(n);
+    out.push_str(SEQ_KEY);
+    out.push_str(n);
+    out.push('}');
 }
 
 /// A standalone frame: `build` fills in the fields after `{"type":kind`.
@@ -287,18 +303,19 @@ pub(crate) fn frame(kind: &str, build: impl FnOnce(Obj<'_>) -> &mut String) -> S
 
 /// Appends `{"type":"replay","event":E}` (+ `"seq":n` when `with_seq`), E in GatewayEvent
 /// shape with `data` = the original frame exactly as sent.
-pub(crate) fn replay(out: &mut String, e: &Entry, with_seq: bool) {
-    let frame = &*e.frame;
-    out.reserve(frame.len() + 2 * e.kind_json().len() + 200);
+pub(crate) fn replay(out: &mut String, e: &Retained<'_>, with_seq: bool) {
+    let record = e.record;
+    let kind = record.kind_json();
+    out.reserve(record.text_len() + 2 * kind.len() + 240);
     out.push_str("{\"type\":\"replay\",\"event\":");
     out.push_str(TYPE_PREFIX);
-    out.push_str(e.kind_json());
+    out.push_str(kind);
     out.push_str(",\"data\":");
-    out.push_str(frame);
+    record.push_frame(out, e.cursor);
     out.push_str(",\"event_id\":\"");
-    push_uuid(out, e.event_id);
+    push_uuid(out, record.event_id);
     out.push_str("\",\"timestamp\":");
-    push_json(out, &e.timestamp);
+    push_json(out, &record.timestamp);
     out.push_str(",\"source\":\"gateway\",\"target\":");
     match e.target {
         Some(c) => push_label(out, c),

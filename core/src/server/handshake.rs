@@ -442,7 +442,7 @@ impl Server {
     }
 
     /// v2 in-band repair: `{"type":"resync","since":n}` → replays of cursor > n, then
-    /// `replay_end` (with `lost_from`/`lost_to` when the ring no longer holds n+1).
+    /// `replay_end` (with `lost_from`/`lost_to` when the window no longer holds n+1).
     pub(super) fn on_resync(&mut self, now: Instant, conn: ConnId, text: &str) {
         #[derive(serde::Deserialize)]
         struct Resync {
@@ -486,7 +486,7 @@ impl Server {
         };
         // Replays cover what was already sent live; live sending continues after them.
         let end = c.live_next.saturating_sub(1).min(s.head);
-        let oldest = s.oldest_cursor();
+        let oldest = s.oldest_cursor(&self.log);
         let first = since.saturating_add(1).max(oldest);
         let replayed = if first <= end { end - first + 1 } else { 0 };
         let lost = (since.saturating_add(1) < oldest && since < end)
@@ -613,7 +613,7 @@ impl Server {
                         agent_id: agent.to_owned(),
                         owner: principal,
                         head: 0,
-                        ring: Default::default(),
+                        window: Default::default(),
                         dedup: Dedup::default(),
                         version,
                         capabilities: caps.to_vec(),
@@ -671,7 +671,7 @@ impl Server {
         let (head, oldest) = self
             .sessions
             .get(sid)
-            .map_or((0, 1), |s| (s.head, s.oldest_cursor()));
+            .map_or((0, 1), |s| (s.head, s.oldest_cursor(&self.log)));
         let mut info = ReplayInfo {
             sequence: head,
             oldest,

@@ -1,4 +1,4 @@
-//! The sans-IO server machine: sessions, stamping, replay ring, resume, presence, health.
+//! The sans-IO server machine: sessions, stamping, recovery window, resume, presence, health.
 //!
 //! One [`Server`] serves many connections, each named by a [`ConnId`] the adapter allocates.
 //! It speaks v1 (the PraisonAI gateway protocol, so the real Python `GatewayClient` works
@@ -13,11 +13,18 @@
 //!
 //! Flow control: each connection has an in-flight window (`max_queued_frames`,
 //! `max_buffered_bytes`) of frames handed out but not yet confirmed by `handle_sent`. Tracked
-//! frames are not copied per connection: the session's replay ring is the buffer, and a
-//! connection only becomes a slow consumer (close 1013 `slow_consumer`) when the ring must
-//! evict an event it has not been sent yet, or its control queue (pong, errors, broadcasts)
+//! frames are not copied per connection: the session's recovery window is the buffer, and a
+//! connection only becomes a slow consumer (close 1013 `slow_consumer`) when the window
+//! evicts an event it has not been sent yet, or its control queue (pong, errors, broadcasts)
 //! overflows. A single frame larger than the byte window still goes out when nothing is in
 //! flight, so a big answer never evicts its reader.
+//!
+//! # Recovery window
+//! Tracked events are kept for [`ServerConfig::recovery_window`] (default 120 s) for resumes,
+//! within per-session and total byte bounds (the field docs state which bound wins). An event
+//! published to many sessions with [`Server::publish_to`] is stored once, in a log shared by
+//! the sessions' windows; each session still numbers it with its own cursor, and the frames
+//! on the wire are the same as if it had been published to each session in turn.
 //!
 //! # Wire decisions (v1 and v2)
 //! - `hello_ok` always carries `sequence`: the first replayed cursor − 1 when replays follow,
@@ -67,9 +74,10 @@ mod auth;
 mod config;
 mod conn;
 mod event;
+mod fanout;
 mod frames;
 mod handshake;
-mod ring;
+mod log;
 mod session;
 mod snapshot;
 mod status;
@@ -77,9 +85,10 @@ mod store;
 #[cfg(test)]
 mod tests;
 mod text;
+mod window;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -87,7 +96,7 @@ pub use auth::{AllowAll, Authenticator, ConnectInfo, Principal, Rejection, Share
 pub use config::ServerConfig;
 pub use conn::ConnId;
 pub use event::{CommandError, PeerError, RestoreError, ServerEvent, ServerTransmit};
-pub use ring::Recorded;
+pub use fanout::Audience;
 pub use session::{Outcome, OutcomeStatus, SessionId};
 pub use snapshot::{DedupSnapshot, ServerSnapshot, SessionSnapshot};
 pub use status::{Health, Liveness, PresenceInfo, ServerStats};
@@ -95,11 +104,13 @@ pub use store::{
     Ingest, IngestError, StoreUnavailable, StoredSession, Unsequenced, SESSION_LOST_CLOSE,
 };
 pub use text::FrameText;
+pub use window::Recorded;
 
 use conn::{Closing, Conn};
 use frames::Obj;
-use ring::Entry;
+use log::{EventLog, Held};
 use session::Session;
+use text::FrameWriter;
 
 use crate::heartbeat::HeartbeatAction;
 use crate::rng::Rng;
@@ -175,6 +186,14 @@ pub struct Server {
     events: VecDeque<ServerEvent>,
     /// Reused buffer the frames are written into before they become shared text.
     scratch: String,
+    /// Every session's retained events, each stored once.
+    log: EventLog,
+    /// Where frames assembled for sending (replays, shared bodies with a session's tail) are
+    /// written.
+    out: FrameWriter,
+    /// The latest `now` the log was brought to its bounds at (evictions happen then): a
+    /// connection that finds an event it was owed gone is a slow consumer from then on.
+    log_time: Instant,
     reaped: u64,
     last_inbound_wall: f64,
     shutting_down: bool,
@@ -200,6 +219,7 @@ impl Server {
         Self {
             rng: Rng::from_bytes(config.seed),
             last_inbound_wall: config.epoch_at_start,
+            log: EventLog::new(config.recovery_window, config.recovery_total_bytes),
             config,
             auth,
             start: now,
@@ -208,6 +228,8 @@ impl Server {
             ready: VecDeque::new(),
             events: VecDeque::new(),
             scratch: String::new(),
+            out: FrameWriter::default(),
+            log_time: now,
             reaped: 0,
             shutting_down: false,
         }
@@ -363,8 +385,8 @@ impl Server {
         }
     }
 
-    /// Timers: handshake deadlines, pings, reaping, session expiry. Early or repeated calls do
-    /// nothing.
+    /// Timers: handshake deadlines, pings, reaping, session expiry, events leaving the
+    /// recovery window. Early or repeated calls do nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
@@ -406,6 +428,28 @@ impl Server {
         for id in expired {
             self.expire(&id);
         }
+        // Also what the expired sessions' windows were the last to hold.
+        self.evict_log(now, self.wall(now));
+    }
+
+    /// Evicts what the log holds beyond the recovery window and the total byte bound (`wall`
+    /// is the wall-clock time at `now`).
+    fn evict_log(&mut self, now: Instant, wall: f64) {
+        self.log_time = self.log_time.max(now);
+        self.log.evict(wall);
+    }
+
+    /// When the oldest retained event leaves the window: up to [`EVICTION_SLACK`] late, so that
+    /// a stream of events wakes the timer about once a second, not once per event (appends
+    /// evict as they go, so this only matters for a quiet server).
+    fn log_deadline(&self) -> Option<Instant> {
+        let due = self.log.expires_at()?;
+        let after_start = due - self.config.epoch_at_start + EVICTION_SLACK.as_secs_f64();
+        if !after_start.is_finite() {
+            return None; // a wall clock that is not one: the byte bounds still hold
+        }
+        let after_start = Duration::try_from_secs_f64(after_start.max(0.0)).ok()?;
+        self.start.checked_add(after_start)
     }
 
     // ----------------------------------------------------------------------------------------
@@ -420,11 +464,21 @@ impl Server {
             };
             c.queued = false;
             let session = c.bound.as_ref().and_then(|b| self.sessions.get(&b.session));
-            if let Some((t, more)) = next_frame(c, session, &mut self.scratch, &self.config) {
+            let mut out = Output {
+                log: &self.log,
+                scratch: &mut self.scratch,
+                writer: &mut self.out,
+                config: &self.config,
+                evicted: false,
+            };
+            if let Some((t, more)) = next_frame(c, session, &mut out) {
                 if more {
                     self.mark_ready(id);
                 }
                 return Some((id, t));
+            }
+            if out.evicted {
+                self.evicted_owed(id);
             }
         }
         None
@@ -441,13 +495,30 @@ impl Server {
             };
             c.queued = false;
             let session = c.bound.as_ref().and_then(|b| self.sessions.get(&b.session));
-            while let Some((t, more)) = next_frame(c, session, &mut self.scratch, &self.config) {
+            let mut output = Output {
+                log: &self.log,
+                scratch: &mut self.scratch,
+                writer: &mut self.out,
+                config: &self.config,
+                evicted: false,
+            };
+            while let Some((t, more)) = next_frame(c, session, &mut output) {
                 out.push((id, t));
                 if !more {
                     break;
                 }
             }
+            if output.evicted {
+                self.evicted_owed(id);
+            }
         }
+    }
+
+    /// Connection `id` was owed an event the log has evicted since (by age or total size): it
+    /// is a slow consumer from when that happened; its close goes out next.
+    fn evicted_owed(&mut self, id: ConnId) {
+        let at = self.log_time;
+        self.close_conn(at, id, 1013, "slow_consumer".into(), Flush::Nothing);
     }
 
     /// The next event for the application.
@@ -456,7 +527,8 @@ impl Server {
         self.events.pop_front()
     }
 
-    /// The earliest deadline: handshake, ping, reap, or session expiry.
+    /// The earliest deadline: handshake, ping, reap, session expiry, or events leaving the
+    /// recovery window.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let conns = self.conns.values().filter_map(Conn::next_deadline);
@@ -466,7 +538,7 @@ impl Server {
             .values()
             .filter(|s| s.conn.is_none())
             .filter_map(|s| s.detached_at.and_then(|d| d.checked_add(ttl)));
-        conns.chain(sessions).min()
+        conns.chain(sessions).chain(self.log_deadline()).min()
     }
 
     // ----------------------------------------------------------------------------------------
@@ -768,7 +840,7 @@ impl Server {
         self.events.push_back(ServerEvent::Request {
             session: sid.clone(),
             request_id,
-            content,
+            content: content.into(),
             conn,
         });
     }
@@ -805,28 +877,42 @@ impl Server {
         // Drawn only for an existing session: the PRNG stream stays what it always was.
         let event_id = session::uuid4(&mut self.rng);
         let n = s.head + 1;
-        // Written once into the reused buffer, then shared by the ring and the transmit.
+        let target = s.conn;
+        // Written once into the reused buffer, then shared by the log and the transmit.
         let scratch = &mut self.scratch;
         scratch.clear();
         let obj = Obj::start(scratch, kind);
         let kind_end = obj.len();
-        let frame = s.ring.write(build(obj).tracked(n).as_str());
+        let text = s.window.write(build(obj).tracked(n).as_str());
         if scratch.capacity() > SCRATCH_KEEP {
             *scratch = String::new(); // one huge frame must not pin its buffer forever
         }
-        let entry = Entry::new(n, frame, (kind, kind_end), event_id, timestamp, s.conn);
-        let (owner, evicted) = s.append(entry, &self.config);
+        let held = self
+            .log
+            .push((text, false, kind_end), (event_id, timestamp), timestamp, 1);
+        let (owner, evicted) = s.append(&mut self.log, held, target, &self.config);
+        self.evict_log(now, timestamp);
         self.after_append(now, owner, evicted);
         Some(n)
     }
 
-    /// Appends the session's next entry (its cursor is `head + 1`) to the ring and routes it to
-    /// the owner, which becomes a slow consumer if the ring evicts what it was not sent yet.
-    fn append_entry(&mut self, now: Instant, session: &SessionId, entry: Entry) {
+    /// Appends log record `held` (held for it, recorded at wall time `wall` while `target` held
+    /// the session) to `session` as its next cursor and routes it to the owner, which becomes
+    /// a slow consumer if the append evicts what it was not sent yet.
+    fn append_record(
+        &mut self,
+        now: Instant,
+        wall: f64,
+        session: &SessionId,
+        held: Held,
+        target: Option<ConnId>,
+    ) {
         let Some(s) = self.sessions.get_mut(session) else {
+            self.log.release(held.id);
             return;
         };
-        let (owner, evicted) = s.append(entry, &self.config);
+        let (owner, evicted) = s.append(&mut self.log, held, target, &self.config);
+        self.evict_log(now, wall);
         self.after_append(now, owner, evicted);
     }
 
@@ -955,7 +1041,8 @@ impl Server {
     }
 
     fn expire(&mut self, id: &SessionId) {
-        if self.sessions.remove(id).is_some() {
+        if let Some(mut s) = self.sessions.remove(id) {
+            s.window.clear(&mut self.log);
             self.events.push_back(ServerEvent::SessionExpired {
                 session: id.clone(),
             });
@@ -963,17 +1050,29 @@ impl Server {
     }
 }
 
+/// What [`next_frame`] reads and writes besides the connection and its session.
+struct Output<'a> {
+    log: &'a EventLog,
+    /// Replay frames are assembled here.
+    scratch: &'a mut String,
+    /// Frames that are not a record's text as it is go out from here.
+    writer: &'a mut FrameWriter,
+    config: &'a ServerConfig,
+    /// Set when the connection is owed an event its session's window no longer holds (a slow
+    /// consumer; `next_frame` then returns `None`).
+    evicted: bool,
+}
+
 /// The next output of connection `c` (bound to `session`, if any): control frames, then owed
-/// replays, then live events (both pulled from the ring while the in-flight window has room),
-/// then its close. The flag says whether more may follow (false: nothing is pending until new
-/// output wakes it). Replay frames are assembled in `scratch`.
+/// replays, then live events (both read from the session's window while the in-flight window
+/// has room), then its close. The flag says whether more may follow (false: nothing is pending
+/// until new output wakes it).
 fn next_frame(
     c: &mut Conn,
     session: Option<&Session>,
-    scratch: &mut String,
-    config: &ServerConfig,
+    out: &mut Output<'_>,
 ) -> Option<(ServerTransmit, bool)> {
-    let (max_frames, max_bytes) = (config.max_queued_frames, config.max_buffered_bytes);
+    let (max_frames, max_bytes) = (out.config.max_queued_frames, out.config.max_buffered_bytes);
     if c.close_sent {
         return None;
     }
@@ -988,18 +1087,27 @@ fn next_frame(
         if let Some(r) = c.replay.as_mut() {
             while r.next <= r.end {
                 let cursor = r.next;
-                r.next += 1;
-                if let Some(e) = s.ring.get(cursor) {
-                    scratch.clear();
-                    frames::replay(scratch, e, r.with_seq);
-                    let f = FrameText::from(scratch.as_str());
-                    if scratch.capacity() > SCRATCH_KEEP {
-                        *scratch = String::new();
+                let Some(e) = s.window.get(out.log, cursor) else {
+                    // Evicted since the replay was set up. A closing connection's client
+                    // learns of the loss when it resumes; anyone else was owed it.
+                    if c.closing.is_none() {
+                        out.evicted = true;
+                        return None;
                     }
-                    c.in_flight_frames += 1;
-                    c.in_flight_bytes += f.len();
-                    return Some((ServerTransmit::Frame(f), true));
+                    r.next += 1;
+                    continue;
+                };
+                r.next += 1;
+                let scratch = &mut *out.scratch;
+                scratch.clear();
+                frames::replay(scratch, &e, r.with_seq);
+                let f = out.writer.write(scratch);
+                if scratch.capacity() > SCRATCH_KEEP {
+                    *scratch = String::new();
                 }
+                c.in_flight_frames += 1;
+                c.in_flight_bytes += f.len();
+                return Some((ServerTransmit::Frame(f), true));
             }
             let end = r.end_frame.take();
             c.replay = None;
@@ -1011,13 +1119,22 @@ fn next_frame(
         }
         let limit = c.closing.as_ref().map_or(u64::MAX, |cl| cl.flush_until);
         if c.live_next <= s.head && c.live_next <= limit {
-            let e = s.ring.get(c.live_next).or_else(|| {
-                // Only reachable if eviction raced a close; resume from what is retained.
-                s.ring.oldest().and_then(|o| s.ring.get(o.max(c.live_next)))
-            });
+            let e = match s.window.get(out.log, c.live_next) {
+                Some(e) => Some(e),
+                None if c.closing.is_none() => {
+                    out.evicted = true;
+                    return None;
+                }
+                // Closing: what is still retained goes out; the client learns of the rest
+                // when it resumes.
+                None => s
+                    .window
+                    .oldest(out.log)
+                    .and_then(|o| s.window.get(out.log, o.max(c.live_next))),
+            };
             if let Some(e) = e {
                 c.live_next = e.cursor + 1;
-                let f = e.frame.clone();
+                let f = e.record.frame(e.cursor, out.writer);
                 c.in_flight_frames += 1;
                 c.in_flight_bytes += f.len();
                 let more = c.closing.is_some() || c.live_next <= s.head.min(limit);
@@ -1039,6 +1156,9 @@ fn next_frame(
     }
     None
 }
+
+/// How late the timer may evict events that left the recovery window (appends evict on time).
+const EVICTION_SLACK: Duration = Duration::from_secs(1);
 
 /// The frame buffer keeps its capacity up to this size between frames.
 const SCRATCH_KEEP: usize = 64 << 10;

@@ -1,4 +1,4 @@
-//! Sessions: identity, owner, sequence, replay ring and the request dedup window.
+//! Sessions: identity, owner, sequence, recovery window and the request dedup window.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -9,7 +9,8 @@ use serde_json::Value;
 use super::auth::Principal;
 use super::config::ServerConfig;
 use super::conn::ConnId;
-use super::ring::{Entry, Ring};
+use super::log::{EventLog, Held};
+use super::window::Window;
 use crate::rng::Rng;
 
 /// A session id: a uuid4-formatted string drawn from the server's seeded PRNG.
@@ -144,14 +145,15 @@ impl Dedup {
 }
 
 /// One session: outlives its connection for the TTL.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) id: SessionId,
     pub(crate) agent_id: String,
     pub(crate) owner: Principal,
     /// Last assigned cursor (0 = none yet).
     pub(crate) head: u64,
-    pub(crate) ring: Ring,
+    /// What a resume can replay (records of the server's [`EventLog`]).
+    pub(crate) window: Window,
     pub(crate) dedup: Dedup,
     pub(crate) version: u32,
     pub(crate) capabilities: Vec<String>,
@@ -169,21 +171,30 @@ pub(crate) struct Session {
 
 impl Session {
     /// Cursor of the oldest retained event; `head + 1` when nothing is retained.
-    pub(crate) fn oldest_cursor(&self) -> u64 {
-        self.ring.oldest().unwrap_or(self.head + 1)
+    pub(crate) fn oldest_cursor(&self, log: &EventLog) -> u64 {
+        self.window.oldest(log).unwrap_or(self.head + 1)
     }
 
-    /// Appends the next entry to the ring (its cursor becomes the head), evicting down to the
-    /// config's bounds; returns the owning connection and the highest evicted cursor.
+    /// Appends record `held` (which this session's window holds from now on) as the session's
+    /// next cursor (`head + 1`), recorded while `target` held the session, then evicts down to
+    /// the config's per-session bounds. Returns the owning connection and the highest cursor no
+    /// longer retained by this append (evicted, or found evicted from the log), if any.
+    #[inline(always)]
     pub(crate) fn append(
         &mut self,
-        entry: Entry,
+        log: &mut EventLog,
+        held: Held,
+        target: Option<ConnId>,
         config: &ServerConfig,
     ) -> (Option<ConnId>, Option<u64>) {
-        self.head = entry.cursor;
-        let evicted = self
-            .ring
-            .push(entry, config.ring_max_events, config.ring_max_bytes);
-        (self.conn, evicted)
+        self.head += 1;
+        let forgotten = self.window.forget_evicted(log);
+        self.window.push(log, self.head, held, target);
+        let evicted = self.window.evict_to(
+            log,
+            config.recovery_session_events,
+            config.recovery_session_bytes,
+        );
+        (self.conn, evicted.max(forgotten))
     }
 }

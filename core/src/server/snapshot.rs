@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Principal;
-use super::ring::{Entry, Recorded, Ring};
 use super::session::{Dedup, DedupEntry, Outcome, Session, SessionId};
+use super::window::{Recorded, Retained, Window};
 use super::{RestoreError, Server, ServerConfig};
 
 /// 2: event ids and targets in compact form (`event_id` a uuid string, `target` a `ConnId`).
@@ -67,7 +67,9 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl Server {
-    /// Every session's state at `now` (sequence, ring, dedup window, version, owner).
+    /// Every session's state at `now` (sequence, recovery window, dedup window, version,
+    /// owner). An event published to many sessions appears in each one's `events` (as the frame
+    /// that session was sent).
     pub fn snapshot(&self, now: Instant) -> ServerSnapshot {
         let sessions = self
             .sessions
@@ -79,7 +81,11 @@ impl Server {
                 head: s.head,
                 protocol_version: s.version,
                 capabilities: s.capabilities.clone(),
-                events: s.ring.iter().map(Entry::to_recorded).collect(),
+                events: s
+                    .window
+                    .iter(&self.log)
+                    .map(Retained::to_recorded)
+                    .collect(),
                 dedup: s
                     .dedup
                     .entries
@@ -104,7 +110,8 @@ impl Server {
     }
 
     /// A server holding `snapshot`'s sessions, all detached (clients resume them by id with
-    /// their cursor and get exactly the missed events). Rings are re-bounded by `config`;
+    /// their cursor and get exactly the missed events). Windows are re-bounded by `config`
+    /// (events older than `recovery_window` leave at the first append or timer);
     /// sessions beyond `max_sessions` are dropped, most recently detached kept.
     pub fn restore(
         config: ServerConfig,
@@ -119,26 +126,9 @@ impl Server {
         all.sort_by_key(|s| s.detached_for_ms);
         all.truncate(server.config.max_sessions);
         let mut sessions = BTreeMap::new();
+        let mut events = Vec::new();
         for snap in all {
             let ago = |ms: u64| now.checked_sub(Duration::from_millis(ms)).unwrap_or(now);
-            // Keep only events consistent with the head, then apply this config's bounds.
-            // Events whose frame does not start with its kind were not written by this server.
-            let events: Vec<Entry> = snap
-                .events
-                .into_iter()
-                .filter(|e| e.cursor <= snap.head && e.cursor > 0)
-                .filter_map(Entry::from_recorded)
-                .collect();
-            let mut ring = Ring::from_events(events);
-            let keep = ring.iter().cloned().collect::<Vec<_>>();
-            ring = Ring::default();
-            for e in keep {
-                ring.push(
-                    e,
-                    server.config.ring_max_events,
-                    server.config.ring_max_bytes,
-                );
-            }
             let mut dedup = Dedup::default();
             for d in snap
                 .dedup
@@ -155,12 +145,13 @@ impl Server {
                     outcome: d.outcome,
                 });
             }
+            events.push((snap.session_id.clone(), snap.events));
             let session = Session {
                 id: snap.session_id.clone(),
                 agent_id: snap.agent_id,
                 owner: snap.owner,
                 head: snap.head,
-                ring,
+                window: Window::default(),
                 dedup,
                 version: snap.protocol_version,
                 capabilities: snap.capabilities,
@@ -171,6 +162,43 @@ impl Server {
             };
             sessions.insert(snap.session_id, session);
         }
+        // The log is oldest first, across sessions, so that events leave it by age in order.
+        // Each session's events keep their order (their times are taken as non-decreasing).
+        let mut order = Vec::new();
+        for (s, (_, list)) in events.iter().enumerate() {
+            let mut at = f64::NEG_INFINITY;
+            for (i, r) in list.iter().enumerate() {
+                at = at.max(r.timestamp);
+                order.push((at, s, i));
+            }
+        }
+        order.sort_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+        let mut lists: Vec<(SessionId, Vec<Option<Recorded>>)> = events
+            .into_iter()
+            .map(|(id, list)| (id, list.into_iter().map(Some).collect()))
+            .collect();
+        // An event's age counts from its record time (the downtime included), never from the
+        // future.
+        let wall = server.wall(now);
+        for (at, s, i) in order {
+            let (id, list) = &mut lists[s];
+            if let (Some(session), Some(r)) = (sessions.get_mut(id), list[i].take()) {
+                let head = session.head;
+                let at = if at.is_finite() { at.min(wall) } else { wall };
+                session.window.push_recorded(&mut server.log, r, head, at);
+            }
+        }
+        let (max_events, max_bytes) = (
+            server.config.recovery_session_events,
+            server.config.recovery_session_bytes,
+        );
+        for session in sessions.values_mut() {
+            session.window.forget_evicted(&server.log);
+            session
+                .window
+                .evict_to(&mut server.log, max_events, max_bytes);
+        }
+        server.evict_log(now, wall);
         server.sessions = sessions;
         Ok(server)
     }

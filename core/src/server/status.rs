@@ -64,10 +64,15 @@ pub struct ServerStats {
     pub sessions: usize,
     /// Connections known.
     pub connections: usize,
-    /// Largest ring, events.
-    pub max_ring_events: usize,
-    /// Largest ring, bytes.
-    pub max_ring_bytes: usize,
+    /// Largest recovery window, events (held against `recovery_session_events`).
+    pub max_window_events: usize,
+    /// Largest recovery window, bytes (held against `recovery_session_bytes`).
+    pub max_window_bytes: usize,
+    /// Bytes of the event log shared by every window, each event counted once (held against
+    /// `recovery_total_bytes`).
+    pub log_bytes: usize,
+    /// Events in the shared log (each once, however many sessions it went to).
+    pub log_events: usize,
     /// Longest control queue.
     pub max_control_frames: usize,
     /// Largest dedup window.
@@ -150,11 +155,13 @@ impl Server {
             sessions: self.sessions.len(),
             connections: self.conns.len(),
             pending_events: self.events.len(),
+            log_bytes: self.log.bytes(),
+            log_events: self.log.events(),
             ..ServerStats::default()
         };
         for s in self.sessions.values() {
-            st.max_ring_events = st.max_ring_events.max(s.ring.len());
-            st.max_ring_bytes = st.max_ring_bytes.max(s.ring.bytes());
+            st.max_window_events = st.max_window_events.max(s.window.len());
+            st.max_window_bytes = st.max_window_bytes.max(s.window.bytes());
             st.max_dedup = st.max_dedup.max(s.dedup.entries.len());
         }
         for c in self.conns.values() {

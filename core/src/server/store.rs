@@ -51,8 +51,8 @@ use super::auth::Principal;
 use super::conn::ConnId;
 use super::event::ServerEvent;
 use super::frames::{self, Obj};
-use super::ring::{Entry, Recorded, Ring};
 use super::session::{Dedup, Outcome, Session, SessionId};
+use super::window::{Recorded, Window};
 use super::Server;
 use crate::wire::{ConnectErrorCode, Hello, Join, RecoveryStep};
 
@@ -285,17 +285,20 @@ impl Server {
     /// Makes `stored` the local copy of its session, unless the local one is already newer
     /// (it ingested events after the store was read).
     fn install(&mut self, now: Instant, stored: StoredSession) {
-        let (max_events, max_bytes) = (self.config.ring_max_events, self.config.ring_max_bytes);
-        let events: Vec<Entry> = stored
-            .events
-            .into_iter()
-            .filter(|e| e.cursor <= stored.head && e.cursor > 0)
-            .filter_map(Entry::from_recorded)
-            .collect();
-        let mut ring = Ring::default();
-        for e in Ring::from_events(events).iter() {
-            ring.push(e.clone(), max_events, max_bytes);
-        }
+        let (max_events, max_bytes) = (
+            self.config.recovery_session_events,
+            self.config.recovery_session_bytes,
+        );
+        // Kept from now on by this node's clock: the store's timestamps are other nodes'.
+        let wall = self.wall(now);
+        let mut window = Window::from_recorded(
+            &mut self.log,
+            stored.events,
+            (stored.head, wall),
+            max_events,
+            max_bytes,
+        );
+        self.evict_log(now, wall);
         if let Some(s) = self.sessions.get_mut(&stored.session_id) {
             s.owner = stored.owner;
             s.agent_id = stored.agent_id;
@@ -303,11 +306,13 @@ impl Server {
             s.epoch_start = stored.epoch_start;
             if stored.head >= s.head {
                 s.head = stored.head;
-                s.ring = ring;
+                std::mem::swap(&mut s.window, &mut window);
             }
+            window.clear(&mut self.log);
             return;
         }
         if !self.make_room() {
+            window.clear(&mut self.log);
             return; // full of live sessions: the handshake is refused as usual
         }
         let session = Session {
@@ -315,7 +320,7 @@ impl Server {
             agent_id: stored.agent_id,
             owner: stored.owner,
             head: stored.head,
-            ring,
+            window,
             dedup: Dedup::default(),
             version: stored.protocol_version,
             capabilities: stored.capabilities,
@@ -405,7 +410,8 @@ impl Server {
             // Stores number from 1: a 0 would otherwise pass as an old duplicate.
             return Err(IngestError::Malformed(0));
         }
-        let Some(s) = self.sessions.get(session) else {
+        let wall = self.wall(now);
+        let Some(s) = self.sessions.get_mut(session) else {
             return Ok(Ingest::NotHeld);
         };
         let Some(owner) = s.conn else {
@@ -420,10 +426,11 @@ impl Server {
                 expected: s.head + 1,
             });
         }
-        let mut recorded = recorded;
-        recorded.target = Some(owner);
-        let entry = Entry::from_recorded(recorded).ok_or(IngestError::Malformed(cursor))?;
-        self.append_entry(now, session, entry);
+        let held = s
+            .window
+            .store(&mut self.log, recorded, wall)
+            .ok_or(IngestError::Malformed(cursor))?;
+        self.append_record(now, wall, session, held, Some(owner));
         Ok(Ingest::Appended)
     }
 

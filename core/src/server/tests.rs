@@ -417,7 +417,7 @@ fn a_cursor_older_than_the_ring_is_reported_without_the_off_by_one() {
     let t0 = t0();
     let mut s = Server::new(
         ServerConfig {
-            ring_max_events: 5,
+            recovery_session_events: 5,
             ..cfg()
         },
         t0,
@@ -505,7 +505,7 @@ fn v1_hello_with_loss_sets_sequence_at_since_so_the_python_gap_check_fires() {
     let t0 = t0();
     let mut s = Server::new(
         ServerConfig {
-            ring_max_events: 2,
+            recovery_session_events: 2,
             ..cfg()
         },
         t0,
@@ -959,7 +959,7 @@ fn a_burst_never_evicts_a_fast_reader_but_a_stalled_one_is_closed_1013_alone() {
     let t0 = t0();
     let mut s = Server::new(
         ServerConfig {
-            ring_max_events: 100,
+            recovery_session_events: 100,
             max_queued_frames: 10,
             ..cfg()
         },
@@ -1027,7 +1027,7 @@ fn v2_resync_replays_in_band_and_reports_loss() {
     let t0 = t0();
     let mut s = Server::new(
         ServerConfig {
-            ring_max_events: 4,
+            recovery_session_events: 4,
             ..cfg()
         },
         t0,
@@ -1474,4 +1474,157 @@ fn poll_transmits_gives_each_connection_what_poll_transmit_gives_it() {
     assert!(batched.1[&C2]
         .iter()
         .any(|t| matches!(t, ServerTransmit::Close { code: 4000, .. })));
+}
+
+/// A v2 resume of `sid` since `since` on `conn`: every frame it gets now.
+fn resume_v2(
+    s: &mut Server,
+    now: Instant,
+    conn: ConnId,
+    sid: &SessionId,
+    since: u64,
+) -> Vec<Value> {
+    s.handle_connected(now, conn, ConnectInfo::default());
+    let out = hello(
+        conn,
+        s,
+        now,
+        &format!(
+            r#"{{"type":"hello","agent_id":"echo","protocol_min":2,"protocol_max":2,"session_id":"{sid}","since":{since}}}"#
+        ),
+    );
+    frames_of(&out, conn)
+}
+
+fn window_cfg(window: Duration) -> ServerConfig {
+    ServerConfig {
+        recovery_window: window,
+        ..cfg()
+    }
+}
+
+#[test]
+fn events_stay_for_the_recovery_window_and_a_resume_after_it_learns_exactly_what_aged_out() {
+    let t0 = t0();
+    let mut s = Server::new(window_cfg(secs(10)), t0);
+    let sid = connect_v1(&mut s, t0, C1);
+    s.handle_closed(t0, C1);
+    for (at, n) in [(0, 1), (6, 2), (12, 3)] {
+        s.publish(t0 + secs(at), &sid, "m", &[("n", json!(n))])
+            .unwrap();
+    }
+    // At 12 s event 1 is 12 s old: gone; event 2 (6 s old) is kept, whatever the bounds.
+    let f = resume_v2(&mut s, t0 + secs(12), C2, &sid, 0);
+    assert_eq!(
+        (&f[0]["oldest_cursor"], &f[0]["resync_required"]),
+        (&json!(2), &json!(true))
+    );
+    let replayed: Vec<&Value> = f.iter().filter(|f| f["type"] == "replay").collect();
+    assert_eq!(replayed.len(), 2);
+    assert_eq!(replayed[0]["event"]["data"]["n"], 2);
+    let end = f.iter().find(|f| f["type"] == "replay_end").unwrap();
+    assert_eq!((&end["lost_from"], &end["lost_to"]), (&json!(1), &json!(1)));
+    // A resume at 10 s would still have had everything.
+    let mut s = Server::new(window_cfg(secs(10)), t0);
+    let sid = connect_v1(&mut s, t0, C1);
+    s.handle_closed(t0, C1);
+    s.publish(t0 + secs(1), &sid, "m", &[]).unwrap();
+    let f = resume_v2(&mut s, t0 + secs(10), C2, &sid, 0);
+    assert_eq!(f[0]["resync_required"], false);
+}
+
+#[test]
+fn a_quiet_log_is_evicted_by_the_timer_within_a_second_of_the_window() {
+    let t0 = t0();
+    let mut s = Server::new(window_cfg(secs(10)), t0);
+    let sid = connect_v1(&mut s, t0, C1);
+    s.handle_closed(t0, C1);
+    s.publish(t0 + secs(1), &sid, "m", &[]).unwrap();
+    s.publish(t0 + secs(3), &sid, "m", &[]).unwrap();
+    assert_eq!(s.stats().log_events, 2);
+    // The session expires after an hour; the log's first deadline is event 1's, 1 s late.
+    assert_eq!(s.poll_timeout(), Some(t0 + secs(12)));
+    s.handle_timeout(t0 + secs(12));
+    assert_eq!(s.stats().log_events, 1);
+    assert_eq!(s.poll_timeout(), Some(t0 + secs(14)));
+    s.handle_timeout(t0 + secs(14));
+    assert_eq!((s.stats().log_events, s.stats().log_bytes), (0, 0));
+    assert_eq!(s.poll_timeout(), Some(t0 + s.config().session_ttl));
+    // Nothing retained: a resume since the head loses nothing, one since 1 loses 2..=2.
+    let f = resume_v2(&mut s, t0 + secs(15), C2, &sid, 2);
+    assert_eq!(f[0]["resync_required"], false);
+    s.handle_closed(t0 + secs(15), C2);
+    let f = resume_v2(&mut s, t0 + secs(15), ConnId(3), &sid, 1);
+    let end = f.iter().find(|f| f["type"] == "replay_end").unwrap();
+    assert_eq!((&end["lost_from"], &end["lost_to"]), (&json!(2), &json!(2)));
+}
+
+#[test]
+fn the_total_bound_evicts_the_oldest_across_sessions_and_a_reader_left_behind_is_a_slow_consumer() {
+    let t0 = t0();
+    let mut s = Server::new(
+        ServerConfig {
+            // Room for about ten events in all.
+            recovery_total_bytes: 10 * (60 + log::RECORD_COST),
+            max_queued_frames: 1,
+            ..cfg()
+        },
+        t0,
+    );
+    let a = connect_v1(&mut s, t0, C1);
+    let b = connect_v1(&mut s, t0, C2);
+    drain(&mut s, t0);
+    // A's reader is stuck with one frame in flight (never confirmed): its events wait.
+    s.publish(t0, &a, "m", &[("x", json!("a"))]).unwrap();
+    s.publish(t0, &a, "m", &[("x", json!("a"))]).unwrap();
+    let out: Vec<_> = std::iter::from_fn(|| s.poll_transmit()).collect();
+    assert_eq!(texts_of(&out, C1).len(), 1, "one frame in flight");
+    // B's stream pushes A's second event out of the log.
+    for _ in 0..20 {
+        s.publish(t0, &b, "m", &[("x", json!("b"))]).unwrap();
+        drain(&mut s, t0);
+    }
+    assert!(s.stats().log_bytes <= s.config().recovery_total_bytes);
+    // Once A's window opens it is owed an event that is gone: closed, never skipped.
+    s.handle_sent(t0, C1, 1);
+    let out = drain(&mut s, t0);
+    assert_eq!(texts_of(&out, C1), Vec::<String>::new());
+    assert_eq!(close_of(&out, C1), Some((1013, "slow_consumer".into())));
+    assert!(events(&mut s)
+        .iter()
+        .any(|e| matches!(e, ServerEvent::SessionDetached { session } if *session == a)));
+    // Its resume learns exactly what it lost.
+    s.handle_closed(t0, C1);
+    let f = resume_v2(&mut s, t0, ConnId(3), &a, 1);
+    let end = f.iter().find(|f| f["type"] == "replay_end").unwrap();
+    assert_eq!((&end["lost_from"], &end["lost_to"]), (&json!(2), &json!(2)));
+}
+
+#[test]
+fn a_sessions_byte_bound_evicts_only_its_own_oldest_events() {
+    let t0 = t0();
+    let mut s = Server::new(
+        ServerConfig {
+            recovery_session_bytes: 4 * (60 + log::RECORD_COST),
+            ..cfg()
+        },
+        t0,
+    );
+    let a = connect_v1(&mut s, t0, C1);
+    let b = connect_v1(&mut s, t0, C2);
+    s.handle_closed(t0, C1);
+    s.handle_closed(t0, C2);
+    s.publish(t0, &b, "m", &[("x", json!("b"))]).unwrap();
+    for _ in 0..10 {
+        s.publish(t0, &a, "m", &[("x", json!("a"))]).unwrap();
+    }
+    let st = s.stats();
+    assert!(st.max_window_bytes <= s.config().recovery_session_bytes);
+    assert!(st.max_window_events < 10);
+    // B's one event is untouched by A's bound.
+    let f = resume_v2(&mut s, t0, ConnId(3), &b, 0);
+    assert_eq!(f[0]["resync_required"], false);
+    assert_eq!(f.iter().filter(|f| f["type"] == "replay").count(), 1);
+    // The log holds what the windows hold, not what A evicted.
+    assert_eq!(st.log_events, 1 + st.max_window_events);
 }

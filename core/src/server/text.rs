@@ -1,5 +1,5 @@
 //! [`FrameText`]: an outgoing frame's JSON text, shared without copying, and the chunked
-//! writer that the replay ring stores its frames with.
+//! writer that the event log stores its frames with.
 
 use std::fmt;
 use std::ops::Deref;
@@ -7,7 +7,8 @@ use std::ops::Deref;
 use bytes::{Bytes, BytesMut};
 
 /// The JSON text of one outgoing frame. Cloning it shares the text (a reference count, no
-/// copy): a live event's text is the one its session's replay ring holds.
+/// copy): a live event's text is the one the event log holds for its session's recovery window
+/// (an event published to many sessions is completed with each one's cursor when sent).
 ///
 /// Write it with [`as_bytes`](Self::as_bytes) or [`into_bytes`](Self::into_bytes) (for
 /// tungstenite: `Frame::message(text.into_bytes(), OpCode::Data(Data::Text), true)`): it
@@ -48,6 +49,11 @@ impl FrameText {
     /// The text. Checks the UTF-8 (always valid: built from `str`s).
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// No text (no allocation): what a freed log record keeps.
+    pub(crate) fn empty() -> Self {
+        FrameText(Bytes::new())
     }
 }
 
@@ -123,12 +129,27 @@ const MAX_CHUNK: usize = 64 << 10;
 impl FrameWriter {
     /// Copies `text` into the current chunk (a new one if it does not fit) and shares it.
     pub(crate) fn write(&mut self, text: &str) -> FrameText {
-        if self.buf.capacity() < text.len() {
+        self.reserve(text.len());
+        self.buf.extend_from_slice(text.as_bytes());
+        FrameText(self.buf.split().freeze())
+    }
+
+    /// Makes room for `len` more bytes in the current chunk (a new chunk if needed).
+    fn reserve(&mut self, len: usize) {
+        if self.buf.capacity() < len {
             let size = self.next_chunk.clamp(FIRST_CHUNK, MAX_CHUNK);
             self.next_chunk = size.saturating_mul(2);
-            self.buf = BytesMut::with_capacity(size.max(text.len()));
+            self.buf = BytesMut::with_capacity(size.max(len));
         }
-        self.buf.extend_from_slice(text.as_bytes());
+    }
+
+    /// Like [`write`](Self::write) for a frame written in parts (e.g. a shared body and a
+    /// session's tracked tail), which together must be UTF-8.
+    pub(crate) fn write_parts(&mut self, parts: &[&[u8]]) -> FrameText {
+        self.reserve(parts.iter().map(|p| p.len()).sum());
+        for p in parts {
+            self.buf.extend_from_slice(p);
+        }
         FrameText(self.buf.split().freeze())
     }
 }
@@ -159,5 +180,8 @@ mod tests {
         assert_eq!(FrameText::from(big.clone()).into_bytes().len(), big.len());
         assert_eq!(FrameText::from("a\"b").to_string(), "a\"b");
         assert_eq!(format!("{:?}", FrameText::from("a\"b")), r#""a\"b""#);
+        // Two parts make one frame.
+        assert_eq!(w.write_parts(&[b"{\"a\":", b"1", b"}"]), "{\"a\":1}");
+        assert!(FrameText::empty().is_empty());
     }
 }

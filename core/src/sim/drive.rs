@@ -686,11 +686,14 @@ impl Sim {
         let st = server.stats();
         let cfg = &self.config.server;
         let mut bad = Vec::new();
-        if st.max_ring_events > cfg.ring_max_events.max(1) {
-            bad.push(format!("ring holds {} events", st.max_ring_events));
+        if st.max_window_events > cfg.recovery_session_events.max(1) {
+            bad.push(format!("a window holds {} events", st.max_window_events));
         }
-        if st.max_ring_bytes > cfg.ring_max_bytes.max(16 << 10) {
-            bad.push(format!("ring holds {} bytes", st.max_ring_bytes));
+        if st.max_window_bytes > cfg.recovery_session_bytes.max(16 << 10) {
+            bad.push(format!("a window holds {} bytes", st.max_window_bytes));
+        }
+        if st.log_bytes > cfg.recovery_total_bytes.max(16 << 10) {
+            bad.push(format!("the log holds {} bytes", st.log_bytes));
         }
         if st.max_control_frames > cfg.max_control_frames.max(1) {
             bad.push(format!("{} control frames queued", st.max_control_frames));

@@ -171,9 +171,11 @@ impl Scenario {
         let mut cfg_rng = root.fork();
         let mut work_rng = root.fork();
         let mut fault_rng = root.fork();
+        // Drawn last: what the other streams choose stays as it was before these choices.
+        let mut window_rng = root.fork();
 
         let mut config = SimConfig::new(seed);
-        config.server.ring_max_events = pick(&mut cfg_rng, &[8, 32, 256]);
+        config.server.recovery_session_events = pick(&mut cfg_rng, &[8, 32, 256]);
         config.server.max_queued_frames = pick(&mut cfg_rng, &[4, 64, 1000]);
         config.server.session_ttl = pick(
             &mut cfg_rng,
@@ -212,6 +214,15 @@ impl Scenario {
         );
         config.client.backoff.max =
             between(&mut cfg_rng, Duration::from_secs(1), Duration::from_secs(4));
+        // Short windows make events age out under cut, frozen and slow clients.
+        config.server.recovery_window = pick(
+            &mut window_rng,
+            &[
+                Duration::from_secs(2),
+                Duration::from_secs(8),
+                Duration::from_secs(120),
+            ],
+        );
 
         let span = (profile.max_clients.max(profile.min_clients) - profile.min_clients) as u64;
         let n = profile.min_clients + (cfg_rng.next_u64() % (span + 1)) as usize;
@@ -258,6 +269,20 @@ impl Scenario {
                 }
                 actions.push((t, Action::Send { client: c }));
             }
+        }
+        // Events published to every session at once (stored once, numbered per session).
+        let mut t = Duration::ZERO;
+        loop {
+            t += between(
+                &mut window_rng,
+                Duration::from_millis(500),
+                Duration::from_secs(6),
+            );
+            if t >= duration {
+                break;
+            }
+            let count = 1 + (window_rng.next_u64() % 4) as u32;
+            actions.push((t, Action::Broadcast { count }));
         }
         if chance(&mut work_rng, 0.1) {
             let c = (work_rng.next_u64() % n as u64) as usize;

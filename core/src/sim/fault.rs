@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::client::Client;
 use crate::cursor::ResumeState;
-use crate::server::{Server, ServerSnapshot};
+use crate::server::{Audience, Server, ServerSnapshot};
 
 use super::invariants::Req;
 use super::link::{Direction, Payload};
@@ -106,6 +106,13 @@ pub enum Action {
     Publish {
         /// The client whose session receives them.
         client: usize,
+        /// How many.
+        count: u32,
+    },
+    /// The server application publishes `count` tracked `message` events to every session at
+    /// once ([`Server::publish_to`](crate::server::Server::publish_to); each carries a unique
+    /// token `p`, the same in every session).
+    Broadcast {
         /// How many.
         count: u32,
     },
@@ -443,6 +450,29 @@ impl Sim {
                     }
                     self.next_token += 1;
                     self.stats.published += 1;
+                }
+                self.drain_server(i);
+            }
+            Action::Broadcast { count } => {
+                let Some(i) = self.active else {
+                    return;
+                };
+                if self.instances[i].frozen_until.is_some() {
+                    return;
+                }
+                let now = self.instant();
+                let Some(server) = self.instances[i].server.as_mut() else {
+                    return;
+                };
+                for _ in 0..count {
+                    let token = self.next_token;
+                    let fields = [("p", json!(token))];
+                    let Ok(sessions) = server.publish_to(now, &Audience::All, "message", &fields)
+                    else {
+                        break;
+                    };
+                    self.next_token += 1;
+                    self.stats.published += sessions as u64;
                 }
                 self.drain_server(i);
             }

@@ -24,8 +24,9 @@ pub struct HerdConfig {
     pub backoff: BackoffConfig,
     /// Width of the windows reconnects are counted in.
     pub window: Duration,
-    /// Time to connect everyone and let the connections turn healthy (so the first retry after
-    /// the restart waits `backoff.initial`, jittered) before the restart.
+    /// Time to connect everyone before the restart (a completed handshake resets each
+    /// client's schedule, so the first retry after the restart waits `backoff.initial`,
+    /// jittered).
     pub warmup: Duration,
     /// Time given to everyone to reconnect after the restart.
     pub observe: Duration,
@@ -47,11 +48,10 @@ impl HerdConfig {
                 initial: Duration::from_secs(1),
                 max: Duration::from_secs(30),
                 jitter: Jitter::Full,
-                healthy_after: Duration::from_secs(10),
                 ..BackoffConfig::default()
             },
             window: Duration::from_millis(100),
-            warmup: Duration::from_secs(12),
+            warmup: Duration::from_secs(3),
             observe: Duration::from_secs(8),
             network: NetworkConfig {
                 spike_probability: 0.0,

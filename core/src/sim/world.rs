@@ -20,7 +20,7 @@ use super::link::{Link, NetworkConfig};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct KnownIssues {
     /// A request stays `Accepted` forever when its `final` response fell into a range the
-    /// client reported `Lost` (ring eviction while away): the client never resolves it,
+    /// client reported `Lost` (window eviction while away): the client never resolves it,
     /// although the server still holds the outcome in its dedup window.
     pub lost_final_response: bool,
     /// After a restore from an older snapshot (lost writes), the restored server reuses the
@@ -87,7 +87,6 @@ impl SimConfig {
                 initial: Duration::from_millis(200),
                 max: Duration::from_secs(3),
                 jitter: Jitter::Full,
-                healthy_after: Duration::from_secs(2),
                 ..BackoffConfig::default()
             },
             ..ClientConfig::new("sim")
@@ -97,7 +96,7 @@ impl SimConfig {
             heartbeat_interval: Duration::from_secs(1),
             missed_beats: 2,
             session_ttl: Duration::from_secs(600),
-            ring_max_events: 256,
+            recovery_session_events: 256,
             ..ServerConfig::default()
         };
         Self {

@@ -23,6 +23,7 @@
 mod batch;
 mod client_frames;
 mod codes;
+mod content;
 pub(crate) mod scan;
 mod server_frames;
 
@@ -34,6 +35,7 @@ pub(crate) use batch::StrWriter;
 pub use batch::{EncodedFields, EventBatch, FieldsError};
 pub use client_frames::{Abort, Hello, Join, MessageFrame, ProtocolRange, ServerReply};
 pub use codes::{ConnectErrorCode, RecoveryStep};
+pub use content::Content;
 pub use server_frames::{
     ErrorFrame, Features, GatewayEvent, HelloError, HelloOk, Joined, Policy, Replay, ResponseFrame,
     Snapshot,

@@ -3,8 +3,8 @@
 //!
 //! The cut is a real one: `shutdown(SHUT_RDWR)` on the client's socket, so the client learns
 //! of it from the kernel (end of stream) like a reset link, and the server sees the socket
-//! close. An event published right after the cut is in the server's ring, not in the client:
-//! the resume replays it.
+//! close. An event published right after the cut is in the server's recovery window, not in the
+//! client: the resume replays it.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -103,7 +103,6 @@ fn zero_backoff() -> ClientConfig {
             initial: Duration::ZERO,
             max: Duration::ZERO,
             jitter: Jitter::None,
-            healthy_after: Duration::ZERO,
             ..BackoffConfig::default()
         },
         ..ClientConfig::new("bench")

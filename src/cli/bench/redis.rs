@@ -67,8 +67,8 @@ struct Gateway {
 
 fn server_config() -> ServerConfig {
     ServerConfig {
-        ring_max_events: 64 * 1024,
-        ring_max_bytes: 256 << 20,
+        recovery_session_events: 64 * 1024,
+        recovery_session_bytes: 256 << 20,
         ..ServerConfig::default()
     }
 }
@@ -312,7 +312,7 @@ async fn bare(redis: &RedisServer, n: u64) -> Result<f64, String> {
             pipe.cmd("XADD")
                 .arg(&log)
                 .arg("MAXLEN")
-                .arg(server_config().ring_max_events)
+                .arg(server_config().recovery_session_events)
                 .arg(format!("{k}-0"))
                 .arg("b")
                 .arg(&f)

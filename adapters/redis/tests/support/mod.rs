@@ -76,8 +76,8 @@ pub async fn kill_connections(redis: &RedisServer) -> u64 {
 pub fn server_config() -> ServerConfig {
     ServerConfig {
         agents: vec!["echo".into()],
-        ring_max_events: 50_000,
-        ring_max_bytes: 64 << 20,
+        recovery_session_events: 50_000,
+        recovery_session_bytes: 64 << 20,
         heartbeat_interval: Duration::from_secs(5),
         ..ServerConfig::default()
     }

@@ -1,0 +1,29 @@
+//! cargo run --example smol. On async-std: `AsyncStdRuntime`, `async_std::task::{block_on, spawn}`.
+use futures::StreamExt;
+use tether_async_std::{connect, serve, ClientConfig, Outcome, RequestOutcome, ServerConfig};
+use tether_async_std::{ServerEvent::Request, SmolRuntime};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    smol::block_on(async {
+        let mut gateway = serve(SmolRuntime, "127.0.0.1:0", ServerConfig::default(), None).await?;
+        let url = format!("ws://{}/ws", gateway.local_addr);
+        let server = gateway.server.clone();
+        smol::spawn(async move {
+            while let Some(event) = gateway.events.next().await {
+                if let Request { session, request_id: id, content, .. } = event {
+                    let server = server.clone();
+                    let answer = Outcome::ok(format!("echo: {content}"));
+                    smol::spawn(async move { server.respond(&session, &id, answer).await })
+                        .detach();
+                }
+            }
+        })
+        .detach();
+        let (client, _events) = connect(SmolRuntime, url, None, ClientConfig::new("echo"))?;
+        if let RequestOutcome::Final { content: Some(answer), .. } = client.send("hello").await? {
+            println!("{answer}"); // echo: hello
+        }
+        client.disconnect().await;
+        Ok(())
+    })
+}

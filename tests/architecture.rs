@@ -1,0 +1,78 @@
+//! `docs/ARCHITECTURE.md` keeps up with the code: it names every crate of the workspace and every
+//! top-level module of each (a file `src/NAME.rs` or a directory `src/NAME/`), so a new module
+//! cannot land without its line in the code map.
+
+use std::path::Path;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The workspace's packages: `(name, directory)`, read from the manifests.
+fn packages() -> Vec<(String, std::path::PathBuf)> {
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).expect("Cargo.toml");
+    let members = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("members = "))
+        .expect("a members line");
+    let mut dirs = vec![root().to_path_buf()];
+    dirs.extend(
+        members
+            .trim_matches(|c| c == '[' || c == ']')
+            .split(',')
+            .map(|m| root().join(m.trim().trim_matches('"'))),
+    );
+    dirs.into_iter()
+        .map(|dir| {
+            let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).expect("a manifest");
+            let name = manifest
+                .lines()
+                .find_map(|l| l.strip_prefix("name = "))
+                .expect("a package name")
+                .trim_matches('"')
+                .to_owned();
+            (name, dir)
+        })
+        .collect()
+}
+
+/// The spans between backticks.
+fn code_spans(text: &str) -> Vec<&str> {
+    text.split('`').skip(1).step_by(2).collect()
+}
+
+#[test]
+fn the_architecture_notes_name_every_crate_and_top_level_module() {
+    let notes = std::fs::read_to_string(root().join("docs/ARCHITECTURE.md")).expect("read");
+    let spans = code_spans(&notes);
+    let mut missing = Vec::new();
+    for (crate_name, dir) in packages() {
+        if !spans.contains(&crate_name.as_str()) {
+            missing.push(format!("the crate `{crate_name}`"));
+        }
+        for entry in std::fs::read_dir(dir.join("src")).expect("src/") {
+            let path = entry.expect("entry").path();
+            let file = path.file_name().unwrap().to_string_lossy().into_owned();
+            let module = if path.is_dir() {
+                format!("{file}/")
+            } else if file.ends_with(".rs") && file != "tests.rs" {
+                file
+            } else {
+                continue;
+            };
+            // `src/cli/` of the root package is written with its `src/` prefix.
+            let named = spans.iter().any(|s| {
+                s.split([',', ' ']).any(|part| {
+                    part.starts_with(&module) || part.starts_with(&format!("src/{module}"))
+                })
+            });
+            if !named {
+                missing.push(format!("{crate_name}'s module `{module}`"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/ARCHITECTURE.md does not name {missing:#?}"
+    );
+}
