@@ -666,6 +666,7 @@ impl Inner {
         replies: Vec<Vec<Result<Value, RedisError>>>,
     ) {
         let mut lost: Vec<SessionId> = Vec::new();
+        let mut stored: Vec<SessionId> = Vec::new();
         let mut admits = Vec::new();
         for ((session, ops), replies) in sessions.into_iter().zip(replies) {
             for (op, reply) in ops.into_iter().zip(replies) {
@@ -677,7 +678,11 @@ impl Inner {
                     Op::Meta(..) | Op::Verify => match (number(&reply), reply) {
                         (Some(0), _) => lost.push(session.clone()),
                         (_, Err(e)) => tracing::error!("session store: {session}: {e}"),
-                        _ => {}
+                        _ => {
+                            if matches!(op, Op::Meta(_, true)) {
+                                stored.push(session.clone());
+                            }
+                        }
                     },
                     Op::Outcome(..) => {
                         if let Err(e) = reply {
@@ -760,13 +765,16 @@ impl Inner {
                 }
             }
         }
-        if lost.is_empty() && admits.is_empty() {
+        if lost.is_empty() && admits.is_empty() && stored.is_empty() {
             return;
         }
         lost.dedup();
         let held_lost = self
             .server
             .apply(move |m, now| {
+                for session in &stored {
+                    m.session_stored(now, session);
+                }
                 for (conn, session, request_id, content, seen) in admits {
                     m.admit_request(now, conn, &session, &request_id, content, seen);
                 }

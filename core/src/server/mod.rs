@@ -1073,7 +1073,7 @@ fn next_frame(
     out: &mut Output<'_>,
 ) -> Option<(ServerTransmit, bool)> {
     let (max_frames, max_bytes) = (out.config.max_queued_frames, out.config.max_buffered_bytes);
-    if c.close_sent {
+    if c.close_sent || (c.awaiting_store && c.closing.is_none()) {
         return None;
     }
     if let Some(f) = c.control.pop_front() {

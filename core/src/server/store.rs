@@ -7,7 +7,7 @@
 //! | the machine emits | the store adapter does | and answers with |
 //! |---|---|---|
 //! | [`ServerEvent::SessionWanted`] (a handshake names a session) | reads the session's metadata and retained events | [`Server::provide_session`] |
-//! | [`ServerEvent::StoreSession`] (a session was created or attached) | writes its metadata (never its head) | — |
+//! | [`ServerEvent::StoreSession`] (a session was created or attached) | writes its metadata (never its head) | [`Server::session_stored`] for a created one (its `hello_ok` waits) |
 //! | [`ServerEvent::StoreAppend`] (a tracked frame: publish, `accepted`, `final`, `duplicate`) | assigns the next sequence atomically and appends | [`Server::ingest`] on the node holding the session's connection |
 //! | [`ServerEvent::RequestCheck`] (a `message` with a request id) | marks the id seen, or reads the outcome already stored | [`Server::admit_request`] |
 //! | [`ServerEvent::OutcomeRecorded`] (the application answered) | stores the outcome for later duplicates | — |
@@ -340,6 +340,21 @@ impl Server {
             .filter(|s| s.conn.is_some())
             .map(|s| (s.id.clone(), s.head))
             .collect()
+    }
+
+    /// The store now holds `session`'s metadata (its [`ServerEvent::StoreSession`] was
+    /// written). A handshake that created the session waits for this before its `hello_ok`
+    /// goes out, so that when the client (or anyone it tells) learns the id, every node can
+    /// publish to it. Nothing happens for a session no connection of this node waits for.
+    pub fn session_stored(&mut self, _now: Instant, session: &SessionId) {
+        let Some(conn) = self.sessions.get(session).and_then(|s| s.conn) else {
+            return;
+        };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if std::mem::take(&mut c.awaiting_store) {
+                self.mark_ready(conn);
+            }
+        }
     }
 
     /// Whether a connection of this node holds `session` (notifications for it are ingested

@@ -100,15 +100,30 @@ fn hello(conn: ConnId, s: &mut Server, now: Instant, body: &str) -> Vec<(ConnId,
     drain(s, now)
 }
 
-/// Connects and says a v1 hello; returns the session id.
+/// Connects and says a v1 hello; returns the session id. In store mode the new session is
+/// reported stored first (its `hello_ok` waits for that).
 fn connect_v1(s: &mut Server, now: Instant, conn: ConnId) -> SessionId {
     s.handle_connected(now, conn, ConnectInfo::default());
-    let out = hello(
+    let mut out = hello(
         conn,
         s,
         now,
         r#"{"type":"hello","agent_id":"echo","protocol_min":1,"protocol_max":1}"#,
     );
+    if s.config().external_store {
+        assert!(
+            out.is_empty(),
+            "nothing before the store holds the session: {out:?}"
+        );
+        let created = std::iter::from_fn(|| s.poll_event())
+            .find_map(|e| match e {
+                ServerEvent::StoreSession(stored) => Some(stored.session_id),
+                _ => None,
+            })
+            .expect("the session goes to the store");
+        s.session_stored(now, &created);
+        out = drain(s, now);
+    }
     let f = frames_of(&out, conn);
     assert_eq!(f[0]["type"], "hello_ok", "{f:?}");
     SessionId(f[0]["session_id"].as_str().unwrap().to_owned())
