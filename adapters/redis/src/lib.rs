@@ -422,6 +422,12 @@ impl RedisNode {
     /// refused kind or field. While Redis is unreachable the call waits (the event is sent
     /// until Redis takes it, at most once): bound the wait with a timeout if needed; the
     /// event may still be published after it.
+    ///
+    /// A session exists for every node once its metadata is in Redis: its client learns its
+    /// id only then, but `ServerEvent::SessionCreated` reaches the application of the node
+    /// that created it a moment earlier, so a publish through *another* node right away may
+    /// still get [`StoreError::UnknownSession`] (publishing through the creating node is
+    /// always ordered after the metadata).
     pub async fn publish(
         &self,
         session: &SessionId,

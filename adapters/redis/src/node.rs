@@ -2,7 +2,7 @@
 //! writes, retried until Redis answers, each applied at most once), the notification reader,
 //! the handshake reads, and the health probe.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -279,19 +279,25 @@ pub(crate) async fn pump(
     mut events: ServerEvents,
     mut app: mpsc::Sender<ServerEvent>,
 ) {
-    // Sessions created here whose metadata is not queued yet.
-    let mut created: HashSet<SessionId> = HashSet::new();
+    // `SessionCreated` of sessions whose metadata is not queued yet: the application learns
+    // of a session only after its metadata write, so that its publishes through this node
+    // come after it (the machine emits `StoreSession` right after `SessionCreated`).
+    let mut created: HashMap<SessionId, ServerEvent> = HashMap::new();
     while let Some(event) = events.next().await {
+        let mut announce = None;
         let write = match event {
             ServerEvent::SessionWanted { conn, session } => {
                 tokio::spawn(provide(inner.clone(), conn, session));
                 continue;
             }
-            ServerEvent::StoreSession(stored) => Write::Meta {
-                created: created.remove(&stored.session_id),
-                stored,
-                room: None,
-            },
+            ServerEvent::StoreSession(stored) => {
+                announce = created.remove(&stored.session_id);
+                Write::Meta {
+                    created: announce.is_some(),
+                    stored,
+                    room: None,
+                }
+            }
             ServerEvent::StoreAppend(pending) => Write::Append {
                 events: vec![pending],
                 reply: None,
@@ -322,7 +328,8 @@ pub(crate) async fn pump(
             other => {
                 match &other {
                     ServerEvent::SessionCreated { session, .. } => {
-                        created.insert(session.clone());
+                        created.insert(session.clone(), other);
+                        continue;
                     }
                     ServerEvent::SessionDetached { session } => {
                         if let Some(generation) = inner.subs.generation(session) {
@@ -343,6 +350,9 @@ pub(crate) async fn pump(
         inner.count_queue();
         if inner.writes.unbounded_send(write.with_room(room)).is_err() {
             return;
+        }
+        if let Some(created) = announce {
+            let _ = app.send(created).await;
         }
     }
 }
