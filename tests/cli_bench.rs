@@ -39,6 +39,8 @@ fn the_quick_benchmark_prints_every_row() {
         "fan-out 1→20: delivered/s",
         "fan-out 1→20: delivery p99",
         "redis: publish → 1 client",
+        "redis: publish vs bare XADD+PUBLISH",
+        "redis cluster: publish → 1 client",
         "redis: resume → replay p50",
         "redis: resume → replay p99",
     ] {
@@ -59,7 +61,7 @@ fn the_quick_benchmark_prints_every_row() {
     assert!(!p.out.iter().any(|l| l.contains("FAILED")), "{:#?}", p.out);
     let summary = p.out.last().expect("a summary line");
     assert!(
-        summary.starts_with("16 figures in") && summary.contains("0 failed to run"),
+        summary.starts_with("18 figures in") && summary.contains("0 failed to run"),
         "{summary}"
     );
 }

@@ -384,7 +384,11 @@ impl Cluster {
                     self.answer(i, conn, &session, answer);
                 }
             }
-            ServerEvent::StoreSession(s) => self.store.write_meta(*s),
+            ServerEvent::StoreSession(s) => {
+                let session = s.session_id.clone();
+                self.store.write_meta(*s);
+                self.nodes[i].session_stored(now, &session);
+            }
             ServerEvent::StoreAppend(u) => self.append(u),
             ServerEvent::RequestCheck {
                 conn,
@@ -1184,7 +1188,25 @@ fn an_overlong_session_id_is_not_asked_of_the_store() {
     };
     node.handle_connected(now, ConnId(1), info());
     node.handle_text(now, ConnId(1), &hello(&"x".repeat(129)));
-    assert_eq!(wanted(&mut node), 0, "129 characters: not looked up");
+    let events: Vec<ServerEvent> = std::iter::from_fn(|| node.poll_event()).collect();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, ServerEvent::SessionWanted { .. })),
+        "129 characters: not looked up"
+    );
+    let created = events
+        .iter()
+        .find_map(|e| match e {
+            ServerEvent::StoreSession(s) => Some(s.session_id.clone()),
+            _ => None,
+        })
+        .expect("a new session, for the store");
+    assert!(
+        node.poll_transmit().is_none(),
+        "no hello_ok before the store holds the new session"
+    );
+    node.session_stored(now, &created);
     let ok = node.poll_transmit();
     assert!(
         matches!(&ok, Some((_, ServerTransmit::Frame(f))) if f.contains("\"resumed\":false")),

@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// --control` and tests; see docs/PROTOCOL-v2.md.
     #[arg(long, value_name = "ADDR", conflicts_with = "redis")]
     pub control: Option<String>,
+    /// --redis names seed nodes of a Redis Cluster, comma-separated
+    /// (redis://HOST:PORT,redis://HOST:PORT,...).
+    #[arg(long, requires = "redis")]
+    pub redis_cluster: bool,
 }
 
 /// Runs the server until SIGINT/SIGTERM, then shuts down gracefully and saves the state file.
@@ -116,11 +120,16 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     let cannot = |e: &dyn std::fmt::Display| {
         Failure::Runtime(format!("cannot serve on {}: {e}", args.listen))
     };
-    let (bound, _node) = match &args.redis {
+    let (bound, node) = match &args.redis {
         Some(url) => {
+            let base = if args.redis_cluster {
+                tether_redis::RedisConfig::cluster(url.split(',').map(str::trim))
+            } else {
+                tether_redis::RedisConfig::new(url.clone())
+            };
             let store = tether_redis::RedisConfig {
                 prefix: args.redis_prefix.clone(),
-                ..tether_redis::RedisConfig::new(url.clone())
+                ..base
             };
             let (bound, node) = tether_redis::serve(&args.listen, config, store)
                 .await
@@ -216,10 +225,12 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     if let Some(saver) = saver {
         let _ = saver.await;
     }
-    let snapshot = server
-        .shutdown()
-        .await
-        .map_err(|e| Failure::Runtime(format!("shutdown failed: {e}")))?;
+    let snapshot = match &node {
+        // The store's queued writes and presence are settled before the process exits.
+        Some(node) => node.shutdown().await.map_err(|e| e.to_string()),
+        None => server.shutdown().await.map_err(|e| e.to_string()),
+    }
+    .map_err(|e| Failure::Runtime(format!("shutdown failed: {e}")))?;
     let _ = accepting.await;
     handler.abort();
     if let Some((_, hook)) = control {

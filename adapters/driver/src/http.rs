@@ -1,5 +1,6 @@
 //! Plain HTTP on the WebSocket port, like the PraisonAI gateway: `GET /health` (unauthenticated,
-//! the reference JSON shape), `GET /ready` and `GET /live` (200/503), and `GET /metrics`
+//! the reference JSON shape), `GET /ready` (200/503: 503 while shutting down or while a component
+//! such as the session store is failing, see `Server::set_failing`) and `GET /live`, and `GET /metrics`
 //! (Prometheus text, behind `Authorization: Bearer <token>` when the server has a token — the way
 //! Prometheus scrape configs send it). Parsing and responses live here once; each runtime crate
 //! only reads the request head and writes the bytes back.
@@ -80,6 +81,12 @@ pub async fn respond(server: &Server, token: Option<&str>, request: &HttpRequest
             .health()
             .await
             .map(|_| response(200, "application/json", r#"{"live":true}"#)),
+        // A failing component answers at once: the hub may be waiting for it.
+        "/ready" if !server.failing().is_empty() => {
+            let failing = serde_json::to_string(&server.failing()).unwrap_or_default();
+            let body = format!(r#"{{"ready":false,"failing":{failing}}}"#);
+            Ok(response(503, "application/json", &body))
+        }
         "/ready" => server.health().await.map(|h| {
             let ready = h.status == "healthy";
             let body = format!(

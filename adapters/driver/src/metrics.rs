@@ -3,7 +3,7 @@
 //! the connection loops from what the machines report, never inside the core, and costs a few
 //! atomic increments per event.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -34,7 +34,10 @@ fn latency_histogram() -> Histogram {
 /// with [`ServerMetrics::disabled`] (see `ServerOptions`).
 #[derive(Clone)]
 pub struct ServerMetrics {
-    registry: Arc<Registry>,
+    /// Behind a lock only so that [`ServerMetrics::store`] can register its family late.
+    registry: Arc<Mutex<Registry>>,
+    /// The session store's metrics, registered by the first [`ServerMetrics::store`] call.
+    store: Arc<OnceLock<StoreMetrics>>,
     /// Whether the server counts at all (and `/metrics` answers).
     enabled: bool,
     /// Open WebSocket connections.
@@ -142,7 +145,7 @@ impl ServerMetrics {
             m.publish_to_write.clone(),
         );
         Self {
-            registry: Arc::new(r),
+            registry: Arc::new(Mutex::new(r)),
             enabled: true,
             ..m
         }
@@ -152,7 +155,8 @@ impl ServerMetrics {
     /// measurement (the handles below exist but stay at zero) and `/metrics` answers 404.
     pub fn disabled() -> Self {
         Self {
-            registry: Arc::new(Registry::default()),
+            registry: Arc::new(Mutex::new(Registry::default())),
+            store: Arc::new(OnceLock::new()),
             enabled: false,
             connections: Gauge::default(),
             sessions: Gauge::default(),
@@ -220,12 +224,73 @@ impl ServerMetrics {
         self.sessions.set(stats.sessions as i64);
     }
 
+    /// The session store's metrics (`tether_store_*`), registered with the server's on the
+    /// first call: a store adapter (e.g. tether-redis) counts into them. Off when the server's
+    /// metrics are off (the handles then stay unregistered).
+    pub fn store(&self) -> &StoreMetrics {
+        self.store.get_or_init(|| {
+            let m = StoreMetrics::default();
+            if self.enabled {
+                let mut r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+                m.register(r.sub_registry_with_prefix("store"));
+            }
+            m
+        })
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
+    }
+}
+
+/// A session store's health and work, for the node running it (see [`ServerMetrics::store`]).
+#[derive(Clone, Debug, Default)]
+pub struct StoreMetrics {
+    /// 1 while the store answers, 0 while it is unreachable (`/ready` answers 503 then).
+    pub up: Gauge,
+    /// Events waiting for the store to number them.
+    pub append_queue: Gauge,
+    /// Store writes sent again after a failure (at most once applied: see the store's docs).
+    pub retries: Counter,
+    /// Notifications of new events received from the store.
+    pub notifications: Counter,
+    /// Held sessions found gone from the store (flushed, evicted, restarted empty); each
+    /// closed its client's connection with 4010 `session_lost`.
+    pub sessions_lost: Counter,
+}
+
+impl StoreMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "up",
+            "1 while the session store answers, 0 while it is unreachable",
+            self.up.clone(),
+        );
+        r.register(
+            "append_queue",
+            "Events waiting for the session store to number them",
+            self.append_queue.clone(),
+        );
+        r.register(
+            "retries",
+            "Session store writes sent again after a failure",
+            self.retries.clone(),
+        );
+        r.register(
+            "notifications",
+            "Notifications of new events received from the session store",
+            self.notifications.clone(),
+        );
+        r.register(
+            "sessions_lost",
+            "Held sessions found gone from the session store",
+            self.sessions_lost.clone(),
+        );
     }
 }
 

@@ -243,6 +243,8 @@ pub struct Server {
     next_conn: Arc<AtomicU64>,
     stopped: future::Shared<oneshot::Receiver<()>>,
     metrics: ServerMetrics,
+    /// Components reported failing ([`Server::set_failing`]), for `/ready`.
+    failing: Arc<std::sync::Mutex<Vec<&'static str>>>,
 }
 
 /// The server's [`ServerEvent`]s: requests to answer, sessions created/resumed/expired,
@@ -325,6 +327,7 @@ impl Server {
                 next_conn: Arc::new(AtomicU64::new(1)),
                 stopped: stopped_rx.shared(),
                 metrics,
+                failing: Arc::default(),
             },
             ServerEvents { rx: events_rx },
         ))
@@ -368,7 +371,11 @@ impl Server {
     }
 
     /// Records a tracked event in `session` and sends it if the session's client is connected;
-    /// a detached session keeps it for the client's resume. Returns its cursor.
+    /// a detached session keeps it for the client's resume. Returns its cursor. A server on a
+    /// session store (`ServerConfig::external_store`) refuses `publish`, `publish_many` and
+    /// `publish_batch` ([`CommandError::StoreMode`]): the store numbers events, so publish
+    /// through it to learn their sequences (`publish_to` queues each session's event to the
+    /// store, which takes it once Redis answers).
     pub async fn publish(
         &self,
         session: &SessionId,
@@ -553,6 +560,25 @@ impl Server {
         self.ask(Command::Health).await
     }
 
+    /// Marks a component the server depends on (e.g. `"store"`, its session store) as
+    /// failing or recovered. While any is failing, `GET /ready` answers 503 and names it, so a
+    /// load balancer sends new clients elsewhere; connected clients are not touched.
+    pub fn set_failing(&self, component: &'static str, failing: bool) {
+        let mut all = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|c| *c != component);
+        if failing {
+            all.push(component);
+        }
+    }
+
+    /// The components reported failing by [`Server::set_failing`], in the order they failed.
+    pub fn failing(&self) -> Vec<&'static str> {
+        self.failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Counters and bounds.
     pub async fn stats(&self) -> Result<ServerStats, ServerError> {
         self.ask(Command::Stats).await
@@ -721,6 +747,14 @@ impl<R: Runtime> Hub<R> {
 
     fn on_command(&mut self, now: Instant, command: Command) {
         match command {
+            Command::Publish(_, _, _, reply) if self.machine.config().external_store => {
+                let _ = reply.send(Err(CommandError::StoreMode));
+            }
+            Command::PublishMany(_, _, _, reply) if self.machine.config().external_store => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(CommandError::StoreMode));
+                }
+            }
             Command::Publish(session, kind, fields, reply) => {
                 let fields: Vec<(&str, Value)> = fields
                     .iter()

@@ -1,4 +1,4 @@
-//! tether's multi-node session store on Redis.
+//! tether's multi-node session store on Redis (a single instance or Redis Cluster).
 //!
 //! One gateway process keeps its sessions in memory. Several gateway nodes behind a load
 //! balancer share them through Redis instead, so a client that reconnects to another node
@@ -6,17 +6,47 @@
 //!
 //! | what | Redis | key |
 //! |---|---|---|
-//! | session metadata: agent, owner principal, epoch, version, **head** (last sequence) | hash | `{prefix}:s:{session}` |
-//! | the replay log, trimmed to the server's `recovery_session_events` | stream, entry id `{seq}-0` | `{prefix}:log:{session}` |
-//! | request ids seen (`""`) and their outcomes (JSON), for `dedup_ttl` | string with TTL | `{prefix}:req:{session}:{request_id}` |
-//! | presence: one key per connected client, refreshed every `presence_ttl / 3` | string with TTL | `{prefix}:presence:{node}:{client}` |
-//! | new events, for the node holding the session's connection | pub/sub channel | `{prefix}:events` |
+//! | session metadata: agent, owner principal, epoch, version, **head** (last sequence) | hash | `{prefix}:{sid}:s` |
+//! | the replay log, trimmed to the server's `recovery_session_events` | stream, entry id `{seq}-0` | `{prefix}:{sid}:log` |
+//! | the range each append run was given (applied at most once) | string with TTL | `{prefix}:{sid}:run:{run id}` |
+//! | request ids seen (a node's claim) and their outcomes (JSON), for `dedup_ttl` | string with TTL | `{prefix}:{sid}:req:{request_id}` |
+//! | new events, for the node holding the session's connection only | shard channel (`SPUBLISH`) | `{prefix}:{sid}:n` |
+//! | presence: each node's connected clients, refreshed every `presence_ttl / 3` | string with TTL, and a set of nodes | `{prefix}:presence:{node}`, `{prefix}:nodes` |
 //!
-//! Sequences are assigned atomically by one Lua script (`HINCRBY head` + `XADD` + trim +
-//! `PUBLISH`), so any node may publish to any session and numbers stay gap-free. The node
-//! holding the connection ingests the notification; a missed one shows up as a gap at the
-//! next and is read back from the stream. The server machine runs in store mode
+//! Every key of a session carries the session id as its hash tag (`{sid}`), so on Redis
+//! Cluster all of them live in one slot: one Lua script numbers and appends atomically
+//! (`HINCRBY head` + `XADD` + trim + `SPUBLISH`), sent by its SHA1 (`EVALSHA`). Any node may
+//! publish to any session and numbers stay gap-free; only the node holding the session's
+//! connection subscribes to its channel (`SSUBSCRIBE`), so the notifications a node receives
+//! do not grow with the number of nodes. A missed notification shows up as a gap at the next
+//! one and is read back from the log. The server machine runs in store mode
 //! ([`ServerConfig::external_store`]): see `tether_core::server::Server::provide_session`.
+//!
+//! # What a fault of Redis does
+//! - **Outage** (restart, failover, dropped connection): the node reconnects with a backoff
+//!   capped at [`RedisConfig::reconnect_max`], every command has [`RedisConfig::response_timeout`].
+//!   `GET /ready` answers 503 (`"failing":["store"]`) and the `tether_store_up` metric is 0
+//!   until Redis answers again; connected clients stay connected and are told nothing,
+//!   because nothing is lost: every store write waits in a bounded queue
+//!   ([`RedisConfig::append_queue`] events) and is sent again until Redis answers. Each append
+//!   run carries an id; the script records the range it gave that id, so a run whose reply
+//!   was lost is not numbered twice. Publishers wait meanwhile; when the queue is full while
+//!   Redis is down they get [`StoreError::Backlogged`].
+//! - **Data lost in Redis** (`FLUSHALL`, eviction, a restart without persistence): the node
+//!   holding a session that vanished closes its connection with 4010 `session_lost`, at once
+//!   and with one log line; the client reconnects, and its resume reports `SessionReplaced`
+//!   (its pending requests resolve as ambiguous). Publishers to it get
+//!   [`StoreError::UnknownSession`].
+//! - **Eviction**: run Redis with `maxmemory-policy noeviction`. tether's keys all have TTLs,
+//!   so any other policy (even `volatile-*`) may evict a live session under memory pressure,
+//!   which its client then sees as `SessionReplaced`. With `noeviction`, a full Redis refuses
+//!   writes instead: the node treats that as an outage (publishers wait or get
+//!   [`StoreError::Backlogged`]) and nothing is lost. At start the node reads the policy
+//!   and warns, or refuses to start with [`EvictionCheck::Refuse`].
+//!
+//! Requires Redis ≥ 7.0 (sharded pub/sub, `SET ... NX GET`). Redis Cluster: give the seed
+//! nodes with [`RedisConfig::cluster`]. Sentinel is not supported: run Redis Cluster (with
+//! replicas) for failover.
 //!
 //! Two nodes on one Redis: a client connected to node A gets an event published through node B.
 //! ([`testing::RedisServer`] uses `TETHER_REDIS_URL`, or starts a `redis-server` of its own.)
@@ -56,43 +86,87 @@
 #![forbid(unsafe_code)]
 
 mod keys;
+mod link;
+mod node;
+mod presence;
+mod subs;
 pub mod testing;
 mod wire;
 
-use std::sync::{Arc, Mutex};
+use std::ops::RangeInclusive;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::{mpsc, oneshot};
-use futures::{SinkExt, StreamExt};
-use redis::aio::ConnectionManager;
 use serde_json::Value;
-use tether_core::server::{
-    CommandError, ConnId, Outcome, PresenceInfo, Recorded, ServerConfig, ServerEvent, SessionId,
-    StoreUnavailable, StoredSession, Unsequenced,
-};
-use tether_driver::{Bound, ServeError, Server, ServerError, ServerEvents};
+use tether_core::server::{CommandError, PresenceInfo, ServerConfig, SessionId};
+use tether_driver::{Bound, ServeError, Server, ServerError, ServerEvents, PUBLISH_MANY_MAX};
 
 use keys::Keys;
+use link::{Link, Pushes};
+use node::{Health, Inner, RunIds, Write};
 
-/// How a node reaches Redis and names its keys.
+/// How a node reaches Redis, names its keys, and rides out Redis faults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// `redis://host:port[/db]`.
+    /// `redis://host:port[/db]` of a single Redis (unused with [`RedisConfig::cluster_nodes`]).
     pub url: String,
-    /// Prefix of every key and channel (several gateways can share one Redis).
+    /// Seed nodes of a Redis Cluster (`redis://host:port` each); empty for a single Redis.
+    pub cluster_nodes: Vec<String>,
+    /// Prefix of every key and channel (several gateways can share one Redis). No `{` or `}`.
     pub prefix: String,
     /// How long a client stays in presence after its node stops refreshing it (a killed node's
     /// clients disappear within this).
     pub presence_ttl: Duration,
+    /// Longest wait for a connection to Redis (default 1 s).
+    pub connect_timeout: Duration,
+    /// Longest wait for Redis's reply to a command (default 2 s); then the command is sent
+    /// again (appends are applied at most once).
+    pub response_timeout: Duration,
+    /// Longest delay between reconnect attempts and between retries of a store write while
+    /// Redis is unreachable (default 200 ms).
+    pub reconnect_max: Duration,
+    /// Store writes (events, in practice) that may wait for Redis; when full, publishers wait
+    /// while Redis answers and get [`StoreError::Backlogged`] while it does not. Default 65,536.
+    pub append_queue: usize,
+    /// What to do when Redis may evict tether's keys (see the crate docs).
+    pub eviction: EvictionCheck,
+}
+
+/// What a node does at start when Redis's `maxmemory-policy` may evict its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EvictionCheck {
+    /// Log a warning and serve.
+    #[default]
+    Warn,
+    /// Refuse to start ([`StoreError::Evicting`]).
+    Refuse,
 }
 
 impl RedisConfig {
-    /// Defaults: prefix `tether`, presence TTL 10 s.
+    /// A single Redis at `url`. Defaults: prefix `tether`, presence TTL 10 s, connect timeout
+    /// 1 s, response timeout 2 s, reconnect delays up to 200 ms, 65,536 queued events, warn on
+    /// an evicting policy.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            cluster_nodes: Vec::new(),
             prefix: "tether".into(),
             presence_ttl: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(2),
+            reconnect_max: Duration::from_millis(200),
+            append_queue: 65_536,
+            eviction: EvictionCheck::Warn,
+        }
+    }
+
+    /// A Redis Cluster reached through `nodes` (any of its masters; the rest is discovered),
+    /// with the defaults of [`RedisConfig::new`].
+    pub fn cluster(nodes: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            cluster_nodes: nodes.into_iter().map(Into::into).collect(),
+            ..Self::new("")
         }
     }
 }
@@ -101,24 +175,52 @@ impl RedisConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// Redis refused or the connection failed.
+    /// Redis refused the command, or could not be reached for a read. Check Redis's logs and
+    /// version (≥ 7.0); reads may be retried.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    /// A batched store command failed (shared by every caller in the batch).
-    #[error("session store failed: {0}")]
-    Failed(String),
+    /// Redis is unreachable and the append queue is full: nothing was published. Retry later
+    /// (`GET /ready` answers 200 again once Redis is back), or enlarge
+    /// [`RedisConfig::append_queue`].
+    #[error("the session store is unreachable and {queued} events already wait for it")]
+    Backlogged {
+        /// The queue's bound.
+        queued: usize,
+    },
+    /// More events in one call than the append queue (or [`PUBLISH_MANY_MAX`]) holds: split
+    /// the batch.
+    #[error("{events} events in one call (at most {max})")]
+    BatchTooLarge {
+        /// Events in the call.
+        events: usize,
+        /// The most one call may carry.
+        max: usize,
+    },
     /// The server handle is gone.
     #[error(transparent)]
     Server(#[from] ServerError),
     /// The event could not be built (reserved kind or field).
     #[error(transparent)]
     Command(#[from] CommandError),
-    /// No such session in the store (never created, or expired).
+    /// No such session in the store (never created, expired, or lost by Redis): drop the work.
     #[error("unknown session {0}")]
     UnknownSession(SessionId),
     /// The server machine is not in store mode.
     #[error("the server must run with ServerConfig::external_store = true")]
     NotStoreMode,
+    /// Redis may evict tether's keys (its `maxmemory-policy`), and the node was told to
+    /// refuse that ([`EvictionCheck::Refuse`]): set `maxmemory-policy noeviction`.
+    #[error("redis maxmemory-policy is {policy}: it may evict live sessions (set noeviction)")]
+    Evicting {
+        /// The policy Redis reported.
+        policy: String,
+    },
+    /// The key prefix contains `{` or `}` (it would break the keys' hash tags).
+    #[error("key prefix {0:?} must not contain braces")]
+    InvalidPrefix(String),
+    /// No OS entropy for the node id.
+    #[error("no OS entropy for the node id: {0}")]
+    Entropy(String),
     /// The node has stopped.
     #[error("the store worker has stopped")]
     Stopped,
@@ -128,49 +230,20 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct RedisNode {
     inner: Arc<Inner>,
-}
-
-struct Inner {
-    server: Server,
-    redis: ConnectionManager,
-    keys: Keys,
-    limits: Limits,
-    work: mpsc::UnboundedSender<Work>,
-    presence_due: tokio::sync::Notify,
-    /// Presence keys written by the last refresh (deleted when their client leaves).
-    presence_written: Mutex<Vec<String>>,
+    /// The node's loops, awaited by [`RedisNode::shutdown`].
+    loops: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 /// The server figures the store needs.
 #[derive(Debug, Clone, Copy)]
-struct Limits {
+pub(crate) struct Limits {
     log_max: usize,
     session_ttl: Duration,
     dedup_ttl: Duration,
     presence_ttl: Duration,
 }
 
-type AppendReply = oneshot::Sender<Result<u64, StoreError>>;
-
-/// Store work, done in order by one worker (metadata before appends, `accepted` before
-/// `final`).
-enum Work {
-    Meta(Box<StoredSession>),
-    Append(Vec<Unsequenced>, Option<AppendReply>),
-    Outcome(SessionId, String, Outcome),
-    Check {
-        conn: ConnId,
-        session: SessionId,
-        request_id: String,
-        content: Value,
-    },
-    Wanted {
-        conn: ConnId,
-        session: SessionId,
-    },
-}
-
-/// Binds `addr` like `tether_tokio::serve` and runs the node on the Redis at `redis.url`
+/// Binds `addr` like `tether_tokio::serve` and runs the node on the Redis of `redis`
 /// (`config.external_store` is set for you). `bound.events` carries what the application
 /// handles (requests, session events); the store's own events are consumed by the node.
 pub async fn serve(
@@ -180,12 +253,11 @@ pub async fn serve(
 ) -> Result<(Bound, RedisNode), NodeError> {
     config.external_store = true;
     // Connect first: a node that cannot reach its store must not accept clients.
-    let client = redis::Client::open(redis.url.as_str()).map_err(StoreError::from)?;
-    let connections = Connections::open(&client, &redis).await?;
+    let connection = Connection::open(&redis).await?;
     let mut bound = tether_tokio::serve(addr, config.clone(), None).await?;
     let events = std::mem::replace(&mut bound.events, ServerEvents::closed());
     let (node, app_events) =
-        RedisNode::start_with(bound.server.clone(), events, &config, redis, connections)?;
+        RedisNode::start_with(bound.server.clone(), events, &config, redis, connection)?;
     bound.events = app_events;
     Ok((bound, node))
 }
@@ -201,28 +273,63 @@ pub enum NodeError {
     Store(#[from] StoreError),
 }
 
-/// The node's Redis connections, opened before it serves.
-struct Connections {
-    /// Reconnects by itself after Redis restarts or the link drops.
-    redis: ConnectionManager,
-    pubsub: redis::aio::PubSub,
-    client: redis::Client,
+/// The node's connection, opened (and its Redis checked) before it serves.
+struct Connection {
+    link: Link,
+    pushes: Pushes,
 }
 
-impl Connections {
-    async fn open(client: &redis::Client, config: &RedisConfig) -> Result<Self, StoreError> {
-        let mut redis = ConnectionManager::new(client.clone()).await?;
-        let _: String = redis::cmd("PING").query_async(&mut redis).await?;
-        let mut pubsub = client.get_async_pubsub().await?;
-        // Subscribed before any session can attach here: no notification is missed.
-        pubsub
-            .subscribe(Keys::new(&config.prefix).channel())
-            .await?;
-        Ok(Self {
-            redis,
-            pubsub,
-            client: client.clone(),
-        })
+impl Connection {
+    async fn open(config: &RedisConfig) -> Result<Self, StoreError> {
+        if config.prefix.contains(['{', '}']) {
+            return Err(StoreError::InvalidPrefix(config.prefix.clone()));
+        }
+        let (link, pushes) = Link::open(config).await?;
+        let _: String = redis::cmd("PING").query_async(&mut link.clone()).await?;
+        check_eviction(&link, config.eviction).await?;
+        Ok(Self { link, pushes })
+    }
+}
+
+/// Reads `maxmemory` and `maxmemory-policy` (of one master on a cluster): a policy other than
+/// `noeviction` with a memory limit may evict live sessions. A Redis that refuses `CONFIG`
+/// (managed services often do) gets a warning that the policy could not be checked.
+async fn check_eviction(link: &Link, check: EvictionCheck) -> Result<(), StoreError> {
+    let read = |name: &'static str| {
+        let mut link = link.clone();
+        async move {
+            let pair: redis::RedisResult<std::collections::HashMap<String, String>> =
+                redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg(name)
+                    .query_async(&mut link)
+                    .await;
+            pair.map(|mut p| p.remove(name).unwrap_or_default())
+        }
+    };
+    let (limit, policy) = match (read("maxmemory").await, read("maxmemory-policy").await) {
+        (Ok(limit), Ok(policy)) => (limit, policy),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(
+                "session store: cannot read Redis's maxmemory-policy ({e}); make sure it is \
+                 noeviction, or live sessions may be evicted"
+            );
+            return Ok(());
+        }
+    };
+    if policy == "noeviction" || limit == "0" {
+        return Ok(());
+    }
+    match check {
+        EvictionCheck::Refuse => Err(StoreError::Evicting { policy }),
+        EvictionCheck::Warn => {
+            tracing::warn!(
+                "session store: Redis maxmemory-policy is {policy} with maxmemory {limit}: it \
+                 may evict live sessions (their clients then see SessionReplaced); set \
+                 noeviction"
+            );
+            Ok(())
+        }
     }
 }
 
@@ -236,9 +343,8 @@ impl RedisNode {
         server_config: &ServerConfig,
         config: RedisConfig,
     ) -> Result<(RedisNode, ServerEvents), StoreError> {
-        let client = redis::Client::open(config.url.as_str())?;
-        let connections = Connections::open(&client, &config).await?;
-        Self::start_with(server, events, server_config, config, connections)
+        let connection = Connection::open(&config).await?;
+        Self::start_with(server, events, server_config, config, connection)
     }
 
     fn start_with(
@@ -246,71 +352,113 @@ impl RedisNode {
         events: ServerEvents,
         server_config: &ServerConfig,
         config: RedisConfig,
-        connections: Connections,
+        connection: Connection,
     ) -> Result<(RedisNode, ServerEvents), StoreError> {
         if !server_config.external_store {
             return Err(StoreError::NotStoreMode);
         }
         let mut node_id = [0u8; 8];
-        getrandom::fill(&mut node_id).map_err(|e| {
-            StoreError::Redis(redis::RedisError::from((
-                redis::ErrorKind::ClientError,
-                "no OS entropy for the node id",
-                e.to_string(),
-            )))
-        })?;
-        let node_id: String = node_id.iter().map(|b| format!("{b:02x}")).collect();
-        let (work_tx, work_rx) = mpsc::unbounded();
+        getrandom::fill(&mut node_id).map_err(|e| StoreError::Entropy(e.to_string()))?;
+        let node_hex: String = node_id.iter().map(|b| format!("{b:02x}")).collect();
+        let (writes, writes_rx) = mpsc::unbounded();
         let (app_tx, app_events) = ServerEvents::channel(1024);
+        let room_max = config.append_queue.max(1);
+        let metrics = server.metrics().store().clone();
+        metrics.up.set(1);
         let inner = Arc::new(Inner {
             server,
-            redis: connections.redis,
-            keys: Keys::new(&config.prefix).with_node(node_id),
+            link: connection.link,
+            keys: Keys::new(&config.prefix).with_node(node_hex),
             limits: Limits {
                 log_max: server_config.recovery_session_events.max(1),
                 session_ttl: server_config.session_ttl,
                 dedup_ttl: server_config.dedup_ttl,
                 presence_ttl: config.presence_ttl,
             },
-            work: work_tx,
+            scripts: wire::Scripts::new(),
+            writes,
+            room: Arc::new(tokio::sync::Semaphore::new(room_max)),
+            room_max,
+            health: Health::new(),
+            subs: subs::Subscriptions::default(),
+            runs: RunIds::new(u64::from_le_bytes(node_id)),
             presence_due: tokio::sync::Notify::new(),
-            presence_written: Mutex::new(Vec::new()),
+            metrics,
+            retry_every: config.reconnect_max.max(Duration::from_millis(1)),
         });
-        tokio::spawn(pump(inner.clone(), events, app_tx));
-        tokio::spawn(worker(inner.clone(), work_rx));
-        tokio::spawn(subscriber(
-            inner.clone(),
-            connections.pubsub,
-            connections.client,
-        ));
-        tokio::spawn(presence_loop(inner.clone()));
-        Ok((RedisNode { inner }, app_events))
+        let loops = vec![
+            tokio::spawn(node::pump(inner.clone(), events, app_tx)),
+            tokio::spawn(node::writer(inner.clone(), writes_rx)),
+            tokio::spawn(node::subscriber(inner.clone(), connection.pushes)),
+            tokio::spawn(node::health_loop(inner.clone())),
+            tokio::spawn(presence::presence_loop(inner.clone())),
+        ];
+        let loops = Arc::new(std::sync::Mutex::new(loops));
+        Ok((RedisNode { inner, loops }, app_events))
     }
 
-    /// The server handle (respond, broadcast, health, shutdown...).
+    /// Graceful shutdown of the node: the server's (every connection gets what it is owed,
+    /// then a close), then the store's: the writes still queued are stored (for up to 5 s if
+    /// Redis is unreachable), this node's presence is withdrawn, and its connection to Redis
+    /// closes. Returns the server's final snapshot (its sessions live on in Redis).
+    pub async fn shutdown(&self) -> Result<tether_core::server::ServerSnapshot, StoreError> {
+        let snapshot = self.inner.server.shutdown().await?;
+        let loops = std::mem::take(&mut *self.loops.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in loops {
+            let _ = task.await;
+        }
+        Ok(snapshot)
+    }
+
+    /// The server handle (respond, broadcast, health, shutdown...). Publish through the node:
+    /// the server's own publish calls are refused in store mode.
     pub fn server(&self) -> &Server {
         &self.inner.server
     }
 
     /// Publishes a tracked event to `session`, wherever its client is connected. Returns the
-    /// sequence the store assigned.
+    /// sequence the store assigned, or why there is none: [`StoreError::UnknownSession`],
+    /// [`StoreError::Backlogged`] (Redis down and the queue full: nothing was published), a
+    /// refused kind or field. While Redis is unreachable the call waits (the event is sent
+    /// until Redis takes it, at most once): bound the wait with a timeout if needed; the
+    /// event may still be published after it.
+    ///
+    /// A session exists for every node once its metadata is in Redis: its client learns its
+    /// id only then, but `ServerEvent::SessionCreated` reaches the application of the node
+    /// that created it a moment earlier, so a publish through *another* node right away may
+    /// still get [`StoreError::UnknownSession`] (publishing through the creating node is
+    /// always ordered after the metadata).
     pub async fn publish(
         &self,
         session: &SessionId,
         kind: &str,
         fields: Vec<(String, Value)>,
     ) -> Result<u64, StoreError> {
-        self.publish_many(session, kind, vec![fields]).await
+        let range = self.publish_many(session, kind, vec![fields]).await?;
+        Ok(*range.end())
     }
 
-    /// Publishes several events of one `kind` in one store round trip; returns the last
-    /// sequence.
+    /// Publishes several events of one `kind` in one store round trip; they get consecutive
+    /// sequences, returned as a range (empty for no event). At most [`PUBLISH_MANY_MAX`]
+    /// events per call. Errors and waiting as [`RedisNode::publish`]; on an error none of the
+    /// events was published.
     pub async fn publish_many(
         &self,
         session: &SessionId,
         kind: &str,
         events: Vec<Vec<(String, Value)>>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<RangeInclusive<u64>, StoreError> {
+        let count = events.len();
+        if count == 0 {
+            return Ok(RangeInclusive::new(1, 0)); // empty
+        }
+        if count > PUBLISH_MANY_MAX {
+            return Err(StoreError::BatchTooLarge {
+                events: count,
+                max: PUBLISH_MANY_MAX,
+            });
+        }
+        let room = self.inner.reserve(count).await?;
         let (sid, k) = (session.clone(), kind.to_owned());
         let prepared = self
             .inner
@@ -330,495 +478,36 @@ impl RedisNode {
             .await??;
         let (tx, rx) = oneshot::channel();
         self.inner
-            .work
-            .unbounded_send(Work::Append(prepared, Some(tx)))
+            .writes
+            .unbounded_send(Write::Append {
+                events: prepared,
+                reply: Some(tx),
+                room: Some(room),
+            })
             .map_err(|_| StoreError::Stopped)?;
         rx.await.map_err(|_| StoreError::Stopped)?
     }
 
     /// Clients connected to any node (of `agent`, or all), as their nodes last refreshed them.
     pub async fn presence(&self, agent: Option<&str>) -> Result<Vec<PresenceInfo>, StoreError> {
-        let mut redis = self.inner.redis.clone();
-        let pattern = self.inner.keys.presence_pattern();
-        let mut keys: Vec<String> = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut redis)
-                .await?;
-            keys.extend(batch);
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let values: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut redis)
-            .await?;
-        let mut all: Vec<PresenceInfo> = values
-            .into_iter()
-            .flatten()
-            .filter_map(|v| serde_json::from_str(&v).ok())
-            .filter(|p: &PresenceInfo| agent.is_none_or(|a| p.channels.iter().any(|c| c == a)))
-            .collect();
-        all.sort_by(|a, b| a.client_id.cmp(&b.client_id));
-        Ok(all)
+        self.inner.presence(agent).await
     }
 
-    /// This node's id (part of its presence keys and client ids).
+    /// This node's id (part of its presence key and client ids).
     pub fn node_id(&self) -> &str {
         self.inner.keys.node()
     }
-}
 
-/// Passes the application's events on; hands the store's to the worker without waiting (the
-/// hub may be waiting for this loop while the worker waits for the hub).
-async fn pump(inner: Arc<Inner>, mut events: ServerEvents, mut app: mpsc::Sender<ServerEvent>) {
-    while let Some(event) = events.next().await {
-        let work = match event {
-            ServerEvent::SessionWanted { conn, session } => Work::Wanted { conn, session },
-            ServerEvent::StoreSession(stored) => Work::Meta(stored),
-            ServerEvent::StoreAppend(pending) => Work::Append(vec![pending], None),
-            ServerEvent::RequestCheck {
-                conn,
-                session,
-                request_id,
-                content,
-            } => Work::Check {
-                conn,
-                session,
-                request_id,
-                content,
-            },
-            ServerEvent::OutcomeRecorded {
-                session,
-                request_id,
-                outcome,
-            } => Work::Outcome(session, request_id, outcome),
-            other => {
-                if matches!(other, ServerEvent::PresenceChanged { .. }) {
-                    inner.presence_due.notify_one();
-                }
-                // Nobody listening is fine: the node keeps serving.
-                let _ = app.send(other).await;
-                continue;
-            }
-        };
-        if inner.work.unbounded_send(work).is_err() {
-            return;
-        }
-    }
-}
-
-/// Most store requests taken in one pass (consecutive appends share one pipeline).
-const WORK_BATCH: usize = 256;
-
-async fn worker(inner: Arc<Inner>, mut work: mpsc::UnboundedReceiver<Work>) {
-    let stopped = inner.server.stopped();
-    futures::pin_mut!(stopped);
-    loop {
-        let first = tokio::select! {
-            w = work.next() => match w { Some(w) => w, None => return },
-            () = &mut stopped => return,
-        };
-        let mut batch = vec![first];
-        while batch.len() < WORK_BATCH {
-            match work.try_recv() {
-                Ok(w) => batch.push(w),
-                _ => break,
-            }
-        }
-        let mut appends: Vec<(Vec<Unsequenced>, Option<AppendReply>)> = Vec::new();
-        for w in batch {
-            if let Work::Append(events, reply) = w {
-                appends.push((events, reply));
-                continue;
-            }
-            // Anything else waits for the appends before it, in order.
-            inner.append(std::mem::take(&mut appends)).await;
-            inner.handle(w).await;
-        }
-        inner.append(appends).await;
-    }
-}
-
-impl Inner {
-    async fn handle(&self, work: Work) {
-        let result = match work {
-            Work::Meta(stored) => self.write_meta(&stored).await,
-            Work::Outcome(session, request_id, outcome) => {
-                self.store_outcome(&session, &request_id, &outcome).await
-            }
-            Work::Check {
-                conn,
-                session,
-                request_id,
-                content,
-            } => self.check_request(conn, session, request_id, content).await,
-            Work::Wanted { conn, session } => self.provide(conn, session).await,
-            Work::Append(events, reply) => {
-                self.append(vec![(events, reply)]).await;
-                Ok(())
-            }
-        };
-        if let Err(e) = result {
-            tracing::warn!("session store: {e}");
-        }
+    /// Whether Redis answered the node's last command (`GET /ready` answers 503 while not).
+    pub fn store_up(&self) -> bool {
+        self.inner.health.is_up()
     }
 
-    /// Numbers and appends the events in one pipeline, one script call per run of one
-    /// session's events; each caller gets its last sequence.
-    async fn append(&self, batches: Vec<(Vec<Unsequenced>, Option<AppendReply>)>) {
-        if batches.is_empty() {
-            return;
-        }
-        let mut runs: Vec<(&SessionId, Vec<&Unsequenced>)> = Vec::new();
-        for e in batches.iter().flat_map(|(events, _)| events) {
-            match runs.last_mut() {
-                Some((s, run)) if *s == &e.session && run.len() < wire::RUN_MAX => run.push(e),
-                _ => runs.push((&e.session, vec![e])),
-            }
-        }
-        let mut pipe = redis::pipe();
-        for (session, run) in &runs {
-            wire::append_command(&mut pipe, &self.keys, &self.limits, session, run);
-        }
-        let mut redis = self.redis.clone();
-        let lasts: Result<Vec<u64>, _> = pipe.query_async(&mut redis).await;
-        let lasts = match lasts {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!("session store: append failed: {e}");
-                for (_, reply) in batches {
-                    if let Some(reply) = reply {
-                        let _ = reply.send(Err(StoreError::Failed(e.to_string())));
-                    }
-                }
-                return;
-            }
-        };
-        // The sequence of every event, in order (0 = its session is unknown).
-        let numbers: Vec<u64> = runs
-            .iter()
-            .zip(lasts)
-            .flat_map(|((_, run), last)| {
-                let first = (last + 1).saturating_sub(run.len() as u64);
-                (0..run.len() as u64).map(move |k| if last == 0 { 0 } else { first + k })
-            })
-            .collect();
-        drop(runs);
-        let mut numbers = numbers.into_iter();
-        for (events, reply) in batches {
-            let mut last = Ok(0);
-            for e in events {
-                match numbers.next() {
-                    Some(n) if n > 0 => {
-                        if last.is_ok() {
-                            last = Ok(n);
-                        }
-                    }
-                    _ => last = Err(StoreError::UnknownSession(e.session.clone())),
-                }
-            }
-            match reply {
-                Some(reply) => {
-                    let _ = reply.send(last);
-                }
-                None => {
-                    if let Err(e) = last {
-                        tracing::warn!("session store: {e}");
-                    }
-                }
-            }
-        }
+    /// Sessions whose notifications this node receives (those its connections hold, and
+    /// briefly those it was asked to resume).
+    pub fn subscriptions(&self) -> usize {
+        self.inner.subs.len()
     }
-
-    async fn write_meta(&self, stored: &StoredSession) -> Result<(), StoreError> {
-        let mut redis = self.redis.clone();
-        wire::meta_pipeline(&self.keys, &self.limits, stored)
-            .query_async::<()>(&mut redis)
-            .await?;
-        Ok(())
-    }
-
-    async fn store_outcome(
-        &self,
-        session: &SessionId,
-        request_id: &str,
-        outcome: &Outcome,
-    ) -> Result<(), StoreError> {
-        let mut redis = self.redis.clone();
-        let text = serde_json::to_string(outcome).unwrap_or_default();
-        redis::cmd("SET")
-            .arg(self.keys.request(session, request_id))
-            .arg(text)
-            .arg("PX")
-            .arg(millis(self.limits.dedup_ttl))
-            .query_async::<()>(&mut redis)
-            .await?;
-        Ok(())
-    }
-
-    async fn check_request(
-        &self,
-        conn: ConnId,
-        session: SessionId,
-        request_id: String,
-        content: Value,
-    ) -> Result<(), StoreError> {
-        let mut redis = self.redis.clone();
-        // Marks the id seen and returns what was there, in one step (Redis ≥ 7.0).
-        let previous: Result<Option<String>, _> = redis::cmd("SET")
-            .arg(self.keys.request(&session, &request_id))
-            .arg("")
-            .arg("NX")
-            .arg("GET")
-            .arg("PX")
-            .arg(millis(self.limits.dedup_ttl))
-            .query_async(&mut redis)
-            .await;
-        // If the store cannot say, hand it out: the local dedup window still guards resends on
-        // this node, and losing a request is worse than a rare double delivery.
-        let seen = match &previous {
-            Ok(None) | Err(_) => None,
-            Ok(Some(text)) => Some(serde_json::from_str::<Outcome>(text).ok()),
-        };
-        self.server
-            .apply(move |m, now| {
-                m.admit_request(now, conn, &session, &request_id, content, seen);
-            })
-            .await?;
-        previous.map(drop).map_err(StoreError::from)
-    }
-
-    async fn provide(&self, conn: ConnId, session: SessionId) -> Result<(), StoreError> {
-        let mut redis = self.redis.clone();
-        let read = wire::read_session(&mut redis, &self.keys, &session).await;
-        let head = read.as_ref().ok().and_then(|s| s.as_ref().map(|s| s.head));
-        let answer = read.map_err(|e| StoreUnavailable(e.to_string()));
-        self.server
-            .apply(move |m, now| m.provide_session(now, conn, answer))
-            .await?;
-        if let Some(head) = head {
-            // Events appended after the read whose notification came before the attach.
-            self.catch_up(&session, head).await?;
-        }
-        Ok(())
-    }
-
-    /// Reads the log after `after` and ingests it (no-op if this node does not hold the
-    /// session's connection).
-    async fn catch_up(&self, session: &SessionId, after: u64) -> Result<(), StoreError> {
-        let mut redis = self.redis.clone();
-        let events = wire::read_log(&mut redis, &self.keys, session, after + 1).await?;
-        if events.is_empty() {
-            return Ok(());
-        }
-        let sid = session.clone();
-        self.server
-            .apply(move |m, now| {
-                if ingest_all(m, now, &sid, events).is_some() {
-                    // The log was trimmed past what this node needs: the client's resume
-                    // (anywhere) reports the loss instead of waiting here forever.
-                    m.release_holder(now, &sid);
-                }
-            })
-            .await?;
-        Ok(())
-    }
-
-    /// Writes this node's presence and refreshes its held sessions' TTLs.
-    async fn refresh_presence(&self) -> Result<(), StoreError> {
-        let (presence, held) = self
-            .server
-            .apply(|m, _| (m.presence(), m.held_sessions()))
-            .await?;
-        let mut pipe = redis::pipe();
-        let mut written = Vec::with_capacity(presence.len());
-        for p in presence {
-            let key = self.keys.presence(&p.client_id);
-            // Connection labels are per node: prefixed, they stay unique across nodes.
-            let p = PresenceInfo {
-                client_id: format!("{}:{}", self.keys.node(), p.client_id),
-                ..p
-            };
-            let text = serde_json::to_string(&p).unwrap_or_default();
-            pipe.cmd("SET")
-                .arg(&key)
-                .arg(text)
-                .arg("PX")
-                .arg(millis(self.limits.presence_ttl))
-                .ignore();
-            written.push(key);
-        }
-        let gone: Vec<String> = {
-            let mut last = self
-                .presence_written
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let gone = last
-                .iter()
-                .filter(|k| !written.contains(k))
-                .cloned()
-                .collect();
-            *last = written;
-            gone
-        };
-        if !gone.is_empty() {
-            pipe.cmd("DEL").arg(gone).ignore();
-        }
-        for (session, _) in &held {
-            for key in [self.keys.meta(session), self.keys.log(session)] {
-                pipe.cmd("PEXPIRE")
-                    .arg(key)
-                    .arg(millis(self.limits.session_ttl))
-                    .ignore();
-            }
-        }
-        let mut redis = self.redis.clone();
-        pipe.query_async::<()>(&mut redis).await?;
-        Ok(())
-    }
-
-    async fn clear_presence(&self) {
-        let keys = std::mem::take(
-            &mut *self
-                .presence_written
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        if keys.is_empty() {
-            return;
-        }
-        let mut redis = self.redis.clone();
-        let _ = redis::cmd("DEL")
-            .arg(keys)
-            .query_async::<()>(&mut redis)
-            .await;
-    }
-}
-
-/// Ingests `events` (ascending) into the machine; stops at a gap (the caller's catch-up read
-/// covers it).
-fn ingest_all(
-    m: &mut tether_core::server::Server,
-    now: std::time::Instant,
-    session: &SessionId,
-    events: Vec<Recorded>,
-) -> Option<u64> {
-    for e in events {
-        match m.ingest(now, session, e) {
-            Ok(tether_core::server::Ingest::Gap { expected }) => return Some(expected),
-            Ok(tether_core::server::Ingest::NotHeld) => return None,
-            Ok(_) => {}
-            Err(err) => tracing::warn!("session store: {err}"),
-        }
-    }
-    None
-}
-
-/// Most notifications ingested in one hub job.
-const NOTIFY_BATCH: usize = 512;
-
-/// Ingests notifications; re-subscribes (and catches every held session up) when the pub/sub
-/// connection drops.
-async fn subscriber(inner: Arc<Inner>, pubsub: redis::aio::PubSub, client: redis::Client) {
-    let stopped = inner.server.stopped();
-    futures::pin_mut!(stopped);
-    let mut stream = pubsub.into_on_message();
-    loop {
-        let first = tokio::select! {
-            m = stream.next() => m,
-            () = &mut stopped => return,
-        };
-        let Some(first) = first else {
-            // Lost the subscription: resubscribe, then read what may have been missed.
-            stream = loop {
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    () = &mut stopped => return,
-                }
-                let Ok(mut p) = client.get_async_pubsub().await else {
-                    continue;
-                };
-                if p.subscribe(inner.keys.channel()).await.is_ok() {
-                    break p.into_on_message();
-                }
-            };
-            let held = inner.server.apply(|m, _| m.held_sessions()).await;
-            for (session, head) in held.unwrap_or_default() {
-                if let Err(e) = inner.catch_up(&session, head).await {
-                    tracing::warn!("session store: catch-up of {session}: {e}");
-                }
-            }
-            continue;
-        };
-        let mut notes = Vec::new();
-        notes.extend(wire::parse_notification(first.get_payload_bytes()));
-        while notes.len() < NOTIFY_BATCH {
-            match futures::FutureExt::now_or_never(stream.next()) {
-                Some(Some(m)) => notes.extend(wire::parse_notification(m.get_payload_bytes())),
-                _ => break,
-            }
-        }
-        let gaps = inner
-            .server
-            .apply(move |m, now| {
-                let mut gaps: Vec<(SessionId, u64)> = Vec::new();
-                for (session, recorded) in notes {
-                    if gaps.iter().any(|(s, _)| *s == session) {
-                        continue; // the catch-up read below covers the rest
-                    }
-                    match m.ingest(now, &session, recorded) {
-                        Ok(tether_core::server::Ingest::Gap { expected }) => {
-                            gaps.push((session, expected));
-                        }
-                        Ok(_) => {}
-                        Err(err) => tracing::warn!("session store: {err}"),
-                    }
-                }
-                gaps
-            })
-            .await;
-        let Ok(gaps) = gaps else {
-            return; // the server stopped
-        };
-        for (session, expected) in gaps {
-            if let Err(e) = inner.catch_up(&session, expected - 1).await {
-                tracing::warn!("session store: gap repair of {session}: {e}");
-            }
-        }
-    }
-}
-
-/// Refreshes presence every third of its TTL and whenever it changes; clears it on shutdown.
-async fn presence_loop(inner: Arc<Inner>) {
-    let stopped = inner.server.stopped();
-    futures::pin_mut!(stopped);
-    let period = (inner.limits.presence_ttl / 3).max(Duration::from_millis(10));
-    loop {
-        if let Err(e) = inner.refresh_presence().await {
-            if matches!(e, StoreError::Server(_)) {
-                break;
-            }
-            tracing::warn!("session store: presence refresh: {e}");
-        }
-        tokio::select! {
-            () = tokio::time::sleep(period) => {}
-            () = inner.presence_due.notified() => {}
-            () = &mut stopped => break,
-        }
-    }
-    inner.clear_presence().await;
 }
 
 fn millis(d: Duration) -> u64 {

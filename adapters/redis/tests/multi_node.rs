@@ -287,7 +287,8 @@ async fn requests_are_answered_and_unknown_sessions_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_notification_feed_is_caught_up_from_the_log() {
-    let redis = redis();
+    // Its own Redis: the test kills connections.
+    let redis = tether_redis::testing::RedisServer::own(Default::default(), &[]);
     let store = store_config(&redis, "resubscribe");
     let mut a = Node::start("127.0.0.1:0", server_config(), store.clone()).await;
     let (_client, mut events) =

@@ -73,6 +73,9 @@ pub(crate) struct Conn {
     pub(crate) parked: Option<Box<super::store::Parked>>,
     /// Store mode: the store answered for the handshake being re-run.
     pub(crate) store_answered: bool,
+    /// Store mode: this connection created its session; nothing is sent (its `hello_ok`
+    /// first) until the store holds the session (`Server::session_stored`).
+    pub(crate) awaiting_store: bool,
 }
 
 impl Conn {
@@ -104,6 +107,7 @@ impl Conn {
             queued: false,
             parked: None,
             store_answered: false,
+            awaiting_store: false,
         }
     }
 

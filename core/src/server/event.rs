@@ -184,6 +184,10 @@ pub enum CommandError {
     /// The request already got its final response.
     #[error("request {0} was already answered")]
     AlreadyAnswered(String),
+    /// In store mode the store numbers events: publish through the store adapter (e.g.
+    /// `tether_redis::RedisNode::publish`), which returns their sequences or its error.
+    #[error("the server runs on a session store: publish through the store")]
+    StoreMode,
 }
 
 /// A snapshot that cannot be restored.

@@ -651,6 +651,12 @@ impl Server {
                 self.events
                     .push_back(ServerEvent::StoreSession(Box::new(stored)));
             }
+            if !resumed {
+                // The client learns the id only once other nodes can publish to it.
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.awaiting_store = true;
+                }
+            }
         }
         self.events.push_back(ServerEvent::PresenceChanged {
             agent_id: agent.to_owned(),

@@ -49,7 +49,8 @@
 //! - Closes: 4003 auth (after `hello_error`), 4009 `session_taken_over`, 4002
 //!   `liveness_timeout`, 1013 `slow_consumer`, 1008 `handshake_timeout`, 1007 garbage (after
 //!   `error` `invalid_frame`), 1003 binary, 1009 over `max_payload` (after `error`
-//!   `payload_too_large`), 4028 unknown-frame flood, 1001 `server_shutdown`.
+//!   `payload_too_large`), 4028 unknown-frame flood, 1001 `server_shutdown`; in store mode
+//!   1012 `store_gap` and 4010 `session_lost` (see [`Server::session_lost`]).
 //!
 //! ```
 //! use std::time::Instant;
@@ -99,7 +100,9 @@ pub use fanout::Audience;
 pub use session::{Outcome, OutcomeStatus, SessionId};
 pub use snapshot::{DedupSnapshot, ServerSnapshot, SessionSnapshot};
 pub use status::{Health, Liveness, PresenceInfo, ServerStats};
-pub use store::{Ingest, IngestError, StoreUnavailable, StoredSession, Unsequenced};
+pub use store::{
+    Ingest, IngestError, StoreUnavailable, StoredSession, Unsequenced, SESSION_LOST_CLOSE,
+};
 pub use text::FrameText;
 pub use window::Recorded;
 
@@ -1070,7 +1073,7 @@ fn next_frame(
     out: &mut Output<'_>,
 ) -> Option<(ServerTransmit, bool)> {
     let (max_frames, max_bytes) = (out.config.max_queued_frames, out.config.max_buffered_bytes);
-    if c.close_sent {
+    if c.close_sent || (c.awaiting_store && c.closing.is_none()) {
         return None;
     }
     if let Some(f) = c.control.pop_front() {

@@ -7,7 +7,7 @@
 //! | the machine emits | the store adapter does | and answers with |
 //! |---|---|---|
 //! | [`ServerEvent::SessionWanted`] (a handshake names a session) | reads the session's metadata and retained events | [`Server::provide_session`] |
-//! | [`ServerEvent::StoreSession`] (a session was created or attached) | writes its metadata (never its head) | — |
+//! | [`ServerEvent::StoreSession`] (a session was created or attached) | writes its metadata (never its head) | [`Server::session_stored`] for a created one (its `hello_ok` waits) |
 //! | [`ServerEvent::StoreAppend`] (a tracked frame: publish, `accepted`, `final`, `duplicate`) | assigns the next sequence atomically and appends | [`Server::ingest`] on the node holding the session's connection |
 //! | [`ServerEvent::RequestCheck`] (a `message` with a request id) | marks the id seen, or reads the outcome already stored | [`Server::admit_request`] |
 //! | [`ServerEvent::OutcomeRecorded`] (the application answered) | stores the outcome for later duplicates | — |
@@ -55,6 +55,9 @@ use super::session::{Dedup, Outcome, Session, SessionId};
 use super::window::{Recorded, Window};
 use super::Server;
 use crate::wire::{ConnectErrorCode, Hello, Join, RecoveryStep};
+
+/// Close code of a connection whose session the store lost ([`Server::session_lost`]).
+pub const SESSION_LOST_CLOSE: u16 = 4010;
 
 /// Longest session id looked up in the store (ours are 36-character uuids); longer ones are
 /// treated as unknown without a lookup.
@@ -339,6 +342,27 @@ impl Server {
             .collect()
     }
 
+    /// The store now holds `session`'s metadata (its [`ServerEvent::StoreSession`] was
+    /// written). A handshake that created the session waits for this before its `hello_ok`
+    /// goes out, so that when the client (or anyone it tells) learns the id, every node can
+    /// publish to it. Nothing happens for a session no connection of this node waits for.
+    pub fn session_stored(&mut self, _now: Instant, session: &SessionId) {
+        let Some(conn) = self.sessions.get(session).and_then(|s| s.conn) else {
+            return;
+        };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if std::mem::take(&mut c.awaiting_store) {
+                self.mark_ready(conn);
+            }
+        }
+    }
+
+    /// Whether a connection of this node holds `session` (notifications for it are ingested
+    /// here).
+    pub fn holds(&self, session: &SessionId) -> bool {
+        self.sessions.get(session).is_some_and(|s| s.conn.is_some())
+    }
+
     /// The store's metadata view of a local session (no events), as in
     /// [`ServerEvent::StoreSession`].
     pub fn stored_session(&self, session: &SessionId) -> Option<StoredSession> {
@@ -433,6 +457,28 @@ impl Server {
             return false;
         };
         self.close_conn(now, conn, 1012, "store_gap".into(), super::Flush::All);
+        true
+    }
+
+    /// The store no longer holds `session` (flushed, evicted, restarted empty): events it
+    /// numbered for it may be gone without a trace, so this node must not go on serving it.
+    /// The connection holding it gets what this node already has, then close 4010
+    /// `session_lost`; its client reconnects, the store knows no such session, and the new
+    /// handshake tells the client `SessionReplaced` (its pending requests become ambiguous)
+    /// (The local copy cannot be resumed silently: every resume in store mode asks the store
+    /// first.) Returns whether this node held the session's connection (a session held nowhere
+    /// is reported to its client at its next resume).
+    pub fn session_lost(&mut self, now: Instant, session: &SessionId) -> bool {
+        let Some(conn) = self.sessions.get(session).and_then(|s| s.conn) else {
+            return false;
+        };
+        self.close_conn(
+            now,
+            conn,
+            SESSION_LOST_CLOSE,
+            "session_lost".into(),
+            super::Flush::All,
+        );
         true
     }
 

@@ -100,15 +100,30 @@ fn hello(conn: ConnId, s: &mut Server, now: Instant, body: &str) -> Vec<(ConnId,
     drain(s, now)
 }
 
-/// Connects and says a v1 hello; returns the session id.
+/// Connects and says a v1 hello; returns the session id. In store mode the new session is
+/// reported stored first (its `hello_ok` waits for that).
 fn connect_v1(s: &mut Server, now: Instant, conn: ConnId) -> SessionId {
     s.handle_connected(now, conn, ConnectInfo::default());
-    let out = hello(
+    let mut out = hello(
         conn,
         s,
         now,
         r#"{"type":"hello","agent_id":"echo","protocol_min":1,"protocol_max":1}"#,
     );
+    if s.config().external_store {
+        assert!(
+            out.is_empty(),
+            "nothing before the store holds the session: {out:?}"
+        );
+        let created = std::iter::from_fn(|| s.poll_event())
+            .find_map(|e| match e {
+                ServerEvent::StoreSession(stored) => Some(stored.session_id),
+                _ => None,
+            })
+            .expect("the session goes to the store");
+        s.session_stored(now, &created);
+        out = drain(s, now);
+    }
     let f = frames_of(&out, conn);
     assert_eq!(f[0]["type"], "hello_ok", "{f:?}");
     SessionId(f[0]["session_id"].as_str().unwrap().to_owned())
@@ -1343,6 +1358,45 @@ fn a_gap_the_store_cannot_fill_releases_the_holder_so_its_resume_reports_the_los
     );
     assert_eq!(close_of(&out, conn), Some((1012, "store_gap".into())));
     assert!(!s.release_holder(now, &SessionId("other".into())));
+}
+
+#[test]
+fn a_session_the_store_lost_closes_its_holder_after_what_it_was_owed() {
+    let now = t0();
+    let mut s = Server::new(
+        ServerConfig {
+            external_store: true,
+            ..cfg()
+        },
+        now,
+    );
+    let conn = ConnId(1);
+    let sid = connect_v1(&mut s, now, conn);
+    events(&mut s);
+    let first = Unsequenced {
+        session: sid.clone(),
+        kind: "message".into(),
+        body: r#"{"type":"message","content":"e1""#.into(),
+        event_id: 1,
+        timestamp: 1.0,
+    };
+    assert_eq!(
+        s.ingest(now, &sid, first.into_recorded(1)),
+        Ok(Ingest::Appended)
+    );
+    assert!(s.session_lost(now, &sid));
+    let out = drain(&mut s, now);
+    let texts = texts_of(&out, conn);
+    assert!(
+        texts.iter().any(|t| t.contains(r#""content":"e1""#)),
+        "what it was owed goes out first: {texts:?}"
+    );
+    assert_eq!(
+        close_of(&out, conn),
+        Some((SESSION_LOST_CLOSE, "session_lost".into()))
+    );
+    assert!(s.held_sessions().is_empty());
+    assert!(!s.session_lost(now, &sid), "held nowhere any more");
 }
 
 /// What each connection was sent, in order.

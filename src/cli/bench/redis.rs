@@ -1,8 +1,12 @@
 //! Multi-node figures (tokio): a gateway node on Redis against the in-memory server, same
 //! client, same run. Throughput: events published through the store (`RedisNode::publish_many`,
-//! numbered by its Lua script, delivered by pub/sub) to one client. Resume: a client reconnects
-//! to its session (an event was published while it was away) until that event is delivered; on
-//! Redis the node reads the session and its log from the store first.
+//! numbered by its Lua script, delivered by sharded pub/sub) to one client, on one Redis and on
+//! a three-master Redis Cluster; and the same single-Redis stream against what Redis itself
+//! takes through the same `redis` crate: pipelined `XADD` + `PUBLISH` of frames of the same
+//! size, one pipeline of a batch at a time, as the publisher sends one batch at a time.
+//! Resume: a client reconnects to its session (an event was published while it was away) until
+//! that event is delivered; on Redis the node reads the session and its log from the store
+//! first.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,7 +18,7 @@ use tether_core::backoff::BackoffConfig;
 use tether_core::client::{ClientConfig, Event};
 use tether_core::cursor::ResumeState;
 use tether_core::server::{ServerConfig, ServerEvent, SessionId};
-use tether_redis::testing::RedisServer;
+use tether_redis::testing::{RedisCluster, RedisServer};
 use tether_redis::{RedisConfig, RedisNode};
 use tether_tokio::{Bound, Server, ServerEvents};
 use tokio::sync::Notify;
@@ -57,7 +61,6 @@ impl Publisher {
 /// A running gateway of either kind.
 struct Gateway {
     publisher: Publisher,
-    server: Server,
     url: String,
     sessions: futures::channel::mpsc::UnboundedReceiver<SessionId>,
 }
@@ -70,8 +73,21 @@ fn server_config() -> ServerConfig {
     }
 }
 
+/// Where a gateway keeps its sessions.
+#[derive(Clone, Copy)]
+enum Store<'a> {
+    Memory,
+    Redis(&'a RedisServer),
+    Cluster(&'a RedisCluster),
+}
+
 impl Gateway {
-    async fn start(redis: Option<&RedisServer>) -> Result<Gateway, String> {
+    async fn start(store: Store<'_>) -> Result<Gateway, String> {
+        let redis = match store {
+            Store::Memory => None,
+            Store::Redis(r) => Some(RedisConfig::new(r.url.clone())),
+            Store::Cluster(c) => Some(RedisConfig::cluster(c.urls())),
+        };
         let (bound, publisher) = match redis {
             None => {
                 let bound = tether_tokio::serve("127.0.0.1:0", server_config(), None)
@@ -85,7 +101,7 @@ impl Gateway {
                 getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
                 let store = RedisConfig {
                     prefix: format!("bench-{}", u32::from_le_bytes(nonce)),
-                    ..RedisConfig::new(redis.url.clone())
+                    ..redis
                 };
                 let (bound, node) = tether_redis::serve("127.0.0.1:0", server_config(), store)
                     .await
@@ -94,16 +110,12 @@ impl Gateway {
             }
         };
         let Bound {
-            server,
-            events,
-            local_addr,
-            ..
+            events, local_addr, ..
         } = bound;
         let (tx, sessions) = futures::channel::mpsc::unbounded();
         tokio::spawn(watch_sessions(events, tx));
         Ok(Gateway {
             publisher,
-            server,
             url: format!("ws://{local_addr}/ws"),
             sessions,
         })
@@ -117,7 +129,15 @@ impl Gateway {
     }
 
     async fn stop(self) {
-        let _ = before(Duration::from_secs(5), self.server.shutdown()).await;
+        match &self.publisher {
+            // The node's own work (queued writes, presence) ends before Redis may go.
+            Publisher::Redis(node) => {
+                let _ = before(Duration::from_secs(10), node.shutdown()).await;
+            }
+            Publisher::Memory(server) => {
+                let _ = before(Duration::from_secs(5), server.shutdown()).await;
+            }
+        }
     }
 }
 
@@ -151,8 +171,8 @@ fn client_config() -> ClientConfig {
 }
 
 /// Events per second from the first publish to the last delivery, in order.
-async fn stream(redis: Option<&RedisServer>, n: u64) -> Result<f64, String> {
-    let mut gateway = Gateway::start(redis).await?;
+async fn stream(store: Store<'_>, n: u64) -> Result<f64, String> {
+    let mut gateway = Gateway::start(store).await?;
     let (client, mut events) = tether_tokio::connect(gateway.url.as_str(), None, client_config())
         .map_err(|e| e.to_string())?;
     let session = gateway.next_session().await?;
@@ -204,8 +224,8 @@ async fn stream(redis: Option<&RedisServer>, n: u64) -> Result<f64, String> {
 
 /// `count` resumes of one session, each after an event published while away: time from the
 /// client's start to that event's delivery.
-async fn resumes(redis: Option<&RedisServer>, count: usize) -> Result<Vec<Duration>, String> {
-    let mut gateway = Gateway::start(redis).await?;
+async fn resumes(store: Store<'_>, count: usize) -> Result<Vec<Duration>, String> {
+    let mut gateway = Gateway::start(store).await?;
     let (client, mut events) = tether_tokio::connect(gateway.url.as_str(), None, client_config())
         .map_err(|e| e.to_string())?;
     let session = gateway.next_session().await?;
@@ -258,49 +278,151 @@ async fn delivered(events: &mut tether_tokio::ClientEvents, seq: u64) -> Result<
     found.unwrap_or_else(|| Err(format!("event {seq} not delivered within 10 s")))
 }
 
-/// The rows: throughput and resume latency through Redis, each against the in-memory server.
+/// A frame as tether stores it for `event(n)` (same fields and size): the bare baseline
+/// writes these.
+fn frame(n: u64) -> String {
+    format!(
+        r#"{{"type":"message","content":{},"n":{n},"event_id":"0f8fad5b-d9cb-469f-a165-70867728950e","timestamp":1765000000.123456,"cursor":{n},"seq":{n}}}"#,
+        Value::String(CONTENT.to_owned())
+    )
+}
+
+/// Events per second Redis takes as pipelined `XADD` (exact `MAXLEN`, as tether trims) +
+/// `PUBLISH` of each frame, one pipeline of `BATCH` events at a time, through the `redis`
+/// crate's multiplexed connection.
+async fn bare(redis: &RedisServer, n: u64) -> Result<f64, String> {
+    let client = redis::Client::open(redis.url.as_str()).map_err(|e| e.to_string())?;
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut nonce = [0u8; 4];
+    getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
+    let (log, channel) = {
+        let id = u32::from_le_bytes(nonce);
+        (format!("bench-bare-{id}:log"), format!("bench-bare-{id}:n"))
+    };
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while sent < n {
+        let count = (n - sent).min(BATCH as u64);
+        let mut pipe = redis::pipe();
+        for k in sent + 1..=sent + count {
+            let f = frame(k);
+            pipe.cmd("XADD")
+                .arg(&log)
+                .arg("MAXLEN")
+                .arg(server_config().recovery_session_events)
+                .arg(format!("{k}-0"))
+                .arg("b")
+                .arg(&f)
+                .ignore()
+                .cmd("PUBLISH")
+                .arg(&channel)
+                .arg(&f)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut con)
+            .await
+            .map_err(|e| e.to_string())?;
+        sent += count;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let _: Result<(), _> = redis::cmd("DEL").arg(&log).query_async(&mut con).await;
+    Ok(rate)
+}
+
+/// The rows: throughput (single Redis and cluster) and resume latency through Redis, each
+/// against the in-memory server, and the single-Redis stream against Redis's own rate.
 pub async fn rows(sizes: Sizes) -> Vec<Row> {
     const STREAM: &str = "redis: publish → 1 client";
+    const BARE: &str = "redis: publish vs bare XADD+PUBLISH";
+    const CLUSTER: &str = "redis cluster: publish → 1 client";
     const RESUME: &str = "redis: resume → replay";
     let redis = match RedisServer::start() {
         Ok(r) => r,
         Err(e) => {
-            return vec![Row::skipped(STREAM, &e), Row::skipped(RESUME, e)];
+            return [STREAM, BARE, CLUSTER, RESUME]
+                .into_iter()
+                .map(|name| Row::skipped(name, &e))
+                .collect();
         }
     };
     let n = (sizes.long_stream_events / 4).max(1_000);
-    let mut memory = Vec::new();
-    let mut stored = Vec::new();
+    let (mut memory, mut stored, mut baseline) = (Vec::new(), Vec::new(), Vec::new());
     let mut rows = Vec::new();
     let mut failure = None;
     for _ in 0..sizes.rounds.max(1) {
-        match (stream(None, n).await, stream(Some(&redis), n).await) {
-            (Ok(m), Ok(r)) => {
+        match (
+            stream(Store::Memory, n).await,
+            stream(Store::Redis(&redis), n).await,
+            bare(&redis, n).await,
+        ) {
+            (Ok(m), Ok(r), Ok(b)) => {
                 memory.push(m);
                 stored.push(r);
+                baseline.push(b);
             }
-            (Err(e), _) | (_, Err(e)) => failure = Some(e),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => failure = Some(e),
         }
     }
-    rows.push(match failure {
-        Some(e) => Row::failed(STREAM, e),
-        None => Row::measured(
-            STREAM,
-            median(stored),
-            median(memory),
-            Unit::PerSecond,
-            Target::None,
-            format!(
-                "in-memory tether server, same client; {n} events, publish_many {BATCH}/call, \
-                 median of {} rounds",
-                sizes.rounds.max(1)
+    let rounds = sizes.rounds.max(1);
+    match failure {
+        Some(e) => {
+            rows.push(Row::failed(STREAM, e.clone()));
+            rows.push(Row::failed(BARE, e));
+        }
+        None => {
+            let stored = median(stored);
+            rows.push(Row::measured(
+                STREAM,
+                stored,
+                median(memory),
+                Unit::PerSecond,
+                Target::None,
+                format!(
+                    "in-memory tether server, same client; {n} events, publish_many {BATCH}/call, \
+                     median of {rounds} rounds"
+                ),
+            ));
+            rows.push(Row::measured(
+                BARE,
+                stored,
+                median(baseline),
+                Unit::PerSecond,
+                Target::AtLeast(0.5),
+                format!(
+                    "tether: publish_many {BATCH}/call through RedisNode to a client's delivery; \
+                     baseline: pipelined XADD MAXLEN + PUBLISH per frame, {BATCH} a pipeline, \
+                     same redis crate and Redis; median of {rounds} rounds"
+                ),
+            ));
+        }
+    }
+    rows.push(match RedisCluster::try_start() {
+        Err(e) => Row::skipped(CLUSTER, e),
+        Ok(cluster) => match (
+            stream(Store::Memory, n).await,
+            stream(Store::Cluster(&cluster), n).await,
+        ) {
+            (Ok(m), Ok(c)) => Row::measured(
+                CLUSTER,
+                c,
+                m,
+                Unit::PerSecond,
+                Target::None,
+                format!(
+                    "in-memory tether server, same client; 3 masters on this machine, {n} events, \
+                     publish_many {BATCH}/call, one round"
+                ),
             ),
-        ),
+            (Err(e), _) | (_, Err(e)) => Row::failed(CLUSTER, e),
+        },
     });
     let count = (sizes.reconnects / 2).max(10);
     match (
-        resumes(None, count).await,
-        resumes(Some(&redis), count).await,
+        resumes(Store::Memory, count).await,
+        resumes(Store::Redis(&redis), count).await,
     ) {
         (Ok(m), Ok(r)) => {
             for (p, name) in [(50, "p50"), (99, "p99")] {

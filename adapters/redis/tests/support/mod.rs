@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
 use futures::StreamExt;
+use tether_core::backoff::{BackoffConfig, Jitter};
+use tether_core::client::ClientConfig;
 use tether_core::server::{Outcome, ServerConfig, ServerEvent, SessionId};
 use tether_redis::testing::RedisServer;
 use tether_redis::{serve, NodeError, RedisConfig, RedisNode};
@@ -23,6 +25,52 @@ pub fn store_config(redis: &RedisServer, name: &str) -> RedisConfig {
         prefix: format!("test-{name}-{}", u32::from_le_bytes(nonce)),
         ..RedisConfig::new(redis.url.clone())
     }
+}
+
+/// A client of the `echo` agent that reconnects within 100–300 ms (a store fault's
+/// consequences must show within seconds).
+pub fn quick_client_config() -> ClientConfig {
+    ClientConfig {
+        backoff: BackoffConfig {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(300),
+            jitter: Jitter::None,
+            ..BackoffConfig::default()
+        },
+        ..ClientConfig::new("echo")
+    }
+}
+
+/// Event `i`'s fields.
+pub fn event(i: u64) -> Vec<(String, serde_json::Value)> {
+    vec![(
+        "content".to_owned(),
+        serde_json::json!(format!("event {i}")),
+    )]
+}
+
+/// Kills every client connection of `redis` but the caller's (`CLIENT KILL TYPE normal`, then
+/// `pubsub`: a node's connection is either); returns how many.
+pub async fn kill_connections(redis: &RedisServer) -> u64 {
+    let mut admin = redis::Client::open(redis.url.as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin connection");
+    let mut killed = 0;
+    for kind in ["normal", "pubsub"] {
+        let n: u64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg(kind)
+            .arg("SKIPME")
+            .arg("yes")
+            .query_async(&mut admin)
+            .await
+            .expect("client kill");
+        killed += n;
+    }
+    killed
 }
 
 pub fn server_config() -> ServerConfig {
