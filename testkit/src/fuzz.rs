@@ -1,9 +1,10 @@
-//! Fuzz bodies, compiled in every build so they never rot.
+//! Fuzz bodies, compiled by every workspace build so they never rot.
 //!
 //! Each body takes raw fuzzer bytes and panics only on a real bug: a broken invariant of the
-//! codec, of a machine or of the simulated system. The `fuzz/` crate (cargo-fuzz, nightly) has one target per
-//! body; `core/tests/fuzz_corpus.rs` runs every body over the committed seed corpora
-//! (`fuzz/corpus/<target>/`) and a few thousand deterministic pseudo-random inputs on stable.
+//! codec, of a machine or of the simulated system. The `fuzz/` crate (cargo-fuzz, nightly) has
+//! one target per body; `testkit/tests/fuzz_corpus.rs` runs every body over the committed seed
+//! corpora (`fuzz/corpus/<target>/`) and a few thousand deterministic pseudo-random inputs on
+//! stable.
 //!
 //! * [`decode`]: the wire codec on arbitrary text; whatever decodes re-encodes stably, and
 //!   producer fields are checked alike by `EventBatch::push` and `EventBatch::push_json`.
@@ -12,11 +13,11 @@
 //! * [`server_at`]: the server machine driven by a [`ServerScript`] (several connections,
 //!   handshakes, requests, flow control, timers, application commands, snapshot and restore),
 //!   checking the close, numbering, dedup and memory-bound invariants after every step.
-//! * `sim_at` (feature `sim`): the simulator on a seed plus a fault schedule (`SimScript`),
-//!   with all of its invariants and the known issues tolerated.
+//! * [`sim_at`]: the simulator on a seed plus a fault schedule ([`SimScript`]), with all of
+//!   its invariants checked.
 //!
 //! ```
-//! use tether_core::fuzz::{self, Input, Num, Script, ServerText};
+//! use tether_testkit::fuzz::{self, Input, Num, Script, ServerText};
 //! # #[allow(clippy::disallowed_methods)]
 //! let origin = std::time::Instant::now(); // the caller's clock; the bodies never read one
 //! let script = Script::new(vec![
@@ -33,7 +34,6 @@ mod client;
 mod script;
 mod server;
 mod server_script;
-#[cfg(feature = "sim")]
 mod sim;
 
 pub use client::{client_at, run, ClientSummary};
@@ -46,12 +46,11 @@ pub use server_script::{
     Agent, ClientGarbage, ClientText, MsgContent, Publish, ReqId, RestoreFrom, SentBytes,
     ServerScript, ServerSetup, SessionRef, Since, Step, Token, Ver, Versions, CONNS,
 };
-#[cfg(feature = "sim")]
 pub use sim::{sim_at, SimEntry, SimScript, MAX_ENTRIES};
 
 use serde_json::Value;
 
-use crate::wire::{ClientFrame, DecodeError, EventBatch, ServerFrame};
+use tether_core::wire::{ClientFrame, DecodeError, EventBatch, ServerFrame};
 
 /// Fuzz body of the wire codec: `data` (lossily made UTF-8) is decoded as a server frame and as a
 /// client frame. Decoding must never panic; a frame that decodes must re-encode to text that
@@ -65,7 +64,7 @@ pub fn decode(data: &[u8]) {
     match ServerFrame::decode(&text) {
         Ok(frame) => {
             if let ServerFrame::Event(ev) = &frame {
-                let _ = ev.parse::<crate::wire::ResponseFrame>();
+                let _ = ev.parse::<tether_core::wire::ResponseFrame>();
                 let _ = (ev.sequence(), ev.resume_cursor());
             }
             round_trip(&text, frame, ServerFrame::decode, ServerFrame::encode);

@@ -5,40 +5,14 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::backoff::{BackoffConfig, Jitter};
-use crate::client::{Client, ClientConfig, Event};
-use crate::rng::Rng;
-use crate::server::{Server, ServerConfig, ServerEvent, ServerInput, SessionId};
+use tether_core::backoff::{BackoffConfig, Jitter};
+use tether_core::client::{Client, ClientConfig, Event};
+use tether_core::rng::Rng;
+use tether_core::server::{Server, ServerConfig, ServerEvent, ServerInput, SessionId};
 
 use super::fault::{Action, Fault};
 use super::invariants::{ClientModel, Violation};
 use super::link::{Link, NetworkConfig};
-
-/// Known defects of the machines that the checks may tolerate, so that a sweep can stay green
-/// while they are open. Each flag names one defect the simulator found; all are off by default
-/// (strict).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct KnownIssues {
-    /// A request stays `Accepted` forever when its `final` response fell into a range the
-    /// client reported `Lost` (window eviction while away): the client never resolves it,
-    /// although the server still holds the outcome in its dedup window.
-    pub lost_final_response: bool,
-    /// After a restore from an older snapshot (lost writes), the restored server reuses the
-    /// lost sequence numbers for new events; a client that had received the lost ones and whose
-    /// cursor the new head has caught up with gets no `ServerReset` and silently never sees
-    /// the new events at those numbers.
-    pub reused_sequence_after_lossy_restore: bool,
-}
-
-impl KnownIssues {
-    /// Every known issue tolerated.
-    pub fn all() -> Self {
-        Self {
-            lost_final_response: true,
-            reused_sequence_after_lossy_restore: true,
-        }
-    }
-}
 
 /// Everything a [`Sim`] needs up front. [`SimConfig::new`] gives sim-friendly figures: short
 /// heartbeats (1 s, reaping after 2 s of silence), short handshake timeouts and backoff, so a
@@ -64,11 +38,9 @@ pub struct SimConfig {
     pub record_events: bool,
     /// Keep a human-readable trace of the last this-many steps ([`Sim::trace`]); 0: none.
     pub trace: usize,
-    /// Check the server's memory bounds ([`crate::server::ServerStats`]) after every instant
+    /// Check the server's memory bounds ([`tether_core::server::ServerStats`]) after every instant
     /// (costs O(sessions + connections) per instant).
     pub check_server_every_step: bool,
-    /// Known defects the end checks tolerate (none by default).
-    pub known_issues: KnownIssues,
     /// For measurement only: a clock supplied by the caller (the core reads none) with which
     /// the time spent inside server calls is summed into [`SimStats::server_nanos`]. It never
     /// influences the simulation.
@@ -109,7 +81,6 @@ impl SimConfig {
             record_events: false,
             trace: 0,
             check_server_every_step: true,
-            known_issues: KnownIssues::default(),
             stopwatch: None,
         }
     }
@@ -279,12 +250,6 @@ pub struct Sim {
     pub(crate) lineage: Lineage,
     pub(crate) app_sessions: Vec<Option<SessionId>>,
     pub(crate) orphaned: BTreeSet<String>,
-    /// (session, request id) → sequence of its `final` response.
-    pub(crate) finals: BTreeMap<(String, String), u64>,
-    /// session → sequence ranges whose numbers a lossy restore handed out again.
-    pub(crate) renumbered: BTreeMap<String, Vec<(u64, u64)>>,
-    /// session → highest sequence any instance handed out (seen at crashes).
-    pub(crate) max_head: BTreeMap<String, u64>,
     pub(crate) pending_responds: usize,
     pub(crate) next_token: u64,
     pub(crate) server_deadline: Option<Duration>,
@@ -351,9 +316,6 @@ impl Sim {
             lineage: Lineage::default(),
             app_sessions: Vec::new(),
             orphaned: BTreeSet::new(),
-            finals: BTreeMap::new(),
-            renumbered: BTreeMap::new(),
-            max_head: BTreeMap::new(),
             pending_responds: 0,
             next_token: 1,
             server_deadline: None,

@@ -1,13 +1,13 @@
-//! Deterministic simulation (feature `sim`): whole systems of client machines and server
-//! instances over a faulty in-memory network, with a virtual clock that jumps straight to the
-//! next thing that happens — minutes of protocol time in milliseconds, no sockets, no sleeps,
-//! and one `u64` seed replays a run exactly.
+//! Deterministic simulation: whole systems of client machines and server instances over a
+//! faulty in-memory network, with a virtual clock that jumps straight to the next thing that
+//! happens — minutes of protocol time in milliseconds, no sockets, no sleeps, and one `u64`
+//! seed replays a run exactly.
 //!
-//! * [`Sim`] ([`world`](Sim) and the drive loop): N [`Client`](crate::client::Client)s, one or
-//!   several [`Server`](crate::server::Server) instances sharing state through snapshots (one
+//! * [`Sim`] ([`world`](Sim) and the drive loop): N [`Client`](tether_core::client::Client)s, one or
+//!   several [`Server`](tether_core::server::Server) instances sharing state through snapshots (one
 //!   is live at a time; a crashed one is replaced by the next, restored from a snapshot), a
 //!   server application (publishes, answers requests) and client applications (requests,
-//!   disconnects, process restarts from a persisted [`ResumeState`](crate::cursor::ResumeState)).
+//!   disconnects, process restarts from a persisted [`ResumeState`](tether_core::cursor::ResumeState)).
 //! * The network ([`NetworkConfig`]): a link per socket, two FIFO directions (TCP never
 //!   reorders), per-message delays from the seed.
 //! * [`Fault`]s on a schedule: cuts, half-open links, slowdowns, server crashes and graceful
@@ -23,8 +23,6 @@
 //! * Seeds ([`Scenario`], [`check_seed`]): a seed generates configs, workload and a fault
 //!   schedule; a failing schedule is [`shrink`]ed and printed with a [`replay_command`].
 //! * The herd ([`run_herd`]): thousands of clients reconnecting after a restart.
-//! * [`KnownIssues`]: open defects of the machines found by the simulator, which a run may be
-//!   told to tolerate (none by default) so a sweep stays green until they are fixed.
 //!
 //! # Request invariant, exactly
 //! Each `(session, request_id)` reaches the server application at most once per *line of
@@ -38,7 +36,7 @@
 //! # Example: your own scenario
 //! ```
 //! use std::time::{Duration, Instant};
-//! use tether_core::sim::{Action, Fault, Restore, Sim, SimConfig};
+//! use tether_testkit::sim::{Action, Fault, Restore, Sim, SimConfig};
 //!
 //! # #[allow(clippy::disallowed_methods)]
 //! let origin = Instant::now(); // the only real clock read; everything else is virtual
@@ -65,7 +63,7 @@
 //! assert_eq!(stats.lost, 0); // nothing was lost: cuts and restarts were all repaired
 //! assert!(stats.delivered >= 27);
 //! ```
-//! Run it with `cargo test -p tether-core --features sim`. A failing invariant returns a
+//! Run it with `cargo test -p tether-testkit --doc sim`. A failing invariant returns a
 //! [`Violation`] naming the virtual time and the client; set `SimConfig::trace` to keep the
 //! last steps ([`Sim::trace`]).
 
@@ -79,10 +77,10 @@ mod world;
 
 pub use explore::{
     check_scenario, check_seed, replay_command, run_built, shrink, Failure, Profile, RunReport,
-    Scenario, FAULTS_ENV, SEED_ENV, STRICT_ENV,
+    Scenario, FAULTS_ENV, SEED_ENV,
 };
 pub use fault::{Action, Fault, Restore, Target};
 pub use herd::{run_herd, HerdConfig, HerdReport};
 pub use invariants::Violation;
 pub use link::{Direction, NetworkConfig};
-pub use world::{ClientId, KnownIssues, Sim, SimConfig, SimStats};
+pub use world::{ClientId, Sim, SimConfig, SimStats};

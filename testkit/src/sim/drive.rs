@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::client::{Event, Transmit};
-use crate::server::{
+use tether_core::client::{Event, Transmit};
+use tether_core::server::{
     CommandError, ConnId, ConnectInfo, Outcome, PeerError, Server, ServerEvent, ServerInput,
     ServerTransmit,
 };
@@ -89,12 +89,11 @@ impl Sim {
                     return;
                 };
                 match server.respond(now, &session, &request_id, Outcome::ok("done")) {
-                    Ok(seq) => {
+                    Ok(_) => {
                         let key = (session.0.clone(), request_id.clone());
                         if let Some(r) = self.lineage.requests.get_mut(&key) {
                             r.1 = Some(self.now);
                         }
-                        self.finals.insert(key, seq);
                     }
                     Err(CommandError::UnknownSession(_)) => {}
                     Err(e) => self.violate(None, format!("respond({request_id}) failed: {e}")),

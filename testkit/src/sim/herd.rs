@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::backoff::{BackoffConfig, Jitter};
+use tether_core::backoff::{BackoffConfig, Jitter};
 
 use super::fault::{Fault, Restore};
 use super::invariants::Violation;

@@ -3,15 +3,14 @@
 //!
 //! * `TETHER_SIM_SEEDS=n` (default 10000) and `TETHER_SIM_FIRST=s` (default 0) choose the seeds.
 //! * A failure prints the seed, the shrunk fault schedule and the replay command:
-//!   `TETHER_SIM_SEED=<seed> cargo test -p tether-core --features sim --test sim_seeds -- replay --nocapture`
+//!   `TETHER_SIM_SEED=<seed> cargo test -p tether-testkit --test sim_seeds -- replay --nocapture`
 //!   (add `TETHER_SIM_FAULTS=i,j` to replay the shrunk schedule).
-//! * The sweep tolerates the [`KnownIssues`] (open defects the simulator found in the machines,
-//!   listed there); `TETHER_SIM_STRICT=1` tolerates none, to reproduce them.
-#![cfg(feature = "sim")]
+//! * Nothing is tolerated: every defect the simulator found in the machines is fixed, and each
+//!   has a regression test here or in the fuzz corpus.
 
 use std::time::Instant;
 
-use tether_core::sim::{self, Scenario, SimStats, FAULTS_ENV, SEED_ENV};
+use tether_testkit::sim::{self, Scenario, SimStats, FAULTS_ENV, SEED_ENV};
 
 #[allow(clippy::disallowed_methods)]
 fn clock() -> Instant {
@@ -36,12 +35,6 @@ fn add(total: &mut SimStats, s: &SimStats) {
     total.taken_over += s.taken_over;
 }
 
-/// The scenario of `seed` as the suite runs it: no known issue is tolerated (the ones the
-/// simulator found are fixed; `KnownIssues` stays for applications that need it).
-fn scenario(seed: u64) -> Scenario {
-    Scenario::generate(seed)
-}
-
 #[test]
 fn ten_thousand_seeds() {
     let origin = clock();
@@ -58,7 +51,7 @@ fn ten_thousand_seeds() {
                 let mut totals = SimStats::default();
                 let mut seed = first + t;
                 while seed < first + count {
-                    match sim::check_scenario(&scenario(seed), origin) {
+                    match sim::check_scenario(&Scenario::generate(seed), origin) {
                         Ok(r) => add(&mut totals, &r.stats),
                         Err(f) => failures.push(f),
                     }
@@ -113,7 +106,7 @@ fn replay() {
     let Some(seed) = env_u64(SEED_ENV) else {
         return;
     };
-    let mut scenario = scenario(seed);
+    let mut scenario = Scenario::generate(seed);
     if let Ok(list) = std::env::var(FAULTS_ENV) {
         let kept: Vec<usize> = list
             .split(',')
@@ -146,7 +139,7 @@ fn replay() {
 #[test]
 fn a_seed_replays_exactly() {
     for seed in [3, 45, 691] {
-        let mut s = scenario(seed);
+        let mut s = Scenario::generate(seed);
         s.config.trace = 1_000_000;
         let run = |origin: Instant| {
             let mut world = s.build(origin);

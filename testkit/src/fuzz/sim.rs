@@ -1,4 +1,4 @@
-//! The simulator's fuzz body (feature `sim`): a seed and a fault schedule read from the bytes,
+//! The simulator's fuzz body: a seed and a fault schedule read from the bytes,
 //! run through [`Scenario`] with every simulator invariant checked after every step.
 //!
 //! # Encoding
@@ -99,7 +99,7 @@ impl SimScript {
     }
 
     /// The scenario: generated from the seed (configs, clients, workload) with this size, its
-    /// random faults replaced by this schedule. No known issue is tolerated.
+    /// random faults replaced by this schedule.
     pub fn scenario(&self) -> Scenario {
         let n = usize::from(self.clients.clamp(1, 3));
         let d = Duration::from_secs(self.secs.clamp(2, 30).into());
@@ -268,7 +268,7 @@ fn write_entry(w: &mut Writer, e: &SimEntry) {
 /// Fuzz body of the simulator: `data` is read as a [`SimScript`] and its [`Scenario`] is run
 /// from `origin` (virtual time; the body never reads a clock) to the end, settling included.
 /// Panics with the violation and the schedule if any simulator invariant breaks (see the `sim`
-/// module docs). No [`KnownIssues`](crate::sim::KnownIssues) are tolerated.
+/// module docs).
 pub fn sim_at(origin: Instant, data: &[u8]) -> RunReport {
     let script = SimScript::from_bytes(data);
     match script.scenario().run(origin) {
@@ -292,10 +292,6 @@ pub fn sim_at(origin: Instant, data: &[u8]) -> RunReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tether_known_issues_none() -> crate::sim::KnownIssues {
-        crate::sim::KnownIssues::default()
-    }
 
     #[test]
     fn written_sim_scripts_read_back_and_any_bytes_are_a_script() {
@@ -358,7 +354,6 @@ mod tests {
         assert_eq!(SimScript::from_bytes(&[]), SimScript::default());
         let s = script.scenario();
         assert_eq!((s.clients.len(), s.faults.len()), (3, 8));
-        assert_eq!(s.config.known_issues, tether_known_issues_none());
     }
 
     #[test]

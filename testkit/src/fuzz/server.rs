@@ -10,12 +10,12 @@ use super::server_script::{
     Agent, ClientGarbage, ClientText, MsgContent, Publish, ReqId, RestoreFrom, SentBytes,
     ServerScript, ServerSetup, SessionRef, Since, Step, Token, Ver, Versions,
 };
-use crate::server::{
+use tether_core::server::{
     Audience, ConnId, ConnectInfo, Outcome, OutcomeStatus, Server, ServerConfig, ServerEvent,
     ServerSnapshot, ServerTransmit, SessionId,
 };
-use crate::version::VersionRange;
-use crate::wire::ServerFrame;
+use tether_core::version::VersionRange;
+use tether_core::wire::ServerFrame;
 
 /// More transmits plus events than this from one step means a queue grows without bound.
 const MAX_OUTPUTS_PER_STEP: usize = 10_000;
@@ -584,7 +584,7 @@ impl Harness {
                 self.summary.responded += 1;
             }
             Err(e) => assert!(
-                !live || matches!(e, crate::server::CommandError::AlreadyAnswered(_)),
+                !live || matches!(e, tether_core::server::CommandError::AlreadyAnswered(_)),
                 "respond refused: {e}"
             ),
         }

@@ -5,15 +5,15 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::backoff::Jitter;
-use crate::client::{ClientConfig, HandshakeMode};
-use crate::rng::Rng;
-use crate::version::VersionRange;
+use tether_core::backoff::Jitter;
+use tether_core::client::{ClientConfig, HandshakeMode};
+use tether_core::rng::Rng;
+use tether_core::version::VersionRange;
 
 use super::fault::{Action, Fault, Restore, Target};
 use super::invariants::Violation;
 use super::link::Direction;
-use super::world::{KnownIssues, Sim, SimConfig, SimStats};
+use super::world::{Sim, SimConfig, SimStats};
 
 /// Environment variable the replay test reads: the seed to replay.
 pub const SEED_ENV: &str = "TETHER_SIM_SEED";
@@ -21,25 +21,15 @@ pub const SEED_ENV: &str = "TETHER_SIM_SEED";
 /// comma-separated.
 pub const FAULTS_ENV: &str = "TETHER_SIM_FAULTS";
 
-/// Environment variable the sweep and replay tests read: `1` checks strictly, tolerating no
-/// [`KnownIssues`].
-pub const STRICT_ENV: &str = "TETHER_SIM_STRICT";
-
-/// The command that replays `seed` (with only the faults `kept`, if given) with a trace;
-/// `strict` adds [`STRICT_ENV`].
-pub fn replay_command(seed: u64, kept: Option<&[usize]>, strict: bool) -> String {
+/// The command that replays `seed` (with only the faults `kept`, if given) with a trace.
+pub fn replay_command(seed: u64, kept: Option<&[usize]>) -> String {
     let faults = kept.map_or(String::new(), |k| {
         let list: Vec<String> = k.iter().map(usize::to_string).collect();
         format!("{FAULTS_ENV}={} ", list.join(","))
     });
-    let strict = if strict {
-        format!("{STRICT_ENV}=1 ")
-    } else {
-        String::new()
-    };
     format!(
-        "{strict}{SEED_ENV}={seed} {faults}cargo test -p tether-core --features sim --test \
-         sim_seeds -- replay --nocapture"
+        "{SEED_ENV}={seed} {faults}cargo test -p tether-testkit --test sim_seeds -- replay \
+         --nocapture"
     )
 }
 
@@ -116,18 +106,12 @@ pub struct Failure {
     pub kept: Vec<usize>,
     /// What broke with only the kept faults.
     pub shrunk_violation: Violation,
-    /// Whether the run tolerated no known issue.
-    pub strict: bool,
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "sim seed {} failed: {}", self.seed, self.violation)?;
-        writeln!(
-            f,
-            "  replay: {}",
-            replay_command(self.seed, None, self.strict)
-        )?;
+        writeln!(f, "  replay: {}", replay_command(self.seed, None))?;
         writeln!(
             f,
             "  shrunk from {} to {} fault(s):",
@@ -142,7 +126,7 @@ impl fmt::Display for Failure {
         write!(
             f,
             "  replay shrunk: {}",
-            replay_command(self.seed, Some(&self.kept), self.strict)
+            replay_command(self.seed, Some(&self.kept))
         )
     }
 }
@@ -427,7 +411,6 @@ pub fn check_scenario(scenario: &Scenario, origin: Instant) -> Result<RunReport,
         faults: scenario.faults.clone(),
         kept,
         shrunk_violation,
-        strict: scenario.config.known_issues == KnownIssues::default(),
     }))
 }
 

@@ -14,13 +14,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use tether_core::client::ClosedReason;
-use tether_core::fuzz::{
+use tether_core::rng::Rng;
+use tether_testkit::fuzz::{
     self, Agent, ClientGarbage, ClientSummary, ClientText, Content, ErrorKind, Garbage, Input,
     LiveKind, MsgContent, Num, ReplayPath, ReqId, RestoreFrom, ResumeSeed, Script, SentBytes,
     ServerScript, ServerSetup, ServerSummary, ServerText, SessionRef, Setup, Shape, Since, Step,
     TimeUnit, Token, Ver, Versions,
 };
-use tether_core::rng::Rng;
 
 fn fuzz_dir(sub: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -104,7 +104,7 @@ const GARBAGE: &[&str] = &[
 ];
 
 fn decode_seeds() -> Vec<(String, Vec<u8>)> {
-    let transcript = include_str!("fixtures/praisonai-transcript-frames.jsonl");
+    let transcript = include_str!("../../core/tests/fixtures/praisonai-transcript-frames.jsonl");
     let mut seeds: Vec<(String, Vec<u8>)> = transcript
         .lines()
         .enumerate()
@@ -1801,12 +1801,11 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 
 // ------------------------------------------------------------------------------------ sim
 
-#[cfg(feature = "sim")]
 mod sim_corpus {
     use std::time::Duration;
 
-    use tether_core::fuzz::{self, SimEntry, SimScript};
-    use tether_core::sim::{Action, Direction, Fault, Restore, RunReport, Target};
+    use tether_testkit::fuzz::{self, SimEntry, SimScript};
+    use tether_testkit::sim::{Action, Direction, Fault, Restore, RunReport, Target};
 
     use super::{check_seeds, files, fuzz_dir, mutate, origin, panic_message, Rng};
 

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::client::Client;
-use crate::cursor::ResumeState;
-use crate::server::{Audience, Server, ServerSnapshot};
+use tether_core::client::Client;
+use tether_core::cursor::ResumeState;
+use tether_core::server::{Audience, Server, ServerSnapshot};
 
 use super::invariants::Req;
 use super::link::{Direction, Payload};
@@ -110,7 +110,7 @@ pub enum Action {
         count: u32,
     },
     /// The server application publishes `count` tracked `message` events to every session at
-    /// once ([`Server::publish_to`](crate::server::Server::publish_to); each carries a unique
+    /// once ([`Server::publish_to`](tether_core::server::Server::publish_to); each carries a unique
     /// token `p`, the same in every session).
     Broadcast {
         /// How many.
@@ -268,13 +268,6 @@ impl Sim {
             self.drain_server(i);
         }
         let latest = self.instances[i].server.as_ref().map(|s| s.snapshot(now));
-        for session in latest.iter().flat_map(|s| &s.sessions) {
-            let max = self
-                .max_head
-                .entry(session.session_id.0.clone())
-                .or_default();
-            *max = (*max).max(session.head);
-        }
         let from = match restore {
             Restore::Latest => latest.map(|snap| Persisted {
                 at: self.now,
@@ -284,21 +277,6 @@ impl Sim {
             Restore::Persisted => self.persisted.clone(),
             Restore::Empty => None,
         };
-        if let (Restore::Persisted, Some(p)) = (restore, &from) {
-            // Numbers above the persisted heads, handed out by any earlier instance, will be
-            // handed out again.
-            if let Ok(snap) = serde_json::from_str::<ServerSnapshot>(&p.json) {
-                for s in snap.sessions {
-                    let max = self.max_head.get(&s.session_id.0).copied().unwrap_or(0);
-                    if max > s.head {
-                        self.renumbered
-                            .entry(s.session_id.0)
-                            .or_default()
-                            .push((s.head + 1, max));
-                    }
-                }
-            }
-        }
         // Requests whose answer dies with this instance may stay unresolved for good.
         let since = from.as_ref().map(|p| p.at);
         for ((_, rid), (_, answered)) in &self.lineage.requests {

@@ -14,12 +14,11 @@
 //! every connected client; presence in handshakes is now capped): bytes per reconnect must stay
 //! flat from 500 to 2,000 clients. Real time spent in server calls is printed; it is asserted
 //! only with `TETHER_SIM_HERD_STRICT=1` (timing is for benchmarks, not for CI tests).
-#![cfg(feature = "sim")]
 
 use std::time::{Duration, Instant};
 
 use tether_core::backoff::BackoffConfig;
-use tether_core::sim::{run_herd, HerdConfig, HerdReport};
+use tether_testkit::sim::{run_herd, HerdConfig, HerdReport};
 
 #[allow(clippy::disallowed_methods)]
 fn clock() -> Instant {

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::rng::Rng;
+use tether_core::rng::Rng;
 
 /// Latency model of the simulated network. All times are virtual.
 #[derive(Debug, Clone, PartialEq)]
