@@ -3,6 +3,7 @@
 //! (crate docs: written below once the crate compiles)
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod fuzz;
 pub mod sim;
 

@@ -82,5 +82,6 @@ pub use explore::{
 pub use fault::{Action, Fault, Restore, Target};
 pub use herd::{run_herd, HerdConfig, HerdReport};
 pub use invariants::Violation;
+pub(crate) use invariants::{ClientModel, Req};
 pub use link::{Direction, NetworkConfig};
 pub use world::{ClientId, Sim, SimConfig, SimStats};
