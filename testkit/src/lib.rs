@@ -14,9 +14,15 @@
 //!   the Redis adapter's semantics, and a client failing over between them.
 //! * [`fuzz`]: the fuzz bodies of the codec, both machines and the simulator (the `fuzz/`
 //!   targets call them; the stable test suite runs them over the committed corpora).
+//! * `check` (feature `net`): a conformance suite for any gateway that speaks the protocol
+//!   (v1 = PraisonAI, v2 = tether), over real sockets: `check(url, options) -> Report`. The
+//!   `tether check` command is a shell over it.
+//! * `proxy` (feature `net`): a seeded, replayable, protocol-aware fault proxy to put between a
+//!   client and a server (`tether proxy`).
 //!
-//! Like the core, the simulator and the strategies read no clock, start no runtime and open no
-//! socket: time is virtual from an `origin` you pass in.
+//! Like the core, everything but the `net` feature reads no clock, starts no runtime and opens
+//! no socket: time is virtual from an `origin` you pass in. The `net` feature brings tokio and
+//! tokio-tungstenite.
 //!
 //! ## Property-test your application
 //! Your application sits on the client machine's events (or on the server machine's commands).
@@ -112,8 +118,15 @@
 //! [`MemoryStore`]: cluster::MemoryStore
 #![forbid(unsafe_code)]
 
+// The network tools run in real time over real sockets: they may read the clock.
+#[cfg(feature = "net")]
+#[allow(clippy::disallowed_methods)]
+pub mod check;
 pub mod cluster;
 pub mod fuzz;
+#[cfg(feature = "net")]
+#[allow(clippy::disallowed_methods)]
+pub mod proxy;
 pub mod sim;
 pub mod strategy;
 

@@ -69,8 +69,7 @@ pub fn content() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(3, 16, 4, |inner| {
         prop_oneof![
             vec(inner.clone(), 0..4).prop_map(Value::from),
-            vec(("[a-z]{1,8}", inner), 0..4)
-                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            vec(("[a-z]{1,8}", inner), 0..4).prop_map(|kv| Value::Object(kv.into_iter().collect())),
         ]
     })
 }
@@ -137,14 +136,16 @@ pub fn server_frame() -> impl Strategy<Value = String> {
             }
         ),
         (
-            prop::sample::select(&[
-                "version_unsupported",
-                "auth_required",
-                "auth_failed",
-                "rate_limited",
-                "unknown_agent",
-                "a_code_from_the_future",
-            ][..]),
+            prop::sample::select(
+                &[
+                    "version_unsupported",
+                    "auth_required",
+                    "auth_failed",
+                    "rate_limited",
+                    "unknown_agent",
+                    "a_code_from_the_future",
+                ][..]
+            ),
             prop::option::of(0u32..120)
         )
             .prop_map(|(code, retry)| {
@@ -219,8 +220,7 @@ pub fn client_frame() -> impl Strategy<Value = String> {
             }
             f.to_string()
         }),
-        "[a-z0-9-]{1,16}"
-            .prop_map(|id| json!({"type": "abort", "request_id": id}).to_string()),
+        "[a-z0-9-]{1,16}".prop_map(|id| json!({"type": "abort", "request_id": id}).to_string()),
         (0..1_000_000u64).prop_map(|since| json!({"type": "resync", "since": since}).to_string()),
         Just(r#"{"type":"ping"}"#.to_owned()),
         Just(r#"{"type":"pong"}"#.to_owned()),
@@ -244,7 +244,8 @@ pub fn garbage() -> impl Strategy<Value = String> {
         .prop_map(|v| v.to_string()),
         content()
             // (a `null` type is no type: the client decoder reads such a frame as a message)
-            .prop_filter("neither a string nor null", |t| !t.is_string() && !t.is_null())
+            .prop_filter("neither a string nor null", |t| !t.is_string()
+                && !t.is_null())
             .prop_map(|t| json!({"type": t, "seq": 1}).to_string()),
         (1..300usize).prop_map(|depth| format!(r#"{{"type":"message","x":{}"#, "[".repeat(depth))),
         "\\PC*".prop_filter("not JSON", |s| serde_json::from_str::<Value>(s).is_err()),
@@ -279,17 +280,30 @@ fn bad_string() -> impl Strategy<Value = Value> {
 ///
 /// [`ServerFrame`]: tether_core::wire::ServerFrame
 pub fn bad_server_frame() -> impl Strategy<Value = String> {
-    let hello_ok = || json!({"type": "hello_ok", "protocol": 1, "session_id": "s",
-        "resumed": false, "cursor": 0});
+    let hello_ok = || {
+        json!({"type": "hello_ok", "protocol": 1, "session_id": "s",
+        "resumed": false, "cursor": 0})
+    };
     prop_oneof![
-        (prop::sample::select(&["protocol", "cursor", "sequence"][..]), bad_number())
+        (
+            prop::sample::select(&["protocol", "cursor", "sequence"][..]),
+            bad_number()
+        )
             .prop_map(move |(field, v)| with(hello_ok(), field, v)),
         bad_string().prop_map(move |v| with(hello_ok(), "session_id", v)),
         (prop::sample::select(&["cursor", "seq"][..]), bad_number()).prop_map(|(field, v)| {
-            with(json!({"type": "message", "content": "x", "cursor": 1, "seq": 1}), field, v)
+            with(
+                json!({"type": "message", "content": "x", "cursor": 1, "seq": 1}),
+                field,
+                v,
+            )
         }),
         bad_string().prop_map(|v| {
-            with(json!({"type": "hello_error", "code": "auth_failed", "message": "no"}), "code", v)
+            with(
+                json!({"type": "hello_error", "code": "auth_failed", "message": "no"}),
+                "code",
+                v,
+            )
         }),
     ]
 }
@@ -299,15 +313,27 @@ pub fn bad_server_frame() -> impl Strategy<Value = String> {
 ///
 /// [`ClientFrame`]: tether_core::wire::ClientFrame
 pub fn bad_client_frame() -> impl Strategy<Value = String> {
-    let hello = || json!({"type": "hello", "agent_id": "echo", "protocol_min": 1,
-        "protocol_max": 2, "session_id": "s", "since": 3});
+    let hello = || {
+        json!({"type": "hello", "agent_id": "echo", "protocol_min": 1,
+        "protocol_max": 2, "session_id": "s", "since": 3})
+    };
     prop_oneof![
-        (prop::sample::select(&["protocol_min", "protocol_max", "since"][..]), bad_number())
+        (
+            prop::sample::select(&["protocol_min", "protocol_max", "since"][..]),
+            bad_number()
+        )
             .prop_map(move |(field, v)| with(hello(), field, v)),
-        (prop::sample::select(&["agent_id", "session_id"][..]), bad_string())
+        (
+            prop::sample::select(&["agent_id", "session_id"][..]),
+            bad_string()
+        )
             .prop_map(move |(field, v)| with(hello(), field, v)),
         bad_string().prop_map(|v| {
-            with(json!({"type": "message", "content": "hi", "request_id": "r"}), "request_id", v)
+            with(
+                json!({"type": "message", "content": "hi", "request_id": "r"}),
+                "request_id",
+                v,
+            )
         }),
     ]
 }

@@ -19,7 +19,7 @@
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
-//! use tether::proxy::{FaultKind, FaultProxy, Schedule};
+//! use tether_testkit::proxy::{FaultKind, FaultProxy, Schedule};
 //!
 //! let schedule = Schedule::new(7)
 //!     .every(100, FaultKind::Cut)

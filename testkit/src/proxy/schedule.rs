@@ -152,7 +152,7 @@ pub enum EntryProblem {
 /// sequence number is hit at most once, by its first frame.
 ///
 /// ```
-/// use tether::proxy::{Fault, FaultKind, Schedule};
+/// use tether_testkit::proxy::{Fault, FaultKind, Schedule};
 ///
 /// let schedule = Schedule::new(7)
 ///     .every(100, FaultKind::Cut)?
@@ -162,7 +162,7 @@ pub enum EntryProblem {
 /// let cuts = |s: &Schedule| (1..=100).filter(|&q| s.planned(q).is_some()).collect::<Vec<_>>();
 /// assert_eq!(cuts(&schedule).len(), 1);
 /// assert_eq!(cuts(&schedule), cuts(&Schedule::new(7).every(100, FaultKind::Cut)?));
-/// # Ok::<(), tether::proxy::ScheduleError>(())
+/// # Ok::<(), tether_testkit::proxy::ScheduleError>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Schedule {

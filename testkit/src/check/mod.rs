@@ -12,8 +12,8 @@
 //! In your own tests:
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), tether::check::CheckError> {
-//! use tether::check::{check, Control, Options};
+//! # async fn run() -> Result<(), tether_testkit::check::CheckError> {
+//! use tether_testkit::check::{check, Control, Options};
 //!
 //! let options = Options {
 //!     token: Some("secret".into()),
