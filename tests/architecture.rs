@@ -76,3 +76,33 @@ fn the_architecture_notes_name_every_crate_and_top_level_module() {
         "docs/ARCHITECTURE.md does not name {missing:#?}"
     );
 }
+
+/// The core is the protocol only: the simulator, the fuzz bodies and proptest live in
+/// `tether-testkit` (`.ci/run` also checks `cargo tree -p tether-core` for proptest).
+#[test]
+fn the_core_exports_no_test_machinery() {
+    let lib = std::fs::read_to_string(root().join("core/src/lib.rs")).expect("core/src/lib.rs");
+    let modules: Vec<&str> = lib
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub mod "))
+        .map(|m| m.trim_end_matches(';'))
+        .collect();
+    for machinery in ["fuzz", "sim", "testing"] {
+        assert!(
+            !modules.contains(&machinery),
+            "tether_core exports `{machinery}`: {modules:?}"
+        );
+    }
+    let manifest =
+        std::fs::read_to_string(root().join("core/Cargo.toml")).expect("core/Cargo.toml");
+    let normal = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .expect("a [dependencies] table");
+    assert!(!normal.contains("proptest"), "proptest in {normal}");
+    assert!(
+        !manifest.contains("sim = "),
+        "a `sim` feature in core/Cargo.toml"
+    );
+}
