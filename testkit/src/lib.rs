@@ -8,8 +8,8 @@
 //!   snapshots or from nothing, clock jumps, frozen processes, client restarts) with a virtual
 //!   clock that jumps to the next deadline: minutes of protocol time in milliseconds, and one
 //!   `u64` seed replays a run. Every delivery promise is checked after every step.
-//! * [`strategy`]: [proptest] strategies for frames both ways (well-formed and hostile),
-//!   version ranges, faults, fault schedules and whole simulator scenarios.
+//! * [`strategy`]: [proptest](mod@proptest) strategies for frames both ways (well-formed and
+//!   hostile), version ranges, faults, fault schedules and whole simulator scenarios.
 //! * [`cluster`]: store mode in memory: several server machines sharing a [`MemoryStore`] with
 //!   the Redis adapter's semantics, and a client failing over between them.
 //! * [`fuzz`]: the fuzz bodies of the codec, both machines and the simulator (the `fuzz/`
@@ -109,8 +109,9 @@
 //! ```
 //!
 //! The same loop tests a server-side application: answer `ServerEvent::Request`s from
-//! [`Sim::server_events`](sim::Sim::server_events) through [`Sim::with_server`](sim::Sim::with_server)
-//! (set [`SimConfig::respond_within`](sim::SimConfig::respond_within) to `None` so the built-in
+//! [`Sim::server_events`](sim::Sim::server_events) through
+//! [`Sim::with_server`](sim::Sim::with_server) (set
+//! [`SimConfig::respond_within`](sim::SimConfig::respond_within) to `None` so the built-in
 //! application stays quiet). A transport or codec of your own can be held to
 //! [`strategy::server_frame`] and [`strategy::client_frame`]: whatever it carries must come out
 //! as a frame the core reads.

@@ -1,5 +1,6 @@
-//! [proptest] strategies for tether's values: protocol frames both ways (well-formed and
-//! hostile), version ranges, and the simulator's faults, actions, schedules and scenarios.
+//! [proptest](mod@proptest) strategies for tether's values: protocol frames both ways
+//! (well-formed and hostile), version ranges, and the simulator's faults, actions, schedules and
+//! scenarios.
 //!
 //! They are built for property tests of code on top of tether: an application driven through
 //! the [simulator](crate::sim) under any [`fault_schedule`], a transport or a codec that must
@@ -403,7 +404,8 @@ pub fn fault(clients: usize) -> impl Strategy<Value = Fault> {
 pub fn action(clients: usize) -> impl Strategy<Value = Action> {
     let client = 0..clients.max(1);
     prop_oneof![
-        4 => (client.clone(), 1..5u32).prop_map(|(client, count)| Action::Publish { client, count }),
+        4 => (client.clone(), 1..5u32)
+            .prop_map(|(client, count)| Action::Publish { client, count }),
         1 => (1..5u32).prop_map(|count| Action::Broadcast { count }),
         2 => client.clone().prop_map(|client| Action::Send { client }),
         1 => client.prop_map(|client| Action::Disconnect { client }),
