@@ -4,7 +4,7 @@
 //! The seeds are generated here, so they stay in step with the script encodings: the decode seeds
 //! are the frames of the golden transcript plus some garbage, the client, server and sim seeds are
 //! typed scripts, each with what it must reach. After changing them, rewrite the files with
-//! `TETHER_BLESS_SEEDS=1 cargo test -p tether-core --all-features --test fuzz_corpus`.
+//! `TETHER_BLESS_SEEDS=1 cargo test -p tether-testkit --test fuzz_corpus`.
 //!
 //! An input that crashes a body because of an open bug in the core is never committed to a
 //! corpus (this suite stays green and the bug is reported); once the bug is fixed it joins the

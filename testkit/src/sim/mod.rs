@@ -3,11 +3,12 @@
 //! happens — minutes of protocol time in milliseconds, no sockets, no sleeps, and one `u64`
 //! seed replays a run exactly.
 //!
-//! * [`Sim`] ([`world`](Sim) and the drive loop): N [`Client`](tether_core::client::Client)s, one or
-//!   several [`Server`](tether_core::server::Server) instances sharing state through snapshots (one
-//!   is live at a time; a crashed one is replaced by the next, restored from a snapshot), a
-//!   server application (publishes, answers requests) and client applications (requests,
-//!   disconnects, process restarts from a persisted [`ResumeState`](tether_core::cursor::ResumeState)).
+//! * [`Sim`] ([`world`](Sim) and the drive loop): N [`Client`](tether_core::client::Client)s,
+//!   one or several [`Server`](tether_core::server::Server) instances sharing state through
+//!   snapshots (one is live at a time; a crashed one is replaced by the next, restored from a
+//!   snapshot), a server application (publishes, answers requests) and client applications
+//!   (requests, disconnects, process restarts from a persisted
+//!   [`ResumeState`](tether_core::cursor::ResumeState)).
 //! * The network ([`NetworkConfig`]): a link per socket, two FIFO directions (TCP never
 //!   reorders), per-message delays from the seed.
 //! * [`Fault`]s on a schedule: cuts, half-open links, slowdowns, server crashes and graceful
