@@ -183,15 +183,15 @@ impl Delivered {
         json::loads(py, self.payload.as_str())
     }
 
-    fn __repr__(&self, py: Python<'_>) -> String {
-        format!(
-            "Delivered(kind={:?}, seq={}, cursor={}, replayed={}, text={:?})",
-            self.kind.bind(py).to_string(),
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "Delivered(kind={}, seq={}, cursor={}, replayed={}, text={})",
+            self.kind.bind(py).repr()?,
             self.seq,
             self.cursor,
             if self.replayed { "True" } else { "False" },
-            self.payload.as_str()
-        )
+            self.text(py).repr()?
+        ))
     }
 }
 
@@ -232,8 +232,12 @@ impl Notice {
         json::loads(py, &self.text)
     }
 
-    fn __repr__(&self) -> String {
-        format!("Notice(kind={:?}, text={:?})", self.kind, self.text)
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "Notice(kind={}, text={})",
+            PyString::new(py, &self.kind).repr()?,
+            PyString::new(py, &self.text).repr()?
+        ))
     }
 }
 

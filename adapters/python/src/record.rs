@@ -1,5 +1,5 @@
 //! `record!`: an immutable Python class of named fields (the events and their parts), with a
-//! dataclass-like `repr`, `==` and `__match_args__` (so `match event: case Gap(expected,
+//! positional constructor, a dataclass-like `repr`, `==` and `__match_args__` (so `match event: case Gap(expected,
 //! received):` works on Python 3.10+).
 
 /// Defines a frozen `#[pyclass]` with read-only attributes, `__repr__`, `__eq__` and
@@ -17,6 +17,12 @@ macro_rules! record {
 
         #[pyo3::pymethods]
         impl $name {
+            #[new]
+            #[allow(clippy::too_many_arguments)]
+            fn new($($field: $ty),*) -> Self {
+                Self { $($field),* }
+            }
+
             #[classattr]
             fn __match_args__(
                 py: pyo3::Python<'_>,
