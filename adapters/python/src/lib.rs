@@ -12,9 +12,9 @@
 //! `asyncio.get_running_loop().time()`); the machines read no clock themselves. The asyncio
 //! loops on top live in the pure-Python package `tether` (`tether.connect`, `tether.serve`).
 //!
-//! Errors are raised as the exception classes of `tether.errors` ([`errors`]); values cross as
-//! plain Python objects (JSON values as `dict`/`list`/`str`/`int`/`float`/`bool`/`None`, see
-//! [`json`]).
+//! Errors are raised as the exception classes of `tether.errors` (module `errors`); values cross
+//! as plain Python objects (JSON values as `dict`/`list`/`str`/`int`/`float`/`bool`/`None`,
+//! module `json`).
 
 mod clock;
 mod errors;
