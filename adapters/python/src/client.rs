@@ -12,7 +12,7 @@ use pyo3::types::{PyDict, PyString};
 use tether_core::backoff::Jitter;
 use tether_core::client::{
     Client, ClientConfig, ClosedReason, Delivered as CoreDelivered, DisconnectCause, Event,
-    HandshakeMode, Payload, Rejection as CoreRejection, RequestStatus, State, Transmit,
+    HandshakeMode, Kind, Payload, Rejection as CoreRejection, RequestStatus, State, Transmit,
 };
 use tether_core::cursor::ResumeState;
 use tether_core::version::VersionRange;
@@ -161,7 +161,9 @@ pub struct Delivered {
     /// Whether it came as a replay after a resume (it was not seen live).
     #[pyo3(get)]
     replayed: bool,
-    payload: Payload,
+    /// The event's JSON text, as the server sent it live.
+    #[pyo3(get)]
+    text: Py<PyString>,
 }
 
 #[pymethods]
@@ -171,16 +173,10 @@ impl Delivered {
         ("kind", "seq", "cursor", "replayed")
     }
 
-    /// The event's JSON text, as the server sent it live.
-    #[getter]
-    fn text<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
-        PyString::new(py, self.payload.as_str())
-    }
-
     /// The event parsed (`json.loads(text)`): a `dict`.
     #[getter]
     fn data(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        json::loads(py, self.payload.as_str())
+        json::loads(py, self.text.bind(py))
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
@@ -190,19 +186,48 @@ impl Delivered {
             self.seq,
             self.cursor,
             if self.replayed { "True" } else { "False" },
-            self.text(py).repr()?
+            self.text.bind(py).repr()?
         ))
     }
 }
 
 impl Delivered {
-    fn new(py: Python<'_>, d: CoreDelivered) -> Self {
+    fn new(py: Python<'_>, d: CoreDelivered, seen: &mut Seen) -> Self {
         Self {
-            kind: PyString::intern(py, d.kind.as_str()).unbind(),
+            kind: seen.kind(py, &d.kind),
+            text: seen.text(py, &d.payload),
             seq: d.seq,
             cursor: d.cursor,
             replayed: d.replayed,
-            payload: d.payload,
+        }
+    }
+}
+
+/// The Python strings of the last frame fed and the last event type delivered: a live event's
+/// payload is the frame as received, so its `text` is the very `str` the transport handed in
+/// (no second copy), and a stream of one type shares one `kind` string.
+#[derive(Default)]
+struct Seen {
+    text: Option<(Py<PyString>, String)>,
+    kind: Option<(Py<PyString>, Kind)>,
+}
+
+impl Seen {
+    fn text(&self, py: Python<'_>, payload: &Payload) -> Py<PyString> {
+        match &self.text {
+            Some((obj, text)) if text.as_str() == payload.as_str() => obj.clone_ref(py),
+            _ => PyString::new(py, payload.as_str()).unbind(),
+        }
+    }
+
+    fn kind(&mut self, py: Python<'_>, kind: &Kind) -> Py<PyString> {
+        match &self.kind {
+            Some((obj, seen)) if seen == kind => obj.clone_ref(py),
+            _ => {
+                let obj = PyString::intern(py, kind.as_str()).unbind();
+                self.kind = Some((obj.clone_ref(py), kind.clone()));
+                obj
+            }
         }
     }
 }
@@ -229,7 +254,7 @@ impl Notice {
     /// The frame parsed (`json.loads(text)`).
     #[getter]
     fn data(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        json::loads(py, &self.text)
+        json::loads(py, &PyString::new(py, &self.text))
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
@@ -398,7 +423,12 @@ pub fn closed_error(py: Python<'_>, closed: Bound<'_, Closed>) -> Py<PyAny> {
 #[pyclass(frozen, module = "tether._native")]
 pub struct ClientMachine {
     clock: Clock,
-    machine: Mutex<Client>,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    machine: Client,
+    seen: Seen,
 }
 
 #[pymethods]
@@ -503,21 +533,24 @@ impl ClientMachine {
         let machine = Client::with_resume_state(config, state, clock.instant(now)?);
         Ok(Self {
             clock,
-            machine: Mutex::new(machine),
+            inner: Mutex::new(Inner {
+                machine,
+                seen: Seen::default(),
+            }),
         })
     }
 
     /// The socket asked for by `Open` is open: the handshake goes out.
     fn handle_connected(&self, now: f64) -> PyResult<()> {
         let now = self.clock.instant(now)?;
-        self.lock().handle_connected(now);
+        self.inner().machine.handle_connected(now);
         Ok(())
     }
 
     /// The socket asked for by `Open` could not be opened.
     fn handle_connect_failed(&self, now: f64, reason: &str) -> PyResult<()> {
         let now = self.clock.instant(now)?;
-        self.lock().handle_connect_failed(now, reason);
+        self.inner().machine.handle_connect_failed(now, reason);
         Ok(())
     }
 
@@ -525,29 +558,31 @@ impl ClientMachine {
     #[pyo3(signature = (now, code, reason))]
     fn handle_closed(&self, now: f64, code: Option<u16>, reason: &str) -> PyResult<()> {
         let now = self.clock.instant(now)?;
-        self.lock().handle_closed(now, code, reason);
+        self.inner().machine.handle_closed(now, code, reason);
         Ok(())
     }
 
     /// A text frame arrived.
     fn handle_text(&self, now: f64, text: &Bound<'_, PyString>) -> PyResult<()> {
         let now = self.clock.instant(now)?;
-        let text = text.to_cow()?;
-        self.lock().handle_text(now, &text);
+        let owned = text.to_cow()?.into_owned();
+        let mut inner = self.inner();
+        inner.machine.handle_text(now, &owned);
+        inner.seen.text = Some((text.clone().unbind(), owned));
         Ok(())
     }
 
     /// A binary frame arrived (not part of the protocol: reported and dropped).
     fn handle_binary(&self, now: f64) -> PyResult<()> {
         let now = self.clock.instant(now)?;
-        self.lock().handle_binary(now);
+        self.inner().machine.handle_binary(now);
         Ok(())
     }
 
     /// Timers: handshake deadline, reconnect, heartbeat. Early or repeated calls do nothing.
     fn handle_timeout(&self, now: f64) -> PyResult<()> {
         let now = self.clock.instant(now)?;
-        self.lock().handle_timeout(now);
+        self.inner().machine.handle_timeout(now);
         Ok(())
     }
 
@@ -562,7 +597,7 @@ impl ClientMachine {
     ) -> PyResult<String> {
         let now = self.clock.instant(now)?;
         let content = json::from_py(content)?;
-        let mut machine = self.lock();
+        let machine = &mut self.inner().machine;
         match request_id {
             Some(id) => machine.send_with_id(now, id, content),
             None => machine.send(now, content),
@@ -574,26 +609,26 @@ impl ClientMachine {
     /// `Closed(reason="requested")`. Never raises an earlier error; idempotent.
     fn disconnect(&self, now: f64) -> PyResult<()> {
         let now = self.clock.instant(now)?;
-        self.lock().disconnect(now);
+        self.inner().machine.disconnect(now);
         Ok(())
     }
 
     /// After `AwaitingCredentials`: fresh credentials are in place; reconnect now.
     fn credentials_refreshed(&self, now: f64) -> PyResult<()> {
         let now = self.clock.instant(now)?;
-        self.lock().credentials_refreshed(now);
+        self.inner().machine.credentials_refreshed(now);
         Ok(())
     }
 
     /// The next transport action: a frame to write (`str`), `Open`, `Close`, or `None`.
     fn poll_transmit(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        let next = self.lock().poll_transmit();
+        let next = self.inner().machine.poll_transmit();
         next.map(|t| transmit(py, t)).transpose()
     }
 
     /// Every transport action waiting, in order (what `poll_transmit` returns until `None`).
     fn poll_transmits(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
-        let mut machine = self.lock();
+        let machine = &mut self.inner().machine;
         std::iter::from_fn(|| machine.poll_transmit())
             .map(|t| transmit(py, t))
             .collect()
@@ -601,32 +636,33 @@ impl ClientMachine {
 
     /// Whether a transport action is waiting.
     fn has_transmit(&self) -> bool {
-        self.lock().has_transmit()
+        self.inner().machine.has_transmit()
     }
 
     /// The next event for the application, or `None`.
     fn poll_event(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        let next = self.lock().poll_event();
-        next.map(|e| event(py, e)).transpose()
+        let inner = &mut *self.inner();
+        let next = inner.machine.poll_event();
+        next.map(|e| event(py, e, &mut inner.seen)).transpose()
     }
 
     /// Every event waiting, in order (what `poll_event` returns until `None`).
     fn poll_events(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
-        let mut machine = self.lock();
-        std::iter::from_fn(|| machine.poll_event())
-            .map(|e| event(py, e))
+        let inner = &mut *self.inner();
+        std::iter::from_fn(|| inner.machine.poll_event())
+            .map(|e| event(py, e, &mut inner.seen))
             .collect()
     }
 
     /// When `handle_timeout` must be called next (seconds on the application's clock).
     fn poll_timeout(&self) -> Option<f64> {
-        let deadline = self.lock().poll_timeout();
+        let deadline = self.inner().machine.poll_timeout();
         deadline.map(|at| self.clock.seconds(at))
     }
 
     /// What to persist to resume after a restart (a JSON-serialisable `dict`).
     fn resume_state(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let state = self.lock().resume_state();
+        let state = self.inner().machine.resume_state();
         let value = serde_json::to_value(state)
             .map_err(|e| PyValueError::new_err(format!("resume state: {e}")))?;
         json::to_py(py, &value)
@@ -634,7 +670,7 @@ impl ClientMachine {
 
     /// Counters: delivered, duplicates, gaps, lost, connections, bad_frames.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let stats = self.lock().stats();
+        let stats = self.inner().machine.stats();
         let dict = PyDict::new(py);
         dict.set_item("delivered", stats.delivered)?;
         dict.set_item("duplicates", stats.duplicates)?;
@@ -648,32 +684,32 @@ impl ClientMachine {
     /// The current session, once a handshake has named one.
     #[getter]
     fn session_id(&self) -> Option<String> {
-        self.lock().session_id().map(str::to_owned)
+        self.inner().machine.session_id().map(str::to_owned)
     }
 
     /// The resume cursor (`since` of the next handshake).
     #[getter]
     fn cursor(&self) -> Option<u64> {
-        self.lock().cursor()
+        self.inner().machine.cursor()
     }
 
     /// Whether the handshake is done and events flow.
     #[getter]
     fn is_connected(&self) -> bool {
-        self.lock().is_connected()
+        self.inner().machine.is_connected()
     }
 
     /// Whether the client has stopped for good.
     #[getter]
     fn is_closed(&self) -> bool {
-        self.lock().is_closed()
+        self.inner().machine.is_closed()
     }
 }
 
 impl ClientMachine {
-    fn lock(&self) -> MutexGuard<'_, Client> {
+    fn inner(&self) -> MutexGuard<'_, Inner> {
         // No method panics while holding it; if one ever did, the machine is still whole.
-        self.machine.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -830,9 +866,9 @@ fn closed(py: Python<'_>, reason: ClosedReason) -> PyResult<Closed> {
     })
 }
 
-fn event(py: Python<'_>, event: Event) -> PyResult<Py<PyAny>> {
+fn event(py: Python<'_>, event: Event, seen: &mut Seen) -> PyResult<Py<PyAny>> {
     Ok(match event {
-        Event::Delivered(d) => Py::new(py, Delivered::new(py, d))?.into_any(),
+        Event::Delivered(d) => Py::new(py, Delivered::new(py, d, seen))?.into_any(),
         Event::StateChanged(s) => Py::new(
             py,
             StateChanged {

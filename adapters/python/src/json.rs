@@ -104,7 +104,7 @@ fn from_py_at(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
 }
 
 /// `json.loads(text)`: the parse applications compare against (C speed, the same objects).
-pub fn loads(py: Python<'_>, text: &str) -> PyResult<Py<PyAny>> {
+pub fn loads(py: Python<'_>, text: &Bound<'_, PyString>) -> PyResult<Py<PyAny>> {
     static LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let loads = LOADS.import(py, "json", "loads")?;
     Ok(loads.call1((text,))?.unbind())

@@ -215,7 +215,14 @@ class Client:
         events = machine.poll_events()
         if events:
             self._deliver(events)
-        self._arm_timer()
+        deadline = machine.poll_timeout()
+        # A later deadline lets the armed timer fire early (the machine ignores it), which
+        # saves a timer per frame while the heartbeat deadline moves.
+        if deadline is None:
+            if self._timer is not None:
+                self._arm_timer(None)
+        elif self._timer is None or deadline < self._timer_at:
+            self._arm_timer(deadline)
 
     def _transmit(self, transmit: Union[str, Open, Close]) -> None:
         link = self._link
@@ -278,17 +285,20 @@ class Client:
 
     async def _read(self, link: _Link, ws: ClientConnection) -> None:
         machine = self._machine
-        loop = self._loop
+        time = self._loop.time
+        handle_text = machine.handle_text
+        pump = self._pump
+        events = self._events
         try:
             async for message in ws:
                 if not link.live:
                     break
-                if isinstance(message, str):
-                    machine.handle_text(loop.time(), message)
+                if type(message) is str:
+                    handle_text(time(), message)
                 else:
-                    machine.handle_binary(loop.time())
-                self._pump()
-                if len(self._events) >= self._max_queued and not machine.is_closed:
+                    machine.handle_binary(time())
+                pump()
+                if len(events) >= self._max_queued and not machine.is_closed:
                     await self._room()
         except (ConnectionClosed, OSError):
             pass
@@ -297,7 +307,7 @@ class Client:
             if self._link is link:
                 self._link = None
             code, reason = _transport.received_close(ws)
-            machine.handle_closed(loop.time(), code, reason)
+            machine.handle_closed(time(), code, reason)
             self._pump()
         # Let the writer finish: a close the machine queued goes out before the socket is
         # let go (the closing handshake is bounded by CLOSE_GRACE).
@@ -325,7 +335,7 @@ class Client:
 
     def _deliver(self, events: List[Event]) -> None:
         for event in events:
-            if isinstance(event, Delivered):
+            if type(event) is Delivered:
                 continue
             if isinstance(event, RequestUpdate):
                 if event.outcome.status != "accepted":
@@ -374,21 +384,13 @@ class Client:
                 task.cancel()
         self._links.clear()
 
-    def _arm_timer(self) -> None:
-        deadline = self._machine.poll_timeout()
-        if deadline is None:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            return
-        # A later deadline lets the armed timer fire early (the machine ignores it), which
-        # saves a timer per frame while the heartbeat deadline moves.
-        if self._timer is not None and self._timer_at <= deadline:
-            return
+    def _arm_timer(self, deadline: Optional[float]) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._timer = None
+        if deadline is not None:
+            self._timer_at = deadline
+            self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
