@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 from typing import Any, AsyncIterator, Dict, List
 
-import pytest
-
 import tether
-from conftest import PEER, ROOT, TOKEN, Process, control, run_async
+from conftest import PEER, TOKEN, Process, control, run_async
 
 
 class PraisonAIGateway:

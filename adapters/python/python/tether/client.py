@@ -95,8 +95,10 @@ class Client:
         *,
         on_state: Optional[Callable[[State], None]] = None,
         max_queued_events: int = DEFAULT_MAX_QUEUED_EVENTS,
+        max_message: int = _transport.CLIENT_MAX_MESSAGE,
     ) -> None:
         self._loop = asyncio.get_running_loop()
+        self._socket_options = _transport.socket_options(ws_connect, max_message)
         self._machine = machine
         self._urls = list(urls)
         self._opened = 0
@@ -260,9 +262,7 @@ class Client:
     async def _run_link(self, link: _Link, url: str) -> None:
         try:
             try:
-                ws = await ws_connect(
-                    url, **_transport.socket_options(ws_connect, _transport.CLIENT_MAX_MESSAGE)
-                )
+                ws = await ws_connect(url, **self._socket_options)
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # noqa: BLE001 - every failure to open is the machine's
@@ -570,7 +570,12 @@ def connect(
             max_frame_bytes=max_frame_bytes,
         )
         return Client(
-            machine, with_token, on_state=on_state, max_queued_events=max_queued_events
+            machine,
+            with_token,
+            on_state=on_state,
+            max_queued_events=max_queued_events,
+            # Above the machine's own limit: an oversized frame is its typed error.
+            max_message=max(_transport.CLIENT_MAX_MESSAGE, (max_frame_bytes or 0) + 1),
         )
 
     return Connect(start)
