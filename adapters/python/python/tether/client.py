@@ -251,13 +251,14 @@ class Client:
                 link.push(transmit)
 
     def _retire(self, link: _Link) -> None:
-        """A socket the machine has moved past: nothing more is fed from it."""
+        """A socket the machine has moved past without closing it: dropped, as the Rust
+        driver drops it; nothing more is fed from it."""
         link.live = False
         if link.ws is None:
             for task in link.tasks:
                 task.cancel()
         else:
-            link.push(Close(1000, ""))
+            link.ws.transport.abort()
 
     async def _run_link(self, link: _Link, url: str) -> None:
         try:
@@ -277,8 +278,8 @@ class Client:
             if link.live:
                 self._machine.handle_connected(self._loop.time())
                 self._pump()
-            else:  # the machine moved on while the socket was opening
-                link.push(Close(1000, ""))
+            else:  # the machine moved on while the socket was opening: drop it
+                ws.transport.abort()
             await self._read(link, ws)
         finally:
             self._links.discard(link)
