@@ -53,6 +53,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Process:
     """A child process whose output is read line by line as it comes; stopped when the test
     ends."""
@@ -78,6 +82,9 @@ class Process:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env={k: v for k, v in os.environ.items() if k != "RUST_LOG"},
+            # A test run in the background inherits an ignored SIGINT; the children that are
+            # stopped with Ctrl-C must see it.
+            preexec_fn=_default_sigint,
         )
         return cls(proc, name or Path(args[0]).name)
 
