@@ -40,24 +40,40 @@ def report(**fields: Any) -> None:
     print(json.dumps(fields), flush=True)
 
 
+class InOrder:
+    """The check every reader makes on each event (``seq`` goes up by one), and the timing
+    from its first to its last event."""
+
+    def __init__(self, reader: str, events: int) -> None:
+        self.reader = reader
+        self.events = events
+        self.expected = 1
+        self.first = 0.0
+
+    def see(self, seq: int) -> bool:
+        """Checks one event; true once the last has been seen (then reports the rate)."""
+        if seq != self.expected:
+            raise SystemExit(f"{self.reader}: seq {seq}, expected {self.expected}")
+        if seq == 1:
+            self.first = time.perf_counter()
+        self.expected += 1
+        if seq < self.events:
+            return False
+        report(rate=(self.events - 1) / (time.perf_counter() - self.first))
+        return True
+
+
 async def read_bare(url: str, events: int) -> None:
     from websockets.asyncio.client import connect
 
     async with connect(f"{url}?token={TOKEN}", compression=None, ping_interval=None, max_size=None) as ws:
         await ws.send(json.dumps({"type": "hello", "agent_id": "echo", "protocol_min": 1, "protocol_max": 2}))
-        hello_ok = json.loads(await ws.recv())
-        report(session=hello_ok["session_id"])
-        expected, first = 1, 0.0
-        while expected <= events:
+        report(session=json.loads(await ws.recv())["session_id"])
+        order = InOrder("bare", events)
+        while True:
             frame = json.loads(await ws.recv())
-            if frame.get("type") != "message":
-                continue
-            if frame["seq"] != expected:
-                raise SystemExit(f"bare: seq {frame['seq']}, expected {expected}")
-            if expected == 1:
-                first = time.perf_counter()
-            expected += 1
-        report(rate=(events - 1) / (time.perf_counter() - first))
+            if frame.get("type") == "message" and order.see(frame["seq"]):
+                return
 
 
 async def read_tether(url: str, events: int) -> None:
@@ -65,17 +81,11 @@ async def read_tether(url: str, events: int) -> None:
 
     async with tether.connect(url, agent_id="echo", token=TOKEN) as client:
         report(session=client.session_id)
-        expected, first = 1, 0.0
+        order = InOrder("tether", events)
         async for event in client.events():
             if isinstance(event, tether.Delivered) and event.kind == "message":
-                if event.data["seq"] != expected:
-                    raise SystemExit(f"tether: seq {event.seq}, expected {expected}")
-                if expected == 1:
-                    first = time.perf_counter()
-                expected += 1
-                if expected > events:
-                    break
-        report(rate=(events - 1) / (time.perf_counter() - first))
+                if order.see(event.data["seq"]):
+                    return
 
 
 async def read_praisonai(url: str, events: int) -> None:
@@ -90,19 +100,11 @@ async def read_praisonai(url: str, events: int) -> None:
     while not client.is_connected:
         await asyncio.sleep(0.01)
     report(session=client._session_id)
-    expected, first = 1, 0.0
+    order = InOrder("praisonai", events)
     async for event in client.events():
         data = event.data if isinstance(event.data, dict) else {}
-        if data.get("type") != "message":
-            continue
-        if data["seq"] != expected:
-            raise SystemExit(f"praisonai: seq {data['seq']}, expected {expected}")
-        if expected == 1:
-            first = time.perf_counter()
-        expected += 1
-        if expected > events:
+        if data.get("type") == "message" and order.see(data["seq"]):
             break
-    report(rate=(events - 1) / (time.perf_counter() - first))
     await client.disconnect()
 
 

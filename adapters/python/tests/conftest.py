@@ -11,9 +11,11 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, List, Optional, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, TypeVar
 
 import pytest
+
+import tether
 
 ROOT = Path(__file__).resolve().parents[3]
 PEER = ROOT / "tests" / "peer"
@@ -33,6 +35,21 @@ def run_async(limit: float) -> Callable[[Callable[..., Awaitable[T]]], Callable[
         return run
 
     return wrap
+
+
+async def messages(events: AsyncIterator[tether.Event], count: int, notable: List[Any]) -> List[int]:
+    """The ``seq`` of the next ``count`` delivered ``message`` events; gaps, losses, resets and
+    replaced sessions go to ``notable``; the client closing fails the test."""
+    seqs: List[int] = []
+    while len(seqs) < count:
+        event = await events.__anext__()
+        if isinstance(event, tether.Delivered) and event.kind == "message":
+            seqs.append(event.seq)
+        elif isinstance(event, (tether.Gap, tether.Lost, tether.ServerReset, tether.SessionReplaced)):
+            notable.append(event)
+        elif isinstance(event, tether.Closed):
+            raise AssertionError(f"closed: {event}")
+    return seqs
 
 
 def tether_bin() -> Path:

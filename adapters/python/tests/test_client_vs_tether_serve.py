@@ -11,23 +11,7 @@ from typing import Any, Dict, List
 import pytest
 
 import tether
-from conftest import TOKEN, TetherServe, faults, free_port, proxy, run_async
-
-
-async def messages(client: tether.Client, count: int, notable: List[Any]) -> List[int]:
-    """The ``seq`` of the next ``count`` delivered ``message`` events; gaps, losses and resets
-    go to ``notable``."""
-    seqs: List[int] = []
-    async for event in client.events():
-        if isinstance(event, tether.Delivered) and event.kind == "message":
-            seqs.append(event.seq)
-            if len(seqs) == count:
-                break
-        elif isinstance(event, (tether.Gap, tether.Lost, tether.ServerReset, tether.SessionReplaced)):
-            notable.append(event)
-        elif isinstance(event, tether.Closed):
-            raise AssertionError(f"closed: {event}")
-    return seqs
+from conftest import TOKEN, TetherServe, faults, free_port, messages, proxy, run_async
 
 
 @run_async(60)
@@ -77,7 +61,7 @@ async def test_twenty_cuts_through_the_fault_proxy_deliver_every_event_once_in_o
             assert client.session_id is not None
             await server.publish(client.session_id, events)
             notable: List[Any] = []
-            seqs = await messages(client, events, notable)
+            seqs = await messages(client.events(), events, notable)
             assert seqs == list(range(1, events + 1)), "exactly once, in order"
             assert [e for e in notable if not isinstance(e, tether.Gap)] == []
             await cutter.stop(signal.SIGINT)

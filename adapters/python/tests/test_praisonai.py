@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any, AsyncIterator, Dict, List
+from typing import Any, Dict, List
 
 import tether
-from conftest import PEER, TOKEN, Process, control, run_async
+from conftest import PEER, TOKEN, Process, control, messages, run_async
 
 
 class PraisonAIGateway:
@@ -37,19 +37,6 @@ class PraisonAIGateway:
         await proc.wait()
 
 
-async def next_messages(events: AsyncIterator[tether.Event], count: int, notable: List[Any]) -> List[int]:
-    seqs: List[int] = []
-    while len(seqs) < count:
-        event = await events.__anext__()
-        if isinstance(event, tether.Delivered) and event.kind == "message":
-            seqs.append(event.seq)
-        elif isinstance(event, (tether.Gap, tether.Lost, tether.ServerReset, tether.SessionReplaced)):
-            notable.append(event)
-        elif isinstance(event, tether.Closed):
-            raise AssertionError(f"closed: {event}")
-    return seqs
-
-
 @run_async(90)
 async def _client_against_praisonai() -> None:
     gateway = await PraisonAIGateway.start("--heartbeat-ms", "1000", "--missed-beats", "2")
@@ -68,7 +55,7 @@ async def _client_against_praisonai() -> None:
             session = first.state.session_id
 
             await control(gateway.control, {"cmd": "publish", "count": 5, "type": "message"})
-            assert await next_messages(events, 5, notable) == [1, 2, 3, 4, 5]
+            assert await messages(events, 5, notable) == [1, 2, 3, 4, 5]
             assert client.resume_state()["cursor"] == 5
 
             # Dropped by the server mid-session: the client resumes the same session since its
@@ -83,7 +70,7 @@ async def _client_against_praisonai() -> None:
                     break
 
             await control(gateway.control, {"cmd": "publish", "count": 3, "type": "message"})
-            assert await next_messages(events, 3, notable) == [6, 7, 8]
+            assert await messages(events, 3, notable) == [6, 7, 8]
             assert notable == []
             stats = client.stats()
             assert (stats["gaps"], stats["lost"], stats["duplicates"]) == (0, 0, 0)

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections import deque
 from typing import (
     Any,
     AsyncIterator,
     Callable,
-    Deque,
     Dict,
     Generator,
     List,
@@ -32,6 +30,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from . import _transport
+from ._drive import Deadline, EventQueue, Outbox
 from ._native import (
     ClientMachine,
     Close,
@@ -45,7 +44,6 @@ from ._native import (
     closed_error,
 )
 from ._types import Event, State
-from .errors import ClientClosed
 
 __all__ = ["Client", "Connect", "connect"]
 
@@ -56,27 +54,15 @@ DEFAULT_MAX_QUEUED_EVENTS = 1024
 class _Link:
     """One socket: opening, open, or closing. The machine feeds on it while ``live``."""
 
-    __slots__ = ("ws", "out", "wake", "live", "ended", "tasks")
+    __slots__ = ("ws", "outbox", "live", "tasks")
 
     def __init__(self) -> None:
         self.ws: Optional[ClientConnection] = None
-        #: Frames and the close to write, in order.
-        self.out: Deque[Union[str, Close]] = deque()
-        self.wake: Optional[asyncio.Future[None]] = None
+        self.outbox = Outbox()
         #: The machine still takes input from this socket.
         self.live = True
-        #: Nothing more will be read: the writer stops once ``out`` is empty.
-        self.ended = False
         #: The link's task (open, then read), then its writer's.
         self.tasks: List[asyncio.Task[None]] = []
-
-    def push(self, item: Union[str, Close]) -> None:
-        self.out.append(item)
-        self.push_wake()
-
-    def push_wake(self) -> None:
-        if self.wake is not None and not self.wake.done():
-            self.wake.set_result(None)
 
 
 class Client:
@@ -103,18 +89,13 @@ class Client:
         self._urls = list(urls)
         self._opened = 0
         self._on_state = on_state
-        self._max_queued = max(1, max_queued_events)
         self._link: Optional[_Link] = None
         self._links: Set[_Link] = set()
-        self._timer: Optional[asyncio.TimerHandle] = None
-        self._timer_at = 0.0
-        self._events: Deque[Event] = deque()
-        self._events_waiter: Optional[asyncio.Future[None]] = None
-        self._room_waiter: Optional[asyncio.Future[None]] = None
+        self._deadline = Deadline(self._loop, self._on_timer)
+        self._events: EventQueue[Event] = EventQueue(self._loop, max_queued_events)
         self._pending: Dict[str, asyncio.Future[Outcome]] = {}
         self._first: asyncio.Future[Connected] = self._loop.create_future()
         self._closed: Optional[Closed] = None
-        self._iterating = False
 
     # ------------------------------------------------------------------ application API
 
@@ -124,13 +105,12 @@ class Client:
         reported, never skipped silently), ``StateChanged``, ``RequestUpdate``, ``Notice``,
         ``ServerError``, ``BadFrame``, and last ``Closed``, after which the iteration ends.
 
-        One consumer at a time. While more than ``max_queued_events`` wait unread, the client
-        stops reading from the socket (the server keeps the rest for it).
+        Events queue from the start; iterate again after a ``break`` to go on where it
+        stopped (concurrent iterators would share the events between them). While more than
+        ``max_queued_events`` wait unread, the client stops reading from the socket (the
+        server keeps the rest for it).
         """
-        if self._iterating:
-            raise RuntimeError("client.events() is already being iterated")
-        self._iterating = True
-        return self._iterate()
+        return self._events.iterate()
 
     async def send(self, content: Any, *, request_id: Optional[str] = None) -> Outcome:
         """Sends a request (any JSON value, usually a ``str``) and waits for its outcome:
@@ -163,7 +143,10 @@ class Client:
         except Exception:  # noqa: BLE001 - disconnecting never raises an earlier error
             pass
         finally:
-            self._stop_links()
+            for link in list(self._links):
+                for task in link.tasks:
+                    task.cancel()
+            self._links.clear()
 
     def resume_state(self) -> Dict[str, Any]:
         """What to persist (JSON-serialisable) to resume this session after a restart: pass it
@@ -217,20 +200,17 @@ class Client:
         events = machine.poll_events()
         if events:
             self._deliver(events)
-        deadline = machine.poll_timeout()
-        # A later deadline lets the armed timer fire early (the machine ignores it), which
-        # saves a timer per frame while the heartbeat deadline moves.
-        if deadline is None:
-            if self._timer is not None:
-                self._arm_timer(None)
-        elif self._timer is None or deadline < self._timer_at:
-            self._arm_timer(deadline)
+        self._deadline.follow(machine.poll_timeout())
+
+    def _on_timer(self) -> None:
+        self._machine.handle_timeout(self._loop.time())
+        self._pump()
 
     def _transmit(self, transmit: Union[str, Open, Close]) -> None:
         link = self._link
         if isinstance(transmit, str):
             if link is not None and link.ws is not None:
-                link.push(transmit)
+                link.outbox.push(transmit)
         elif isinstance(transmit, Open):
             if link is not None:
                 self._retire(link)
@@ -239,8 +219,7 @@ class Client:
             link = _Link()
             self._link = link
             self._links.add(link)
-            task = self._loop.create_task(self._run_link(link, url))
-            link.tasks.append(task)
+            link.tasks.append(self._loop.create_task(self._run_link(link, url)))
         elif link is not None:  # Close
             self._link = None
             link.live = False
@@ -248,7 +227,7 @@ class Client:
                 for task in link.tasks:
                     task.cancel()  # still opening: drop the attempt
             else:
-                link.push(transmit)
+                link.outbox.push(transmit)
 
     def _retire(self, link: _Link) -> None:
         """A socket the machine has moved past without closing it: dropped, as the Rust
@@ -274,7 +253,7 @@ class Client:
                     self._pump()
                 return
             link.ws = ws
-            link.tasks.append(self._loop.create_task(self._write(link, ws)))
+            link.tasks.append(self._loop.create_task(self._write(link.outbox, ws)))
             if link.live:
                 self._machine.handle_connected(self._loop.time())
                 self._pump()
@@ -299,8 +278,8 @@ class Client:
                 else:
                     machine.handle_binary(time())
                 pump()
-                if len(events) >= self._max_queued and not machine.is_closed:
-                    await self._room()
+                if events.full:
+                    await events.room()
         except (ConnectionClosed, OSError):
             pass
         if link.live:
@@ -312,29 +291,28 @@ class Client:
             self._pump()
         # Let the writer finish: a close the machine queued goes out before the socket is
         # let go (the closing handshake is bounded by CLOSE_GRACE).
-        link.ended = True
-        link.push_wake()
+        link.outbox.end()
         await asyncio.wait(link.tasks[1:], timeout=2 * _transport.CLOSE_GRACE)
 
-    async def _write(self, link: _Link, ws: ClientConnection) -> None:
-        out = link.out
+    async def _write(self, outbox: Outbox, ws: ClientConnection) -> None:
+        items = outbox.items
         try:
             while True:
-                while out:
-                    item = out.popleft()
+                await outbox.wait()
+                if not items:
+                    return  # ended
+                while items:
+                    item = items.popleft()
                     if isinstance(item, str):
                         await ws.send(item)
                     else:
                         await _transport.close(ws, item.code, item.reason)
                         return
-                if link.ended:
-                    return
-                link.wake = self._loop.create_future()
-                await link.wake
         except (ConnectionClosed, OSError):
             return  # the reader reports the close
 
     def _deliver(self, events: List[Event]) -> None:
+        closed = None
         for event in events:
             if type(event) is Delivered:
                 continue
@@ -346,11 +324,10 @@ class Client:
             elif isinstance(event, StateChanged):
                 self._state_changed(event.state)
             elif isinstance(event, Closed):
-                self._finish(event)
+                closed = event
         self._events.extend(events)
-        waiter = self._events_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if closed is not None:
+            self._finish(closed)
 
     def _state_changed(self, state: State) -> None:
         if isinstance(state, Connected) and not self._first.done():
@@ -366,66 +343,15 @@ class Client:
     def _finish(self, closed: Closed) -> None:
         """The machine stopped for good: settle everything waiting on it."""
         self._closed = closed
-        error = closed_error(closed)
         if not self._first.done():
-            self._first.set_exception(error)
+            self._first.set_exception(closed_error(closed))
             self._first.exception()  # retrieved: connect() may have been cancelled
         for answer in self._pending.values():
             if not answer.done():
                 answer.set_exception(closed_error(closed))
         self._pending.clear()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._wake_reader()
-
-    def _stop_links(self) -> None:
-        for link in list(self._links):
-            for task in link.tasks:
-                task.cancel()
-        self._links.clear()
-
-    def _arm_timer(self, deadline: Optional[float]) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if deadline is not None:
-            self._timer_at = deadline
-            self._timer = self._loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._machine.handle_timeout(self._loop.time())
-        self._pump()
-
-    async def _room(self) -> None:
-        self._room_waiter = self._loop.create_future()
-        await self._room_waiter
-
-    def _wake_reader(self) -> None:
-        waiter = self._room_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def _iterate(self) -> AsyncIterator[Event]:
-        queue = self._events
-        low = self._max_queued // 2
-        try:
-            while True:
-                if not queue:
-                    if self._closed is not None:
-                        return
-                    self._events_waiter = self._loop.create_future()
-                    await self._events_waiter
-                    continue
-                event = queue.popleft()
-                if len(queue) <= low:
-                    self._wake_reader()
-                yield event
-                if type(event) is Closed:
-                    return
-        finally:
-            self._iterating = False
+        self._deadline.cancel()
+        self._events.finish()
 
 
 def _describe(err: BaseException) -> str:

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import time
-from collections import deque
 from http import HTTPStatus
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -23,7 +22,6 @@ from typing import (
     AsyncIterator,
     Awaitable,
     Callable,
-    Deque,
     Dict,
     Generator,
     Iterable,
@@ -44,6 +42,7 @@ from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response
 
 from . import _transport
+from ._drive import Deadline, EventQueue, Outbox
 from ._native import Close, Request, ServerMachine
 from ._types import ServerEvent
 from .errors import AlreadyAnswered, SnapshotError, UnknownSession
@@ -67,22 +66,12 @@ class _Conn:
     """One connection: its socket, what is queued for it, and whether the machine still reads
     from it."""
 
-    __slots__ = ("ws", "out", "wake", "live", "ended")
+    __slots__ = ("ws", "outbox", "live")
 
     def __init__(self, ws: ServerConnection) -> None:
         self.ws = ws
-        self.out: Deque[Union[str, Close]] = deque()
-        self.wake: Optional[asyncio.Future[None]] = None
+        self.outbox = Outbox()
         self.live = True
-        self.ended = False
-
-    def push(self, item: Union[str, Close]) -> None:
-        self.out.append(item)
-        self.push_wake()
-
-    def push_wake(self) -> None:
-        if self.wake is not None and not self.wake.done():
-            self.wake.set_result(None)
 
 
 class Gateway:
@@ -110,16 +99,13 @@ class Gateway:
         self._handlers = dict(agents)
         self._state_file = state_file
         self._save_every = save_every
-        self._max_queued = max(1, max_queued_events)
         self._queue_events = events
         self._conns: Dict[int, _Conn] = {}
         self._next_conn = 1
-        self._timer: Optional[asyncio.TimerHandle] = None
-        self._timer_at = 0.0
-        self._events: Deque[ServerEvent] = deque()
-        self._events_waiter: Optional[asyncio.Future[None]] = None
-        self._room_waiter: Optional[asyncio.Future[None]] = None
-        self._warned_full = False
+        self._deadline = Deadline(self._loop, self._on_timer)
+        self._events: EventQueue[ServerEvent] = EventQueue(
+            self._loop, max_queued_events, _warn_unread
+        )
         self._tasks: Set[asyncio.Task[Any]] = set()
         self._server: Optional[Server] = None
         self._closing: Optional[asyncio.Task[str]] = None
@@ -243,7 +229,7 @@ class Gateway:
         """
         if not self._queue_events:
             raise RuntimeError("this gateway was started with events=False")
-        return self._iterate()
+        return self._events.iterate()
 
     async def close(self) -> str:
         """Graceful shutdown: new connections are refused, every connection gets its queued
@@ -280,7 +266,7 @@ class Gateway:
         self.host, self.port = str(sockname[0]), int(sockname[1])
         if self._state_file is not None:
             self._spawn(self._save_periodically())
-        self._arm_timer()
+        self._deadline.follow(self._machine.poll_timeout())
 
     def _http(self, connection: ServerConnection, request: HttpRequest) -> Optional[Response]:
         """Plain HTTP on the WebSocket port: ``/health``; ``/ws`` upgrades; 404 elsewhere."""
@@ -307,23 +293,23 @@ class Gateway:
         )
         writer = loop.create_task(self._write(conn_id, conn))
         self._pump()
+        events = self._events
         try:
             async for message in ws:
                 if not conn.live:
                     break
-                if isinstance(message, str):
+                if type(message) is str:
                     machine.handle_text(loop.time(), conn_id, message)
                 else:
                     machine.handle_binary(loop.time(), conn_id, len(message))
                 self._pump()
-                if len(self._events) >= self._max_queued:
-                    await self._room()
+                if events.full:
+                    await events.room()
         except (ConnectionClosed, OSError):
             pass
         finally:
             # Our close (if the machine queued one) goes out before the transport is let go.
-            conn.ended = True
-            conn.push_wake()
+            conn.outbox.end()
             await asyncio.wait([writer], timeout=2 * _transport.CLOSE_GRACE)
             writer.cancel()
             del self._conns[conn_id]
@@ -331,12 +317,16 @@ class Gateway:
             self._pump()
 
     async def _write(self, conn_id: int, conn: _Conn) -> None:
-        ws, out, machine, loop = conn.ws, conn.out, self._machine, self._loop
+        ws, outbox, machine, loop = conn.ws, conn.outbox, self._machine, self._loop
+        items = outbox.items
         try:
             while True:
+                await outbox.wait()
+                if not items:
+                    return  # ended
                 frames = nbytes = 0
-                while out:
-                    item = out.popleft()
+                while items:
+                    item = items.popleft()
                     if isinstance(item, str):
                         await ws.send(item)
                         frames += 1
@@ -344,15 +334,9 @@ class Gateway:
                     else:
                         await _transport.close(ws, item.code, item.reason)
                         return
-                if frames:
-                    # Written: they leave the connection's in-flight window.
-                    machine.handle_sent(loop.time(), conn_id, frames, nbytes)
-                    self._pump()
-                    continue
-                if conn.ended:
-                    return
-                conn.wake = loop.create_future()
-                await conn.wake
+                # Written: they leave the connection's in-flight window.
+                machine.handle_sent(loop.time(), conn_id, frames, nbytes)
+                self._pump()
         except (ConnectionClosed, OSError):
             return  # the reader reports the close
 
@@ -366,11 +350,11 @@ class Gateway:
                 continue
             if isinstance(transmit, Close):
                 conn.live = False  # nothing more is fed from it
-            conn.push(transmit)
+            conn.outbox.push(transmit)
         events = machine.poll_events()
         if events:
             self._deliver(events)
-        self._arm_timer()
+        self._deadline.follow(machine.poll_timeout())
 
     def _deliver(self, events: List[ServerEvent]) -> None:
         for event in events:
@@ -378,19 +362,8 @@ class Gateway:
                 handler = self._handlers.get(event.agent_id)
                 if handler is not None:
                     self._spawn(self._answer(handler, event))
-        if not self._queue_events:
-            return
-        self._events.extend(events)
-        if len(self._events) >= self._max_queued and not self._warned_full:
-            self._warned_full = True
-            log.warning(
-                "tether: %d gateway events are waiting for gateway.events(); connections "
-                "pause until they are read (pass events=False to serve() if nobody reads them)",
-                len(self._events),
-            )
-        waiter = self._events_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self._queue_events:
+            self._events.extend(events)
 
     async def _answer(self, handler: RequestHandler, request: Request) -> None:
         try:
@@ -413,53 +386,9 @@ class Gateway:
         except (UnknownSession, AlreadyAnswered):
             pass  # the session expired meanwhile, or the application answered itself
 
-    def _arm_timer(self) -> None:
-        deadline = self._machine.poll_timeout()
-        if deadline is None:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            return
-        # A later deadline lets the armed timer fire early (the machine ignores it).
-        if self._timer is not None and self._timer_at <= deadline:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = self._loop.call_at(deadline, self._on_timer)
-
     def _on_timer(self) -> None:
-        self._timer = None
         self._machine.handle_timeout(self._loop.time())
         self._pump()
-
-    async def _room(self) -> None:
-        if self._room_waiter is None or self._room_waiter.done():
-            self._room_waiter = self._loop.create_future()
-        await self._room_waiter
-
-    def _wake_readers(self) -> None:
-        waiter = self._room_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def _iterate(self) -> AsyncIterator[ServerEvent]:
-        queue = self._events
-        low = self._max_queued // 2
-        while True:
-            if not queue:
-                if self._stopped.done():
-                    return
-                self._events_waiter = self._loop.create_future()
-                await asyncio.wait(
-                    [self._events_waiter, self._stopped], return_when=asyncio.FIRST_COMPLETED
-                )
-                continue
-            event = queue.popleft()
-            if len(queue) <= low:
-                self._warned_full = False
-                self._wake_readers()
-            yield event
 
     def _spawn(self, work: Awaitable[Any]) -> None:
         task = self._loop.create_task(_run(work))
@@ -488,13 +417,19 @@ class Gateway:
             await self._server.wait_closed()
         for task in list(self._tasks):
             task.cancel()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._wake_readers()
+        self._deadline.cancel()
+        self._events.finish()
         if not self._stopped.done():
             self._stopped.set_result(None)
         return snapshot
+
+
+def _warn_unread(count: int) -> None:
+    log.warning(
+        "tether: %d gateway events are waiting for gateway.events(); connections pause until "
+        "they are read (pass events=False to serve() if nobody reads them)",
+        count,
+    )
 
 
 async def _run(work: Awaitable[Any]) -> None:
