@@ -5,7 +5,19 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import AsyncIterator, Callable, Deque, Generic, Iterable, Optional, TypeVar, Union
+from typing import (
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Deque,
+    Generator,
+    Generic,
+    Iterable,
+    Optional,
+    TypeVar,
+    Union,
+)
 
 from ._native import Close
 
@@ -147,3 +159,24 @@ class EventQueue(Generic[T]):
     def _wake_readers(self) -> None:
         if self._readers is not None and not self._readers.done():
             self._readers.set_result(None)
+
+
+class Starting(Generic[T]):
+    """A client or gateway being started: ``await`` it for the running one, or use it as an
+    ``async with`` block, which stops it at the end."""
+
+    def __init__(self, start: Callable[[], Awaitable[T]], stop: Callable[[T], Awaitable[Any]]) -> None:
+        self._start = start
+        self._stop = stop
+        self._running: Optional[T] = None
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._start().__await__()
+
+    async def __aenter__(self) -> T:
+        self._running = await self._start()
+        return self._running
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._running is not None:
+            await self._stop(self._running)

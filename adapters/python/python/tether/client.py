@@ -15,7 +15,6 @@ from typing import (
     AsyncIterator,
     Callable,
     Dict,
-    Generator,
     List,
     Mapping,
     Optional,
@@ -30,7 +29,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from . import _transport
-from ._drive import Deadline, EventQueue, Outbox
+from ._drive import Deadline, EventQueue, Outbox, Starting
 from ._native import (
     ClientMachine,
     Close,
@@ -359,34 +358,20 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
-class Connect:
+class Connect(Starting[Client]):
     """What :func:`connect` returns: ``await`` it for a connected :class:`Client`, or use it as
     ``async with connect(...) as client:`` (which disconnects at the end)."""
 
-    def __init__(self, start: Callable[[], Client]) -> None:
-        self._start = start
-        self._client: Optional[Client] = None
 
-    def __await__(self) -> Generator[Any, None, Client]:
-        return self._open().__await__()
-
-    async def __aenter__(self) -> Client:
-        self._client = await self._open()
-        return self._client
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._client is not None:
-            await self._client.disconnect()
-
-    async def _open(self) -> Client:
-        client = self._start()
-        client._start()
-        try:
-            await client._first_connection()
-        except BaseException:
-            await client.disconnect()
-            raise
-        return client
+async def _connected(client: Client) -> Client:
+    """Starts ``client`` and waits for its first handshake (or its terminal refusal)."""
+    client._start()
+    try:
+        await client._first_connection()
+    except BaseException:
+        await client.disconnect()
+        raise
+    return client
 
 
 def connect(
@@ -505,4 +490,4 @@ def connect(
             max_message=max(_transport.CLIENT_MAX_MESSAGE, (max_frame_bytes or 0) + 1),
         )
 
-    return Connect(start)
+    return Connect(lambda: _connected(start()), Client.disconnect)

@@ -23,7 +23,6 @@ from typing import (
     Awaitable,
     Callable,
     Dict,
-    Generator,
     Iterable,
     List,
     Mapping,
@@ -42,7 +41,7 @@ from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response
 
 from . import _transport
-from ._drive import Deadline, EventQueue, Outbox
+from ._drive import Deadline, EventQueue, Outbox, Starting
 from ._native import Close, Request, ServerMachine
 from ._types import ServerEvent
 from .errors import AlreadyAnswered, SnapshotError, UnknownSession
@@ -467,24 +466,9 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-class Serving:
+class Serving(Starting[Gateway]):
     """What :func:`serve` returns: ``await`` it for a listening :class:`Gateway`, or use it as
     ``async with serve(...) as gateway:`` (which closes it gracefully at the end)."""
-
-    def __init__(self, start: Callable[[], Awaitable[Gateway]]) -> None:
-        self._start = start
-        self._gateway: Optional[Gateway] = None
-
-    def __await__(self) -> Generator[Any, None, Gateway]:
-        return self._start().__await__()
-
-    async def __aenter__(self) -> Gateway:
-        self._gateway = await self._start()
-        return self._gateway
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._gateway is not None:
-            await self._gateway.close()
 
 
 def serve(
@@ -604,4 +588,4 @@ def serve(
         await gateway._start(host, port)
         return gateway
 
-    return Serving(start)
+    return Serving(start, Gateway.close)
