@@ -13,6 +13,7 @@ import inspect
 import json
 import logging
 import os
+import tempfile
 import time
 from http import HTTPStatus
 from http.cookies import SimpleCookie
@@ -100,6 +101,8 @@ class Gateway:
         self._save_every = save_every
         self._queue_events = events
         self._conns: Dict[int, _Conn] = {}
+        self._no_conns = asyncio.Event()
+        self._no_conns.set()
         self._next_conn = 1
         self._deadline = Deadline(self._loop, self._on_timer)
         self._events: EventQueue[ServerEvent] = EventQueue(
@@ -283,6 +286,7 @@ class Gateway:
         self._next_conn += 1
         conn = _Conn(ws)
         self._conns[conn_id] = conn
+        self._no_conns.clear()
         token, cookie = _credentials(ws)
         peer = ws.remote_address
         machine = self._machine
@@ -312,6 +316,8 @@ class Gateway:
             await asyncio.wait([writer], timeout=2 * _transport.CLOSE_GRACE)
             writer.cancel()
             del self._conns[conn_id]
+            if not self._conns:
+                self._no_conns.set()
             machine.handle_closed(loop.time(), conn_id)
             self._pump()
 
@@ -405,17 +411,22 @@ class Gateway:
     async def _shutdown(self) -> str:
         self._machine.shutdown(self._now())
         self._pump()
-        deadline = self._loop.time() + SHUTDOWN_GRACE
-        while self._conns and self._loop.time() < deadline:
-            await asyncio.sleep(0.01)
+        try:
+            await asyncio.wait_for(self._no_conns.wait(), SHUTDOWN_GRACE)
+        except asyncio.TimeoutError:
+            pass  # what is left is closed by the listener below
+        # The periodic save and the agents' unfinished work stop before the last save.
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
         snapshot = self.snapshot()
         if self._state_file is not None:
             await asyncio.to_thread(_write_atomically, self._state_file, snapshot)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        for task in list(self._tasks):
-            task.cancel()
         self._deadline.cancel()
         self._events.finish()
         if not self._stopped.done():
@@ -461,9 +472,12 @@ def _credentials(ws: ServerConnection) -> Tuple[Optional[str], Optional[str]]:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Writes a temporary file beside ``path``, then renames it over ``path``."""
+    with tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8", dir=path.parent, prefix=path.name, suffix=".tmp", delete=False
+    ) as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, path)
 
 
 class Serving(Starting[Gateway]):
