@@ -95,6 +95,8 @@ class Client:
         self._pending: Dict[str, asyncio.Future[Outcome]] = {}
         self._first: asyncio.Future[Connected] = self._loop.create_future()
         self._closed: Optional[Closed] = None
+        #: A drain is scheduled for when the reader yields to the loop.
+        self._pump_soon = False
 
     # ------------------------------------------------------------------ application API
 
@@ -192,6 +194,7 @@ class Client:
     def _pump(self) -> None:
         """Drains the machine after an input: transmits to the sockets, events to the
         application, the deadline to the timer."""
+        self._pump_soon = False
         machine = self._machine
         while machine.has_transmit():
             for transmit in machine.poll_transmits():
@@ -266,7 +269,7 @@ class Client:
         machine = self._machine
         time = self._loop.time
         handle_text = machine.handle_text
-        pump = self._pump
+        has_transmit = machine.has_transmit
         events = self._events
         try:
             async for message in ws:
@@ -276,7 +279,14 @@ class Client:
                     handle_text(time(), message)
                 else:
                     machine.handle_binary(time())
-                pump()
+                # Like the Rust driver: frames are fed in a row while nothing waits to be
+                # written (a reply or a close goes out before the next frame is fed); the
+                # events of the row are drained once, when the reader yields to the loop.
+                if has_transmit():
+                    self._pump()
+                elif not self._pump_soon:
+                    self._pump_soon = True
+                    self._loop.call_soon(self._pump)
                 if events.full:
                     await events.room()
         except (ConnectionClosed, OSError):
