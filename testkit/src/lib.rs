@@ -124,6 +124,7 @@
 #[allow(clippy::disallowed_methods)]
 pub mod check;
 pub mod cluster;
+pub mod exhaustive;
 pub mod fuzz;
 #[cfg(feature = "net")]
 #[allow(clippy::disallowed_methods)]

@@ -71,9 +71,11 @@
 mod drive;
 mod explore;
 mod fault;
+mod fingerprint;
 mod herd;
 mod invariants;
 mod link;
+mod stepwise;
 mod world;
 
 pub use explore::{
@@ -83,6 +85,9 @@ pub use explore::{
 pub use fault::{Action, Fault, Restore, Target};
 pub use herd::{run_herd, HerdConfig, HerdReport};
 pub use invariants::Violation;
+pub(crate) use fingerprint::Fingerprint;
 pub(crate) use invariants::{ClientModel, Req};
+pub(crate) use link::Payload;
+pub(crate) use stepwise::Notice;
 pub use link::{Direction, NetworkConfig};
 pub use world::{ClientId, Sim, SimConfig, SimStats};
