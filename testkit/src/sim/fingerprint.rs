@@ -19,48 +19,68 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::world::{Kind, Sim};
 
-/// FNV-1a, 128 bits, over bytes, `Debug` text or `Hash` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Fingerprint(u128);
+/// A 128-bit hash of the bytes, `Debug` text or `Hash` values written into it: they are
+/// buffered, then hashed a word at a time by two independent multiply-xorshift lanes (fast,
+/// not cryptographic; a collision merges two states, so 128 bits keep it out of reach).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Fingerprint {
+    bytes: Vec<u8>,
+}
 
-const FNV_OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
-const FNV_PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+const LANE_SEEDS: [u64; 2] = [0x6c62_272e_07bb_0142, 0x62b8_2175_6295_c58d];
+const LANE_MULTIPLIERS: [u64; 2] = [0x9e37_79b9_7f4a_7c15, 0xc2b2_ae3d_27d4_eb4f];
 
-impl Default for Fingerprint {
-    fn default() -> Self {
-        Self(FNV_OFFSET)
-    }
+/// splitmix64's finaliser: every input bit reaches every output bit.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl Fingerprint {
-    pub(crate) fn value(self) -> u128 {
-        self.0
+    pub(crate) fn value(&self) -> u128 {
+        let mut lanes = LANE_SEEDS;
+        let mut words = self.bytes.chunks_exact(8);
+        let mut absorb = |w: u64| {
+            for (lane, k) in lanes.iter_mut().zip(LANE_MULTIPLIERS) {
+                *lane = (*lane ^ w).wrapping_mul(k);
+                *lane ^= *lane >> 29;
+            }
+        };
+        for word in words.by_ref() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(word);
+            absorb(u64::from_le_bytes(b));
+        }
+        let mut tail = [0u8; 8];
+        tail[..words.remainder().len()].copy_from_slice(words.remainder());
+        absorb(u64::from_le_bytes(tail));
+        absorb(self.bytes.len() as u64);
+        (u128::from(mix(lanes[0])) << 64) | u128::from(mix(lanes[1] ^ lanes[0].rotate_left(32)))
     }
 
-    /// Hashes the `Debug` text of `value`, then a separator.
+    /// Writes the `Debug` text of `value`, then a separator.
     pub(crate) fn debug(&mut self, value: &impl fmt::Debug) {
-        // Writing into a hasher cannot fail.
+        // Writing into a buffer cannot fail.
         let _ = write!(self, "{value:?}");
-        self.write_u8(0xff);
+        self.bytes.push(0xff);
     }
 }
 
 impl Hasher for Fingerprint {
     fn finish(&self) -> u64 {
-        (self.0 ^ (self.0 >> 64)) as u64
+        let v = self.value();
+        (v ^ (v >> 64)) as u64
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u128::from(*b);
-            self.0 = self.0.wrapping_mul(FNV_PRIME);
-        }
+        self.bytes.extend_from_slice(bytes);
     }
 }
 
 impl fmt::Write for Fingerprint {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.write(s.as_bytes());
+        self.bytes.extend_from_slice(s.as_bytes());
         Ok(())
     }
 }
@@ -86,7 +106,8 @@ impl History {
 
     /// Appends one input (or command), which must include its `now`.
     pub(crate) fn record(&mut self, input: impl fmt::Debug) {
-        let mut f = Fingerprint(self.0 ^ FNV_OFFSET);
+        let mut f = Fingerprint::default();
+        f.write_u128(self.0);
         f.debug(&input);
         self.0 = f.value();
     }
