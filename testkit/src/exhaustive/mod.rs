@@ -39,23 +39,23 @@
 //!
 //! # Example
 //! ```
-//! use std::time::Instant;
-//! use tether_testkit::exhaustive::{explore, replay, Model, Mutation, Step};
+//! use std::time::{Duration, Instant};
+//! use tether_testkit::exhaustive::{explore, replay, FaultKind, Model, Step};
 //!
 //! # #[allow(clippy::disallowed_methods)]
 //! let origin = Instant::now(); // the one clock read; time in the world is virtual
-//! // One client, one event, at most one fault: every order is checked.
+//! // One client, one event, at most one cut or client restart: every order is checked.
 //! let mut model = Model::new(1, 1, 1);
-//! model.horizon = std::time::Duration::from_secs(1);
+//! model.fault_kinds = vec![FaultKind::Cut, FaultKind::RestartClient];
+//! model.horizon = Duration::from_millis(500);
 //! let report = explore(&model, origin);
 //! assert!(report.passed(), "{report}");
+//! assert!(report.coverage.resumes > 0, "the cut was repaired by a resume");
 //!
-//! // A client that hands duplicates to its application is caught, with a shortest trace.
-//! model.mutation = Some(Mutation::DeliverDuplicates);
-//! let found = explore(&model, origin).counterexample.expect("the bug is found");
-//! assert!(found.violation.what.contains("twice or out of order"), "{found}");
-//! let steps = Step::parse_trace(&found.script()).unwrap();
-//! assert!(replay(&model, origin, &steps).is_err());
+//! // A trace (what a counterexample prints) replays step by step, checked all the way.
+//! let trace = "connect 1\ndeliver 1 up\npublish c0\ncut c0\nsettle\n";
+//! let stats = replay(&model, origin, &Step::parse_trace(trace).unwrap()).unwrap();
+//! assert_eq!(stats.published, 1);
 //! ```
 
 mod search;
@@ -114,15 +114,6 @@ impl FaultKind {
     ];
 }
 
-/// A bug injected into the explored world (never into the machines), to show that the
-/// explorer finds what it is meant to find.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Mutation {
-    /// The client hands a frame it recognised as a duplicate to the application anyway:
-    /// what a client whose expected-sequence counter moved back on a duplicate would do.
-    DeliverDuplicates,
-}
-
 /// A small world to explore and the bounds of the search.
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -149,8 +140,6 @@ pub struct Model {
     pub max_states: usize,
     /// How long settling may take at the end of a path (virtual time).
     pub settle_limit: Duration,
-    /// An injected bug, if any.
-    pub mutation: Option<Mutation>,
 }
 
 impl Model {
@@ -184,7 +173,6 @@ impl Model {
             max_depth: 80,
             max_states: 5_000_000,
             settle_limit: Duration::from_secs(120),
-            mutation: None,
         }
     }
 }

@@ -3,10 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use tether_core::client::{Delivered, Event};
-
 use super::step::Step;
-use super::{FaultKind, Model, Mutation};
+use super::{FaultKind, Model};
 use crate::sim::{
     Action, Direction, Fault, Fingerprint, Notice, Restore, Sim, SimStats, Violation,
 };
@@ -222,11 +220,7 @@ impl<'m> World<'m> {
                 sim.take_notice(&Notice::Connect(*link));
             }
             Step::Deliver { link, to_server } => {
-                if !*to_server && self.model.mutation == Some(Mutation::DeliverDuplicates) {
-                    deliver_mutated(sim, *link);
-                } else {
-                    sim.deliver_head(*link, *to_server);
-                }
+                sim.deliver_head(*link, *to_server);
             }
             Step::ClientHearsClose { link } => {
                 sim.take_notice(&Notice::ClientClose(*link));
@@ -280,45 +274,4 @@ impl<'m> World<'m> {
         }
         Ok(())
     }
-}
-
-/// [`Mutation::DeliverDuplicates`]: delivers the head frame towards the client; if the client
-/// recognised it as a duplicate and dropped it, hands it to the application anyway.
-fn deliver_mutated(sim: &mut Sim, link: u64) {
-    let Some(l) = sim.links.get(&link) else {
-        return;
-    };
-    let client = l.client;
-    let text = l
-        .down
-        .queue
-        .front()
-        .filter(|p| !p.lost)
-        .and_then(|p| match &p.payload {
-            crate::sim::Payload::Text(t) => Some(t.clone()),
-            crate::sim::Payload::Close(..) => None,
-        });
-    let before = sim.clients[client].machine.stats().duplicates;
-    sim.deliver_head(link, false);
-    let after = sim.clients[client].machine.stats().duplicates;
-    if let (Some(text), true) = (text, after > before) {
-        if let Some(seq) = tracked_seq(&text) {
-            let event = Event::Delivered(Delivered {
-                kind: "message".into(),
-                seq,
-                cursor: seq,
-                replayed: false,
-                payload: text.into(),
-            });
-            sim.client_event(client, event);
-        }
-    }
-}
-
-/// The sequence number of a tracked frame: its `seq`, or a v1 replay's `event.sequence`.
-fn tracked_seq(text: &str) -> Option<u64> {
-    let v: serde_json::Value = serde_json::from_str(text).ok()?;
-    v.get("seq")
-        .or_else(|| v.get("event").and_then(|e| e.get("sequence")))
-        .and_then(serde_json::Value::as_u64)
 }

@@ -446,7 +446,7 @@ impl Sim {
         }
     }
 
-    pub(crate) fn client_event(&mut self, c: usize, e: Event) {
+    fn client_event(&mut self, c: usize, e: Event) {
         if self.config.trace > 0 {
             let line = format!("c{c} event {e:?}");
             self.trace_line(line);

@@ -87,7 +87,6 @@ pub use herd::{run_herd, HerdConfig, HerdReport};
 pub use invariants::Violation;
 pub(crate) use fingerprint::Fingerprint;
 pub(crate) use invariants::{ClientModel, Req};
-pub(crate) use link::Payload;
 pub(crate) use stepwise::Notice;
 pub use link::{Direction, NetworkConfig};
 pub use world::{ClientId, Sim, SimConfig, SimStats};
