@@ -95,6 +95,27 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
+    /// Every kind but [`FaultKind::DropFrame`], which [`Model::new`] leaves out: no TCP
+    /// network drops one frame of a live connection (a broken relay could). The protocol
+    /// repairs a dropped frame when the next tracked frame shows the gap, but a dropped *last*
+    /// frame waits for the next event (or the next reconnect): the explorer finds that path
+    /// in 7 steps, see the `exhaustive` test `a_dropped_last_frame_waits_for_the_next_event`.
+    pub const DEFAULT: [FaultKind; 13] = [
+        Self::Cut,
+        Self::HalfOpen(Direction::ToServer),
+        Self::HalfOpen(Direction::ToClient),
+        Self::HalfOpen(Direction::Both),
+        Self::DuplicateFrame,
+        Self::LateTimer,
+        Self::Crash(Restore::Latest),
+        Self::Crash(Restore::Persisted),
+        Self::Crash(Restore::Empty),
+        Self::Shutdown(Restore::Latest),
+        Self::Shutdown(Restore::Persisted),
+        Self::Shutdown(Restore::Empty),
+        Self::RestartClient,
+    ];
+
     /// Every kind.
     pub const ALL: [FaultKind; 14] = [
         Self::Cut,
@@ -145,7 +166,7 @@ pub struct Model {
 impl Model {
     /// `clients` clients (the default client config: v2, falling back to v1), `events`
     /// published events (event `e` into the session of client `e % clients`), at most
-    /// `faults` faults of every kind, one persisted snapshot, the simulator's timings
+    /// `faults` faults of the [`FaultKind::DEFAULT`] kinds, one persisted snapshot, the simulator's timings
     /// (heartbeat 1 s, reaping after 2 s of silence; see [`SimConfig::new`]), a 3 s horizon.
     pub fn new(clients: usize, events: u32, faults: usize) -> Self {
         let config = SimConfig::new(1);
@@ -167,7 +188,7 @@ impl Model {
             clients,
             workload,
             faults,
-            fault_kinds: FaultKind::ALL.to_vec(),
+            fault_kinds: FaultKind::DEFAULT.to_vec(),
             persists: 1,
             horizon: Duration::from_secs(3),
             max_depth: 80,
