@@ -12,6 +12,17 @@ use std::time::{Duration, Instant};
 
 use tether_core::injected_bugs::{with_bug, Bug};
 use tether_testkit::exhaustive::{explore, replay, FaultKind, Model, ReplayError, Report, Step};
+use tether_testkit::sim::{Direction, Restore};
+
+/// The fault kinds of the documented full sizes: a cut, a socket half-open both ways, a
+/// repeated frame, a crash restored from the latest snapshot and a client restart.
+const FULL_SIZE_KINDS: [FaultKind; 5] = [
+    FaultKind::Cut,
+    FaultKind::HalfOpen(Direction::Both),
+    FaultKind::DuplicateFrame,
+    FaultKind::Crash(Restore::Latest),
+    FaultKind::RestartClient,
+];
 
 #[allow(clippy::disallowed_methods)]
 fn clock() -> Instant {
@@ -41,39 +52,68 @@ fn explore_all(name: &str, model: &Model) -> Report {
     report
 }
 
-#[test]
-fn every_order_of_one_client_with_faults_keeps_every_promise() {
-    let mut model = if full() {
-        Model::new(1, 3, 2)
-    } else {
-        Model::new(1, 1, 1)
-    };
-    model.horizon = Duration::from_millis(500);
-    let report = explore_all("1 client", &model);
-    assert!(report.coverage.resumes > 0 && report.coverage.losses_reported > 0);
+/// The CI sizes: timers up to 300 ms (reconnects, not yet heartbeats), no persisted snapshot.
+fn ci_size(clients: usize, events: u32, faults: usize) -> Model {
+    let mut model = Model::new(clients, events, faults);
+    model.horizon = Duration::from_millis(300);
+    model.persists = 0;
+    model
 }
 
 #[test]
-fn every_order_of_two_clients_with_takeovers_keeps_every_promise() {
-    let mut model = if full() {
-        Model::new(2, 2, 2)
+fn every_order_of_one_client_with_faults_keeps_every_promise() {
+    let model = if full() {
+        let mut m = Model::new(1, 3, 2);
+        m.fault_kinds = FULL_SIZE_KINDS.to_vec();
+        m
     } else {
-        Model::new(2, 1, 1)
+        // Every kind but the client restart (ten times the states: the CI size stays quick).
+        let mut m = ci_size(1, 1, 1);
+        m.fault_kinds.retain(|k| *k != FaultKind::RestartClient);
+        m
     };
-    model.horizon = Duration::from_millis(500);
-    if !full() {
-        model.fault_kinds = vec![FaultKind::Cut, FaultKind::RestartClient];
-        model.persists = 0;
+    let report = explore_all("1 client", &model);
+    let c = report.coverage;
+    assert!(c.resumes > 0 && c.losses_reported > 0, "{c:?}");
+    if full() {
+        assert!(c.takeovers > 0, "a resume displaced a live connection: {c:?}");
     }
+}
+
+#[test]
+fn every_order_of_two_clients_keeps_every_promise() {
+    let model = if full() {
+        let mut m = Model::new(2, 2, 2);
+        m.fault_kinds = FULL_SIZE_KINDS.to_vec();
+        m
+    } else {
+        ci_size(2, 1, 0)
+    };
     let report = explore_all("2 clients", &model);
-    assert!(report.coverage.takeovers > 0, "a resume displaced a live connection");
+    if full() {
+        assert!(report.coverage.takeovers > 0, "a resume displaced a live connection");
+    }
+}
+
+#[test]
+fn a_dropped_last_frame_waits_for_the_next_event() {
+    // A known limit, found by the explorer (and why `FaultKind::DEFAULT` leaves relay drops
+    // out): a frame dropped inside a live connection is repaired when the next tracked frame
+    // shows the gap; when it was the last one, nothing shows it until the next event.
+    let mut model = ci_size(1, 1, 1);
+    model.fault_kinds = vec![FaultKind::DropFrame];
+    let found = explore(&model, clock()).counterexample.expect("the limit is found");
+    println!("{found}");
+    assert!(found.violation.what.contains("pending forever"), "{found}");
+    assert!(found.steps.len() <= 8, "{found}");
+    assert!(found.steps.contains(&Step::DropFrame { link: 1 }), "{found}");
 }
 
 #[test]
 fn a_planted_bug_is_found_with_a_short_trace() {
     // The bug: a duplicate moves the client's expected counter back to its own number.
-    let mut model = Model::new(1, 1, 2);
-    model.horizon = Duration::from_millis(500);
+    let mut model = ci_size(1, 1, 2);
+    model.fault_kinds = vec![FaultKind::DuplicateFrame, FaultKind::Cut];
     let origin = clock();
     let report = with_bug(Bug::DuplicateRewindsExpected, || explore(&model, origin));
     let found = report.counterexample.expect("the planted bug is found");
