@@ -201,7 +201,12 @@ impl Process {
 
     /// Waits until `n` events were printed after `since`.
     fn wait_events(&mut self, since: Instant, n: usize) {
-        let counted = |p: &Self| p.lines.iter().filter(|l| !l.stderr && l.at >= since).count();
+        let counted = |p: &Self| {
+            p.lines
+                .iter()
+                .filter(|l| !l.stderr && l.at >= since)
+                .count()
+        };
         while counted(self) < n {
             self.wait_for(clock(), "event", |l| !l.stderr);
         }
@@ -220,7 +225,10 @@ impl Process {
     }
 
     fn stderr(&self) -> impl Iterator<Item = &str> {
-        self.lines.iter().filter(|l| l.stderr).map(|l| l.text.as_str())
+        self.lines
+            .iter()
+            .filter(|l| l.stderr)
+            .map(|l| l.text.as_str())
     }
 }
 
@@ -261,7 +269,9 @@ fn partitions_longer_than_the_heartbeat_lose_nothing_and_are_detected_within_the
             &heartbeat_ms,
         ],
     );
-    server.wait_for(started, "listening line", |l| l.text.starts_with("listening on "));
+    server.wait_for(started, "listening line", |l| {
+        l.text.starts_with("listening on ")
+    });
     let url = format!("ws://{listen}/ws");
     let mut client = Process::start(
         &network.namespaces[1],
@@ -330,9 +340,15 @@ fn partitions_longer_than_the_heartbeat_lose_nothing_and_are_detected_within_the
         .stderr()
         .filter(|l| l.starts_with("lost:") || l.contains("reset") || l.contains("replaced"))
         .collect();
-    assert!(losses.is_empty(), "the recovery window outlasts every partition: {losses:?}");
+    assert!(
+        losses.is_empty(),
+        "the recovery window outlasts every partition: {losses:?}"
+    );
     let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
-    assert!(seqs == expected, "events out of order, twice or missing: {seqs:?}");
+    assert!(
+        seqs == expected,
+        "events out of order, twice or missing: {seqs:?}"
+    );
 
     println!(
         "netns: {} events delivered once and in order over {:.1} s, {PARTITIONS} partitions of \

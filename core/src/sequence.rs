@@ -81,7 +81,8 @@ impl SequenceTracker {
             Verdict::Duplicate => {
                 self.duplicates += 1;
                 #[cfg(feature = "injected-bugs")]
-                if crate::injected_bugs::is_on(crate::injected_bugs::Bug::DuplicateRewindsExpected) {
+                if crate::injected_bugs::is_on(crate::injected_bugs::Bug::DuplicateRewindsExpected)
+                {
                     self.expected = seq;
                 }
             }

@@ -76,7 +76,10 @@ fn every_order_of_one_client_with_faults_keeps_every_promise() {
     let c = report.coverage;
     assert!(c.resumes > 0 && c.losses_reported > 0, "{c:?}");
     if full() {
-        assert!(c.takeovers > 0, "a resume displaced a live connection: {c:?}");
+        assert!(
+            c.takeovers > 0,
+            "a resume displaced a live connection: {c:?}"
+        );
     }
 }
 
@@ -91,7 +94,10 @@ fn every_order_of_two_clients_keeps_every_promise() {
     };
     let report = explore_all("2 clients", &model);
     if full() {
-        assert!(report.coverage.takeovers > 0, "a resume displaced a live connection");
+        assert!(
+            report.coverage.takeovers > 0,
+            "a resume displaced a live connection"
+        );
     }
 }
 
@@ -102,11 +108,16 @@ fn a_dropped_last_frame_waits_for_the_next_event() {
     // shows the gap; when it was the last one, nothing shows it until the next event.
     let mut model = ci_size(1, 1, 1);
     model.fault_kinds = vec![FaultKind::DropFrame];
-    let found = explore(&model, clock()).counterexample.expect("the limit is found");
+    let found = explore(&model, clock())
+        .counterexample
+        .expect("the limit is found");
     println!("{found}");
     assert!(found.violation.what.contains("pending forever"), "{found}");
     assert!(found.steps.len() <= 8, "{found}");
-    assert!(found.steps.contains(&Step::DropFrame { link: 1 }), "{found}");
+    assert!(
+        found.steps.contains(&Step::DropFrame { link: 1 }),
+        "{found}"
+    );
 }
 
 #[test]
@@ -123,7 +134,9 @@ fn a_planted_bug_is_found_with_a_short_trace() {
 
     // The printed script replays: the bug reproduces with it, and the real machines pass it.
     let steps = Step::parse_trace(&found.script()).expect("the script reads back");
-    let replayed = with_bug(Bug::DuplicateRewindsExpected, || replay(&model, origin, &steps));
+    let replayed = with_bug(Bug::DuplicateRewindsExpected, || {
+        replay(&model, origin, &steps)
+    });
     assert!(
         matches!(replayed, Err(ReplayError::Violation { index, .. }) if index + 1 == steps.len()),
         "{replayed:?}"

@@ -194,7 +194,12 @@ fn rebuild<'m>(model: &'m Model, origin: Instant, path: &[Step]) -> Result<World
 }
 
 /// Replays `steps` with a trace, for a counterexample's printout.
-fn counterexample(model: &Model, origin: Instant, steps: Vec<Step>, violation: Violation) -> Counterexample {
+fn counterexample(
+    model: &Model,
+    origin: Instant,
+    steps: Vec<Step>,
+    violation: Violation,
+) -> Counterexample {
     let mut trace = Vec::new();
     if let Ok(mut w) = World::new(model, origin, 100_000) {
         for step in &steps {
@@ -258,12 +263,6 @@ pub(crate) fn explore(model: &Model, origin: Instant) -> Report {
         };
         let (free, faults) = world.steps();
         if depth >= model.max_depth {
-            if std::env::var("XDBG").is_ok() && report.cut_off < 3 {
-                let txt: Vec<String> = here.iter().map(|s| s.to_string()).collect();
-                eprintln!("CUT {}", txt.join(" | "));
-                let (f, g) = world.steps();
-                eprintln!("   next {:?} {:?} now {:?} timers {:?}", f.iter().map(|s| s.to_string()).collect::<Vec<_>>(), g.len(), world.sim.now, world.sim.timers());
-            }
             report.cut_off += 1;
             i += 1;
             continue;

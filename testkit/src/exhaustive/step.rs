@@ -131,7 +131,11 @@ impl fmt::Display for Step {
             Self::Act(other) => write!(f, "act {other:?}"),
             Self::Connect { link } => write!(f, "connect {link}"),
             Self::Deliver { link, to_server } => {
-                write!(f, "deliver {link} {}", if *to_server { "up" } else { "down" })
+                write!(
+                    f,
+                    "deliver {link} {}",
+                    if *to_server { "up" } else { "down" }
+                )
             }
             Self::ClientHearsClose { link } => write!(f, "client-hears-close {link}"),
             Self::ServerHearsClose { link } => write!(f, "server-hears-close {link}"),
@@ -225,7 +229,9 @@ impl FromStr for Step {
             })
         };
         let step = match words.as_slice() {
-            ["publish", c] => client(c).map(|client| Self::Act(Action::Publish { client, count: 1 })),
+            ["publish", c] => {
+                client(c).map(|client| Self::Act(Action::Publish { client, count: 1 }))
+            }
             ["broadcast"] => Some(Self::Act(Action::Broadcast { count: 1 })),
             ["send", c] => client(c).map(|client| Self::Act(Action::Send { client })),
             ["disconnect", c] => client(c).map(|client| Self::Act(Action::Disconnect { client })),
@@ -254,9 +260,9 @@ impl FromStr for Step {
             ["late-timer", t] => target(t).map(|target| Self::Timer { target, late: true }),
             ["persist"] => Some(Self::Persist),
             ["cut", c] => client(c).map(|client| Self::Fault(Fault::Cut { client })),
-            ["half-open", c, d] => client(c).zip(direction(d)).map(|(client, direction)| {
-                Self::Fault(Fault::HalfOpen { client, direction })
-            }),
+            ["half-open", c, d] => client(c)
+                .zip(direction(d))
+                .map(|(client, direction)| Self::Fault(Fault::HalfOpen { client, direction })),
             ["crash", r] => crash(r, false),
             ["shutdown", r] => crash(r, true),
             ["restart", c] => client(c).map(|client| Self::Fault(Fault::RestartClient { client })),

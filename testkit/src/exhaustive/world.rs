@@ -126,7 +126,12 @@ impl<'m> World<'m> {
         let server_up = self.sim.server().is_some();
         match action {
             Action::Publish { client, .. } => {
-                server_up && self.sim.app_sessions.get(*client).is_some_and(Option::is_some)
+                server_up
+                    && self
+                        .sim
+                        .app_sessions
+                        .get(*client)
+                        .is_some_and(Option::is_some)
             }
             Action::Broadcast { .. } => server_up,
             Action::Send { client } | Action::Disconnect { client } => {
@@ -138,13 +143,16 @@ impl<'m> World<'m> {
     fn fault_steps(&self, out: &mut Vec<Step>) {
         let sim = &self.sim;
         for (c, sc) in sim.clients.iter().enumerate() {
-            let link = sc.link.and_then(|l| sim.links.get(&l).map(|link| (l, link)));
+            let link = sc
+                .link
+                .and_then(|l| sim.links.get(&l).map(|link| (l, link)));
             if let Some((_, l)) = link.filter(|(_, l)| !l.cut) {
                 if self.allows(FaultKind::Cut) {
                     out.push(Step::Fault(Fault::Cut { client: c }));
                 }
                 for direction in [Direction::ToServer, Direction::ToClient, Direction::Both] {
-                    let new = (direction.up() && !l.up.silent) || (direction.down() && !l.down.silent);
+                    let new =
+                        (direction.up() && !l.up.silent) || (direction.down() && !l.down.silent);
                     if new && self.allows(FaultKind::HalfOpen(direction)) {
                         out.push(Step::Fault(Fault::HalfOpen {
                             client: c,

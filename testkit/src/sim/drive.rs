@@ -625,7 +625,10 @@ impl Sim {
                 (twice, l.client)
             });
             if let Some((true, c)) = twice {
-                self.violate(Some(c), format!("a second Closing ({code}) for connection {}", conn.0));
+                self.violate(
+                    Some(c),
+                    format!("a second Closing ({code}) for connection {}", conn.0),
+                );
             }
         }
         match &e {

@@ -83,10 +83,10 @@ pub use explore::{
     Scenario, FAULTS_ENV, SEED_ENV,
 };
 pub use fault::{Action, Fault, Restore, Target};
+pub(crate) use fingerprint::Fingerprint;
 pub use herd::{run_herd, HerdConfig, HerdReport};
 pub use invariants::Violation;
-pub(crate) use fingerprint::Fingerprint;
 pub(crate) use invariants::{ClientModel, Req};
-pub(crate) use stepwise::Notice;
 pub use link::{Direction, NetworkConfig};
+pub(crate) use stepwise::Notice;
 pub use world::{ClientId, Sim, SimConfig, SimStats};

@@ -9,8 +9,8 @@
 use std::cmp::Reverse;
 use std::time::Duration;
 
-use super::fingerprint::History;
 use super::fault::Target;
+use super::fingerprint::History;
 use super::link::{NetworkConfig, Payload};
 use super::world::{Kind, Sim};
 use super::Violation;
@@ -154,7 +154,11 @@ impl Sim {
         if !self.text_waiting_down(link) {
             return false;
         }
-        if let Some(p) = self.links.get_mut(&link).and_then(|l| l.down.queue.front_mut()) {
+        if let Some(p) = self
+            .links
+            .get_mut(&link)
+            .and_then(|l| l.down.queue.front_mut())
+        {
             p.lost = true;
         }
         self.deliver_head(link, false)
