@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::conn::ConnId;
+use super::conns::ConnId;
 use super::session::{Outcome, SessionId};
 use super::store::{StoredSession, Unsequenced};
 use super::text::FrameText;

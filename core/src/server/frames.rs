@@ -6,7 +6,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::conn::ConnId;
+use super::conns::ConnId;
 use super::window::Retained;
 use crate::wire::scan::{is_special, word_has_special};
 use crate::wire::StrWriter;
@@ -354,26 +354,6 @@ pub(crate) fn error(code: Option<&str>, message: &str, field: Option<&str>) -> S
         }
         o.end()
     })
-}
-
-impl super::Server {
-    /// Like [`publish`](Self::publish) with fields the application has already encoded (an
-    /// [`EventBatch`](crate::wire::EventBatch) checked them): their text goes into the frame as
-    /// it is, so the frame reads `{"type":kind,<fields>,"cursor":n,"seq":n}`. For streaming
-    /// producers: nothing is moved, re-encoded or dropped per field.
-    pub fn publish_encoded(
-        &mut self,
-        now: std::time::Instant,
-        session: &super::SessionId,
-        kind: &str,
-        fields: crate::wire::EncodedFields<'_>,
-    ) -> Result<u64, super::CommandError> {
-        if kind.is_empty() || super::RESERVED_KINDS.contains(&kind) {
-            return Err(super::CommandError::ReservedKind(kind.to_owned()));
-        }
-        self.record(now, session, kind, |o| o.members(fields.as_str()))
-            .ok_or_else(|| super::CommandError::UnknownSession(session.clone()))
-    }
 }
 
 #[cfg(test)]

@@ -5,13 +5,14 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::conn::{Binding, ConnId, ReplayPhase};
+use super::conns::{Binding, ConnId, Flush, ReplayPhase};
 use super::event::{PeerError, ServerEvent};
 use super::frames;
-use super::session::{Dedup, Session, SessionId};
+use super::session::{Dedup, SessionId};
+use super::sessions::{Attachment, NewSession};
 use super::store::Parked;
-use super::{Flush, Rejection, Server};
-use crate::heartbeat::{Heartbeat, HeartbeatConfig};
+use super::{Rejection, Server};
+use crate::heartbeat::HeartbeatConfig;
 use crate::version::V2;
 use crate::wire::Hello;
 use crate::wire::{
@@ -448,7 +449,7 @@ impl Server {
         struct Resync {
             since: u64,
         }
-        let Some(b) = self.conns.get(&conn).and_then(|c| c.bound.clone()) else {
+        let Some(b) = self.conns.get(conn).and_then(|c| c.bound.clone()) else {
             self.push_control(
                 now,
                 conn,
@@ -481,7 +482,7 @@ impl Server {
                 return;
             }
         };
-        let (Some(c), Some(s)) = (self.conns.get_mut(&conn), self.sessions.get(&b.session)) else {
+        let (Some(c), Some(s)) = (self.conns.get_mut(conn), self.sessions.get(&b.session)) else {
             return;
         };
         // Replays cover what was already sent live; live sending continues after them.
@@ -497,18 +498,13 @@ impl Server {
             with_seq: true,
             end_frame: Some(frames::replay_end(end, replayed, lost)),
         });
-        self.mark_ready(conn);
+        self.conns.mark_ready(conn);
     }
 
     /// A handshake reply must be the first frame after the request: put it ahead of anything
     /// queued (e.g. a ping) — nothing else is sent between a hello and its answer.
     fn push_front_control(&mut self, conn: ConnId, frame: String) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            if !c.is_closing() {
-                c.control.push_front(frame.into());
-                self.mark_ready(conn);
-            }
-        }
+        self.conns.push_front_control(conn, frame.into());
     }
 
     /// A handshake refusal: the reply, no close (the socket stays usable, as on the
@@ -537,12 +533,12 @@ impl Server {
     ) -> Result<(SessionId, bool), Refusal> {
         let principal = self
             .conns
-            .get(&conn)
+            .get(conn)
             .and_then(|c| c.principal.clone())
             .ok_or(Refusal::NotOwner)?;
         let existing = requested
             .map(|r| SessionId(r.to_owned()))
-            .filter(|r| self.sessions.contains_key(r));
+            .filter(|r| self.sessions.contains(r));
         if let Some(sid) = &existing {
             if let Some(s) = self.sessions.get(sid) {
                 if s.owner != principal {
@@ -557,11 +553,11 @@ impl Server {
         // TTL and stays resumable) unless it is the same one.
         let previous = self
             .conns
-            .get(&conn)
+            .get(conn)
             .and_then(|c| c.bound.as_ref().map(|b| b.session.clone()));
         if let Some(prev) = previous {
             if existing.as_ref() != Some(&prev) {
-                if let Some(c) = self.conns.get_mut(&conn) {
+                if let Some(c) = self.conns.get_mut(conn) {
                     c.bound = None;
                     c.replay = None;
                 }
@@ -573,19 +569,15 @@ impl Server {
                 let old_owner = self
                     .sessions
                     .get(&sid)
-                    .and_then(|s| s.conn)
+                    .and_then(|s| s.conn())
                     .filter(|c| *c != conn);
+                // The session is this connection's from now on: the half-open old socket is
+                // closed and its later close cannot touch the session.
+                self.sessions.attach(&sid, conn);
                 if let Some(old) = old_owner {
-                    // The half-open old socket is closed and loses ownership; its later close
-                    // cannot touch the session.
-                    if let Some(s) = self.sessions.get_mut(&sid) {
-                        s.conn = None;
-                    }
                     self.close_conn(now, old, 4009, "session_taken_over".into(), Flush::Nothing);
                 }
                 if let Some(s) = self.sessions.get_mut(&sid) {
-                    s.conn = Some(conn);
-                    s.detached_at = None;
                     s.version = version;
                     s.capabilities = caps.to_vec();
                 }
@@ -603,26 +595,22 @@ impl Server {
                 }
                 // Never adopt the client's id: ids stay server-chosen and unguessable.
                 let mut sid = SessionId::random(&mut self.rng);
-                while self.sessions.contains_key(&sid) {
+                while self.sessions.contains(&sid) {
                     sid = SessionId::random(&mut self.rng);
                 }
-                self.sessions.insert(
-                    sid.clone(),
-                    Session {
-                        id: sid.clone(),
-                        agent_id: agent.to_owned(),
-                        owner: principal,
-                        head: 0,
-                        window: Default::default(),
-                        dedup: Dedup::default(),
-                        version,
-                        capabilities: caps.to_vec(),
-                        conn: Some(conn),
-                        detached_at: None,
-                        epoch: self.rng.next_u64(),
-                        epoch_start: 0,
-                    },
-                );
+                let session = NewSession {
+                    id: sid.clone(),
+                    agent_id: agent.to_owned(),
+                    owner: principal,
+                    head: 0,
+                    window: Default::default(),
+                    dedup: Dedup::default(),
+                    version,
+                    capabilities: caps.to_vec(),
+                    epoch: self.rng.next_u64(),
+                    epoch_start: 0,
+                };
+                self.sessions.insert(session, Attachment::Attached(conn));
                 self.events.push_back(ServerEvent::SessionCreated {
                     session: sid.clone(),
                     conn,
@@ -635,17 +623,12 @@ impl Server {
             interval: self.config.heartbeat_interval,
             silence_factor: self.config.missed_beats,
         };
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.bound = Some(Binding {
-                session: sid.clone(),
-                agent_id: agent.to_owned(),
-                version,
-            });
-            c.handshake_deadline = None;
-            if c.heartbeat.is_none() {
-                c.heartbeat = Some(Heartbeat::new(hb, now));
-            }
-        }
+        let binding = Binding {
+            session: sid.clone(),
+            agent_id: agent.to_owned(),
+            version,
+        };
+        self.conns.bind(conn, binding, hb, now);
         if self.config.external_store {
             if let Some(stored) = self.stored_session(&sid) {
                 self.events
@@ -653,7 +636,7 @@ impl Server {
             }
             if !resumed {
                 // The client learns the id only once other nodes can publish to it.
-                if let Some(c) = self.conns.get_mut(&conn) {
+                if let Some(c) = self.conns.get_mut(conn) {
                     c.awaiting_store = true;
                 }
             }
@@ -699,7 +682,7 @@ impl Server {
             }
         }
         let end_frame = v2.then(|| frames::replay_end(head, replayed, info.lost));
-        if let Some(c) = self.conns.get_mut(&conn) {
+        if let Some(c) = self.conns.get_mut(conn) {
             c.live_next = head + 1;
             c.replay = match (replay, end_frame) {
                 (Some((first, end)), end_frame) => Some(ReplayPhase {
@@ -717,7 +700,7 @@ impl Server {
                 (None, None) => None,
             };
         }
-        self.mark_ready(conn);
+        self.conns.mark_ready(conn);
         info
     }
 

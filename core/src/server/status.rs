@@ -164,7 +164,7 @@ impl Server {
             st.max_window_bytes = st.max_window_bytes.max(s.window.bytes());
             st.max_dedup = st.max_dedup.max(s.dedup.entries.len());
         }
-        for c in self.conns.values() {
+        for (_, c) in self.conns.iter() {
             st.max_control_frames = st.max_control_frames.max(c.control.len());
         }
         st
@@ -177,6 +177,6 @@ impl Server {
 
     /// The session a connection is bound to.
     pub fn session_of(&self, conn: crate::server::ConnId) -> Option<&crate::server::SessionId> {
-        self.conns.get(&conn)?.bound.as_ref().map(|b| &b.session)
+        self.conns.get(conn)?.bound.as_ref().map(|b| &b.session)
     }
 }

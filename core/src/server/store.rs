@@ -48,10 +48,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::auth::Principal;
-use super::conn::ConnId;
+use super::conns::ConnId;
+use super::conns::Flush;
 use super::event::ServerEvent;
 use super::frames::{self, Obj};
-use super::session::{Dedup, Outcome, Session, SessionId};
+use super::session::{Dedup, Outcome, SessionId};
+use super::sessions::{Attachment, NewSession};
 use super::window::{Recorded, Window};
 use super::Server;
 use crate::wire::{ConnectErrorCode, Hello, Join, RecoveryStep};
@@ -177,7 +179,7 @@ impl Server {
         let Some(id) = requested.filter(|id| !id.is_empty() && id.len() <= MAX_STORED_ID) else {
             return false;
         };
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return false;
         };
         if std::mem::take(&mut c.store_answered) {
@@ -218,7 +220,7 @@ impl Server {
         conn: ConnId,
         answer: Result<Option<StoredSession>, StoreUnavailable>,
     ) {
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
         if c.is_closing() {
@@ -248,7 +250,7 @@ impl Server {
             Ok(Some(stored)) => self.install(now, stored),
             Ok(None) => self.forget_local_copy(now, conn, &parked),
         }
-        if let Some(c) = self.conns.get_mut(&conn) {
+        if let Some(c) = self.conns.get_mut(conn) {
             c.store_answered = true;
         }
         match parked {
@@ -269,15 +271,9 @@ impl Server {
         let Some(sid) = requested.map(|id| SessionId(id.to_owned())) else {
             return;
         };
-        let holder = self.sessions.get(&sid).and_then(|s| s.conn);
+        let holder = self.sessions.get(&sid).and_then(|s| s.conn());
         if let Some(old) = holder.filter(|old| *old != conn) {
-            self.close_conn(
-                now,
-                old,
-                4009,
-                "session_taken_over".into(),
-                super::Flush::Nothing,
-            );
+            self.close_conn(now, old, 4009, "session_taken_over".into(), Flush::Nothing);
         }
         self.expire(&sid);
     }
@@ -315,8 +311,8 @@ impl Server {
             window.clear(&mut self.log);
             return; // full of live sessions: the handshake is refused as usual
         }
-        let session = Session {
-            id: stored.session_id.clone(),
+        let session = NewSession {
+            id: stored.session_id,
             agent_id: stored.agent_id,
             owner: stored.owner,
             head: stored.head,
@@ -324,12 +320,10 @@ impl Server {
             dedup: Dedup::default(),
             version: stored.protocol_version,
             capabilities: stored.capabilities,
-            conn: None,
-            detached_at: Some(now),
             epoch: stored.epoch,
             epoch_start: stored.epoch_start,
         };
-        self.sessions.insert(stored.session_id, session);
+        self.sessions.insert(session, Attachment::Detached(now));
     }
 
     /// Sessions whose connection this node holds, with their heads: after a lost notification
@@ -337,7 +331,7 @@ impl Server {
     pub fn held_sessions(&self) -> Vec<(SessionId, u64)> {
         self.sessions
             .values()
-            .filter(|s| s.conn.is_some())
+            .filter(|s| s.conn().is_some())
             .map(|s| (s.id.clone(), s.head))
             .collect()
     }
@@ -347,12 +341,12 @@ impl Server {
     /// goes out, so that when the client (or anyone it tells) learns the id, every node can
     /// publish to it. Nothing happens for a session no connection of this node waits for.
     pub fn session_stored(&mut self, _now: Instant, session: &SessionId) {
-        let Some(conn) = self.sessions.get(session).and_then(|s| s.conn) else {
+        let Some(conn) = self.sessions.get(session).and_then(|s| s.conn()) else {
             return;
         };
-        if let Some(c) = self.conns.get_mut(&conn) {
+        if let Some(c) = self.conns.get_mut(conn) {
             if std::mem::take(&mut c.awaiting_store) {
-                self.mark_ready(conn);
+                self.conns.mark_ready(conn);
             }
         }
     }
@@ -360,7 +354,9 @@ impl Server {
     /// Whether a connection of this node holds `session` (notifications for it are ingested
     /// here).
     pub fn holds(&self, session: &SessionId) -> bool {
-        self.sessions.get(session).is_some_and(|s| s.conn.is_some())
+        self.sessions
+            .get(session)
+            .is_some_and(|s| s.conn().is_some())
     }
 
     /// The store's metadata view of a local session (no events), as in
@@ -389,7 +385,7 @@ impl Server {
         kind: &str,
         fields: &[(&str, Value)],
     ) -> Result<Unsequenced, super::CommandError> {
-        super::check_publishable(kind, fields)?;
+        super::publish::check_publishable(kind, fields)?;
         Ok(self.unsequenced(now, session, kind, |o| {
             fields.iter().fold(o, |o, (k, v)| o.value(k, v))
         }))
@@ -429,7 +425,7 @@ impl Server {
         let Some(s) = self.sessions.get_mut(session) else {
             return Ok(Ingest::NotHeld);
         };
-        let Some(owner) = s.conn else {
+        let Some(owner) = s.conn() else {
             return Ok(Ingest::NotHeld);
         };
         let cursor = recorded.cursor;
@@ -453,10 +449,10 @@ impl Server {
     /// owed) so its client resumes and learns of events this node can no longer get from the
     /// store; returns whether one was held. For an [`Ingest::Gap`] the store cannot fill.
     pub fn release_holder(&mut self, now: Instant, session: &SessionId) -> bool {
-        let Some(conn) = self.sessions.get(session).and_then(|s| s.conn) else {
+        let Some(conn) = self.sessions.get(session).and_then(|s| s.conn()) else {
             return false;
         };
-        self.close_conn(now, conn, 1012, "store_gap".into(), super::Flush::All);
+        self.close_conn(now, conn, 1012, "store_gap".into(), Flush::All);
         true
     }
 
@@ -469,7 +465,7 @@ impl Server {
     /// first.) Returns whether this node held the session's connection (a session held nowhere
     /// is reported to its client at its next resume).
     pub fn session_lost(&mut self, now: Instant, session: &SessionId) -> bool {
-        let Some(conn) = self.sessions.get(session).and_then(|s| s.conn) else {
+        let Some(conn) = self.sessions.get(session).and_then(|s| s.conn()) else {
             return false;
         };
         self.close_conn(
@@ -477,7 +473,7 @@ impl Server {
             conn,
             SESSION_LOST_CLOSE,
             "session_lost".into(),
-            super::Flush::All,
+            Flush::All,
         );
         true
     }

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::conn::ConnId;
+use super::conns::ConnId;
 use super::frames;
 use super::log::{EventLog, Held, LogId, Record};
 use super::text::{FrameText, FrameWriter};
