@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Principal;
 use super::deadlines::Deadlines;
+use super::handshake::Handshake;
 use super::session::SessionId;
-use super::store::Parked;
 use super::text::FrameText;
 use crate::heartbeat::{Heartbeat, HeartbeatAction, HeartbeatConfig};
 
@@ -91,7 +91,7 @@ pub(crate) struct Conn {
     /// On the ready list.
     pub(crate) queued: bool,
     /// Store mode: the handshake waiting for `provide_session`.
-    pub(crate) parked: Option<Box<Parked>>,
+    pub(crate) parked: Option<Box<Handshake>>,
     /// Store mode: the store answered for the handshake being re-run.
     pub(crate) store_answered: bool,
     /// Store mode: this connection created its session; nothing is sent (its `hello_ok`

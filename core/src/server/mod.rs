@@ -80,6 +80,7 @@
 //! let _next_wakeup = server.poll_timeout();
 //! ```
 
+mod attach;
 mod auth;
 mod config;
 mod conns;
@@ -91,6 +92,7 @@ mod handshake;
 mod log;
 mod output;
 mod publish;
+mod replay;
 mod requests;
 mod session;
 mod sessions;

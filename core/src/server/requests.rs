@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::conns::{ConnId, Flush};
 use super::event::{PeerError, ServerEvent};
 use super::frames;
-use super::handshake;
+use super::handshake::{self, Handshake};
 use super::session::{Outcome, SessionId};
 use super::Server;
 use crate::wire::{ClientFrame, DecodeError, MessageFrame};
@@ -16,8 +16,8 @@ use crate::wire::{ClientFrame, DecodeError, MessageFrame};
 impl Server {
     pub(super) fn on_frame(&mut self, now: Instant, conn: ConnId, frame: ClientFrame) {
         match frame {
-            ClientFrame::Hello(h) => self.on_hello(now, conn, h),
-            ClientFrame::Join(j) => self.on_join(now, conn, j),
+            ClientFrame::Hello(h) => self.on_handshake(now, conn, Handshake::Hello(h)),
+            ClientFrame::Join(j) => self.on_handshake(now, conn, Handshake::Join(j)),
             ClientFrame::Message(m) => self.on_message(now, conn, m),
             ClientFrame::Leave(_) => self.on_leave(now, conn),
             ClientFrame::Ping => self.push_control(now, conn, r#"{"type":"pong"}"#),

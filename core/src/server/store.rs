@@ -51,12 +51,12 @@ use super::auth::Principal;
 use super::conns::ConnId;
 use super::conns::Flush;
 use super::event::ServerEvent;
-use super::frames::{self, Obj};
+use super::frames::Obj;
+use super::handshake::{self, Handshake};
 use super::session::{Dedup, Outcome, SessionId};
 use super::sessions::{Attachment, NewSession};
 use super::window::{Recorded, Window};
 use super::Server;
-use crate::wire::{ConnectErrorCode, Hello, Join, RecoveryStep};
 
 /// Close code of a connection whose session the store lost ([`Server::session_lost`]).
 pub const SESSION_LOST_CLOSE: u16 = 4010;
@@ -153,29 +153,17 @@ pub enum IngestError {
 #[error("session store unavailable: {0}")]
 pub struct StoreUnavailable(pub String);
 
-/// A handshake waiting for the store's answer.
-#[derive(Debug, Clone)]
-pub(crate) enum Parked {
-    Hello(Hello),
-    Join(Join),
-}
-
 impl Server {
     /// Whether a handshake naming `requested` must first ask the store (store mode, an id of a
     /// plausible length, not already answered for this connection). Parks the handshake and
     /// emits [`ServerEvent::SessionWanted`] when so. A second handshake needing the store while
     /// one is parked is refused (transient `handshake_in_progress`): answers name no session,
     /// so the first answer would otherwise complete the second handshake unasked.
-    pub(super) fn park_for_store(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        requested: Option<&str>,
-        parked: impl FnOnce() -> Parked,
-    ) -> bool {
+    pub(super) fn park_for_store(&mut self, conn: ConnId, hs: &Handshake) -> bool {
         if !self.config.external_store {
             return false;
         }
+        let requested = hs.session_id();
         let Some(id) = requested.filter(|id| !id.is_empty() && id.len() <= MAX_STORED_ID) else {
             return false;
         };
@@ -186,22 +174,12 @@ impl Server {
             return false;
         }
         if c.parked.is_some() {
-            let code = ConnectErrorCode::Other("handshake_in_progress".into());
             let message = "A handshake on this connection is already waiting for the session store";
-            let frame = match parked() {
-                Parked::Hello(_) => super::handshake::hello_error(
-                    code.clone(),
-                    message,
-                    Some(RecoveryStep::WaitThenRetry),
-                    None,
-                    Some(1),
-                ),
-                Parked::Join(_) => frames::error(Some("handshake_in_progress"), message, None),
-            };
-            self.reject(now, conn, code, frame);
+            let refused = handshake::refuse_for_now(hs, "handshake_in_progress", message);
+            self.refuse(conn, refused);
             return true;
         }
-        c.parked = Some(Box::new(parked()));
+        c.parked = Some(Box::new(hs.clone()));
         self.events.push_back(ServerEvent::SessionWanted {
             conn,
             session: SessionId(id.to_owned()),
@@ -231,20 +209,9 @@ impl Server {
         };
         match answer {
             Err(e) => {
-                let code = ConnectErrorCode::Other("store_unavailable".into());
-                let frame = match parked {
-                    Parked::Hello(_) => super::handshake::hello_error(
-                        code.clone(),
-                        &e.to_string(),
-                        Some(RecoveryStep::WaitThenRetry),
-                        None,
-                        Some(1),
-                    ),
-                    Parked::Join(_) => {
-                        frames::error(Some("store_unavailable"), &e.to_string(), None)
-                    }
-                };
-                self.reject(now, conn, code, frame);
+                let refused =
+                    handshake::refuse_for_now(&parked, "store_unavailable", &e.to_string());
+                self.refuse(conn, refused);
                 return;
             }
             Ok(Some(stored)) => self.install(now, stored),
@@ -253,21 +220,15 @@ impl Server {
         if let Some(c) = self.conns.get_mut(conn) {
             c.store_answered = true;
         }
-        match parked {
-            Parked::Hello(h) => self.on_hello(now, conn, h),
-            Parked::Join(j) => self.on_join(now, conn, j),
-        }
+        self.on_handshake(now, conn, parked);
     }
 
     /// The store does not know the session `parked` asks for (flushed, expired there): a local
     /// copy is not resumed either. Events the store numbered after it would be lost without a
     /// word and their numbers handed out again; a new session tells the client instead. A
     /// connection of this node still bound to the copy loses it as in a takeover.
-    fn forget_local_copy(&mut self, now: Instant, conn: ConnId, parked: &Parked) {
-        let requested = match parked {
-            Parked::Hello(h) => h.session_id.as_deref(),
-            Parked::Join(j) => j.session_id.as_deref(),
-        };
+    fn forget_local_copy(&mut self, now: Instant, conn: ConnId, parked: &Handshake) {
+        let requested = parked.session_id();
         let Some(sid) = requested.map(|id| SessionId(id.to_owned())) else {
             return;
         };
