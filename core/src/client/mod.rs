@@ -35,9 +35,10 @@ use crate::cursor::ResumeState;
 use crate::heartbeat::{Heartbeat, HeartbeatAction, HeartbeatConfig};
 use crate::rng::Rng;
 use crate::sequence::{SequenceTracker, Verdict};
+use crate::version::{negotiate, VersionRange};
 use crate::wire::{
-    ClientFrame, ConnectErrorCode, DecodeError, ErrorFrame, EventFrame, Hello, HelloError, Join,
-    RecoveryStep, ResponseFrame, ServerFrame,
+    close, ClientFrame, ConnectErrorCode, DecodeError, ErrorFrame, EventFrame, Hello, HelloError,
+    Join, RecoveryStep, ResponseFrame, ServerFrame,
 };
 
 /// Misuse of the client API (not a peer problem).
@@ -321,7 +322,7 @@ impl Client {
             return;
         }
         if self.socket_open() {
-            self.close_socket(1000, "client disconnect");
+            self.close_socket(close::NORMAL, "client disconnect");
         }
         self.finish(ClosedReason::Requested);
     }
@@ -358,7 +359,7 @@ impl Client {
         if !self.socket_open() {
             return;
         }
-        if code == Some(4001) {
+        if code == Some(close::CREDENTIALS_ROTATED) {
             // Credentials rotated: reconnecting with the old ones would only be refused.
             self.end_socket();
             self.phase = Phase::AwaitingCredentials;
@@ -425,7 +426,7 @@ impl Client {
         if self.handshake_deadline.is_some_and(|d| now >= d) {
             self.handshake_deadline = None;
             if matches!(self.phase, Phase::Connecting | Phase::Handshaking(_)) {
-                self.close_socket(1000, "handshake timeout");
+                self.close_socket(close::NORMAL, "handshake timeout");
                 self.connection_ended(now, DisconnectCause::HandshakeTimeout);
             }
         }
@@ -437,7 +438,7 @@ impl Client {
             match self.conn.heartbeat.as_mut().and_then(|hb| hb.poll(now)) {
                 Some(HeartbeatAction::SendPing) => self.send_frame(&ClientFrame::Ping),
                 Some(HeartbeatAction::Dead) => {
-                    self.close_socket(4002, "liveness_timeout");
+                    self.close_socket(close::LIVENESS_TIMEOUT, "liveness_timeout");
                     self.connection_ended(now, DisconnectCause::HeartbeatTimeout);
                 }
                 None => {}
@@ -560,11 +561,11 @@ impl Client {
     }
 
     fn protocol_error(&mut self, now: Instant, what: String) {
-        self.close_socket(1002, "protocol error");
+        self.close_socket(close::PROTOCOL_ERROR, "protocol error");
         self.connection_ended(
             now,
             DisconnectCause::Closed {
-                code: Some(1002),
+                code: Some(close::PROTOCOL_ERROR),
                 reason: what,
             },
         );
@@ -572,10 +573,10 @@ impl Client {
 
     fn reject(&mut self, now: Instant, rejection: Rejection) {
         if rejection.code.is_recoverable() {
-            self.close_socket(1000, "rejected");
+            self.close_socket(close::NORMAL, "rejected");
             self.connection_ended(now, DisconnectCause::Rejected(rejection));
         } else {
-            self.close_socket(1000, "rejected");
+            self.close_socket(close::NORMAL, "rejected");
             self.finish(ClosedReason::Rejected(rejection));
         }
     }
@@ -612,7 +613,10 @@ impl Client {
             ServerFrame::Error(e) if mode == HandshakeMode::Hello && knows_no_hello(&e) => {
                 self.send_handshake(HandshakeMode::Join);
             }
-            ServerFrame::Error(e) => self.reject(now, rejection_of_error(e)),
+            ServerFrame::Error(e) => {
+                let rejection = rejection_of_error(e, self.config.versions);
+                self.reject(now, rejection)
+            }
             ServerFrame::Ping => self.send_frame(&ClientFrame::Pong),
             ServerFrame::Pong => {}
             other => self.protocol_error(now, format!("unexpected handshake reply {other:?}")),
@@ -624,7 +628,7 @@ impl Client {
             return self.protocol_error(now, format!("handshake cursor {} out of range", a.head));
         }
         if !self.config.versions.contains(a.version) {
-            self.close_socket(1002, "unsupported version");
+            self.close_socket(close::PROTOCOL_ERROR, "unsupported version");
             return self.finish(ClosedReason::ProtocolViolation(format!(
                 "server chose version {} outside the offered {}",
                 a.version, self.config.versions
@@ -867,7 +871,7 @@ impl Client {
                 r#"{{"type":"resync","since":{since}}}"#
             )));
         } else {
-            self.close_socket(1000, "gap repair");
+            self.close_socket(close::NORMAL, "gap repair");
             self.connection_ended(now, DisconnectCause::GapRepair);
         }
     }
@@ -903,7 +907,7 @@ impl Client {
 /// `handle_text`), or `None` for any other frame, which goes through [`ServerFrame::decode`].
 /// Tracked frames of these types decode to their own frame kinds, not to events.
 fn live_tracked(text: &str) -> Option<(&str, u64, u64)> {
-    let p = crate::wire::scan::peek(text)?;
+    let p = crate::wire::peek(text)?;
     let seq = p.seq.or(p.cursor)?;
     let cursor = p.cursor.or(p.seq)?;
     let framed = matches!(
@@ -960,15 +964,10 @@ fn rejection_of_hello_error(e: HelloError) -> Rejection {
     }
 }
 
-fn rejection_of_error(e: ErrorFrame) -> Rejection {
+/// A legacy `error` answering the handshake, for a client that offered `offered`.
+fn rejection_of_error(e: ErrorFrame, offered: VersionRange) -> Rejection {
     let next_step = match e.code {
-        Some(ConnectErrorCode::VersionUnsupported) => {
-            let server_min = e.extra.get("server_min_version").and_then(Value::as_u64);
-            Some(match server_min {
-                Some(min) if min > 1 => RecoveryStep::UpgradeClient,
-                _ => RecoveryStep::DowngradeClient,
-            })
-        }
+        Some(ConnectErrorCode::VersionUnsupported) => Some(version_step(&e.extra, offered)),
         _ => None,
     };
     Rejection {
@@ -978,6 +977,25 @@ fn rejection_of_error(e: ErrorFrame) -> Rejection {
         message: e.message,
         next_step,
         retry_after: None,
+    }
+}
+
+/// What a `version_unsupported` refusal asks of a client that offered `offered`: the side
+/// behind moves, as [`negotiate`] judges the two ranges (the server's from the frame). Without
+/// a usable server range, a server minimum above v1 means the client is too old.
+fn version_step(extra: &crate::wire::Map, offered: VersionRange) -> RecoveryStep {
+    let field = |k: &str| {
+        extra
+            .get(k)
+            .and_then(Value::as_u64)
+            .and_then(|v| u32::try_from(v).ok())
+    };
+    let (min, max) = (field("server_min_version"), field("server_max_version"));
+    let server = min.zip(max).and_then(|(a, b)| VersionRange::new(a, b).ok());
+    match server.map(|server| negotiate(offered, server)) {
+        Some(Err(mismatch)) => mismatch.next_step(),
+        _ if min.is_some_and(|m| m > 1) => RecoveryStep::UpgradeClient,
+        _ => RecoveryStep::DowngradeClient,
     }
 }
 

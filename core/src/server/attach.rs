@@ -13,7 +13,7 @@ use super::sessions::{Attachment, NewSession};
 use super::Server;
 use crate::heartbeat::HeartbeatConfig;
 use crate::version::V2;
-use crate::wire::Policy;
+use crate::wire::{close, Policy};
 
 impl Server {
     /// A `hello` or `join`: the acceptor decides, then the session is attached, the replay
@@ -167,7 +167,8 @@ impl Server {
         self.detach_if_owner(now, &prev, conn);
     }
 
-    /// Makes `conn` the owner of `sid`; a half-open old socket is closed (4009) and its later
+    /// Makes `conn` the owner of `sid`; a half-open old socket is closed (`SESSION_TAKEN_OVER`)
+    /// and its later
     /// close cannot touch the session.
     fn resume(
         &mut self,
@@ -184,7 +185,13 @@ impl Server {
             .filter(|c| *c != conn);
         self.sessions.attach(sid, conn);
         if let Some(old) = old_owner {
-            self.close_conn(now, old, 4009, "session_taken_over".into(), Flush::Nothing);
+            self.close_conn(
+                now,
+                old,
+                close::SESSION_TAKEN_OVER,
+                "session_taken_over".into(),
+                Flush::Nothing,
+            );
         }
         if let Some(s) = self.sessions.get_mut(sid) {
             s.version = version;

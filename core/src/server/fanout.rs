@@ -5,11 +5,11 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::frames::Obj;
 use super::publish::check_publishable;
 use super::session::{self, SessionId};
 use super::sessions::Session;
 use super::{CommandError, ConnId, Server};
+use crate::wire::json::Obj;
 
 /// The sessions an event published with [`Server::publish_to`] goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]

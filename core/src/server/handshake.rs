@@ -7,12 +7,11 @@ use serde_json::Value;
 
 use super::config::ServerConfig;
 use super::event::PeerError;
-use super::frames;
 use super::Rejection;
 use crate::version::{negotiate_offer, Mismatch, OfferError, V2};
 use crate::wire::{
-    ConnectErrorCode, DecodeError, Features, Hello, HelloError, HelloOk, Join, Joined, Policy,
-    RecoveryStep, ServerFrame,
+    encode, ConnectErrorCode, DecodeError, Features, Hello, HelloError, HelloOk, Join, Joined,
+    Policy, RecoveryStep, ServerFrame,
 };
 
 const STREAM_EVENTS: [&str; 10] = [
@@ -123,7 +122,7 @@ pub(crate) fn accept(hs: &Handshake, config: &ServerConfig) -> Result<Accepted, 
                 Some("check_agent_id".into()),
                 None,
             ),
-            Handshake::Join(_) => frames::error(None, &message, None),
+            Handshake::Join(_) => encode::error(None, &message, None),
         };
         return Err(refused(ConnectErrorCode::AgentNotFound, reply, None));
     };
@@ -151,7 +150,9 @@ pub(crate) fn accept(hs: &Handshake, config: &ServerConfig) -> Result<Accepted, 
                     None,
                     None,
                 ),
-                Handshake::Join(_) => frames::error(Some("invalid_protocol_hello"), &msg, None),
+                Handshake::Join(_) => {
+                    encode::error(Some(ConnectErrorCode::InvalidProtocolHello), &msg, None)
+                }
             };
             let bad = PeerError::InvalidVersions(msg);
             Err(refused(
@@ -193,14 +194,7 @@ pub(crate) fn accept(hs: &Handshake, config: &ServerConfig) -> Result<Accepted, 
                     server.min(),
                     server.max()
                 );
-                let reply = frames::frame("error", |o| {
-                    o.str("code", "version_unsupported")
-                        .str("message", &message)
-                        .u64("server_min_version", u64::from(server.min()))
-                        .u64("server_max_version", u64::from(server.max()))
-                        .str("next_step", m.next_step().as_str())
-                        .end()
-                });
+                let reply = encode::version_unsupported(&message, server, &m.next_step());
                 refused(ConnectErrorCode::VersionUnsupported, reply, None)
             }
         }),
@@ -249,7 +243,7 @@ pub(crate) fn refuse_attach(hs: &Handshake, why: Refusal) -> Refused {
             refused(code, reply, bad_input)
         }
         Handshake::Join(_) => {
-            let reply = frames::error(Some("unauthorized"), message, None);
+            let reply = encode::error(Some(ConnectErrorCode::Unauthorized), message, None);
             refused(ConnectErrorCode::Unauthorized, reply, bad_input)
         }
     }
@@ -257,18 +251,18 @@ pub(crate) fn refuse_attach(hs: &Handshake, why: Refusal) -> Refused {
 
 /// A transient refusal by store mode (`handshake_in_progress`, `store_unavailable`): retry
 /// after a second.
-pub(crate) fn refuse_for_now(hs: &Handshake, code: &str, message: &str) -> Refused {
+pub(crate) fn refuse_for_now(hs: &Handshake, code: ConnectErrorCode, message: &str) -> Refused {
     let reply = match hs {
         Handshake::Hello(_) => hello_error(
-            ConnectErrorCode::from(code),
+            code.clone(),
             message,
             Some(RecoveryStep::WaitThenRetry),
             None,
             Some(1),
         ),
-        Handshake::Join(_) => frames::error(Some(code), message, None),
+        Handshake::Join(_) => encode::error(Some(code.clone()), message, None),
     };
-    refused(ConnectErrorCode::from(code), reply, None)
+    refused(code, reply, None)
 }
 
 /// What the handshake reply reports about the session and the replay that follows it.
@@ -379,13 +373,8 @@ impl Handshake {
                 if info.resync_required {
                     // The reference's snapshot envelope; unlike it, the retained events still
                     // follow.
-                    let state = serde_json::json!({
-                        "session_id": session.session_id, "agent_id": accepted.agent,
-                        "state": {}, "messages": [], "event_cursor": session.head,
-                    });
-                    reply.push(frames::frame("snapshot", |o| {
-                        o.field("state", &state).end()
-                    }));
+                    let (sid, head) = (session.session_id, session.head);
+                    reply.push(encode::join_snapshot(sid, &accepted.agent, head));
                 }
                 reply
             }
@@ -433,14 +422,11 @@ pub(super) fn hello_field_error(field: &str, err: &DecodeError) -> String {
         )
     } else if field == "since" {
         (
-            ConnectErrorCode::Other("invalid_value".into()),
+            ConnectErrorCode::InvalidValue,
             "Invalid 'since' cursor. Must be an integer.".to_owned(),
         )
     } else {
-        (
-            ConnectErrorCode::Other("invalid_frame".into()),
-            err.to_string(),
-        )
+        (ConnectErrorCode::InvalidFrame, err.to_string())
     };
     let mut frame = HelloError {
         code,
@@ -457,20 +443,20 @@ pub(super) fn hello_field_error(field: &str, err: &DecodeError) -> String {
 /// A `join` whose fields did not decode: the reference server's legacy `error` frames.
 pub(super) fn join_field_error(field: &str) -> String {
     if field == "since" {
-        frames::error(
+        encode::error(
             None,
             "Invalid 'since' cursor. Must be an integer.",
             Some(field),
         )
     } else if field.ends_with("_version") {
-        frames::error(
-            Some("invalid_protocol_hello"),
+        encode::error(
+            Some(ConnectErrorCode::InvalidProtocolHello),
             "Invalid protocol version fields. Expected integer min_version/max_version.",
             Some(field),
         )
     } else {
-        frames::error(
-            Some("invalid_frame"),
+        encode::error(
+            Some(ConnectErrorCode::InvalidFrame),
             &format!("invalid field `{field}`"),
             Some(field),
         )

@@ -14,7 +14,7 @@
 //! Flow control: each connection has an in-flight window (`max_queued_frames`,
 //! `max_buffered_bytes`) of frames handed out but not yet confirmed by `handle_sent`. Tracked
 //! frames are not copied per connection: the session's recovery window is the buffer, and a
-//! connection only becomes a slow consumer (close 1013 `slow_consumer`) when the window
+//! connection only becomes a slow consumer (close `SLOW_CONSUMER`, `slow_consumer`) when the window
 //! evicts an event it has not been sent yet, or its control queue (pong, errors, broadcasts)
 //! overflows. A single frame larger than the byte window still goes out when nothing is in
 //! flight, so a big answer never evicts its reader.
@@ -56,11 +56,14 @@
 //!   `duplicate` (`[content, outcome` once answered`]`, `session_id`, `request_id`).
 //! - An unknown `session_id` gets a new session with a fresh server-chosen id
 //!   (`resumed:false`, `cursor:0`): a client whose cursor is above the head must reset.
-//! - Closes: 4003 auth (after `hello_error`), 4009 `session_taken_over`, 4002
-//!   `liveness_timeout`, 1013 `slow_consumer`, 1008 `handshake_timeout`, 1007 garbage (after
-//!   `error` `invalid_frame`), 1003 binary, 1009 over `max_payload` (after `error`
-//!   `payload_too_large`), 4028 unknown-frame flood, 1001 `server_shutdown`; in store mode
-//!   1012 `store_gap` and 4010 `session_lost` (see [`Server::session_lost`]).
+//! - Closes (codes named in [`wire::close`](crate::wire::close)): `AUTH_FAILED` (after
+//!   `hello_error`), `SESSION_TAKEN_OVER` `session_taken_over`, `LIVENESS_TIMEOUT`
+//!   `liveness_timeout`, `SLOW_CONSUMER` `slow_consumer`, `HANDSHAKE_TIMEOUT`
+//!   `handshake_timeout`, `INVALID_PAYLOAD` for garbage (after `error` `invalid_frame`),
+//!   `UNSUPPORTED_DATA` for binary, `MESSAGE_TOO_BIG` over `max_payload` (after `error`
+//!   `payload_too_large`), `UNKNOWN_FRAME_FLOOD`, `GOING_AWAY` `server_shutdown`; in store
+//!   mode `STORE_GAP` `store_gap` and `SESSION_LOST` `session_lost` (see
+//!   [`Server::session_lost`]).
 //!
 //! ```
 //! use std::time::Instant;
@@ -87,7 +90,6 @@ mod conns;
 mod deadlines;
 mod event;
 mod fanout;
-mod frames;
 mod handshake;
 mod log;
 mod output;
@@ -115,9 +117,7 @@ pub use fanout::Audience;
 pub use session::{Outcome, OutcomeStatus, SessionId};
 pub use snapshot::{DedupSnapshot, ServerSnapshot, SessionSnapshot};
 pub use status::{Health, Liveness, PresenceInfo, ServerStats};
-pub use store::{
-    Ingest, IngestError, StoreUnavailable, StoredSession, Unsequenced, SESSION_LOST_CLOSE,
-};
+pub use store::{Ingest, IngestError, StoreUnavailable, StoredSession, Unsequenced};
 pub use text::FrameText;
 pub use window::Recorded;
 
@@ -127,7 +127,7 @@ use output::Output;
 use sessions::Sessions;
 
 use crate::rng::Rng;
-use crate::wire::{ClientFrame, DecodeError};
+use crate::wire::{close, encode, ClientFrame, ConnectErrorCode, DecodeError, RecoveryStep};
 
 /// One input, for generated tests and fuzzing ([`Server::handle_input`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -237,7 +237,8 @@ impl Server {
     }
 
     /// A WebSocket upgrade completed. Credentials are checked right away: a rejection queues
-    /// the reference envelope (`hello_error`, then close 4003) before any client frame. A
+    /// the reference envelope (`hello_error`, then close [`wire::close::AUTH_FAILED`](crate::wire::close::AUTH_FAILED)) before any
+    /// client frame. A
     /// `conn` id still in use is ignored.
     pub fn handle_connected(&mut self, now: Instant, conn: ConnId, info: ConnectInfo) {
         if self.conns.contains(conn) {
@@ -248,21 +249,21 @@ impl Server {
         let mut c = conns::Conn::new(deadline, wall);
         let verdict = if self.shutting_down {
             Err(Rejection {
-                code: "unavailable".into(),
+                code: ConnectErrorCode::Unavailable,
                 message: "Server shutting down".into(),
-                next_step: Some(crate::wire::RecoveryStep::WaitThenRetry),
+                next_step: Some(RecoveryStep::WaitThenRetry),
                 next: None,
                 retry_after_seconds: Some(1),
-                close_code: 1001,
+                close_code: close::GOING_AWAY,
             })
         } else if self.conns.len() >= self.config.max_connections {
             Err(Rejection {
-                code: crate::wire::ConnectErrorCode::RateLimited,
+                code: ConnectErrorCode::RateLimited,
                 message: "Too many connections".into(),
-                next_step: Some(crate::wire::RecoveryStep::WaitThenRetry),
+                next_step: Some(RecoveryStep::WaitThenRetry),
                 next: None,
                 retry_after_seconds: Some(1),
-                close_code: 4029,
+                close_code: close::TOO_MANY_CONNECTIONS,
             })
         } else {
             self.auth.authenticate(&info)
@@ -299,10 +300,20 @@ impl Server {
             self.push_control(
                 now,
                 conn,
-                frames::error(Some("payload_too_large"), &err.to_string(), None),
+                encode::error(
+                    Some(ConnectErrorCode::PayloadTooLarge),
+                    &err.to_string(),
+                    None,
+                ),
             );
             self.bad_input(conn, PeerError::Decode(err));
-            self.close_conn(now, conn, 1009, "payload_too_large".into(), Flush::Control);
+            self.close_conn(
+                now,
+                conn,
+                close::MESSAGE_TOO_BIG,
+                "payload_too_large".into(),
+                Flush::Control,
+            );
             return;
         }
         match ClientFrame::decode(text) {
@@ -311,7 +322,8 @@ impl Server {
         }
     }
 
-    /// A binary frame of `len` bytes arrived: not part of the protocol (error, close 1003).
+    /// A binary frame of `len` bytes arrived: not part of the protocol (error, close
+    /// [`wire::close::UNSUPPORTED_DATA`](crate::wire::close::UNSUPPORTED_DATA)).
     pub fn handle_binary(&mut self, now: Instant, conn: ConnId, len: usize) {
         let _ = len;
         if !self.inbound(now, conn) {
@@ -321,10 +333,16 @@ impl Server {
         self.push_control(
             now,
             conn,
-            frames::error(Some("invalid_frame"), &err.to_string(), None),
+            encode::error(Some(ConnectErrorCode::InvalidFrame), &err.to_string(), None),
         );
         self.bad_input(conn, PeerError::Decode(err));
-        self.close_conn(now, conn, 1003, "invalid_frame".into(), Flush::Control);
+        self.close_conn(
+            now,
+            conn,
+            close::UNSUPPORTED_DATA,
+            "invalid_frame".into(),
+            Flush::Control,
+        );
     }
 
     /// The adapter wrote one frame of `bytes` wire bytes (from `poll_transmit`) to the socket:
@@ -362,13 +380,25 @@ impl Server {
             match self.conns.timer(id, now) {
                 Some(ConnTimer::HandshakeExpired) => {
                     self.bad_input(id, PeerError::HandshakeTimeout);
-                    self.close_conn(now, id, 1008, "handshake_timeout".into(), Flush::Control);
+                    self.close_conn(
+                        now,
+                        id,
+                        close::HANDSHAKE_TIMEOUT,
+                        "handshake_timeout".into(),
+                        Flush::Control,
+                    );
                 }
                 Some(ConnTimer::Dead) => {
                     self.reaped += 1;
-                    self.close_conn(now, id, 4002, "liveness_timeout".into(), Flush::Nothing);
+                    self.close_conn(
+                        now,
+                        id,
+                        close::LIVENESS_TIMEOUT,
+                        "liveness_timeout".into(),
+                        Flush::Nothing,
+                    );
                 }
-                Some(ConnTimer::Ping) => self.push_control(now, id, r#"{"type":"ping"}"#),
+                Some(ConnTimer::Ping) => self.push_control(now, id, encode::PING),
                 None => {}
             }
         }
@@ -461,7 +491,7 @@ impl Server {
     /// is a slow consumer from when that happened; its close goes out next.
     fn evicted_owed(&mut self, id: ConnId) {
         let at = self.log_time;
-        self.close_conn(at, id, 1013, "slow_consumer".into(), Flush::Nothing);
+        self.slow_consumer(at, id);
     }
 
     /// The next event for the application.
@@ -504,8 +534,19 @@ impl Server {
     fn push_control(&mut self, now: Instant, id: ConnId, frame: impl Into<FrameText>) {
         let max = self.config.max_control_frames.max(1);
         if self.conns.push_control(id, frame.into(), max).is_err() {
-            self.close_conn(now, id, 1013, "slow_consumer".into(), Flush::Nothing);
+            self.slow_consumer(now, id);
         }
+    }
+
+    /// A reader too slow for its window: closed at once, nothing more sent.
+    fn slow_consumer(&mut self, now: Instant, id: ConnId) {
+        self.close_conn(
+            now,
+            id,
+            close::SLOW_CONSUMER,
+            "slow_consumer".into(),
+            Flush::Nothing,
+        );
     }
 
     /// Decides to close a connection: its session (if it owns one) is detached at once so a

@@ -4,7 +4,6 @@
 use super::config::ServerConfig;
 use super::conns::Conn;
 use super::event::ServerTransmit;
-use super::frames;
 use super::log::EventLog;
 use super::sessions::Session;
 use super::text::FrameWriter;
@@ -99,7 +98,7 @@ impl ConnOutput<'_> {
                     r.next += 1;
                     let scratch = &mut *self.scratch;
                     scratch.clear();
-                    frames::replay(scratch, &e, r.with_seq);
+                    e.write_replay(scratch, r.with_seq);
                     let f = self.writer.write(scratch);
                     shrink(scratch);
                     c.handed_out(f.len());

@@ -7,12 +7,13 @@ use serde_json::Value;
 
 use super::conns::{ConnId, Flush};
 use super::event::{CommandError, ServerEvent};
-use super::frames::{self, Obj};
 use super::log::Held;
 use super::output::shrink;
 use super::session::{self, Outcome, SessionId};
 use super::text::FrameText;
 use super::Server;
+use crate::wire::json::Obj;
+use crate::wire::{close, encode};
 
 /// Frame types the application cannot publish: they belong to the protocol itself.
 const RESERVED_KINDS: &[&str] = &[
@@ -114,12 +115,9 @@ impl Server {
                 outcome: outcome.clone(),
             });
         }
+        let answer = (&outcome.content, &outcome.outcome_json());
         self.record(now, session, "response", |o| {
-            o.str("status", "final")
-                .value("content", &outcome.content)
-                .field("outcome", &outcome.outcome_json())
-                .str("session_id", session.as_str())
-                .str("request_id", request_id)
+            encode::final_response(o, answer, session.as_str(), request_id)
         })
         .ok_or_else(|| CommandError::UnknownSession(session.clone()))
     }
@@ -128,17 +126,9 @@ impl Server {
     /// "source":"gateway","target":null}`) to every connection bound to a session. Returns how
     /// many got it.
     pub fn broadcast(&mut self, now: Instant, kind: &str, data: &Value) -> usize {
-        let event_id = frames::uuid_string(session::uuid4(&mut self.rng));
+        let event_id = session::uuid4(&mut self.rng);
         let timestamp = self.wall(now);
-        let frame: FrameText = frames::frame(kind, |o| {
-            o.field("data", data)
-                .str("event_id", &event_id)
-                .field("timestamp", &timestamp)
-                .str("source", "gateway")
-                .raw("target", "null")
-                .end()
-        })
-        .into();
+        let frame: FrameText = encode::broadcast(kind, data, event_id, timestamp).into();
         let ids: Vec<ConnId> = self
             .conns
             .iter()
@@ -167,13 +157,19 @@ impl Server {
         Ok(())
     }
 
-    /// Graceful shutdown: every connection gets its queued frames, then close 1001
-    /// `server_shutdown`; new connections are refused. Take a [`snapshot`](Self::snapshot)
+    /// Graceful shutdown: every connection gets its queued frames, then close
+    /// [`wire::close::GOING_AWAY`](crate::wire::close::GOING_AWAY) `server_shutdown`; new connections are refused. Take a [`snapshot`](Self::snapshot)
     /// afterwards to persist the sessions.
     pub fn shutdown(&mut self, now: Instant) {
         self.shutting_down = true;
         for id in self.conns.ids() {
-            self.close_conn(now, id, 1001, "server_shutdown".into(), Flush::All);
+            self.close_conn(
+                now,
+                id,
+                close::GOING_AWAY,
+                "server_shutdown".into(),
+                Flush::All,
+            );
         }
     }
 
@@ -247,7 +243,82 @@ impl Server {
             return;
         };
         if self.conns.new_event(owner, evicted) {
-            self.close_conn(now, owner, 1013, "slow_consumer".into(), Flush::Nothing);
+            self.slow_consumer(now, owner);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::server::ConnId;
+
+    #[test]
+    fn encoded_fields_make_the_same_frames_as_values() {
+        use crate::server::{
+            CommandError, ConnectInfo, Server, ServerConfig, ServerTransmit, SessionId,
+        };
+        use crate::wire::EventBatch;
+        let t0 = crate::test_origin();
+        let config = ServerConfig {
+            agents: vec!["echo".into()],
+            epoch_at_start: 1_700_000_000.0,
+            ..ServerConfig::default()
+        };
+        let mut s = Server::new(config, t0);
+        let conn = ConnId(1);
+        s.handle_connected(t0, conn, ConnectInfo::default());
+        s.handle_text(t0, conn, r#"{"type":"hello","agent_id":"echo"}"#);
+        let mut texts = Vec::new();
+        let drain = |s: &mut Server, texts: &mut Vec<String>| {
+            while let Some((c, t)) = s.poll_transmit() {
+                if let ServerTransmit::Frame(f) = t {
+                    s.handle_sent(t0, c, f.len());
+                    texts.push(f.to_string());
+                }
+            }
+        };
+        drain(&mut s, &mut texts);
+        let hello_ok: serde_json::Value = serde_json::from_str(&texts[0]).unwrap();
+        let sid = SessionId(hello_ok["session_id"].as_str().unwrap().to_owned());
+        texts.clear();
+
+        let fields = [
+            ("content", serde_json::json!("a \"line\"")),
+            ("n", 1.into()),
+        ];
+        s.publish(t0, &sid, "message", &fields).unwrap();
+        let mut batch = EventBatch::new();
+        batch
+            .push_json(r#"{"content":"a \"line\"","n":1}"#)
+            .unwrap();
+        batch.push_json("{}").unwrap();
+        let mut encoded = batch.iter();
+        assert_eq!(
+            s.publish_encoded(t0, &sid, "message", encoded.next().unwrap()),
+            Ok(2)
+        );
+        assert_eq!(
+            s.publish_encoded(t0, &sid, "tick", encoded.next().unwrap()),
+            Ok(3)
+        );
+        let empty = batch.iter().nth(1).unwrap();
+        assert_eq!(
+            s.publish_encoded(t0, &sid, "replay", empty),
+            Err(CommandError::ReservedKind("replay".into()))
+        );
+        let unknown = SessionId("nope".into());
+        assert_eq!(
+            s.publish_encoded(t0, &unknown, "tick", empty),
+            Err(CommandError::UnknownSession(unknown.clone()))
+        );
+        drain(&mut s, &mut texts);
+        assert_eq!(
+            texts,
+            [
+                r#"{"type":"message","content":"a \"line\"","n":1,"cursor":1,"seq":1}"#,
+                r#"{"type":"message","content":"a \"line\"","n":1,"cursor":2,"seq":2}"#,
+                r#"{"type":"tick","cursor":3,"seq":3}"#,
+            ]
+        );
     }
 }

@@ -5,11 +5,11 @@ use std::time::Instant;
 
 use super::conns::{ConnId, ReplayPhase};
 use super::event::{PeerError, ServerEvent};
-use super::frames;
 use super::handshake::ReplayInfo;
 use super::session::SessionId;
 use super::Server;
 use crate::version::V2;
+use crate::wire::{encode, ConnectErrorCode};
 
 impl Server {
     /// The `since` to replay from: a client of another epoch may hold numbers this line of
@@ -64,7 +64,7 @@ impl Server {
                 info.lost = Some((since + 1, oldest - 1));
             }
         }
-        let end_frame = v2.then(|| frames::replay_end(head, replayed, info.lost));
+        let end_frame = v2.then(|| encode::replay_end(head, replayed, info.lost));
         if let Some(c) = self.conns.get_mut(conn) {
             c.live_next = head + 1;
             c.replay = match (replay, end_frame) {
@@ -109,7 +109,7 @@ impl Server {
             self.push_control(
                 now,
                 conn,
-                frames::error(None, "Not joined to any session", None),
+                encode::error(None, "Not joined to any session", None),
             );
             return;
         };
@@ -123,8 +123,8 @@ impl Server {
                 self.push_control(
                     now,
                     conn,
-                    frames::error(
-                        Some("invalid_value"),
+                    encode::error(
+                        Some(ConnectErrorCode::InvalidValue),
                         "resync requires an integer 'since'",
                         Some("since"),
                     ),
@@ -152,7 +152,7 @@ impl Server {
             next: first,
             end,
             with_seq: true,
-            end_frame: Some(frames::replay_end(end, replayed, lost)),
+            end_frame: Some(encode::replay_end(end, replayed, lost)),
         });
         self.conns.mark_ready(conn);
     }

@@ -7,11 +7,10 @@ use serde_json::Value;
 
 use super::conns::{ConnId, Flush};
 use super::event::{PeerError, ServerEvent};
-use super::frames;
 use super::handshake::{self, Handshake};
 use super::session::{Outcome, SessionId};
 use super::Server;
-use crate::wire::{ClientFrame, DecodeError, MessageFrame};
+use crate::wire::{close, encode, ClientFrame, ConnectErrorCode, DecodeError, MessageFrame};
 
 impl Server {
     pub(super) fn on_frame(&mut self, now: Instant, conn: ConnId, frame: ClientFrame) {
@@ -20,7 +19,7 @@ impl Server {
             ClientFrame::Join(j) => self.on_handshake(now, conn, Handshake::Join(j)),
             ClientFrame::Message(m) => self.on_message(now, conn, m),
             ClientFrame::Leave(_) => self.on_leave(now, conn),
-            ClientFrame::Ping => self.push_control(now, conn, r#"{"type":"pong"}"#),
+            ClientFrame::Ping => self.push_control(now, conn, encode::PONG),
             // Pong only proves liveness; abort/server_reply are not modelled yet (ignored).
             ClientFrame::Pong | ClientFrame::Abort(_) | ClientFrame::ServerReply(_) => {}
             ClientFrame::Other(ev) if ev.kind == "resync" => self.on_resync(now, conn, &ev.text),
@@ -38,7 +37,13 @@ impl Server {
         c.unknown_frames = c.unknown_frames.saturating_add(1);
         if c.unknown_frames > self.config.max_unknown_frames {
             self.bad_input(conn, PeerError::Flood);
-            self.close_conn(now, conn, 4028, String::new(), Flush::Control);
+            self.close_conn(
+                now,
+                conn,
+                close::UNKNOWN_FRAME_FLOOD,
+                String::new(),
+                Flush::Control,
+            );
         }
     }
 
@@ -54,10 +59,16 @@ impl Server {
             self.push_control(
                 now,
                 conn,
-                frames::error(Some("invalid_frame"), &err.to_string(), None),
+                encode::error(Some(ConnectErrorCode::InvalidFrame), &err.to_string(), None),
             );
             self.bad_input(conn, PeerError::Decode(err));
-            self.close_conn(now, conn, 1007, "invalid_frame".into(), Flush::Control);
+            self.close_conn(
+                now,
+                conn,
+                close::INVALID_PAYLOAD,
+                "invalid_frame".into(),
+                Flush::Control,
+            );
             return;
         };
         #[derive(serde::Deserialize)]
@@ -72,10 +83,16 @@ impl Server {
         let reply = match kind.as_deref() {
             Some("hello") => handshake::hello_field_error(&field, &err),
             Some("join") => handshake::join_field_error(&field),
-            None | Some("message") => {
-                frames::error(Some("invalid_value"), &err.to_string(), Some(&field))
-            }
-            Some(_) => frames::error(Some("invalid_frame"), &err.to_string(), Some(&field)),
+            None | Some("message") => encode::error(
+                Some(ConnectErrorCode::InvalidValue),
+                &err.to_string(),
+                Some(&field),
+            ),
+            Some(_) => encode::error(
+                Some(ConnectErrorCode::InvalidFrame),
+                &err.to_string(),
+                Some(&field),
+            ),
         };
         self.push_control(now, conn, reply);
         self.bad_input(conn, PeerError::Decode(err));
@@ -86,7 +103,7 @@ impl Server {
             self.push_control(
                 now,
                 conn,
-                frames::error(None, "Not joined to any session", None),
+                encode::error(None, "Not joined to any session", None),
             );
             return;
         };
@@ -100,8 +117,8 @@ impl Server {
             self.push_control(
                 now,
                 conn,
-                frames::error(
-                    Some("invalid_value"),
+                encode::error(
+                    Some(ConnectErrorCode::InvalidValue),
                     "message content must be non-empty",
                     Some("content"),
                 ),
@@ -146,15 +163,11 @@ impl Server {
         request_id: &str,
         outcome: Option<Outcome>,
     ) {
+        let outcome_json = outcome.as_ref().map(Outcome::outcome_json);
+        let answer = outcome.as_ref().zip(outcome_json.as_ref());
+        let answer = answer.map(|(o, json)| (&o.content, json));
         self.record(now, sid, "response", |o| {
-            let mut o = o.str("status", "duplicate");
-            if let Some(out) = &outcome {
-                o = o
-                    .value("content", &out.content)
-                    .field("outcome", &out.outcome_json());
-            }
-            o.str("session_id", sid.as_str())
-                .str("request_id", request_id)
+            encode::duplicate(o, answer, sid.as_str(), request_id)
         });
     }
 
@@ -173,10 +186,7 @@ impl Server {
             s.dedup.insert(request_id.clone(), now, max);
         }
         self.record(now, sid, "response", |o| {
-            o.str("status", "accepted")
-                .str("content", "Started processing.")
-                .str("session_id", sid.as_str())
-                .str("request_id", &request_id)
+            encode::accepted(o, sid.as_str(), &request_id)
         });
         self.events.push_back(ServerEvent::Request {
             session: sid.clone(),
@@ -193,7 +203,7 @@ impl Server {
         }) else {
             return; // the reference sends nothing when unbound
         };
-        let left = frames::frame("left", |o| o.str("session_id", b.session.as_str()).end());
+        let left = encode::left(b.session.as_str());
         self.push_control(now, conn, left);
         self.detach_if_owner(now, &b.session, conn);
     }

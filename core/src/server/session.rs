@@ -14,7 +14,7 @@ pub struct SessionId(pub String);
 
 impl SessionId {
     pub(crate) fn random(rng: &mut Rng) -> Self {
-        Self(super::frames::uuid_string(uuid4(rng)))
+        Self(crate::wire::json::uuid_string(uuid4(rng)))
     }
 
     /// The id as sent on the wire.

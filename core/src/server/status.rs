@@ -5,7 +5,6 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::frames;
 use super::Server;
 
 /// One connected client (`PresenceInfo.to_dict` shape).
@@ -146,7 +145,7 @@ impl Server {
     pub(super) fn health_value(&self, now: Instant) -> Value {
         // Through text, so the struct's key order survives only where serde_json keeps it;
         // the typed `Health` is the reference for consumers.
-        serde_json::from_str(&frames::json(&self.health(now))).unwrap_or(Value::Null)
+        serde_json::from_str(&crate::wire::json::json(&self.health(now))).unwrap_or(Value::Null)
     }
 
     /// Current memory use.

@@ -51,15 +51,13 @@ use super::auth::Principal;
 use super::conns::ConnId;
 use super::conns::Flush;
 use super::event::ServerEvent;
-use super::frames::Obj;
 use super::handshake::{self, Handshake};
 use super::session::{Dedup, Outcome, SessionId};
 use super::sessions::{Attachment, NewSession};
 use super::window::{Recorded, Window};
 use super::Server;
-
-/// Close code of a connection whose session the store lost ([`Server::session_lost`]).
-pub const SESSION_LOST_CLOSE: u16 = 4010;
+use crate::wire::json::Obj;
+use crate::wire::{close, ConnectErrorCode};
 
 /// Longest session id looked up in the store (ours are 36-character uuids); longer ones are
 /// treated as unknown without a lookup.
@@ -175,7 +173,8 @@ impl Server {
         }
         if c.parked.is_some() {
             let message = "A handshake on this connection is already waiting for the session store";
-            let refused = handshake::refuse_for_now(hs, "handshake_in_progress", message);
+            let refused =
+                handshake::refuse_for_now(hs, ConnectErrorCode::HandshakeInProgress, message);
             self.refuse(conn, refused);
             return true;
         }
@@ -209,8 +208,11 @@ impl Server {
         };
         match answer {
             Err(e) => {
-                let refused =
-                    handshake::refuse_for_now(&parked, "store_unavailable", &e.to_string());
+                let refused = handshake::refuse_for_now(
+                    &parked,
+                    ConnectErrorCode::StoreUnavailable,
+                    &e.to_string(),
+                );
                 self.refuse(conn, refused);
                 return;
             }
@@ -234,7 +236,13 @@ impl Server {
         };
         let holder = self.sessions.get(&sid).and_then(|s| s.conn());
         if let Some(old) = holder.filter(|old| *old != conn) {
-            self.close_conn(now, old, 4009, "session_taken_over".into(), Flush::Nothing);
+            self.close_conn(
+                now,
+                old,
+                close::SESSION_TAKEN_OVER,
+                "session_taken_over".into(),
+                Flush::Nothing,
+            );
         }
         self.expire(&sid);
     }
@@ -406,20 +414,20 @@ impl Server {
         Ok(Ingest::Appended)
     }
 
-    /// Closes the connection holding `session` (1012 `store_gap`, after what it was already
+    /// Closes the connection holding `session` ([`wire::close::STORE_GAP`](crate::wire::close::STORE_GAP) `store_gap`, after what it was already
     /// owed) so its client resumes and learns of events this node can no longer get from the
     /// store; returns whether one was held. For an [`Ingest::Gap`] the store cannot fill.
     pub fn release_holder(&mut self, now: Instant, session: &SessionId) -> bool {
         let Some(conn) = self.sessions.get(session).and_then(|s| s.conn()) else {
             return false;
         };
-        self.close_conn(now, conn, 1012, "store_gap".into(), Flush::All);
+        self.close_conn(now, conn, close::STORE_GAP, "store_gap".into(), Flush::All);
         true
     }
 
     /// The store no longer holds `session` (flushed, evicted, restarted empty): events it
     /// numbered for it may be gone without a trace, so this node must not go on serving it.
-    /// The connection holding it gets what this node already has, then close 4010
+    /// The connection holding it gets what this node already has, then close [`wire::close::SESSION_LOST`](crate::wire::close::SESSION_LOST)
     /// `session_lost`; its client reconnects, the store knows no such session, and the new
     /// handshake tells the client `SessionReplaced` (its pending requests become ambiguous)
     /// (The local copy cannot be resumed silently: every resume in store mode asks the store
@@ -432,7 +440,7 @@ impl Server {
         self.close_conn(
             now,
             conn,
-            SESSION_LOST_CLOSE,
+            close::SESSION_LOST,
             "session_lost".into(),
             Flush::All,
         );

@@ -1393,7 +1393,7 @@ fn a_session_the_store_lost_closes_its_holder_after_what_it_was_owed() {
     );
     assert_eq!(
         close_of(&out, conn),
-        Some((SESSION_LOST_CLOSE, "session_lost".into()))
+        Some((crate::wire::close::SESSION_LOST, "session_lost".into()))
     );
     assert!(s.held_sessions().is_empty());
     assert!(!s.session_lost(now, &sid), "held nowhere any more");
