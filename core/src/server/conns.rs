@@ -81,6 +81,11 @@ pub(crate) struct Conn {
     pub(crate) replay: Option<ReplayPhase>,
     /// Next window cursor to send live.
     pub(crate) live_next: u64,
+    /// Its session may hold frames it is owed (replays, live events): set by every append to
+    /// its session and every replay set-up, cleared once the output found nothing owed with
+    /// the in-flight window open. Without it, only control frames and a close can be
+    /// pending, and the output does not look the session up.
+    pub(crate) owed: bool,
     pub(crate) in_flight_frames: usize,
     pub(crate) in_flight_bytes: usize,
     /// The close decided on, until it is handed out (then `close_sent`).
@@ -111,6 +116,7 @@ impl Conn {
             control: VecDeque::new(),
             replay: None,
             live_next: 1,
+            owed: false,
             in_flight_frames: 0,
             in_flight_bytes: 0,
             closing: None,
@@ -247,6 +253,7 @@ impl Connections {
         if evicted.is_some_and(|e| !c.is_closing() && c.min_needed() <= e) {
             return true;
         }
+        c.owed = true;
         if !c.queued && !c.close_sent {
             c.queued = true;
             self.ready.push_back(id);
@@ -314,6 +321,34 @@ impl Connections {
         c.control.push_back(frame);
         self.mark_ready(id);
         Ok(())
+    }
+
+    /// Queues `frame` for every connection bound to a session and not closing, in one pass;
+    /// returns how many, and appends to `full` those whose control queue already held `max`
+    /// frames (slow consumers, put on the ready list where the frame would have woken them).
+    pub(crate) fn push_control_to_bound(
+        &mut self,
+        frame: &FrameText,
+        max: usize,
+        full: &mut Vec<ConnId>,
+    ) -> usize {
+        let mut sent = 0;
+        for (id, c) in self.map.iter_mut() {
+            if c.bound.is_none() || c.is_closing() {
+                continue;
+            }
+            sent += 1;
+            if c.control.len() >= max {
+                full.push(*id);
+            } else {
+                c.control.push_back(frame.clone());
+            }
+            if !c.queued && !c.close_sent {
+                c.queued = true;
+                self.ready.push_back(*id);
+            }
+        }
+        sent
     }
 
     /// Puts a handshake reply ahead of anything queued (e.g. a ping): nothing else goes out

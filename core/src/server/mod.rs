@@ -448,9 +448,8 @@ impl Server {
                 continue;
             };
             c.queued = false;
-            let session = c.bound.as_ref().and_then(|b| self.sessions.get(&b.session));
             let mut out = self.output.for_conn(&self.log, &self.config);
-            if let Some((t, more)) = out.next_frame(c, session) {
+            if let Some((t, more)) = out.next_frame(c, &self.sessions) {
                 if more {
                     self.conns.mark_ready(id);
                 }
@@ -473,9 +472,8 @@ impl Server {
                 continue;
             };
             c.queued = false;
-            let session = c.bound.as_ref().and_then(|b| self.sessions.get(&b.session));
             let mut output = self.output.for_conn(&self.log, &self.config);
-            while let Some((t, more)) = output.next_frame(c, session) {
+            while let Some((t, more)) = output.next_frame(c, &self.sessions) {
                 out.push((id, t));
                 if !more {
                     break;

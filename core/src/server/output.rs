@@ -5,7 +5,7 @@ use super::config::ServerConfig;
 use super::conns::Conn;
 use super::event::ServerTransmit;
 use super::log::EventLog;
-use super::sessions::Session;
+use super::sessions::Sessions;
 use super::text::FrameWriter;
 
 /// The buffers frames are assembled in.
@@ -62,14 +62,15 @@ pub(crate) struct ConnOutput<'a> {
 }
 
 impl ConnOutput<'_> {
-    /// The next output of connection `c` (bound to `session`, if any): control frames, then
-    /// owed replays, then live events (both read from the session's window while the in-flight
-    /// window has room), then its close. The flag says whether more may follow (false: nothing
-    /// is pending until new output wakes it).
+    /// The next output of connection `c` (its session read from `sessions` only when it may
+    /// be owed something there): control frames, then owed replays, then live events (both
+    /// read from the session's window while the in-flight window has room), then its close.
+    /// The flag says whether more may follow (false: nothing is pending until new output
+    /// wakes it).
     pub(crate) fn next_frame(
         &mut self,
         c: &mut Conn,
-        session: Option<&Session>,
+        sessions: &Sessions,
     ) -> Option<(ServerTransmit, bool)> {
         let (max_frames, max_bytes) = self.window;
         if c.close_sent || (c.awaiting_store && c.closing.is_none()) {
@@ -81,6 +82,11 @@ impl ConnOutput<'_> {
         }
         let window_open = c.closing.is_some()
             || (c.in_flight_frames < max_frames && c.in_flight_bytes < max_bytes);
+        let session = if c.owed || c.closing.is_some() {
+            c.bound.as_ref().and_then(|b| sessions.get(&b.session))
+        } else {
+            None
+        };
         if let (Some(s), true) = (session, window_open) {
             if let Some(r) = c.replay.as_mut() {
                 while r.next <= r.end {
@@ -135,6 +141,10 @@ impl ConnOutput<'_> {
                 }
                 c.live_next = s.head + 1;
             }
+        }
+        if window_open || session.is_none() {
+            // Looked at everything it could be owed: nothing until the next append or replay.
+            c.owed = false;
         }
         if let Some(cl) = c.closing.take() {
             c.close_sent = true;

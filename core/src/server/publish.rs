@@ -129,16 +129,13 @@ impl Server {
         let event_id = session::uuid4(&mut self.rng);
         let timestamp = self.wall(now);
         let frame: FrameText = encode::broadcast(kind, data, event_id, timestamp).into();
-        let ids: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.bound.is_some() && !c.is_closing())
-            .map(|(id, _)| id)
-            .collect();
-        for id in &ids {
-            self.push_control(now, *id, frame.clone());
+        let max = self.config.max_control_frames.max(1);
+        let mut full = Vec::new();
+        let sent = self.conns.push_control_to_bound(&frame, max, &mut full);
+        for id in full {
+            self.slow_consumer(now, id);
         }
-        ids.len()
+        sent
     }
 
     /// Closes a connection gracefully: its queued frames and recorded events go out first,

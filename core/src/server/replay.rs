@@ -67,6 +67,7 @@ impl Server {
         let end_frame = v2.then(|| encode::replay_end(head, replayed, info.lost));
         if let Some(c) = self.conns.get_mut(conn) {
             c.live_next = head + 1;
+            c.owed = true;
             c.replay = match (replay, end_frame) {
                 (Some((first, end)), end_frame) => Some(ReplayPhase {
                     next: first,
@@ -148,6 +149,7 @@ impl Server {
         let replayed = if first <= end { end - first + 1 } else { 0 };
         let lost = (since.saturating_add(1) < oldest && since < end)
             .then(|| (since + 1, (oldest - 1).min(end)));
+        c.owed = true;
         c.replay = Some(ReplayPhase {
             next: first,
             end,
