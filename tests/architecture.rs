@@ -8,19 +8,28 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The workspace's packages: `(name, directory)`, read from the manifests.
+/// The paths of a `key = ["a", "b"]` line of the root manifest.
+fn listed(manifest: &str, key: &str) -> Vec<std::path::PathBuf> {
+    let list = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("a `{key}` line"));
+    list.trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|m| root().join(m.trim().trim_matches('"')))
+        .collect()
+}
+
+/// The workspace's packages and the crates kept out of it that have a `src/` (the Python
+/// package's native module): `(name, directory)`, read from the manifests.
 fn packages() -> Vec<(String, std::path::PathBuf)> {
     let manifest = std::fs::read_to_string(root().join("Cargo.toml")).expect("Cargo.toml");
-    let members = manifest
-        .lines()
-        .find_map(|l| l.strip_prefix("members = "))
-        .expect("a members line");
     let mut dirs = vec![root().to_path_buf()];
+    dirs.extend(listed(&manifest, "members = "));
     dirs.extend(
-        members
-            .trim_matches(|c| c == '[' || c == ']')
-            .split(',')
-            .map(|m| root().join(m.trim().trim_matches('"'))),
+        listed(&manifest, "exclude = ")
+            .into_iter()
+            .filter(|dir| dir.join("src").is_dir()),
     );
     dirs.into_iter()
         .map(|dir| {
@@ -74,5 +83,35 @@ fn the_architecture_notes_name_every_crate_and_top_level_module() {
     assert!(
         missing.is_empty(),
         "docs/ARCHITECTURE.md does not name {missing:#?}"
+    );
+}
+
+/// The core is the protocol only: the simulator, the fuzz bodies and proptest live in
+/// `tether-testkit` (`.ci/run` also checks `cargo tree -p tether-core` for proptest).
+#[test]
+fn the_core_exports_no_test_machinery() {
+    let lib = std::fs::read_to_string(root().join("core/src/lib.rs")).expect("core/src/lib.rs");
+    let modules: Vec<&str> = lib
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub mod "))
+        .map(|m| m.trim_end_matches(';'))
+        .collect();
+    for machinery in ["fuzz", "sim", "testing"] {
+        assert!(
+            !modules.contains(&machinery),
+            "tether_core exports `{machinery}`: {modules:?}"
+        );
+    }
+    let manifest =
+        std::fs::read_to_string(root().join("core/Cargo.toml")).expect("core/Cargo.toml");
+    let normal = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .expect("a [dependencies] table");
+    assert!(!normal.contains("proptest"), "proptest in {normal}");
+    assert!(
+        !manifest.contains("sim = "),
+        "a `sim` feature in core/Cargo.toml"
     );
 }

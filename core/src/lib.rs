@@ -12,9 +12,9 @@
 //! * [`wire`]: the JSON frames and their codec.
 //! * [`client`]: the client connection machine composing all of the above.
 //! * [`server`]: the server machine: sessions, stamping, recovery window, resume, presence, health.
-//! * [`fuzz`]: fuzz bodies (codec, client machine), compiled in every build so they never rot.
-//! * `sim` (feature `sim`): a deterministic simulator running clients and servers over a faulty
-//!   in-memory network with a virtual clock, checking the guarantees below after every step.
+//!
+//! The test machinery is not here: the deterministic simulator, the fuzz bodies and the proptest
+//! strategies that check the guarantees below live in the `tether-testkit` crate.
 //!
 //! ## Guarantees
 //! * **No IO, no clock, no global randomness.** Time is always a `now` argument; randomness comes
@@ -78,13 +78,10 @@
 pub mod backoff;
 pub mod client;
 pub mod cursor;
-pub mod fuzz;
 pub mod heartbeat;
 pub mod rng;
 pub mod sequence;
 pub mod server;
-#[cfg(feature = "sim")]
-pub mod sim;
 pub mod version;
 pub mod wire;
 

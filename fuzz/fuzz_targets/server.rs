@@ -1,4 +1,4 @@
-//! The server machine on arbitrary step scripts: see `tether_core::fuzz::server_at`.
+//! The server machine on arbitrary step scripts: see `tether_testkit::fuzz::server_at`.
 #![no_main]
 
 use std::sync::LazyLock;
@@ -11,5 +11,5 @@ use libfuzzer_sys::fuzz_target;
 static ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 fuzz_target!(|data: &[u8]| {
-    tether_core::fuzz::server_at(*ORIGIN, data);
+    tether_testkit::fuzz::server_at(*ORIGIN, data);
 });

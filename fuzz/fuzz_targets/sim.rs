@@ -1,4 +1,4 @@
-//! The simulator on a seed plus a fault schedule: see `tether_core::fuzz::sim_at`.
+//! The simulator on a seed plus a fault schedule: see `tether_testkit::fuzz::sim_at`.
 #![no_main]
 
 use std::sync::LazyLock;
@@ -11,5 +11,5 @@ use libfuzzer_sys::fuzz_target;
 static ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 fuzz_target!(|data: &[u8]| {
-    tether_core::fuzz::sim_at(*ORIGIN, data);
+    tether_testkit::fuzz::sim_at(*ORIGIN, data);
 });

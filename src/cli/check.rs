@@ -1,4 +1,4 @@
-//! `tether check`: the conformance suite ([`tether::check`]) against any gateway, one row per
+//! `tether check`: the conformance suite ([`tether_testkit::check`]) against any gateway, one row per
 //! check on stdout (or one JSON object with `--json`), JUnit XML with `--junit FILE`; exit 0
 //! iff every applicable check passed.
 
@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use tether::check::{check, CheckError, Control, Options, Status};
+use tether_testkit::check::{check, CheckError, Control, Options, Status};
 
 use super::{parse_duration, Failure};
 

@@ -1,13 +1,13 @@
 //! `tether serve --control ADDR`: the control hook, so that `tether check` (or any test) can
 //! make the server publish events into a session. The line protocol is
-//! [`tether::check::control`]'s (the PraisonAI peer harness's, plus the server's token in
+//! [`tether_testkit::check::control`]'s (the PraisonAI peer harness's, plus the server's token in
 //! every command); documented in `docs/PROTOCOL-v2.md`.
 
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use tether::check::control::{ControlCommand, ControlReply, Sent, MAX_PUBLISH};
 use tether_core::server::{Authenticator, ConnectInfo, SessionId};
+use tether_testkit::check::control::{ControlCommand, ControlReply, Sent, MAX_PUBLISH};
 use tether_tokio::Server;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};

@@ -1,4 +1,4 @@
-//! `tether proxy`: the fault-injecting proxy ([`tether::proxy`]) as a command, and the demo's
+//! `tether proxy`: the fault-injecting proxy ([`tether_testkit::proxy`]) as a command, and the demo's
 //! proxy, whose faults the demo arms as it publishes.
 //!
 //! For the demo: armed faults are applied, one each, to the next live `message` frame that
@@ -15,8 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use tether::proxy::{self as lib, Direction, EventInfo, FaultKind, FaultProxy, Plan, Schedule};
 use tether_core::rng::Rng;
+use tether_testkit::proxy::{
+    self as lib, Direction, EventInfo, FaultKind, FaultProxy, Plan, Schedule,
+};
 
 use super::{parse_duration, Failure};
 
@@ -255,7 +257,7 @@ pub async fn run(args: ProxyArgs) -> Result<(), Failure> {
             proxy.url()
         );
     }
-    let print = |fault: &tether::proxy::Injected| {
+    let print = |fault: &tether_testkit::proxy::Injected| {
         if args.json {
             println!("{}", fault.to_json());
         } else {
