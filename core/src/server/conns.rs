@@ -288,10 +288,16 @@ impl Connections {
 
     /// `frames` frames of `bytes` bytes left `id`'s in-flight window (the adapter wrote them).
     /// Wakes it only if the confirmation opens a window that was full: output only ever waits
-    /// for a full window (anything else is already on the ready list).
-    pub(crate) fn sent(&mut self, id: ConnId, frames: usize, bytes: usize, max: (usize, usize)) {
+    /// for a full window (anything else is already on the ready list). True if it did.
+    pub(crate) fn sent(
+        &mut self,
+        id: ConnId,
+        frames: usize,
+        bytes: usize,
+        max: (usize, usize),
+    ) -> bool {
         let Some(c) = self.map.get_mut(&id).filter(|_| frames > 0) else {
-            return;
+            return false;
         };
         let was_full = c.in_flight_frames >= max.0 || c.in_flight_bytes >= max.1;
         c.in_flight_frames = c.in_flight_frames.saturating_sub(frames);
@@ -299,6 +305,7 @@ impl Connections {
         if was_full {
             self.mark_ready(id);
         }
+        was_full
     }
 
     /// Queues an untracked frame for `id` (nothing for a closing connection); `ControlFull` if

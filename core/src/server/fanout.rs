@@ -73,6 +73,10 @@ impl Server {
             return Ok(ids.len());
         }
         let timestamp = self.wall(now);
+        // What aged out goes before the appends, which then find it gone from their windows
+        // (an owner not yet sent it is closed with this publish); the byte bound, which
+        // counts the new record, is applied after them.
+        self.evict_log(now, timestamp);
         let event_id = session::uuid4(&mut self.rng);
         // The body without the tracked tail: each session's is appended when it is sent.
         let scratch = &mut self.output.scratch;

@@ -358,7 +358,10 @@ impl Server {
             self.config.max_queued_frames,
             self.config.max_buffered_bytes,
         );
-        self.conns.sent(conn, frames, bytes, window);
+        if self.conns.sent(conn, frames, bytes, window) && self.owes_evicted(conn) {
+            // Decided here, with the input, so that its `Closing` is out before its Close.
+            self.evicted_owed(conn);
+        }
     }
 
     /// The transport is gone (peer close, error, or after our Close). The session stays
@@ -485,8 +488,29 @@ impl Server {
         }
     }
 
+    /// Whether connection `id` (open, not waiting for the store) is owed an event its
+    /// session's window no longer holds: evicted by age or total size while its in-flight
+    /// window was full. One lookup: checked when a confirmation opens that window.
+    fn owes_evicted(&self, id: ConnId) -> bool {
+        let Some(c) = self.conns.get(id) else {
+            return false;
+        };
+        if c.is_closing() || c.awaiting_store {
+            return false;
+        }
+        let Some(s) = c.bound.as_ref().and_then(|b| self.sessions.get(&b.session)) else {
+            return false;
+        };
+        let cursor = c.min_needed();
+        let owed = c.replay.as_ref().is_some_and(|r| r.next <= r.end) || cursor <= s.head;
+        owed && s.window.get(&self.log, cursor).is_none()
+    }
+
     /// Connection `id` was owed an event the log has evicted since (by age or total size): it
-    /// is a slow consumer from when that happened; its close goes out next.
+    /// is a slow consumer from when that happened; its close goes out next. Its own session's
+    /// appends and the confirmation that opens its window decide this with the input (the
+    /// `Closing` event is queued before anything is polled); the output finds it only for a
+    /// connection still waiting to be drained when another session's append evicted its event.
     fn evicted_owed(&mut self, id: ConnId) {
         let at = self.log_time;
         self.slow_consumer(at, id);

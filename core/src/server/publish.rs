@@ -201,8 +201,12 @@ impl Server {
         let held = self
             .log
             .push((text, false, kind_end), (event_id, timestamp), timestamp, 1);
+        // Evicted before the append (the record is held already), so that the append finds
+        // what this took from the session's window: an owner not yet sent it is closed here,
+        // with the publish, not later by the output.
+        self.log_time = self.log_time.max(now);
+        self.log.evict(timestamp);
         let (owner, evicted) = s.append(&mut self.log, held, target, &self.config);
-        self.evict_log(now, timestamp);
         self.after_append(now, owner, evicted);
         Some(n)
     }
@@ -222,8 +226,10 @@ impl Server {
             self.log.release(held.id);
             return;
         };
+        // Before the append, as in `record`.
+        self.log_time = self.log_time.max(now);
+        self.log.evict(wall);
         let (owner, evicted) = s.append(&mut self.log, held, target, &self.config);
-        self.evict_log(now, wall);
         self.after_append(now, owner, evicted);
     }
 

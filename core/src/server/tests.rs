@@ -1600,14 +1600,28 @@ fn the_total_bound_evicts_the_oldest_across_sessions_and_a_reader_left_behind_is
         drain(&mut s, t0);
     }
     assert!(s.stats().log_bytes <= s.config().recovery_total_bytes);
-    // Once A's window opens it is owed an event that is gone: closed, never skipped.
+    // Once A's window opens it is owed an event that is gone: closed, never skipped. The
+    // confirmation decides it, so its `Closing` is queued before the Close is handed out.
+    let _ = events(&mut s);
     s.handle_sent(t0, C1, 1);
-    let out = drain(&mut s, t0);
-    assert_eq!(texts_of(&out, C1), Vec::<String>::new());
-    assert_eq!(close_of(&out, C1), Some((1013, "slow_consumer".into())));
-    assert!(events(&mut s)
+    let decided = events(&mut s);
+    assert!(decided.iter().any(|e| matches!(
+        e,
+        ServerEvent::Closing {
+            conn: C1,
+            code: close::SLOW_CONSUMER,
+            ..
+        }
+    )));
+    assert!(decided
         .iter()
         .any(|e| matches!(e, ServerEvent::SessionDetached { session } if *session == a)));
+    let out = drain(&mut s, t0);
+    assert_eq!(texts_of(&out, C1), Vec::<String>::new());
+    assert_eq!(
+        close_of(&out, C1),
+        Some((close::SLOW_CONSUMER, "slow_consumer".into()))
+    );
     // Its resume learns exactly what it lost.
     s.handle_closed(t0, C1);
     let f = resume_v2(&mut s, t0, ConnId(3), &a, 1);
@@ -1642,4 +1656,67 @@ fn a_sessions_byte_bound_evicts_only_its_own_oldest_events() {
     assert_eq!(f.iter().filter(|f| f["type"] == "replay").count(), 1);
     // The log holds what the windows hold, not what A evicted.
     assert_eq!(st.log_events, 1 + st.max_window_events);
+}
+
+#[test]
+fn a_reader_whose_owed_event_aged_out_behind_a_full_window_is_closed_by_the_publish_that_finds_it_gone(
+) {
+    // The fuzzer's input: one frame in flight (the hello_ok, never confirmed), an event that
+    // waits behind it, three hours, a second publish (its append evicts the first by age),
+    // then the confirmation. The close is decided with the publish: its `Closing` is queued
+    // before the Close is handed out.
+    let t0 = t0();
+    let mut s = Server::new(
+        ServerConfig {
+            max_queued_frames: 1,
+            heartbeat_interval: Duration::ZERO,
+            ..window_cfg(secs(120))
+        },
+        t0,
+    );
+    s.handle_connected(t0, C1, ConnectInfo::default());
+    s.handle_text(
+        t0,
+        C1,
+        r#"{"type":"hello","agent_id":"echo","protocol_min":1,"protocol_max":1}"#,
+    );
+    let out: Vec<_> = std::iter::from_fn(|| s.poll_transmit()).collect();
+    let hello_ok = texts_of(&out, C1);
+    assert_eq!(hello_ok.len(), 1, "the hello_ok fills the window");
+    let sid = events(&mut s)
+        .into_iter()
+        .find_map(|e| match e {
+            ServerEvent::SessionCreated { session, .. } => Some(session),
+            _ => None,
+        })
+        .unwrap();
+    s.publish(t0, &sid, "m", &[]).unwrap();
+    assert!(
+        s.poll_transmit().is_none(),
+        "the event waits for the window"
+    );
+    let later = t0 + secs(3 * 3600);
+    s.publish(later, &sid, "m", &[]).unwrap();
+    assert!(
+        events(&mut s).iter().any(|e| matches!(
+            e,
+            ServerEvent::Closing {
+                conn: C1,
+                code: close::SLOW_CONSUMER,
+                ..
+            }
+        )),
+        "Closing queued by the publish, before the Close is handed out"
+    );
+    s.handle_sent(later, C1, hello_ok[0].len());
+    let out = drain(&mut s, later);
+    assert_eq!(
+        texts_of(&out, C1),
+        Vec::<String>::new(),
+        "event 1 never skipped"
+    );
+    assert_eq!(
+        close_of(&out, C1),
+        Some((close::SLOW_CONSUMER, "slow_consumer".into()))
+    );
 }
