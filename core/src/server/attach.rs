@@ -167,9 +167,20 @@ impl Server {
         self.detach_if_owner(now, &prev, conn);
     }
 
-    /// Makes `conn` the owner of `sid`; a half-open old socket is closed (`SESSION_TAKEN_OVER`)
-    /// and its later
-    /// close cannot touch the session.
+    /// A connection whose session another one took over (a half-open old socket): closed at
+    /// once (`SESSION_TAKEN_OVER`); its later close cannot touch the session.
+    pub(super) fn taken_over(&mut self, now: Instant, old: ConnId) {
+        self.close_conn(
+            now,
+            old,
+            close::SESSION_TAKEN_OVER,
+            "session_taken_over".into(),
+            Flush::Nothing,
+        );
+    }
+
+    /// Makes `conn` the owner of `sid`; a half-open old socket is closed
+    /// ([`taken_over`](Self::taken_over)).
     fn resume(
         &mut self,
         now: Instant,
@@ -185,13 +196,7 @@ impl Server {
             .filter(|c| *c != conn);
         self.sessions.attach(sid, conn);
         if let Some(old) = old_owner {
-            self.close_conn(
-                now,
-                old,
-                close::SESSION_TAKEN_OVER,
-                "session_taken_over".into(),
-                Flush::Nothing,
-            );
+            self.taken_over(now, old);
         }
         if let Some(s) = self.sessions.get_mut(sid) {
             s.version = version;

@@ -121,7 +121,7 @@ pub use store::{Ingest, IngestError, StoreUnavailable, StoredSession, Unsequence
 pub use text::FrameText;
 pub use window::Recorded;
 
-use conns::{ConnTimer, Connections, Flush};
+use conns::{Binding, ConnTimer, Connections, Flush};
 use log::EventLog;
 use output::Output;
 use sessions::Sessions;
@@ -329,20 +329,25 @@ impl Server {
         if !self.inbound(now, conn) {
             return;
         }
-        let err = DecodeError::Binary;
+        self.unreadable_frame(now, conn, DecodeError::Binary, close::UNSUPPORTED_DATA);
+    }
+
+    /// A frame nothing sensible can follow on this socket (binary, not JSON, not an object):
+    /// a typed `invalid_frame` error, then close `code` after it.
+    pub(super) fn unreadable_frame(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        err: DecodeError,
+        code: u16,
+    ) {
         self.push_control(
             now,
             conn,
             encode::error(Some(ConnectErrorCode::InvalidFrame), &err.to_string(), None),
         );
         self.bad_input(conn, PeerError::Decode(err));
-        self.close_conn(
-            now,
-            conn,
-            close::UNSUPPORTED_DATA,
-            "invalid_frame".into(),
-            Flush::Control,
-        );
+        self.close_conn(now, conn, code, "invalid_frame".into(), Flush::Control);
     }
 
     /// The adapter wrote one frame of `bytes` wire bytes (from `poll_transmit`) to the socket:
@@ -550,6 +555,19 @@ impl Server {
 
     fn bad_input(&mut self, conn: ConnId, error: PeerError) {
         self.events.push_back(ServerEvent::BadInput { conn, error });
+    }
+
+    /// The session `conn` is bound to; if none, the reference's untyped "Not joined" error.
+    fn bound_or_refuse(&mut self, now: Instant, conn: ConnId) -> Option<Binding> {
+        let bound = self.conns.get(conn).and_then(|c| c.bound.clone());
+        if bound.is_none() {
+            self.push_control(
+                now,
+                conn,
+                encode::error(None, "Not joined to any session", None),
+            );
+        }
+        bound
     }
 
     /// Queues an untracked frame; an overflowing control queue makes a slow consumer.

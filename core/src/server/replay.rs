@@ -106,12 +106,7 @@ impl Server {
         struct Resync {
             since: u64,
         }
-        let Some(b) = self.conns.get(conn).and_then(|c| c.bound.clone()) else {
-            self.push_control(
-                now,
-                conn,
-                encode::error(None, "Not joined to any session", None),
-            );
+        let Some(b) = self.bound_or_refuse(now, conn) else {
             return;
         };
         if b.version < V2 {

@@ -55,20 +55,8 @@ impl Server {
         err: DecodeError,
     ) {
         let Some(field) = err.field().map(str::to_owned) else {
-            // Not JSON or not an object: nothing sensible can follow on this socket.
-            self.push_control(
-                now,
-                conn,
-                encode::error(Some(ConnectErrorCode::InvalidFrame), &err.to_string(), None),
-            );
-            self.bad_input(conn, PeerError::Decode(err));
-            self.close_conn(
-                now,
-                conn,
-                close::INVALID_PAYLOAD,
-                "invalid_frame".into(),
-                Flush::Control,
-            );
+            // Not JSON or not an object.
+            self.unreadable_frame(now, conn, err, close::INVALID_PAYLOAD);
             return;
         };
         #[derive(serde::Deserialize)]
@@ -99,12 +87,7 @@ impl Server {
     }
 
     fn on_message(&mut self, now: Instant, conn: ConnId, m: MessageFrame) {
-        let Some(b) = self.conns.get(conn).and_then(|c| c.bound.clone()) else {
-            self.push_control(
-                now,
-                conn,
-                encode::error(None, "Not joined to any session", None),
-            );
+        let Some(b) = self.bound_or_refuse(now, conn) else {
             return;
         };
         let content = match m.content {

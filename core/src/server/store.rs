@@ -236,13 +236,7 @@ impl Server {
         };
         let holder = self.sessions.get(&sid).and_then(|s| s.conn());
         if let Some(old) = holder.filter(|old| *old != conn) {
-            self.close_conn(
-                now,
-                old,
-                close::SESSION_TAKEN_OVER,
-                "session_taken_over".into(),
-                Flush::Nothing,
-            );
+            self.taken_over(now, old);
         }
         self.expire(&sid);
     }
