@@ -18,7 +18,9 @@
 //!   timer* (a timer firing while messages are still in flight, i.e. they arrive late).
 //! * **Bounds**: timers fire only up to [`Model::horizon`] of virtual time, paths are at
 //!   most [`Model::max_depth`] steps, the search stops at [`Model::max_states`]; the
-//!   [`Report`] says how much was cut off (0 for the figures in the docs).
+//!   [`Report`] says how much was cut off (0 for the figures in the docs). The state count
+//!   grows about tenfold per event and per fault: docs/MODEL-CHECKING.md has the sizes that
+//!   finish and their figures.
 //! * **Checks after every step**: the simulator's invariants (see [`sim`](crate::sim)): per
 //!   client, delivered sequences strictly increase, nothing twice, every hole delivered or
 //!   reported (`Lost`, `ServerReset`, `SessionReplaced`), exactly one terminal event per
@@ -41,13 +43,15 @@
 //! ```
 //! use std::time::{Duration, Instant};
 //! use tether_testkit::exhaustive::{explore, replay, FaultKind, Model, Step};
+//! use tether_testkit::sim::Restore;
 //!
 //! # #[allow(clippy::disallowed_methods)]
 //! let origin = Instant::now(); // the one clock read; time in the world is virtual
-//! // One client, one event, at most one cut or client restart: every order is checked.
+//! // One client, one event, at most one cut or crash: every order is checked.
 //! let mut model = Model::new(1, 1, 1);
-//! model.fault_kinds = vec![FaultKind::Cut, FaultKind::RestartClient];
-//! model.horizon = Duration::from_millis(500);
+//! model.fault_kinds = vec![FaultKind::Cut, FaultKind::Crash(Restore::Latest)];
+//! model.horizon = Duration::from_millis(300);
+//! model.persists = 0;
 //! let report = explore(&model, origin);
 //! assert!(report.passed(), "{report}");
 //! assert!(report.coverage.resumes > 0, "the cut was repaired by a resume");
