@@ -79,6 +79,8 @@ pub mod backoff;
 pub mod client;
 pub mod cursor;
 pub mod heartbeat;
+#[cfg(feature = "injected-bugs")]
+pub mod injected_bugs;
 pub mod rng;
 pub mod sequence;
 pub mod server;

@@ -78,7 +78,14 @@ impl SequenceTracker {
         let verdict = self.check(seq);
         match verdict {
             Verdict::InOrder => self.expected = seq.saturating_add(1),
-            Verdict::Duplicate => self.duplicates += 1,
+            Verdict::Duplicate => {
+                self.duplicates += 1;
+                #[cfg(feature = "injected-bugs")]
+                if crate::injected_bugs::is_on(crate::injected_bugs::Bug::DuplicateRewindsExpected)
+                {
+                    self.expected = seq;
+                }
+            }
             Verdict::Gap { .. } => {}
         }
         verdict

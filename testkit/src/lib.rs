@@ -8,6 +8,9 @@
 //!   snapshots or from nothing, clock jumps, frozen processes, client restarts) with a virtual
 //!   clock that jumps to the next deadline: minutes of protocol time in milliseconds, and one
 //!   `u64` seed replays a run. Every delivery promise is checked after every step.
+//! * [`exhaustive`]: a model checker over the same world: every order of deliveries, timers,
+//!   application actions and up to K faults in a small configuration, repeated states pruned,
+//!   the same promises checked in every state, a shortest step list for any counterexample.
 //! * [`strategy`]: [proptest](mod@proptest) strategies for frames both ways (well-formed and
 //!   hostile), version ranges, faults, fault schedules and whole simulator scenarios.
 //! * [`cluster`]: store mode in memory: several server machines sharing a [`MemoryStore`] with
@@ -124,6 +127,7 @@
 #[allow(clippy::disallowed_methods)]
 pub mod check;
 pub mod cluster;
+pub mod exhaustive;
 pub mod fuzz;
 #[cfg(feature = "net")]
 #[allow(clippy::disallowed_methods)]

@@ -51,6 +51,9 @@ impl Sim {
                     return;
                 }
                 sc.armed = None;
+                if self.stepwise {
+                    sc.history.record(("timeout", now));
+                }
                 sc.machine.handle_timeout(now);
                 self.stats.client_inputs += 1;
                 self.drain_client(c);
@@ -85,9 +88,13 @@ impl Sim {
                     return;
                 }
                 let now = self.instant();
-                let Some(server) = self.instances[instance].server.as_mut() else {
+                let inst = &mut self.instances[instance];
+                let Some(server) = inst.server.as_mut() else {
                     return;
                 };
+                if self.stepwise {
+                    inst.history.record(("respond", now, &session, &request_id));
+                }
                 match server.respond(now, &session, &request_id, Outcome::ok("done")) {
                     Ok(_) => {
                         let key = (session.0.clone(), request_id.clone());
@@ -249,7 +256,7 @@ impl Sim {
         self.push(at, Kind::DeliverDown(link, id));
     }
 
-    fn deliver_up(&mut self, link: u64, id: u64) {
+    pub(crate) fn deliver_up(&mut self, link: u64, id: u64) {
         let Some(l) = self.links.get_mut(&link) else {
             return;
         };
@@ -269,7 +276,7 @@ impl Sim {
         self.gc_link(link);
     }
 
-    fn deliver_down(&mut self, link: u64, id: u64) {
+    pub(crate) fn deliver_down(&mut self, link: u64, id: u64) {
         let Some(l) = self.links.get_mut(&link) else {
             return;
         };
@@ -280,7 +287,7 @@ impl Sim {
             return;
         };
         let (i, gen, c) = (l.instance, l.instance_gen, l.client);
-        if let Payload::Text(text) = &packet.payload {
+        if let (Payload::Text(text), false) = (&packet.payload, packet.copy) {
             l.in_flight = l.in_flight.saturating_sub(1);
             if l.server_open && self.instance_alive(i, gen) {
                 let len = text.len();
@@ -341,6 +348,9 @@ impl Sim {
             self.trace_line(line);
         }
         let sc = &mut self.clients[c];
+        if self.stepwise {
+            sc.history.record((now, &input));
+        }
         match input {
             ClientIn::Connected => sc.machine.handle_connected(now),
             ClientIn::ConnectFailed => {
@@ -466,9 +476,13 @@ impl Sim {
             self.set_server_open(conn.0, false);
         }
         let now = self.origin + self.now;
-        let Some(server) = self.instances[i].server.as_mut() else {
+        let inst = &mut self.instances[i];
+        let Some(server) = inst.server.as_mut() else {
             return;
         };
+        if self.stepwise {
+            inst.history.record((now, &input));
+        }
         let started = self.config.stopwatch.map(|clock| clock());
         server.handle_input(now, input);
         if let (Some(clock), Some(started)) = (self.config.stopwatch, started) {
@@ -508,6 +522,7 @@ impl Sim {
             self.config.server.max_control_frames,
         );
         let mut events = 0usize;
+        let mut closed = Vec::new();
         loop {
             let Some(server) = self.instances[i].server.as_mut() else {
                 return;
@@ -553,6 +568,7 @@ impl Sim {
                 }
                 ServerTransmit::Close { code, reason } => {
                     l.server_close_sent = true;
+                    closed.push((conn.0, code));
                     self.send_down(conn.0, Payload::Close(code, reason));
                     self.push(self.now, Kind::ServerClose(conn.0));
                 }
@@ -566,6 +582,15 @@ impl Sim {
             events += 1;
             self.stats.server_events += 1;
             self.server_event(i, e);
+        }
+        for (link, code) in closed {
+            if let Some(l) = self.links.get(&link).filter(|l| !l.closing_announced) {
+                let c = l.client;
+                self.violate(
+                    Some(c),
+                    format!("server closed connection {link} with {code} without a Closing event"),
+                );
+            }
         }
         let bound = 16 + 6 * self.instances[i].open_conns;
         if events > bound {
@@ -592,6 +617,19 @@ impl Sim {
             ServerEvent::Closing { code: 1013, .. } => self.stats.slow_consumers += 1,
             ServerEvent::Closing { code: 4009, .. } => self.stats.taken_over += 1,
             _ => {}
+        }
+        if let ServerEvent::Closing { conn, code, .. } = &e {
+            let twice = self.links.get_mut(&conn.0).map(|l| {
+                let twice = l.closing_announced;
+                l.closing_announced = true;
+                (twice, l.client)
+            });
+            if let Some((true, c)) = twice {
+                self.violate(
+                    Some(c),
+                    format!("a second Closing ({code}) for connection {}", conn.0),
+                );
+            }
         }
         match &e {
             ServerEvent::SessionCreated { session, conn, .. }

@@ -12,6 +12,7 @@ use tether_core::client::Client;
 use tether_core::cursor::ResumeState;
 use tether_core::server::{Audience, Server, ServerSnapshot};
 
+use super::fingerprint::History;
 use super::invariants::Req;
 use super::link::{Direction, Payload};
 use super::world::{Kind, Persisted, Sim};
@@ -265,6 +266,9 @@ impl Sim {
             if let Some(server) = self.instances[i].server.as_mut() {
                 server.shutdown(now);
             }
+            if self.stepwise {
+                self.instances[i].history.record(("shutdown", now));
+            }
             self.drain_server(i);
         }
         let latest = self.instances[i].server.as_ref().map(|s| s.snapshot(now));
@@ -330,6 +334,7 @@ impl Sim {
         let now = self.instant();
         let mut config = self.config.server.clone();
         self.app_rng.fill_bytes(&mut config.seed);
+        let history = History::start(("restore", &config, from.as_ref().map(|p| &p.json), now));
         let server = match &from {
             Some(p) => match serde_json::from_str::<ServerSnapshot>(&p.json) {
                 Ok(snap) => match Server::restore(config, snap, now) {
@@ -349,6 +354,9 @@ impl Sim {
         self.lineage = from.map(|p| p.lineage).unwrap_or_default();
         let inst = &mut self.instances[i];
         inst.server = Some(server);
+        if self.stepwise {
+            inst.history = history;
+        }
         inst.gen += 1;
         inst.frozen_until = None;
         inst.deferred.clear();
@@ -390,6 +398,9 @@ impl Sim {
         sc.armed = None;
         sc.slow = None;
         sc.model.restarted();
+        if self.stepwise {
+            sc.history = History::start(("restart", &sc.config, &state, now));
+        }
         sc.machine = Client::with_resume_state(sc.config.clone(), state, now);
         self.stats.client_inputs += 1;
         self.drain_client(c);
@@ -417,9 +428,13 @@ impl Sim {
                 let now = self.instant();
                 for _ in 0..count {
                     let token = self.next_token;
-                    let Some(server) = self.instances[i].server.as_mut() else {
+                    let inst = &mut self.instances[i];
+                    let Some(server) = inst.server.as_mut() else {
                         return;
                     };
+                    if self.stepwise {
+                        inst.history.record(("publish", now, &session, token));
+                    }
                     if server
                         .publish(now, &session, "message", &[("p", json!(token))])
                         .is_err()
@@ -439,11 +454,15 @@ impl Sim {
                     return;
                 }
                 let now = self.instant();
-                let Some(server) = self.instances[i].server.as_mut() else {
+                let inst = &mut self.instances[i];
+                let Some(server) = inst.server.as_mut() else {
                     return;
                 };
                 for _ in 0..count {
                     let token = self.next_token;
+                    if self.stepwise {
+                        inst.history.record(("broadcast", now, token));
+                    }
                     let fields = [("p", json!(token))];
                     let Ok(sessions) = server.publish_to(now, &Audience::All, "message", &fields)
                     else {
@@ -464,6 +483,9 @@ impl Sim {
                 let id = format!("c{client}-r{}", sc.next_request);
                 sc.next_request += 1;
                 let now = self.origin + self.now;
+                if self.stepwise {
+                    sc.history.record(("send", now, &id));
+                }
                 if sc
                     .machine
                     .send_with_id(now, id.clone(), json!(format!("hello {id}")))
@@ -482,6 +504,9 @@ impl Sim {
                 }
                 sc.disconnected_by_app = true;
                 let now = self.origin + self.now;
+                if self.stepwise {
+                    sc.history.record(("disconnect", now));
+                }
                 sc.machine.disconnect(now);
                 self.drain_client(client);
             }

@@ -96,6 +96,9 @@ pub(crate) struct Packet {
     pub(crate) payload: Payload,
     /// Written while the direction was silent: it vanishes on arrival.
     pub(crate) lost: bool,
+    /// A second copy of a frame (the explorer's duplicate-frame fault): the server wrote it
+    /// once, so its arrival confirms nothing.
+    pub(crate) copy: bool,
 }
 
 /// One direction of a link: a FIFO of packets with non-decreasing delivery times.
@@ -116,6 +119,7 @@ impl Pipe {
             id,
             payload,
             lost: self.silent,
+            copy: false,
         });
         at
     }
@@ -143,6 +147,8 @@ pub(crate) struct Link {
     pub(crate) cut: bool,
     /// Frames handed out by the server and not yet confirmed with `handle_sent`.
     pub(crate) in_flight: usize,
+    /// The server announced its close of this connection (`ServerEvent::Closing`).
+    pub(crate) closing_announced: bool,
 }
 
 impl Link {
@@ -158,6 +164,7 @@ impl Link {
             server_close_sent: false,
             cut: false,
             in_flight: 0,
+            closing_announced: false,
         }
     }
 

@@ -71,9 +71,11 @@
 mod drive;
 mod explore;
 mod fault;
+mod fingerprint;
 mod herd;
 mod invariants;
 mod link;
+mod stepwise;
 mod world;
 
 pub use explore::{
@@ -81,8 +83,10 @@ pub use explore::{
     Scenario, FAULTS_ENV, SEED_ENV,
 };
 pub use fault::{Action, Fault, Restore, Target};
+pub(crate) use fingerprint::Fingerprint;
 pub use herd::{run_herd, HerdConfig, HerdReport};
 pub use invariants::Violation;
 pub(crate) use invariants::{ClientModel, Req};
 pub use link::{Direction, NetworkConfig};
+pub(crate) use stepwise::Notice;
 pub use world::{ClientId, Sim, SimConfig, SimStats};

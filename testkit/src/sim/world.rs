@@ -11,6 +11,7 @@ use tether_core::rng::Rng;
 use tether_core::server::{Server, ServerConfig, ServerEvent, ServerInput, SessionId};
 
 use super::fault::{Action, Fault};
+use super::fingerprint::History;
 use super::invariants::{ClientModel, Violation};
 use super::link::{Link, NetworkConfig};
 
@@ -216,6 +217,8 @@ pub(crate) struct SimClient {
     pub(crate) slow: Option<(Duration, Duration)>,
     pub(crate) next_request: u64,
     pub(crate) log: Vec<Event>,
+    /// What the machine was built from and fed (kept only in [`Sim::stepwise`] mode).
+    pub(crate) history: History,
 }
 
 pub(crate) struct Instance {
@@ -225,6 +228,8 @@ pub(crate) struct Instance {
     pub(crate) deferred: Vec<ServerInput>,
     /// Connections this incarnation knows (connected, not yet reported closed).
     pub(crate) open_conns: usize,
+    /// What the machine was built from and fed (kept only in [`Sim::stepwise`] mode).
+    pub(crate) history: History,
 }
 
 /// The deterministic simulator: client machines and server instances over an in-memory
@@ -261,6 +266,10 @@ pub struct Sim {
     /// Half-open links → since when (pushed later by freezes): both sides must stop using
     /// them within the heartbeat bound.
     pub(crate) half_open: BTreeMap<u64, Duration>,
+    /// Driven step by step by the exhaustive explorer ([`crate::exhaustive`]): messages take
+    /// no time and wait in their pipes, and timers wait in the machines' deadlines, until the
+    /// explorer picks which happens next; machine histories are kept for fingerprints.
+    pub(crate) stepwise: bool,
 }
 
 impl std::fmt::Debug for Sim {
@@ -289,6 +298,7 @@ impl Sim {
                 frozen_until: None,
                 deferred: Vec::new(),
                 open_conns: 0,
+                history: History::default(),
             })
             .collect();
         let mut server_config = config.server.clone();
@@ -325,6 +335,7 @@ impl Sim {
             trace: VecDeque::new(),
             violation: None,
             half_open: BTreeMap::new(),
+            stepwise: false,
         }
     }
 
@@ -358,7 +369,11 @@ impl Sim {
             slow: None,
             next_request: 0,
             log: Vec::new(),
+            history: History::default(),
         });
+        if self.stepwise {
+            self.clients[id].history = History::start(("new", &self.clients[id].config, self.now));
+        }
         self.app_sessions.push(None);
         self.drain_client(id);
         ClientId(id)
@@ -443,6 +458,9 @@ impl Sim {
     /// through the network and the checks (never mutate a machine without draining it).
     pub fn with_client<R>(&mut self, id: ClientId, f: impl FnOnce(&mut Client, Instant) -> R) -> R {
         let now = self.instant();
+        if self.stepwise {
+            self.clients[id.0].history.record(History::opaque());
+        }
         let r = f(&mut self.clients[id.0].machine, now);
         self.drain_client(id.0);
         r
@@ -455,6 +473,9 @@ impl Sim {
         let i = self
             .active
             .filter(|&i| self.instances[i].frozen_until.is_none())?;
+        if self.stepwise {
+            self.instances[i].history.record(History::opaque());
+        }
         let r = f(self.instances[i].server.as_mut()?, now);
         self.drain_server(i);
         Some(r)
@@ -559,6 +580,14 @@ impl Sim {
     }
 
     pub(crate) fn push(&mut self, at: Duration, kind: Kind) {
+        if self.stepwise
+            && matches!(
+                kind,
+                Kind::DeliverUp(..) | Kind::DeliverDown(..) | Kind::ClientTimer(..)
+            )
+        {
+            return; // in the pipes and the deadlines, for the explorer to pick
+        }
         self.seq += 1;
         self.heap.push(Reverse(Item {
             at,
