@@ -11,7 +11,7 @@ use serde_json::json;
 use tether_core::server::Authenticator;
 use tether_tokio::{
     load_snapshot, save_snapshot, serve, Audience, Bound, Outcome, Server, ServerConfig,
-    ServerEvent, ServerEvents, ServerSnapshot,
+    ServerEvent, ServerEvents, ServerSnapshot, TokioRuntime,
 };
 use tokio::sync::watch;
 
@@ -131,9 +131,11 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
                 prefix: args.redis_prefix.clone(),
                 ..base
             };
-            let (bound, node) = tether_redis::serve(&args.listen, config, store)
-                .await
-                .map_err(|e| cannot(&e))?;
+            let (bound, node) = tether_redis::serve(TokioRuntime, config, store, |config| {
+                serve(&args.listen, config, None)
+            })
+            .await
+            .map_err(|e| cannot(&e))?;
             eprintln!(
                 "node {} of the gateway in {url} (prefix {})",
                 node.node_id(),

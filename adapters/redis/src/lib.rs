@@ -48,6 +48,10 @@
 //! nodes with [`RedisConfig::cluster`]. Sentinel is not supported: run Redis Cluster (with
 //! replicas) for failover.
 //!
+//! A node runs on any runtime of `tether-driver` (tokio, async-std, smol): its loops are
+//! spawned on the runtime given to [`serve`] or [`RedisNode::start`], and the Redis client
+//! uses tokio's runtime inside one and smol's executor (beside any other) elsewhere.
+//!
 //! Two nodes on one Redis: a client connected to node A gets an event published through node B.
 //! ([`testing::RedisServer`] uses `TETHER_REDIS_URL`, or starts a `redis-server` of its own.)
 //!
@@ -56,13 +60,15 @@
 //! use tether_core::client::{ClientConfig, Event, State};
 //! use tether_core::server::{ServerConfig, SessionId};
 //! use tether_redis::{serve, testing::RedisServer, RedisConfig};
+//! use tether_tokio::TokioRuntime;
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let redis = RedisServer::for_tests();
 //!     let config = || RedisConfig::new(redis.url.clone());
-//!     let (a, _node_a) = serve("127.0.0.1:0", ServerConfig::default(), config()).await?;
-//!     let (_b, node_b) = serve("127.0.0.1:0", ServerConfig::default(), config()).await?;
+//!     let bind = |config| tether_tokio::serve("127.0.0.1:0", config, None);
+//!     let (a, _node_a) = serve(TokioRuntime, ServerConfig::default(), config(), bind).await?;
+//!     let (_b, node_b) = serve(TokioRuntime, ServerConfig::default(), config(), bind).await?;
 //!
 //!     let url = format!("ws://{}/ws", a.local_addr);
 //!     let (client, mut events) = tether_tokio::connect(url, None, ClientConfig::new("echo"))?;
@@ -93,6 +99,7 @@ mod subs;
 pub mod testing;
 mod wire;
 
+use std::future::Future;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,7 +107,9 @@ use std::time::Duration;
 use futures::channel::{mpsc, oneshot};
 use serde_json::Value;
 use tether_core::server::{CommandError, PresenceInfo, ServerConfig, SessionId};
-use tether_driver::{Bound, ServeError, Server, ServerError, ServerEvents, PUBLISH_MANY_MAX};
+use tether_driver::{
+    Bound, Runtime, ServeError, Server, ServerError, ServerEvents, PUBLISH_MANY_MAX,
+};
 
 use keys::Keys;
 use link::{Link, Pushes};
@@ -230,8 +239,9 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct RedisNode {
     inner: Arc<Inner>,
-    /// The node's loops, awaited by [`RedisNode::shutdown`].
-    loops: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// Each of the node's loops drops its sender when it ends; awaited by
+    /// [`RedisNode::shutdown`].
+    loops: Arc<std::sync::Mutex<Vec<oneshot::Receiver<()>>>>,
 }
 
 /// The server figures the store needs.
@@ -243,21 +253,37 @@ pub(crate) struct Limits {
     presence_ttl: Duration,
 }
 
-/// Binds `addr` like `tether_tokio::serve` and runs the node on the Redis of `redis`
-/// (`config.external_store` is set for you). `bound.events` carries what the application
-/// handles (requests, session events); the store's own events are consumed by the node.
-pub async fn serve(
-    addr: &str,
+/// Starts a gateway node on the Redis of `redis`, on any runtime: checks Redis first (a node
+/// that cannot reach its store must not accept clients), then calls `bind` with `config`
+/// (`external_store` set for you) to bind the listener with an adapter's `serve`, and runs the
+/// node's loops on `runtime` (the adapter's runtime). `bound.events` carries what the
+/// application handles (requests, session events); the store's own events are consumed by the
+/// node. On tokio:
+/// `serve(TokioRuntime, config, redis, |config| tether_tokio::serve(addr, config, None))`
+/// (the crate docs run two nodes).
+pub async fn serve<R, B, F>(
+    runtime: R,
     mut config: ServerConfig,
     redis: RedisConfig,
-) -> Result<(Bound, RedisNode), NodeError> {
+    bind: B,
+) -> Result<(Bound, RedisNode), NodeError>
+where
+    R: Runtime,
+    B: FnOnce(ServerConfig) -> F,
+    F: Future<Output = Result<Bound, ServeError>>,
+{
     config.external_store = true;
-    // Connect first: a node that cannot reach its store must not accept clients.
     let connection = Connection::open(&redis).await?;
-    let mut bound = tether_tokio::serve(addr, config.clone(), None).await?;
+    let mut bound = bind(config.clone()).await?;
     let events = std::mem::replace(&mut bound.events, ServerEvents::closed());
-    let (node, app_events) =
-        RedisNode::start_with(bound.server.clone(), events, &config, redis, connection)?;
+    let (node, app_events) = RedisNode::start_with(
+        runtime,
+        bound.server.clone(),
+        events,
+        &config,
+        redis,
+        connection,
+    )?;
     bound.events = app_events;
     Ok((bound, node))
 }
@@ -335,19 +361,21 @@ async fn check_eviction(link: &Link, check: EvictionCheck) -> Result<(), StoreEr
 
 impl RedisNode {
     /// Runs the store side of a started server (`tether_driver::Server::start` or an adapter's
-    /// serve, with `server_config.external_store` set): consumes `events`, answers the
-    /// machine's store requests, and returns the events the application should see.
-    pub async fn start(
+    /// serve, with `server_config.external_store` set) on `runtime`: consumes `events`, answers
+    /// the machine's store requests, and returns the events the application should see.
+    pub async fn start<R: Runtime>(
+        runtime: R,
         server: Server,
         events: ServerEvents,
         server_config: &ServerConfig,
         config: RedisConfig,
     ) -> Result<(RedisNode, ServerEvents), StoreError> {
         let connection = Connection::open(&config).await?;
-        Self::start_with(server, events, server_config, config, connection)
+        Self::start_with(runtime, server, events, server_config, config, connection)
     }
 
-    fn start_with(
+    fn start_with<R: Runtime>(
+        runtime: R,
         server: Server,
         events: ServerEvents,
         server_config: &ServerConfig,
@@ -366,6 +394,7 @@ impl RedisNode {
         let metrics = server.metrics().store().clone();
         metrics.up.set(1);
         let inner = Arc::new(Inner {
+            runtime: Arc::new(runtime),
             server,
             link: connection.link,
             keys: Keys::new(&config.prefix).with_node(node_hex),
@@ -386,14 +415,14 @@ impl RedisNode {
             metrics,
             retry_every: config.reconnect_max.max(Duration::from_millis(1)),
         });
-        let loops = vec![
-            tokio::spawn(node::pump(inner.clone(), events, app_tx)),
-            tokio::spawn(node::writer(inner.clone(), writes_rx)),
-            tokio::spawn(node::subscriber(inner.clone(), connection.pushes)),
-            tokio::spawn(node::health_loop(inner.clone())),
-            tokio::spawn(presence::presence_loop(inner.clone())),
+        let loops = [
+            inner.run(node::pump(inner.clone(), events, app_tx)),
+            inner.run(node::writer(inner.clone(), writes_rx)),
+            inner.run(node::subscriber(inner.clone(), connection.pushes)),
+            inner.run(node::health_loop(inner.clone())),
+            inner.run(presence::presence_loop(inner.clone())),
         ];
-        let loops = Arc::new(std::sync::Mutex::new(loops));
+        let loops = Arc::new(std::sync::Mutex::new(loops.into()));
         Ok((RedisNode { inner, loops }, app_events))
     }
 
@@ -404,8 +433,8 @@ impl RedisNode {
     pub async fn shutdown(&self) -> Result<tether_core::server::ServerSnapshot, StoreError> {
         let snapshot = self.inner.server.shutdown().await?;
         let loops = std::mem::take(&mut *self.loops.lock().unwrap_or_else(|e| e.into_inner()));
-        for task in loops {
-            let _ = task.await;
+        for ended in loops {
+            let _ = ended.await;
         }
         Ok(snapshot)
     }

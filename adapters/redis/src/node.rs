@@ -3,12 +3,15 @@
 //! the handshake reads, and the health probe.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::ops::RangeInclusive;
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::{mpsc, oneshot};
+use futures::future::{self, Either};
 use futures::{SinkExt, StreamExt};
 use redis::{PushInfo, PushKind, RedisError, Value};
 use serde_json::Value as Json;
@@ -17,7 +20,7 @@ use tether_core::server::{
     Unsequenced,
 };
 use tether_driver::metrics::StoreMetrics;
-use tether_driver::{Server, ServerEvents};
+use tether_driver::{BoxFuture, Runtime, Server, ServerEvents};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::keys::Keys;
@@ -111,8 +114,28 @@ impl RunIds {
     }
 }
 
+/// The runtime the node's loops run on: tether-driver's [`Runtime`], object-safe so that the
+/// node's types do not carry it as a parameter.
+pub(crate) trait Tasks: Send + Sync {
+    /// Runs `future` in the background.
+    fn spawn(&self, future: BoxFuture<()>);
+    /// A future that completes after `duration`.
+    fn sleep(&self, duration: Duration) -> BoxFuture<()>;
+}
+
+impl<R: Runtime> Tasks for R {
+    fn spawn(&self, future: BoxFuture<()>) {
+        Runtime::spawn(self, future);
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<()> {
+        self.sleep_until(self.now() + duration)
+    }
+}
+
 /// What the loops share.
 pub(crate) struct Inner {
+    pub(crate) runtime: Arc<dyn Tasks>,
     pub(crate) server: Server,
     pub(crate) link: Link,
     pub(crate) keys: Keys,
@@ -141,6 +164,29 @@ const NOTIFY_BATCH: usize = 512;
 const READ_ATTEMPTS: u32 = 3;
 
 impl Inner {
+    /// Runs `task` on the node's runtime.
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(Box::pin(task));
+    }
+
+    /// Runs one of the node's loops; the receiver completes when it has ended.
+    pub(crate) fn run(
+        &self,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) -> oneshot::Receiver<()> {
+        let (ended, on_end) = oneshot::channel();
+        self.spawn(async move {
+            task.await;
+            drop(ended);
+        });
+        on_end
+    }
+
+    /// Completes after `duration`.
+    pub(crate) fn sleep(&self, duration: Duration) -> BoxFuture<()> {
+        self.runtime.sleep(duration)
+    }
+
     /// Notes a failed command; returns whether it may succeed later (then the store is
     /// considered down until a command succeeds, with one log line per outage).
     pub(crate) fn failed(&self, e: &RedisError) -> bool {
@@ -209,12 +255,10 @@ impl Inner {
                     queued: self.room_max,
                 });
             }
-            tokio::select! {
-                p = self.room.clone().acquire_many_owned(n32) => {
-                    self.count_queue();
-                    return p.map_err(|_| StoreError::Stopped);
-                }
-                () = &mut down => {}
+            let acquire = pin!(self.room.clone().acquire_many_owned(n32));
+            if let Either::Left((p, _)) = future::select(acquire, &mut down).await {
+                self.count_queue();
+                return p.map_err(|_| StoreError::Stopped);
             }
         }
     }
@@ -263,7 +307,7 @@ impl Inner {
 
     fn unsubscribe_later(self: &Arc<Self>, session: SessionId, generation: u64) {
         let inner = self.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             inner
                 .subs
                 .unsubscribe(&inner.link, &inner.keys, &session, generation)
@@ -287,7 +331,7 @@ pub(crate) async fn pump(
         let mut announce = None;
         let write = match event {
             ServerEvent::SessionWanted { conn, session } => {
-                tokio::spawn(provide(inner.clone(), conn, session));
+                inner.spawn(provide(inner.clone(), conn, session));
                 continue;
             }
             ServerEvent::StoreSession(stored) => {
@@ -412,7 +456,7 @@ pub(crate) async fn writer(inner: Arc<Inner>, mut writes: mpsc::UnboundedReceive
     // Resolves at the end of the grace period, once the server has stopped.
     let grace = async {
         stopped.await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        inner.sleep(SHUTDOWN_GRACE).await;
     };
     futures::pin_mut!(grace);
     let mut draining = false;
@@ -424,9 +468,10 @@ pub(crate) async fn writer(inner: Arc<Inner>, mut writes: mpsc::UnboundedReceive
                 Err(_) => return,
             }
         } else {
-            tokio::select! {
-                w = writes.next() => match w { Some(w) => w, None => return },
-                () = inner.server.stopped() => {
+            match future::select(writes.next(), pin!(inner.server.stopped())).await {
+                Either::Left((Some(w), _)) => w,
+                Either::Left((None, _)) => return,
+                Either::Right(_) => {
                     draining = true;
                     continue;
                 }
@@ -653,9 +698,9 @@ impl Inner {
                     self.failed(&e);
                     let unanswered = replies.iter().flatten().filter(|r| r.is_none()).count();
                     self.metrics.retries.inc_by(unanswered as u64);
-                    tokio::select! {
-                        () = tokio::time::sleep(self.retry_every) => {}
-                        () = &mut *stopped => return None,
+                    let pause = self.sleep(self.retry_every);
+                    if let Either::Right(_) = future::select(pause, &mut *stopped).await {
+                        return None;
                     }
                 }
             }
@@ -850,7 +895,7 @@ async fn provide(inner: Arc<Inner>, conn: ConnId, session: SessionId) {
                 break Ok(read);
             }
             Err(e) if inner.failed(&e) && attempt < READ_ATTEMPTS => {
-                tokio::time::sleep(inner.retry_every).await;
+                inner.sleep(inner.retry_every).await;
             }
             Err(e) => break Err(StoreUnavailable(e.to_string())),
         }
@@ -888,9 +933,9 @@ pub(crate) async fn subscriber(inner: Arc<Inner>, mut pushes: Pushes) {
     let stopped = inner.server.stopped();
     futures::pin_mut!(stopped);
     loop {
-        let first = tokio::select! {
-            p = pushes.next() => match p { Some(p) => p, None => return },
-            () = &mut stopped => return,
+        let first = match future::select(pushes.next(), &mut stopped).await {
+            Either::Left((Some(push), _)) => push,
+            Either::Left((None, _)) | Either::Right(_) => return,
         };
         let mut notes: Vec<(SessionId, Vec<Recorded>, Option<u64>)> = Vec::new();
         let mut next = Some(first);
@@ -984,17 +1029,16 @@ pub(crate) async fn health_loop(inner: Arc<Inner>) {
     let stopped = inner.server.stopped();
     futures::pin_mut!(stopped);
     loop {
-        tokio::select! {
-            () = inner.health.wake.notified() => {}
-            () = &mut stopped => break,
+        if let Either::Right(_) =
+            future::select(pin!(inner.health.wake.notified()), &mut stopped).await
+        {
+            break;
         }
         while !inner.health.is_up() {
-            tokio::select! {
-                () = tokio::time::sleep(inner.retry_every) => {}
-                () = &mut stopped => {
-                    inner.stopping();
-                    return;
-                }
+            let pause = inner.sleep(inner.retry_every);
+            if let Either::Right(_) = future::select(pause, &mut stopped).await {
+                inner.stopping();
+                return;
             }
             let ping: Result<String, _> = redis::cmd("PING")
                 .query_async(&mut inner.link.clone())

@@ -4,9 +4,11 @@
 //! the masters. The refresh also renews the TTLs of the sessions this node holds, and asks the
 //! writer to verify any that the store no longer has.
 
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::{self, Either};
 use redis::{RedisError, Value};
 use tether_core::server::{PresenceInfo, SessionId};
 
@@ -151,10 +153,10 @@ pub(crate) async fn presence_loop(inner: Arc<Inner>) {
                 tracing::error!("session store: presence refresh: {e}");
             }
         }
-        tokio::select! {
-            () = tokio::time::sleep(period) => {}
-            () = inner.presence_due.notified() => {}
-            () = &mut stopped => break,
+        let due = pin!(inner.presence_due.notified());
+        let refresh = future::select(inner.sleep(period), due);
+        if let Either::Right(_) = future::select(refresh, &mut stopped).await {
+            break;
         }
     }
     inner.stopping();

@@ -470,13 +470,13 @@ async fn an_evicting_redis_is_refused_on_request_and_warned_about_otherwise() {
         eviction: EvictionCheck::Refuse,
         ..store(&redis)
     };
-    match tether_redis::serve("127.0.0.1:0", server_config(), refusing).await {
+    match support::serve_tokio("127.0.0.1:0", server_config(), refusing).await {
         Err(NodeError::Store(StoreError::Evicting { policy })) => assert_eq!(policy, "allkeys-lru"),
         Err(e) => panic!("unexpected {e}"),
         Ok(_) => panic!("started on an evicting Redis"),
     }
     let warned_before = lines_mentioning("allkeys-lru").len();
-    let (_bound, _node) = tether_redis::serve("127.0.0.1:0", server_config(), store(&redis))
+    let (_bound, _node) = support::serve_tokio("127.0.0.1:0", server_config(), store(&redis))
         .await
         .expect("starts with a warning");
     assert_eq!(lines_mentioning("allkeys-lru").len(), warned_before + 1);
@@ -487,7 +487,7 @@ async fn an_evicting_redis_is_refused_on_request_and_warned_about_otherwise() {
         ..store(&managed)
     };
     let warned_before = lines_mentioning("cannot read Redis's maxmemory-policy").len();
-    let (_bound, _node) = tether_redis::serve("127.0.0.1:0", server_config(), refusing)
+    let (_bound, _node) = support::serve_tokio("127.0.0.1:0", server_config(), refusing)
         .await
         .expect("starts when the policy cannot be read");
     assert_eq!(

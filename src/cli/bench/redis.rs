@@ -20,7 +20,7 @@ use tether_core::cursor::ResumeState;
 use tether_core::server::{ServerConfig, ServerEvent, SessionId};
 use tether_redis::testing::{RedisCluster, RedisServer};
 use tether_redis::{RedisConfig, RedisNode};
-use tether_tokio::{Bound, Server, ServerEvents};
+use tether_tokio::{Bound, Server, ServerEvents, TokioRuntime};
 use tokio::sync::Notify;
 
 use super::{before, median, percentile, Row, Sizes, Target, Unit, CONTENT};
@@ -103,7 +103,10 @@ impl Gateway {
                     prefix: format!("bench-{}", u32::from_le_bytes(nonce)),
                     ..redis
                 };
-                let (bound, node) = tether_redis::serve("127.0.0.1:0", server_config(), store)
+                let (bound, node) =
+                    tether_redis::serve(TokioRuntime, server_config(), store, |config| {
+                        tether_tokio::serve("127.0.0.1:0", config, None)
+                    })
                     .await
                     .map_err(|e| e.to_string())?;
                 (bound, Publisher::Redis(node))

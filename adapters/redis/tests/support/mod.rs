@@ -10,8 +10,10 @@ use futures::StreamExt;
 use tether_core::backoff::{BackoffConfig, Jitter};
 use tether_core::client::ClientConfig;
 use tether_core::server::{Outcome, ServerConfig, ServerEvent, SessionId};
+use tether_driver::Bound;
 use tether_redis::testing::RedisServer;
-use tether_redis::{serve, NodeError, RedisConfig, RedisNode};
+use tether_redis::{NodeError, RedisConfig, RedisNode};
+use tether_tokio::TokioRuntime;
 
 pub fn redis() -> RedisServer {
     RedisServer::for_tests()
@@ -83,6 +85,18 @@ pub fn server_config() -> ServerConfig {
     }
 }
 
+/// A node on tokio listening on `addr`.
+pub async fn serve_tokio(
+    addr: &str,
+    config: ServerConfig,
+    redis: RedisConfig,
+) -> Result<(Bound, RedisNode), NodeError> {
+    tether_redis::serve(TokioRuntime, config, redis, |config| {
+        tether_tokio::serve(addr, config, None)
+    })
+    .await
+}
+
 /// One gateway node on its own runtime, so that killing it (dropping the runtime) is as abrupt
 /// as a crash: sockets close, nothing is flushed, presence is not cleared.
 pub struct Node {
@@ -107,7 +121,7 @@ impl Node {
         let started = runtime.spawn(async move {
             let deadline = Instant::now() + Duration::from_secs(10);
             let (mut bound, node) = loop {
-                match serve(&addr, config.clone(), redis.clone()).await {
+                match serve_tokio(&addr, config.clone(), redis.clone()).await {
                     Ok(x) => break x,
                     // A killed predecessor's listener may still hold the port for a moment.
                     Err(NodeError::Serve(_)) if Instant::now() < deadline => {
