@@ -12,8 +12,10 @@ use futures::future::{self, Either};
 use redis::{RedisError, Value};
 use tether_core::server::{PresenceInfo, SessionId};
 
-use crate::node::{Inner, Write};
-use crate::{millis, StoreError};
+use crate::node::Inner;
+use crate::wire::millis;
+use crate::worker::Write;
+use crate::StoreError;
 
 impl Inner {
     /// Writes this node's presence and renews its held sessions' TTLs.

@@ -14,17 +14,15 @@ use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
 use smol::{Executor, Timer};
 use tether_async_std::SmolRuntime;
-use tether_core::client::{ClientConfig, Event, State};
-use tether_core::server::{Outcome, ServerConfig, ServerEvent, SessionId};
+use tether_core::server::{ServerConfig, SessionId};
 use tether_driver::{BoxFuture, ClientEvents, Runtime};
 use tether_redis::{NodeError, RedisConfig, RedisNode};
 
-use support::{event, redis, server_config, store_config};
+use support::{echo, failover_client_config, publish, redis, server_config, store_config, Seen};
 
 const STREAM: u64 = 3_000;
 const AWAY: u64 = 300;
 const TOTAL: u64 = 3 * STREAM + 2 * AWAY;
-const BATCH: usize = 250;
 
 /// One node's smol executor, run by a thread of its own. Tasks hold it weakly, so that
 /// killing the node drops the executor, and with it every task of the node.
@@ -76,7 +74,7 @@ impl SmolNode {
         let rt = runtime.clone();
         runtime.spawn(Box::pin(async move {
             let deadline = Instant::now() + Duration::from_secs(10);
-            let (mut bound, node) = loop {
+            let (bound, node) = loop {
                 let bind = |config| tether_async_std::serve(rt.clone(), &addr, config, None);
                 match tether_redis::serve(rt.clone(), config.clone(), redis.clone(), bind).await {
                     Ok(started) => break started,
@@ -86,25 +84,8 @@ impl SmolNode {
                     Err(e) => panic!("node did not start: {e}"),
                 }
             };
-            let server = node.server().clone();
-            let _ = started_tx.send((node, bound.local_addr));
-            while let Some(event) = bound.events.next().await {
-                match event {
-                    ServerEvent::SessionCreated { session, .. } => {
-                        let _ = created_tx.unbounded_send(session);
-                    }
-                    ServerEvent::Request {
-                        session,
-                        request_id,
-                        content,
-                        ..
-                    } => {
-                        let answer = Outcome::ok(format!("echo: {content}"));
-                        let _ = server.respond(&session, &request_id, answer).await;
-                    }
-                    _ => {}
-                }
-            }
+            let _ = started_tx.send((node.clone(), bound.local_addr));
+            echo(bound.events, node.server().clone(), created_tx).await;
         }));
         let (node, addr) = started.await.expect("the node starts");
         SmolNode {
@@ -153,69 +134,20 @@ async fn within<T>(limit: Duration, what: &str, future: impl Future<Output = T>)
         .unwrap_or_else(|| panic!("timed out waiting for {what}"))
 }
 
-fn client_config() -> ClientConfig {
-    ClientConfig {
-        backoff: tether_core::backoff::BackoffConfig {
-            // Long enough that the events published while away are surely published before
-            // the client is back: they must then come as replays of the resume.
-            initial: Duration::from_millis(300),
-            max: Duration::from_millis(300),
-            jitter: tether_core::backoff::Jitter::None,
-            ..Default::default()
-        },
-        ..ClientConfig::new("echo")
-    }
-}
-
-/// Publishes events `from..from + count` through `node`, in batches.
-async fn publish(node: &SmolNode, session: &SessionId, from: u64, count: u64) {
-    let mut i = from;
-    while i < from + count {
-        let n = BATCH.min(usize::try_from(from + count - i).unwrap_or(BATCH));
-        let batch = (0..n as u64).map(|k| event(i + k)).collect();
-        node.node
-            .publish_many(session, "message", batch)
-            .await
-            .expect("published");
-        i += n as u64;
-    }
-}
-
-#[derive(Default)]
-struct Seen {
-    seqs: Vec<u64>,
-    replayed: Vec<u64>,
-    resumed: u32,
-    bad: Vec<String>,
-}
-
 /// The application: records what it is given, reports (delivered, resumes) after each event.
 async fn consume(mut events: ClientEvents, progress: mpsc::UnboundedSender<(u64, u32)>) -> Seen {
     let mut seen = Seen::default();
     while let Some(e) = events.next().await {
-        match e {
-            Event::Delivered(d) => {
-                seen.seqs.push(d.seq);
-                if d.replayed {
-                    seen.replayed.push(d.seq);
-                }
-                let _ = progress.unbounded_send((seen.seqs.len() as u64, seen.resumed));
-                if seen.seqs.len() as u64 == TOTAL {
-                    break;
-                }
-                // A slowish application (~50 events/ms), so a kill lands mid-stream.
-                if seen.seqs.len() % 50 == 0 {
-                    Timer::after(Duration::from_millis(1)).await;
-                }
+        let delivered = seen.note(e);
+        let _ = progress.unbounded_send(seen.progress());
+        if delivered {
+            if seen.seqs.len() as u64 == TOTAL {
+                break;
             }
-            Event::StateChanged(State::Connected { resumed: true, .. }) => {
-                seen.resumed += 1;
-                let _ = progress.unbounded_send((seen.seqs.len() as u64, seen.resumed));
+            // A slowish application (~50 events/ms), so a kill lands mid-stream.
+            if seen.seqs.len() % 50 == 0 {
+                Timer::after(Duration::from_millis(1)).await;
             }
-            Event::Lost { .. } | Event::ServerReset { .. } | Event::SessionReplaced { .. } => {
-                seen.bad.push(format!("{e:?}"));
-            }
-            _ => {}
         }
     }
     seen
@@ -255,8 +187,9 @@ fn two_nodes_on_smol_fail_a_client_over_twice_delivering_every_event_exactly_onc
         let second = SmolNode::start("127.0.0.1:0", config.clone(), store.clone()).await;
         let mut nodes = [Some(first), Some(second)];
         let urls: Vec<String> = nodes.iter().flatten().map(SmolNode::url).collect();
-        let (_client, events) = tether_async_std::connect(SmolRuntime, urls, None, client_config())
-            .expect("the client starts");
+        let (_client, events) =
+            tether_async_std::connect(SmolRuntime, urls, None, failover_client_config())
+                .expect("the client starts");
         let session = within(Duration::from_secs(10), "a session on node A", async {
             let created = &mut nodes[0].as_mut().expect("running").created;
             created.next().await.expect("node A runs")
@@ -276,7 +209,13 @@ fn two_nodes_on_smol_fail_a_client_over_twice_delivering_every_event_exactly_onc
         let mut on = 0;
         let mut kills = Vec::new();
         for phase in 0..3 {
-            publish(nodes[on].as_ref().expect("running"), &session, next, STREAM).await;
+            publish(
+                &nodes[on].as_ref().expect("running").node,
+                &session,
+                next,
+                STREAM,
+            )
+            .await;
             next += STREAM;
             if phase == 2 {
                 break;
@@ -291,7 +230,7 @@ fn two_nodes_on_smol_fail_a_client_over_twice_delivering_every_event_exactly_onc
             let delivered = progress.now().0;
             let other = 1 - on;
             publish(
-                nodes[other].as_ref().expect("running"),
+                &nodes[other].as_ref().expect("running").node,
                 &session,
                 next,
                 AWAY,

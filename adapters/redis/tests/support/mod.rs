@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use futures::channel::mpsc;
 use futures::StreamExt;
 use tether_core::backoff::{BackoffConfig, Jitter};
-use tether_core::client::ClientConfig;
+use tether_core::client::{ClientConfig, Event, State};
 use tether_core::server::{Outcome, ServerConfig, ServerEvent, SessionId};
-use tether_driver::Bound;
+use tether_driver::{Bound, Server, ServerEvents};
 use tether_redis::testing::RedisServer;
 use tether_redis::{NodeError, RedisConfig, RedisNode};
 use tether_tokio::TokioRuntime;
@@ -97,6 +97,100 @@ pub async fn serve_tokio(
     .await
 }
 
+/// The application of a test node: answers requests with `echo: <content>` and reports the
+/// sessions created.
+pub async fn echo(
+    mut events: ServerEvents,
+    server: Server,
+    created: mpsc::UnboundedSender<SessionId>,
+) {
+    while let Some(event) = events.next().await {
+        match event {
+            ServerEvent::SessionCreated { session, .. } => {
+                let _ = created.unbounded_send(session);
+            }
+            ServerEvent::Request {
+                session,
+                request_id,
+                content,
+                ..
+            } => {
+                let answer = Outcome::ok(format!("echo: {content}"));
+                let _ = server.respond(&session, &request_id, answer).await;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Publishes events `from..from + count` (see [`event`]) through `node`, in batches of 250.
+pub async fn publish(node: &RedisNode, session: &SessionId, from: u64, count: u64) {
+    const BATCH: u64 = 250;
+    let mut i = from;
+    while i < from + count {
+        let n = BATCH.min(from + count - i);
+        let batch = (i..i + n).map(event).collect();
+        node.publish_many(session, "message", batch)
+            .await
+            .expect("published");
+        i += n;
+    }
+}
+
+/// A client of the `echo` agent that reconnects after 300 ms: long enough that the events
+/// published while it is away are surely published before it is back (they must then come
+/// as replays of its resume).
+pub fn failover_client_config() -> ClientConfig {
+    ClientConfig {
+        backoff: BackoffConfig {
+            initial: Duration::from_millis(300),
+            max: Duration::from_millis(300),
+            jitter: Jitter::None,
+            ..BackoffConfig::default()
+        },
+        ..ClientConfig::new("echo")
+    }
+}
+
+/// What a client application saw.
+#[derive(Default)]
+pub struct Seen {
+    /// Sequences delivered, in order.
+    pub seqs: Vec<u64>,
+    /// Those delivered as replays.
+    pub replayed: Vec<u64>,
+    /// Resumes of the session.
+    pub resumed: u32,
+    /// Losses reported.
+    pub bad: Vec<String>,
+}
+
+impl Seen {
+    /// Notes `event`; returns whether it was a delivery.
+    pub fn note(&mut self, event: Event) -> bool {
+        match event {
+            Event::Delivered(d) => {
+                self.seqs.push(d.seq);
+                if d.replayed {
+                    self.replayed.push(d.seq);
+                }
+                return true;
+            }
+            Event::StateChanged(State::Connected { resumed: true, .. }) => self.resumed += 1,
+            Event::Lost { .. } | Event::ServerReset { .. } | Event::SessionReplaced { .. } => {
+                self.bad.push(format!("{event:?}"));
+            }
+            _ => {}
+        }
+        false
+    }
+
+    /// (events delivered, resumes).
+    pub fn progress(&self) -> (u64, u32) {
+        (self.seqs.len() as u64, self.resumed)
+    }
+}
+
 /// One gateway node on its own runtime, so that killing it (dropping the runtime) is as abrupt
 /// as a crash: sockets close, nothing is flushed, presence is not cleared.
 pub struct Node {
@@ -120,7 +214,7 @@ impl Node {
         let addr = addr.to_owned();
         let started = runtime.spawn(async move {
             let deadline = Instant::now() + Duration::from_secs(10);
-            let (mut bound, node) = loop {
+            let (bound, node) = loop {
                 match serve_tokio(&addr, config.clone(), redis.clone()).await {
                     Ok(x) => break x,
                     // A killed predecessor's listener may still hold the port for a moment.
@@ -131,26 +225,7 @@ impl Node {
                 }
             };
             let local = bound.local_addr;
-            let server = node.server().clone();
-            tokio::spawn(async move {
-                while let Some(event) = bound.events.next().await {
-                    match event {
-                        ServerEvent::SessionCreated { session, .. } => {
-                            let _ = created_tx.unbounded_send(session);
-                        }
-                        ServerEvent::Request {
-                            session,
-                            request_id,
-                            content,
-                            ..
-                        } => {
-                            let answer = Outcome::ok(format!("echo: {content}"));
-                            let _ = server.respond(&session, &request_id, answer).await;
-                        }
-                        _ => {}
-                    }
-                }
-            });
+            tokio::spawn(echo(bound.events, node.server().clone(), created_tx));
             (node, local)
         });
         let (node, addr) = started.await.expect("node task");
