@@ -36,9 +36,10 @@ pub enum ServeError {
     /// The address could not be bound.
     #[error("cannot listen: {0}")]
     Bind(std::io::Error),
-    /// No OS entropy for the session-id seed.
-    #[error("no OS entropy: {0}")]
-    Entropy(String),
+    /// The OS gave no entropy for the session-id seed (a sandbox without `getrandom`, or a
+    /// very early boot): check the host, or give the config a seed of its own.
+    #[error("no OS entropy for the session-id seed")]
+    Entropy(#[source] getrandom::Error),
     /// The snapshot could not be restored.
     #[error(transparent)]
     Server(#[from] ServerError),
@@ -49,7 +50,7 @@ pub enum ServeError {
 /// `epoch_at_start` of 0 with the system clock.
 pub fn production_config(mut config: ServerConfig) -> Result<ServerConfig, ServeError> {
     if config.seed == [0; 32] {
-        getrandom::fill(&mut config.seed).map_err(|e| ServeError::Entropy(e.to_string()))?;
+        getrandom::fill(&mut config.seed).map_err(ServeError::Entropy)?;
     }
     if config.epoch_at_start == 0.0 {
         config.epoch_at_start = SystemTime::now()

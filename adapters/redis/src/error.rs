@@ -28,6 +28,11 @@ pub enum StoreError {
         /// The most one call may carry.
         max: usize,
     },
+    /// Redis answered an append with something else than the script's reply (a script or a
+    /// key of the same name changed by something other than tether): check the key prefix is
+    /// tether's alone.
+    #[error("unexpected reply from Redis: {0:?}")]
+    UnexpectedReply(redis::Value),
     /// The server handle is gone.
     #[error(transparent)]
     Server(#[from] ServerError),
@@ -50,9 +55,10 @@ pub enum StoreError {
     /// The key prefix contains `{` or `}` (it would break the keys' hash tags).
     #[error("key prefix {0:?} must not contain braces")]
     InvalidPrefix(String),
-    /// No OS entropy for the node id.
-    #[error("no OS entropy for the node id: {0}")]
-    Entropy(String),
+    /// The OS gave no entropy for the node id (a sandbox without `getrandom`, or a very early
+    /// boot): check the host.
+    #[error("no OS entropy for the node id")]
+    Entropy(#[source] getrandom::Error),
     /// The node has stopped.
     #[error("the store worker has stopped")]
     Stopped,

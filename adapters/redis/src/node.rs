@@ -98,7 +98,7 @@ impl RedisNode {
             return Err(StoreError::NotStoreMode);
         }
         let mut node_id = [0u8; 8];
-        getrandom::fill(&mut node_id).map_err(|e| StoreError::Entropy(e.to_string()))?;
+        getrandom::fill(&mut node_id).map_err(StoreError::Entropy)?;
         let node_hex: String = node_id.iter().map(|b| format!("{b:02x}")).collect();
         let (writes, writes_rx) = mpsc::unbounded();
         let (app_tx, app_events) = ServerEvents::channel(1024);

@@ -495,26 +495,23 @@ impl Inner {
                                 }
                             }
                             (None, reply) => {
-                                let why = match reply {
-                                    Err(e) => e,
-                                    Ok(v) => RedisError::from((
-                                        redis::ErrorKind::TypeError,
-                                        "unexpected append reply",
-                                        format!("{v:?}"),
-                                    )),
+                                let why = || match &reply {
+                                    Err(e) => StoreError::Redis(copy(e)),
+                                    Ok(v) => StoreError::UnexpectedReply(v.clone()),
                                 };
                                 let mut machine = false;
                                 for (_, w) in waiters {
                                     match w {
                                         Some(w) => {
-                                            let _ = w.send(Err(StoreError::Redis(copy(&why))));
+                                            let _ = w.send(Err(why()));
                                         }
                                         None => machine = true,
                                     }
                                 }
                                 if machine {
                                     tracing::error!(
-                                        "session store: responses of {session} not stored: {why}"
+                                        "session store: responses of {session} not stored: {}",
+                                        why()
                                     );
                                 }
                             }
