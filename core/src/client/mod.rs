@@ -11,6 +11,7 @@
 
 mod config;
 mod event;
+mod input;
 mod kind;
 mod outbox;
 mod payload;
@@ -25,6 +26,7 @@ pub use event::{
     ClosedReason, Delivered, DisconnectCause, Event, Rejection, RequestStatus, RequestUpdate,
     State, Transmit,
 };
+pub use input::ClientInput;
 pub use kind::Kind;
 use outbox::Outbox;
 pub use payload::Payload;

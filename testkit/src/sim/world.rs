@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
 use tether_core::backoff::{BackoffConfig, Jitter};
-use tether_core::client::{Client, ClientConfig, Event};
+use tether_core::client::{Client, ClientConfig, ClientInput, Event};
 use tether_core::rng::Rng;
 use tether_core::server::{Server, ServerConfig, ServerEvent, ServerInput, SessionId};
 
@@ -151,14 +151,6 @@ pub(crate) struct Lineage {
 }
 
 #[derive(Debug)]
-pub(crate) enum ClientIn {
-    Connected,
-    ConnectFailed,
-    Text(String),
-    Closed(Option<u16>, String),
-}
-
-#[derive(Debug)]
 pub(crate) enum Kind {
     Connect(u64),
     DeliverUp(u64, u64),
@@ -210,7 +202,7 @@ pub(crate) struct SimClient {
     pub(crate) link: Option<u64>,
     pub(crate) model: ClientModel,
     pub(crate) frozen_until: Option<Duration>,
-    pub(crate) deferred: Vec<(u64, ClientIn)>,
+    pub(crate) deferred: Vec<(u64, ClientInput)>,
     pub(crate) armed: Option<Duration>,
     pub(crate) disconnected_by_app: bool,
     pub(crate) slow: Option<(Duration, Duration)>,
