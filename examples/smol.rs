@@ -1,7 +1,7 @@
 //! cargo run --example smol. On async-std: `AsyncStdRuntime`, `async_std::task::{block_on, spawn}`.
 use futures::StreamExt;
 use tether_async_std::{connect, serve, ClientConfig, Outcome, RequestOutcome, ServerConfig};
-use tether_async_std::{ServerEvent::Request, SmolRuntime};
+use tether_async_std::{ConnectOptions, ServerEvent::Request, SmolRuntime};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     smol::block_on(async {
@@ -19,7 +19,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         })
         .detach();
-        let (client, _events) = connect(SmolRuntime, url, None, ClientConfig::new("echo"))?;
+        let options = ConnectOptions::default();
+        let (client, _events) = connect(SmolRuntime, url, ClientConfig::new("echo"), options)?;
         if let RequestOutcome::Final { content: Some(answer), .. } = client.send("hello").await? {
             println!("{answer}"); // echo: hello
         }

@@ -1,7 +1,8 @@
 //! cargo run --example tokio: a request answered, then three events delivered once, in order.
 use futures::StreamExt;
 use tether_tokio::ServerEvent::{Request, SessionCreated};
-use tether_tokio::{connect, serve, ClientConfig, Event, Outcome, RequestOutcome, ServerConfig};
+use tether_tokio::{connect, serve, ClientConfig, ConnectOptions, Event, Outcome, RequestOutcome};
+use tether_tokio::{ServerConfig, TokioRuntime};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,7 +34,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
 
     // The client: reconnects by itself, resumes its session, delivers each event once.
-    let (client, mut events) = connect(url, Some("secret"), ClientConfig::new("echo"))?;
+    let options = ConnectOptions::default().token("secret");
+    let (client, mut events) = connect(TokioRuntime, url, ClientConfig::new("echo"), options)?;
     if let RequestOutcome::Final { content: Some(answer), .. } = client.send("hello").await? {
         println!("{answer}"); // echo: hello
     }

@@ -13,6 +13,7 @@ use support::*;
 use tether_core::client::{Event, State};
 use tether_core::server::ServerEvent;
 use tether_driver::metrics::ClientMetrics;
+use tether_tokio::{ConnectOptions, TokioRuntime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `GET path` with an optional bearer token: (status, body).
@@ -48,14 +49,15 @@ fn metrics_health_and_readiness_after_a_scripted_scenario() {
             let mut config = client_config();
             config.backoff.initial = Duration::from_millis(300);
             config.backoff.jitter = tether_core::backoff::Jitter::None;
-            let (client, mut events) = tether_driver::Client::start_observed(
+            let options = ConnectOptions::default()
+                .token(TOKEN)
+                .metrics(client_metrics.clone());
+            let (client, mut events) = tether_driver::Client::start(
                 tether_tokio::TokioRuntime,
                 tether_tokio::TokioConnector,
                 gw.url(),
-                Some(TOKEN),
                 config,
-                Default::default(),
-                Some(client_metrics.clone()),
+                options,
             )
             .unwrap();
             let (session, conn) = loop {
@@ -191,8 +193,13 @@ fn a_server_without_metrics_serves_and_answers_404_on_metrics() {
                 .unwrap();
             let (addr, server, mut server_events) = (bound.local_addr, bound.server, bound.events);
             let url = format!("ws://{addr}/ws");
-            let (client, mut events) =
-                tether_tokio::connect(url.as_str(), Some(TOKEN), client_config()).unwrap();
+            let (client, mut events) = tether_tokio::connect(
+                TokioRuntime,
+                url.as_str(),
+                client_config(),
+                ConnectOptions::default().token(TOKEN),
+            )
+            .unwrap();
             let session = loop {
                 if let ServerEvent::SessionCreated { session, .. } =
                     server_events.next().await.unwrap()

@@ -22,6 +22,7 @@ use tether_tokio::{Server, SessionId};
 
 use support::proxy::Proxy;
 use support::{fixtures, TOKEN};
+use tether_tokio::{ConnectOptions, TokioRuntime};
 
 const EVENTS: u64 = 20_000;
 const RATE: f64 = 2_000.0;
@@ -79,8 +80,13 @@ async fn run(seed: u64, fault: Fault, faults: usize) -> Seen {
         seed,
         ..ClientConfig::new("echo")
     };
-    let (client, mut events) =
-        tether_tokio::connect(proxy.url(), Some(TOKEN), config).expect("connect");
+    let (client, mut events) = tether_tokio::connect(
+        TokioRuntime,
+        proxy.url(),
+        config,
+        ConnectOptions::default().token(TOKEN),
+    )
+    .expect("connect");
 
     let session = loop {
         match server_events.next().await.expect("server events") {

@@ -12,7 +12,8 @@ use serde_json::{Map, Value};
 use tether_core::backoff::{BackoffConfig, GiveUp};
 use tether_core::client::{ClosedReason, Delivered, DisconnectCause, Rejection, State};
 use tether_tokio::{
-    Client, ClientConfig, ClientError, ClientEvents, Event, RequestOutcome, ResumeState,
+    Client, ClientConfig, ClientError, ClientEvents, ConnectOptions, Event, RequestOutcome,
+    ResumeState,
 };
 
 use super::{parse_duration, Failure};
@@ -105,25 +106,23 @@ pub async fn run(args: ConnectArgs) -> Result<(), Failure> {
         Some(addr) => Some(serve_metrics(addr).await?),
         None => None,
     };
-    let state = match saved.clone() {
-        Some(state) => {
-            eprintln!(
-                "resuming session {} after cursor {}",
-                state.session_id.as_deref().unwrap_or("?"),
-                state.cursor.map_or("-".into(), |c| c.to_string())
-            );
-            state
-        }
-        None => ResumeState::default(),
-    };
-    let started = Client::start_observed(
+    let mut options = ConnectOptions::default();
+    options.token = token.map(str::to_owned);
+    options.metrics = metrics;
+    if let Some(state) = saved.clone() {
+        eprintln!(
+            "resuming session {} after cursor {}",
+            state.session_id.as_deref().unwrap_or("?"),
+            state.cursor.map_or("-".into(), |c| c.to_string())
+        );
+        options.resume = Some(state);
+    }
+    let started = Client::start(
         tether_tokio::TokioRuntime,
         tether_tokio::TokioConnector,
         urls,
-        token,
         config,
-        state,
-        metrics,
+        options,
     );
     let (client, events) = started.map_err(|e| match e {
         ClientError::Url(e) => Failure::Usage(e.to_string()),

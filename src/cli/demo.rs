@@ -15,8 +15,8 @@ use tether_core::backoff::BackoffConfig;
 use tether_core::client::State;
 use tether_core::rng::Rng;
 use tether_tokio::{
-    connect, serve, Bound, Client, ClientConfig, Event, Server, ServerConfig, ServerEvent,
-    SessionId,
+    connect, serve, Bound, Client, ClientConfig, ConnectOptions, Event, Server, ServerConfig,
+    ServerEvent, SessionId, TokioRuntime,
 };
 
 use super::proxy::{Fault, Injected, Proxy};
@@ -111,8 +111,13 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
         seed: args.seed,
         ..ClientConfig::new("echo")
     };
-    let (client, mut client_events) = connect(proxy.url(), Some(TOKEN), client_config)
-        .map_err(|e| Failure::Runtime(format!("cannot start the demo client: {e}")))?;
+    let (client, mut client_events) = connect(
+        TokioRuntime,
+        proxy.url(),
+        client_config,
+        ConnectOptions::default().token(TOKEN),
+    )
+    .map_err(|e| Failure::Runtime(format!("cannot start the demo client: {e}")))?;
 
     let session = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(event) = events.next().await {

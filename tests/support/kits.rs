@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 use futures::FutureExt;
 use tether_core::client::ClientConfig;
 use tether_core::server::{ServerConfig, ServerSnapshot};
-use tether_driver::{BoxFuture, Client, ClientEvents, Server, ServerEvents};
+use tether_driver::{BoxFuture, Client, ClientEvents, ConnectOptions, Server, ServerEvents};
+use tether_tokio::TokioRuntime;
 
 /// A running server started by a kit.
 pub struct Gateway {
@@ -18,6 +19,13 @@ pub struct Gateway {
     pub addr: SocketAddr,
     pub accepting: BoxFuture<()>,
     pub kit: &'static dyn Kit,
+}
+
+/// The options of a client with `token`.
+fn connect_options(token: Option<&str>) -> ConnectOptions {
+    let mut options = ConnectOptions::default();
+    options.token = token.map(str::to_owned);
+    options
 }
 
 /// Starts servers and clients on one runtime.
@@ -110,7 +118,7 @@ impl Kit for Tokio {
         config: ClientConfig,
     ) -> (Client, ClientEvents) {
         let _guard = tokio_rt().enter();
-        tether_tokio::connect(url, token, config).expect("connect")
+        tether_tokio::connect(TokioRuntime, url, config, connect_options(token)).expect("connect")
     }
 }
 
@@ -150,8 +158,13 @@ impl Kit for AsyncStd {
         token: Option<&str>,
         config: ClientConfig,
     ) -> (Client, ClientEvents) {
-        tether_async_std::connect(tether_async_std::AsyncStdRuntime, url, token, config)
-            .expect("connect")
+        tether_async_std::connect(
+            tether_async_std::AsyncStdRuntime,
+            url,
+            config,
+            connect_options(token),
+        )
+        .expect("connect")
     }
 }
 
@@ -191,7 +204,12 @@ impl Kit for Smol {
         token: Option<&str>,
         config: ClientConfig,
     ) -> (Client, ClientEvents) {
-        tether_async_std::connect(tether_async_std::SmolRuntime, url, token, config)
-            .expect("connect")
+        tether_async_std::connect(
+            tether_async_std::SmolRuntime,
+            url,
+            config,
+            connect_options(token),
+        )
+        .expect("connect")
     }
 }

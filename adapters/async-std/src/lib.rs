@@ -36,7 +36,7 @@
 //!             }
 //!         }
 //!     });
-//!     let (client, _events) = connect(AsyncStdRuntime, url, None, ClientConfig::new("echo"))?;
+//!     let (client, _events) = connect(AsyncStdRuntime, url, ClientConfig::new("echo"), Default::default())?;
 //!     let answer = client.send("hello").await?;
 //!     let RequestOutcome::Final { content: Some(content), .. } = answer else { panic!("{answer:?}") };
 //!     assert_eq!(content.to_string(), "echo: hello");
@@ -68,8 +68,8 @@ pub use tether_core::server::{
 pub use tether_core::wire::{Content, EventBatch, FieldsError};
 pub use tether_driver::{
     load_snapshot, save_snapshot, websocket_config, Bound, Client, ClientError, ClientEvents,
-    Endpoints, RequestOutcome, ServeError, Server, ServerError, ServerEvents, ServerOptions,
-    PUBLISH_MANY_MAX,
+    ConnectOptions, Endpoints, RequestOutcome, ServeError, Server, ServerError, ServerEvents,
+    ServerOptions, PUBLISH_MANY_MAX,
 };
 
 fn sleep_until(deadline: Instant) -> BoxFuture<()> {
@@ -147,25 +147,16 @@ impl Connector for AsyncNetConnector {
     }
 }
 
-/// Starts a client on `runtime` ([`AsyncStdRuntime`] or [`SmolRuntime`]).
+/// Starts a client at `url` on `runtime` ([`AsyncStdRuntime`], [`SmolRuntime`] or your own):
+/// a new session, or the one in [`ConnectOptions::resume`]. `url` may be a list of
+/// [`Endpoints`], tried in turn at each reconnect.
 pub fn connect<R: Runtime>(
     runtime: R,
     url: impl Into<Endpoints>,
-    token: Option<&str>,
     config: ClientConfig,
+    options: ConnectOptions,
 ) -> Result<(Client, ClientEvents), ClientError> {
-    Client::start(runtime, AsyncNetConnector, url, token, config)
-}
-
-/// Starts a client that resumes a persisted session.
-pub fn connect_resumed<R: Runtime>(
-    runtime: R,
-    url: impl Into<Endpoints>,
-    token: Option<&str>,
-    config: ClientConfig,
-    state: ResumeState,
-) -> Result<(Client, ClientEvents), ClientError> {
-    Client::start_resumed(runtime, AsyncNetConnector, url, token, config, state)
+    Client::start(runtime, AsyncNetConnector, url, config, options)
 }
 
 /// Binds `addr` and serves WebSocket connections on `/ws` on `runtime` (other upgrade paths get

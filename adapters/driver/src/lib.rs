@@ -23,7 +23,9 @@
 //! use tether_driver::tether_core::client::ClientConfig;
 //! use tether_driver::tether_core::server::{ConnectInfo, Outcome, ServerConfig, ServerEvent};
 //! use tether_driver::tungstenite::Error as WsError;
-//! use tether_driver::{BoxFuture, Client, Connector, Message, RequestOutcome, Runtime, Server};
+//! use tether_driver::{
+//!     BoxFuture, Client, ConnectOptions, Connector, Message, RequestOutcome, Runtime, Server,
+//! };
 //!
 //! /// smol's clock, timers and executor.
 //! #[derive(Clone)]
@@ -104,7 +106,8 @@
 //!     })
 //!     .detach();
 //!     let config = ClientConfig::new("echo");
-//!     let (client, _events) = Client::start(Smol, InMemory(server), "ws://memory/ws", None, config)?;
+//!     let options = ConnectOptions::default();
+//!     let (client, _events) = Client::start(Smol, InMemory(server), "ws://memory/ws", config, options)?;
 //!     let answer = client.send("hello").await?;
 //!     let RequestOutcome::Final { content: Some(content), .. } = answer else { panic!("{answer:?}") };
 //!     assert_eq!(content.to_string(), "echo: hello");
@@ -129,7 +132,7 @@ use std::time::Instant;
 
 use futures::{Sink, Stream};
 
-pub use client::{Client, ClientError, ClientEvents, RequestOutcome};
+pub use client::{Client, ClientError, ClientEvents, ConnectOptions, RequestOutcome};
 pub use serve::{
     production_config, start_serving, start_serving_with, upgrade_callback, websocket_config,
     Bound, HttpContext, ServeError, READ_BUFFER, WRITE_BUFFER,

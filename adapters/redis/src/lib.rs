@@ -71,7 +71,7 @@
 //!     let (_b, node_b) = serve(TokioRuntime, ServerConfig::default(), config(), bind).await?;
 //!
 //!     let url = format!("ws://{}/ws", a.local_addr);
-//!     let (client, mut events) = tether_tokio::connect(url, None, ClientConfig::new("echo"))?;
+//!     let (client, mut events) = tether_tokio::connect(TokioRuntime, url, ClientConfig::new("echo"), ConnectOptions::default())?;
 //!     while let Some(event) = events.next().await {
 //!         match event {
 //!             Event::StateChanged(State::Connected { session_id, .. }) => {

@@ -15,6 +15,7 @@ use tether_redis::{EvictionCheck, NodeError, RedisConfig, StoreError};
 use tokio::sync::watch;
 
 use support::{event, eventually, kill_connections, quick_client_config, server_config, Node};
+use tether_tokio::{ConnectOptions, TokioRuntime};
 
 const BATCH: usize = 100;
 
@@ -148,8 +149,13 @@ struct Streaming {
 
 async fn one_client(store: RedisConfig) -> Streaming {
     let mut node = Node::start("127.0.0.1:0", server_config(), store).await;
-    let (client, events) =
-        tether_tokio::connect(node.url(), None, quick_client_config()).expect("client");
+    let (client, events) = tether_tokio::connect(
+        TokioRuntime,
+        node.url(),
+        quick_client_config(),
+        ConnectOptions::default(),
+    )
+    .expect("client");
     let session = node.created.next().await.expect("session");
     let (seen, progress) = consume(events);
     Streaming {
@@ -516,9 +522,13 @@ async fn an_idle_node_resumes_a_session_right_after_its_connection_was_killed() 
     client.disconnect().await;
     kill_connections(&redis).await;
     // The node's first store call after the fault is this resume's read.
-    let (_client, mut events) =
-        tether_tokio::connect_resumed(node.url(), None, quick_client_config(), state)
-            .expect("client");
+    let (_client, mut events) = tether_tokio::connect(
+        TokioRuntime,
+        node.url(),
+        quick_client_config(),
+        ConnectOptions::default().resume(state),
+    )
+    .expect("client");
     let first = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match events.next().await {

@@ -15,6 +15,7 @@ use support::{
     event, eventually, failover_client_config, publish, redis, server_config, store_config, Node,
     Seen,
 };
+use tether_tokio::{ConnectOptions, TokioRuntime};
 
 const TOTAL: u64 = 20_000;
 const AWAY: u64 = 500;
@@ -31,8 +32,13 @@ async fn three_failovers_deliver_twenty_thousand_events_exactly_once_in_order() 
     let mut first = Node::start("127.0.0.1:0", config.clone(), store.clone()).await;
     let second = Node::start("127.0.0.1:0", config.clone(), store.clone()).await;
     let urls = vec![first.url(), second.url()];
-    let (_client, mut events) =
-        tether_tokio::connect(urls, None, failover_client_config()).expect("client starts");
+    let (_client, mut events) = tether_tokio::connect(
+        TokioRuntime,
+        urls,
+        failover_client_config(),
+        ConnectOptions::default(),
+    )
+    .expect("client starts");
     let session = tokio::time::timeout(Duration::from_secs(10), first.created.next())
         .await
         .expect("a session is created on node A")
@@ -157,8 +163,13 @@ async fn presence_is_shared_and_expires_within_its_ttl() {
     };
 
     // A client that leaves cleanly: node A withdraws it at once.
-    let (leaver, _leaver_events) =
-        tether_tokio::connect(a.url(), None, failover_client_config()).expect("client");
+    let (leaver, _leaver_events) = tether_tokio::connect(
+        TokioRuntime,
+        a.url(),
+        failover_client_config(),
+        ConnectOptions::default(),
+    )
+    .expect("client");
     let leaving = a.created.next().await.expect("session").to_string();
     eventually(Duration::from_secs(5), "B to see A's client", || {
         let s = sees(leaving.clone());
@@ -182,8 +193,13 @@ async fn presence_is_shared_and_expires_within_its_ttl() {
     );
 
     // A client whose node dies: its entry expires within the TTL.
-    let (_stayer, _stayer_events) =
-        tether_tokio::connect(a.url(), None, failover_client_config()).expect("client");
+    let (_stayer, _stayer_events) = tether_tokio::connect(
+        TokioRuntime,
+        a.url(),
+        failover_client_config(),
+        ConnectOptions::default(),
+    )
+    .expect("client");
     let staying = a.created.next().await.expect("session").to_string();
     eventually(Duration::from_secs(5), "B to see A's second client", || {
         let s = sees(staying.clone());
@@ -214,8 +230,13 @@ async fn requests_are_answered_and_unknown_sessions_refused() {
     let store = store_config(&redis, "requests");
     let a = Node::start("127.0.0.1:0", server_config(), store.clone()).await;
     let b = Node::start("127.0.0.1:0", server_config(), store.clone()).await;
-    let (client, _events) =
-        tether_tokio::connect(a.url(), None, failover_client_config()).expect("client");
+    let (client, _events) = tether_tokio::connect(
+        TokioRuntime,
+        a.url(),
+        failover_client_config(),
+        ConnectOptions::default(),
+    )
+    .expect("client");
     let outcome = tokio::time::timeout(Duration::from_secs(10), client.send("hi"))
         .await
         .expect("answered in time")
@@ -240,8 +261,13 @@ async fn a_lost_notification_feed_is_caught_up_from_the_log() {
     let redis = tether_redis::testing::RedisServer::own(Default::default(), &[]);
     let store = store_config(&redis, "resubscribe");
     let mut a = Node::start("127.0.0.1:0", server_config(), store.clone()).await;
-    let (_client, mut events) =
-        tether_tokio::connect(a.url(), None, failover_client_config()).expect("client");
+    let (_client, mut events) = tether_tokio::connect(
+        TokioRuntime,
+        a.url(),
+        failover_client_config(),
+        ConnectOptions::default(),
+    )
+    .expect("client");
     let session = a.created.next().await.expect("session");
     publish(&a.node, &session, 1, 100).await;
     // Drop every pub/sub connection (the node's notification feed) and publish at once: the

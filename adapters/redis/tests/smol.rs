@@ -19,6 +19,7 @@ use tether_driver::{BoxFuture, ClientEvents, Runtime};
 use tether_redis::{NodeError, RedisConfig, RedisNode};
 
 use support::{echo, failover_client_config, publish, redis, server_config, store_config, Seen};
+use tether_async_std::ConnectOptions;
 
 const STREAM: u64 = 3_000;
 const AWAY: u64 = 300;
@@ -187,9 +188,13 @@ fn two_nodes_on_smol_fail_a_client_over_twice_delivering_every_event_exactly_onc
         let second = SmolNode::start("127.0.0.1:0", config.clone(), store.clone()).await;
         let mut nodes = [Some(first), Some(second)];
         let urls: Vec<String> = nodes.iter().flatten().map(SmolNode::url).collect();
-        let (_client, events) =
-            tether_async_std::connect(SmolRuntime, urls, None, failover_client_config())
-                .expect("the client starts");
+        let (_client, events) = tether_async_std::connect(
+            SmolRuntime,
+            urls,
+            failover_client_config(),
+            ConnectOptions::default(),
+        )
+        .expect("the client starts");
         let session = within(Duration::from_secs(10), "a session on node A", async {
             let created = &mut nodes[0].as_mut().expect("running").created;
             created.next().await.expect("node A runs")

@@ -11,7 +11,7 @@
 //! ```
 //! use futures::StreamExt;
 //! use tether_tokio::{connect, serve, ClientConfig, Event, Outcome, RequestOutcome};
-//! use tether_tokio::{ServerConfig, ServerEvent};
+//! use tether_tokio::{ServerConfig, ServerEvent, TokioRuntime};
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -36,7 +36,7 @@
 //!         }
 //!     });
 //!
-//!     let (client, mut events) = connect(url, None, ClientConfig::new("echo"))?;
+//!     let (client, mut events) = connect(TokioRuntime, url, ClientConfig::new("echo"), Default::default())?;
 //!     let answer = client.send("hello").await?;
 //!     let RequestOutcome::Final { content: Some(content), .. } = answer else { panic!("{answer:?}") };
 //!     assert_eq!(content.to_string(), "echo: hello");
@@ -72,8 +72,8 @@ pub use tether_core::server::{
 pub use tether_core::wire::{Content, EventBatch, FieldsError};
 pub use tether_driver::{
     load_snapshot, save_snapshot, websocket_config, Bound, Client, ClientError, ClientEvents,
-    Endpoints, RequestOutcome, ServeError, Server, ServerError, ServerEvents, ServerOptions,
-    PUBLISH_MANY_MAX,
+    ConnectOptions, Endpoints, RequestOutcome, ServeError, Server, ServerError, ServerEvents,
+    ServerOptions, PUBLISH_MANY_MAX,
 };
 
 /// tokio's clock, timers and tasks.
@@ -112,23 +112,16 @@ impl Connector for TokioConnector {
     }
 }
 
-/// Starts a client on the current tokio runtime (must be called inside one).
+/// Starts a client at `url` on the current tokio runtime (must be called inside one): a new
+/// session, or the one in [`ConnectOptions::resume`]. `url` may be a list of [`Endpoints`],
+/// tried in turn at each reconnect.
 pub fn connect(
+    runtime: TokioRuntime,
     url: impl Into<Endpoints>,
-    token: Option<&str>,
     config: ClientConfig,
+    options: ConnectOptions,
 ) -> Result<(Client, ClientEvents), ClientError> {
-    Client::start(TokioRuntime, TokioConnector, url, token, config)
-}
-
-/// Starts a client that resumes a persisted session.
-pub fn connect_resumed(
-    url: impl Into<Endpoints>,
-    token: Option<&str>,
-    config: ClientConfig,
-    state: ResumeState,
-) -> Result<(Client, ClientEvents), ClientError> {
-    Client::start_resumed(TokioRuntime, TokioConnector, url, token, config, state)
+    Client::start(runtime, TokioConnector, url, config, options)
 }
 
 /// Binds `addr` and serves WebSocket connections on `/ws` (other upgrade paths get HTTP 403, like

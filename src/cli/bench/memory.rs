@@ -16,6 +16,7 @@ use tether_driver::websocket_config;
 use super::stream::server_config;
 use super::{before, fd_limit, Row, Sizes, Target, Unit};
 use crate::cli::Failure;
+use tether_tokio::{ConnectOptions, TokioRuntime};
 
 /// Connections opened at once (the listen backlog is 1024).
 const WAVE: usize = 200;
@@ -184,7 +185,8 @@ pub async fn tether_clients(
             };
             let config = ClientConfig::new(agent);
             let (client, mut events) =
-                tether_tokio::connect(url, None, config).map_err(|e| e.to_string())?;
+                tether_tokio::connect(TokioRuntime, url, config, ConnectOptions::default())
+                    .map_err(|e| e.to_string())?;
             let up = before(Duration::from_secs(20), async {
                 while let Some(e) = events.next().await {
                     match e {

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use super::bare::{bare_session, BareClient, SeqCheck};
 use super::stream::{self, publish_stream, Tokio};
 use super::{before, median, Row, Sizes, Target, Unit};
+use tether_tokio::{ConnectOptions, TokioRuntime};
 
 const SERVERS: &str = "PraisonAI: server → 1 client";
 const CLIENT_PY: &str = "PraisonAI: client vs bare, on Python";
@@ -160,7 +161,8 @@ async fn python_to_tether(py: &Python, commands: u32, batch: u32) -> Result<f64,
     let agent = py.var("AGENT_ID")?.to_owned();
     let config = ClientConfig::new(agent);
     let (client, mut events) =
-        tether_tokio::connect(py.url(), None, config).map_err(|e| e.to_string())?;
+        tether_tokio::connect(TokioRuntime, py.url(), config, ConnectOptions::default())
+            .map_err(|e| e.to_string())?;
     let session = before(Duration::from_secs(10), async {
         while let Some(e) = events.next().await {
             match e {

@@ -24,6 +24,7 @@ use tether_tokio::{Bound, Server, ServerEvents, TokioRuntime};
 use tokio::sync::Notify;
 
 use super::{before, median, percentile, Row, Sizes, Target, Unit, CONTENT};
+use tether_tokio::ConnectOptions;
 
 /// Events per publish call on both sides.
 const BATCH: usize = 256;
@@ -176,8 +177,13 @@ fn client_config() -> ClientConfig {
 /// Events per second from the first publish to the last delivery, in order.
 async fn stream(store: Store<'_>, n: u64) -> Result<f64, String> {
     let mut gateway = Gateway::start(store).await?;
-    let (client, mut events) = tether_tokio::connect(gateway.url.as_str(), None, client_config())
-        .map_err(|e| e.to_string())?;
+    let (client, mut events) = tether_tokio::connect(
+        TokioRuntime,
+        gateway.url.as_str(),
+        client_config(),
+        ConnectOptions::default(),
+    )
+    .map_err(|e| e.to_string())?;
     let session = gateway.next_session().await?;
     let delivered = Arc::new(AtomicU64::new(0));
     let progress = Arc::new(Notify::new());
@@ -229,8 +235,13 @@ async fn stream(store: Store<'_>, n: u64) -> Result<f64, String> {
 /// client's start to that event's delivery.
 async fn resumes(store: Store<'_>, count: usize) -> Result<Vec<Duration>, String> {
     let mut gateway = Gateway::start(store).await?;
-    let (client, mut events) = tether_tokio::connect(gateway.url.as_str(), None, client_config())
-        .map_err(|e| e.to_string())?;
+    let (client, mut events) = tether_tokio::connect(
+        TokioRuntime,
+        gateway.url.as_str(),
+        client_config(),
+        ConnectOptions::default(),
+    )
+    .map_err(|e| e.to_string())?;
     let session = gateway.next_session().await?;
     gateway
         .publisher
@@ -248,11 +259,11 @@ async fn resumes(store: Store<'_>, count: usize) -> Result<Vec<Duration>, String
             .publish_many(&session, vec![event(seq)])
             .await?;
         let started = Instant::now();
-        let (client, mut events) = tether_tokio::connect_resumed(
+        let (client, mut events) = tether_tokio::connect(
+            TokioRuntime,
             gateway.url.as_str(),
-            None,
             client_config(),
-            state.clone(),
+            ConnectOptions::default().resume(state.clone()),
         )
         .map_err(|e| e.to_string())?;
         delivered(&mut events, seq).await?;

@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 
 use super::bare::{self, spawn_with};
 use super::{before, median, Failure, Row, Sizes, Target, Unit, CONTENT};
+use tether_tokio::{ConnectOptions, TokioRuntime};
 
 /// Recovery window of the benchmark server, capped in events (the bound these rows have been
 /// measured with since the first table): the publisher stays within half of it. A bigger
@@ -72,7 +73,7 @@ impl Adapter for Tokio {
         url: &str,
         config: ClientConfig,
     ) -> Result<(Client, ClientEvents), ClientError> {
-        tether_tokio::connect(url, None, config)
+        tether_tokio::connect(TokioRuntime, url, config, ConnectOptions::default())
     }
     fn bare_stream(&self, n: u64) -> BoxFuture<Result<f64, String>> {
         Box::pin(bare::tokio_stream(n))
@@ -103,7 +104,7 @@ impl<R: Runtime> Adapter for AsyncAdapter<R> {
         url: &str,
         config: ClientConfig,
     ) -> Result<(Client, ClientEvents), ClientError> {
-        tether_async_std::connect(self.0.clone(), url, None, config)
+        tether_async_std::connect(self.0.clone(), url, config, ConnectOptions::default())
     }
     fn bare_stream(&self, n: u64) -> BoxFuture<Result<f64, String>> {
         Box::pin(bare::async_stream(self.0.clone(), n))

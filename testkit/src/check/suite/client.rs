@@ -63,8 +63,10 @@ pub(crate) async fn exactly_once(ctx: &mut Ctx) -> Step {
         seed: 1,
         ..ClientConfig::new(ctx.options.agent_id.clone())
     };
+    let mut options = tether_tokio::ConnectOptions::default();
+    options.token = ctx.options.token.clone();
     let (client, mut events) =
-        tether_tokio::connect(url.as_str(), ctx.options.token.as_deref(), config)
+        tether_tokio::connect(tether_tokio::TokioRuntime, url.as_str(), config, options)
             .map_err(|e| Finding::Fail(format!("the client did not start: {e}")))?;
     let mut seen = Seen::default();
     let session = loop {
