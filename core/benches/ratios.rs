@@ -7,6 +7,7 @@
 //! | server publish | stamp + window push (2,048 events, steady state) + encode + transmit of one event | bare serde_json encode of the same frame | ≤ 1.3× |
 //! | resume 10k | a resume that replays 10,000 events | encoding those 10,000 replay frames with serde_json | ≤ 1.5× |
 //! | idle session | server-side heap bytes per idle connected session (counting allocator) | — | informational (adapters: ≤ 12 KB RSS end to end) |
+//! | deadlines | `poll_timeout` once per hub batch (batches 100 µs apart) and `handle_timeout` when it is due, with the pings it sends drained, for 100,000 idle connected sessions (30 s heartbeat) | the same for 1,000 (0.3 s heartbeat: as many pings per second) | ≤ 3× (O(log n); it was O(n): 1,224×) |
 //! | broadcast window | server heap (counting allocator) of 1,000 detached sessions after 130 s (virtual time) of a 2,000/s stream published to all of them, default 120 s recovery window | the same for one session (`publish`) | ≤ 2× the one session + 16 KB per session |
 //!
 //! Method: after untimed warm-up rounds, each round times one batch of the baseline and one of
@@ -448,6 +449,93 @@ fn resume_replay() -> Row {
     }
 }
 
+/// A server with `sessions` idle connected v2 sessions whose pings (every `interval`, never
+/// reaped) are spread evenly over one interval, and the instant the first ping is due.
+fn idle_server(sessions: u64, interval: std::time::Duration) -> (Server, Instant) {
+    let t0 = Instant::now();
+    let mut server = Server::new(
+        ServerConfig {
+            agents: vec!["echo".into()],
+            heartbeat_interval: interval,
+            missed_beats: u32::MAX,
+            max_sessions: sessions as usize + 1,
+            max_connections: sessions as usize + 1,
+            ..ServerConfig::default()
+        },
+        t0,
+    );
+    let step = interval / sessions as u32;
+    for i in 0..sessions {
+        connect(&mut server, t0 + step * i as u32, ConnId(i), None);
+    }
+    (server, t0 + interval)
+}
+
+/// What the hub does about time once per batch: `handle_timeout` if the deadline it armed has
+/// passed (the pings it queues go out and are confirmed), then `poll_timeout` to re-arm.
+fn hub_batches(
+    server: &mut Server,
+    now: &mut Instant,
+    armed: &mut Option<Instant>,
+    out: &mut Vec<(ConnId, ServerTransmit)>,
+    batches: usize,
+) -> usize {
+    for _ in 0..batches {
+        *now += std::time::Duration::from_micros(100);
+        if armed.is_some_and(|d| *now >= d) {
+            server.handle_timeout(*now);
+            server.poll_transmits(out);
+            for (c, t) in out.drain(..) {
+                if let ServerTransmit::Frame(f) = t {
+                    server.handle_sent(*now, c, f.len());
+                }
+            }
+        }
+        *armed = black_box(server.poll_timeout());
+    }
+    batches
+}
+
+fn deadlines() -> Row {
+    const BATCHES: usize = 2_000;
+    let secs = std::time::Duration::from_secs;
+    let (mut small, mut small_now) = idle_server(1_000, secs(30) / 100);
+    let (mut large, mut large_now) = idle_server(100_000, secs(30));
+    let (mut small_armed, mut large_armed) = (small.poll_timeout(), large.poll_timeout());
+    let mut out = Vec::new();
+    let out = std::cell::RefCell::new(&mut out);
+    let m = compare(
+        2,
+        15,
+        (
+            || (),
+            |_: &mut ()| {
+                let out = &mut *out.borrow_mut();
+                hub_batches(&mut small, &mut small_now, &mut small_armed, out, BATCHES)
+            },
+        ),
+        (
+            || (),
+            |_: &mut ()| {
+                let out = &mut *out.borrow_mut();
+                hub_batches(&mut large, &mut large_now, &mut large_armed, out, BATCHES)
+            },
+        ),
+    );
+    assert!(
+        large.stats().max_control_frames <= 1,
+        "pings were confirmed"
+    );
+    Row {
+        name: "server: deadlines per hub batch, 100,000 idle sessions",
+        m,
+        // O(log n), and the larger tables miss the cache more often; scanning every
+        // connection and session was 1,224×.
+        target: 3.0,
+        unit: "ns/batch; baseline: 1,000 sessions",
+    }
+}
+
 /// Server heap bytes per idle connected session (hello done, nothing published), measured with
 /// the counting allocator over 1,000 sessions. Not a ratio; printed for the record.
 fn idle_session_bytes() -> f64 {
@@ -538,13 +626,14 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    // `BENCH_ONLY=client|publish|resume|memory|window` runs one figure (for profiling).
+    // `BENCH_ONLY=client|publish|resume|deadlines|memory|window` runs one figure (for profiling).
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     type Figure = (&'static str, fn() -> Row);
-    let all: [Figure; 3] = [
+    let all: [Figure; 4] = [
         ("client", client_event),
         ("publish", server_publish),
         ("resume", resume_replay),
+        ("deadlines", deadlines),
     ];
     let rows: Vec<Row> = all
         .iter()

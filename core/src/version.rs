@@ -153,6 +153,34 @@ pub fn negotiate(client: VersionRange, server: VersionRange) -> Result<u32, Mism
     Ok(client.max.min(server.max))
 }
 
+/// Why a peer's offer in a handshake cannot be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OfferError {
+    /// The offer is not a range (`min > max`): the peer must fix its handshake.
+    #[error(transparent)]
+    Invalid(#[from] InvalidRange),
+    /// The offer and the server's range are disjoint: the side behind must move.
+    #[error(transparent)]
+    Mismatch(#[from] Mismatch),
+}
+
+/// [`negotiate`] for an offer as a peer sent it (unchecked integers): `min > max` is invalid;
+/// a minimum of 0 counts as 1, as on the reference server, so an offer of nothing but 0 is
+/// too old.
+pub fn negotiate_offer(min: u32, max: u32, server: VersionRange) -> Result<u32, OfferError> {
+    if min > max {
+        return Err(InvalidRange { min, max }.into());
+    }
+    match VersionRange::new(min.max(1), max) {
+        Ok(offer) => Ok(negotiate(offer, server)?),
+        Err(_) => Err(Mismatch::ClientTooOld {
+            client_max: max,
+            server_min: server.min,
+        }
+        .into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +210,35 @@ mod tests {
         );
         let new = negotiate(VersionRange::new(2, 3).unwrap(), VersionRange::V1_ONLY).unwrap_err();
         assert_eq!(new.next_step(), RecoveryStep::DowngradeClient);
+    }
+
+    #[test]
+    fn an_offer_as_sent_is_checked_then_negotiated() {
+        let tether = VersionRange::TETHER;
+        assert_eq!(negotiate_offer(1, 2, tether), Ok(2));
+        assert_eq!(
+            negotiate_offer(0, 1, tether),
+            Ok(1),
+            "a minimum of 0 counts as 1"
+        );
+        assert_eq!(
+            negotiate_offer(0, 0, tether),
+            Err(OfferError::Mismatch(Mismatch::ClientTooOld {
+                client_max: 0,
+                server_min: 1
+            }))
+        );
+        assert_eq!(
+            negotiate_offer(3, 1, tether),
+            Err(OfferError::Invalid(InvalidRange { min: 3, max: 1 }))
+        );
+        assert_eq!(
+            negotiate_offer(3, 4, tether),
+            Err(OfferError::Mismatch(Mismatch::ClientTooNew {
+                client_min: 3,
+                server_max: 2
+            }))
+        );
     }
 
     fn range() -> impl Strategy<Value = VersionRange> {

@@ -5,7 +5,8 @@
 //! a stream of events costs one lock and at most one wake-up per batch.
 //!
 //! It carries the hub's frames to a connection task and the client loop's events to the
-//! application. The producer may wait for the queue to drain below a capacity
+//! application. A [`Ledger`] is the many-producer counterpart: connection tasks report written
+//! frames to the hub through one, at a lock per report and at most one wake-up per batch. The producer may wait for the queue to drain below a capacity
 //! ([`Sender::poll_room`]); pushing itself never waits, so the bound is the producer's to
 //! keep. A dropped receiver makes pushes no-ops; a dropped sender ends the stream once the
 //! queue is empty.
@@ -192,6 +193,69 @@ impl<T> Drop for Receiver<T> {
     }
 }
 
+/// Reports from many producers to one consumer: a report costs a lock and a push; the
+/// consumer takes every report in one swap and is woken only by the first report of a batch
+/// (it registers for a wake-up only when it found none).
+pub(crate) struct Ledger<T> {
+    state: Mutex<LedgerState<T>>,
+}
+
+struct LedgerState<T> {
+    items: Vec<T>,
+    consumer: Option<Waker>,
+}
+
+impl<T> Default for Ledger<T> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(LedgerState {
+                items: Vec::new(),
+                consumer: None,
+            }),
+        }
+    }
+}
+
+impl<T> Ledger<T> {
+    fn lock(&self) -> MutexGuard<'_, LedgerState<T>> {
+        // As `Shared::lock`: every critical section is a few field updates.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a report; wakes the consumer if it is the first since the consumer last took.
+    pub(crate) fn push(&self, item: T) {
+        let waker = {
+            let mut s = self.lock();
+            s.items.push(item);
+            if s.items.len() == 1 {
+                s.consumer.take()
+            } else {
+                None
+            }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Moves every report into `out` (which must be empty); `Pending` (registered for a
+    /// wake-up with `cx`) if there were none.
+    pub(crate) fn poll_take(&self, cx: &mut Context<'_>, out: &mut Vec<T>) -> Poll<()> {
+        let mut s = self.lock();
+        if s.items.is_empty() {
+            register(&mut s.consumer, cx.waker());
+            return Poll::Pending;
+        }
+        std::mem::swap(&mut s.items, out);
+        Poll::Ready(())
+    }
+
+    /// Moves every report into `out` (which must be empty), without registering.
+    pub(crate) fn take(&self, out: &mut Vec<T>) {
+        std::mem::swap(&mut self.lock().items, out);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +279,34 @@ mod tests {
         assert_eq!(rx.try_next(), Ok(Some(5)));
         assert_eq!(rx.try_next(), Err(()));
         assert_eq!(rx.poll_next(&mut cx), Poll::Ready(None));
+    }
+
+    #[test]
+    fn a_ledger_wakes_its_consumer_once_per_batch_and_hands_over_every_report() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let wakes = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let ledger = Ledger::default();
+        let mut out = Vec::new();
+        assert_eq!(ledger.poll_take(&mut cx, &mut out), Poll::Pending);
+        ledger.push(1);
+        ledger.push(2);
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 1, "one wake for the batch");
+        assert_eq!(ledger.poll_take(&mut cx, &mut out), Poll::Ready(()));
+        assert_eq!(out, [1, 2]);
+        out.clear();
+        ledger.push(3);
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 1, "not waiting: no wake");
+        ledger.take(&mut out);
+        assert_eq!(out, [3]);
     }
 
     #[test]

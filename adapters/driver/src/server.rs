@@ -32,7 +32,7 @@ use tungstenite::Message;
 use tungstenite::Utf8Bytes;
 
 use crate::metrics::ServerMetrics;
-use crate::queue::{self, Receiver as OutReceiver, Sender as OutSender};
+use crate::queue::{self, Ledger, Receiver as OutReceiver, Sender as OutSender};
 use crate::{BoxFuture, Runtime, WebSocket};
 
 /// Inputs queued for the hub before connection tasks wait (backpressure on readers).
@@ -94,7 +94,6 @@ enum Input {
     Attach(ConnId, Box<ConnectInfo>, OutSender<Out>),
     Text(ConnId, Utf8Bytes),
     Binary(ConnId, usize),
-    Sent(ConnId, usize, usize),
     Closed(ConnId),
     Command(Box<Command>),
 }
@@ -138,6 +137,11 @@ enum Command {
 type MachineJob = Box<dyn FnOnce(&mut Machine, Instant) + Send>;
 
 type Reply<T> = oneshot::Sender<T>;
+
+/// A connection task's report: it wrote this many frames of this many bytes in all. Reported
+/// through a [`Ledger`], not the hub's input channel: one report per flush of every connection
+/// is the busiest input of a fan-out, and the hub takes all of them in one swap.
+type Written = (ConnId, usize, usize);
 
 /// Events of a [`Server::publish_many`] call, whatever the type of their field names.
 trait Batch: Send {
@@ -240,6 +244,8 @@ impl ServerOptions {
 #[derive(Clone)]
 pub struct Server {
     hub: mpsc::Sender<Input>,
+    /// Where connection tasks report the frames they wrote (`handle_sent_frames`).
+    sent: Arc<Ledger<Written>>,
     next_conn: Arc<AtomicU64>,
     stopped: future::Shared<oneshot::Receiver<()>>,
     metrics: ServerMetrics,
@@ -301,6 +307,7 @@ impl Server {
         let (hub_tx, hub_rx) = mpsc::channel(HUB_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let (stopped_tx, stopped_rx) = oneshot::channel();
+        let sent = Arc::new(Ledger::default());
         let metrics = if options.metrics {
             ServerMetrics::new()
         } else {
@@ -314,6 +321,8 @@ impl Server {
             runtime: runtime.clone(),
             machine,
             inputs: hub_rx,
+            sent: sent.clone(),
+            written: Vec::new(),
             writers: HashMap::new(),
             transmits: Vec::new(),
             events: events_tx,
@@ -324,6 +333,7 @@ impl Server {
         Ok((
             Server {
                 hub: hub_tx,
+                sent,
                 next_conn: Arc::new(AtomicU64::new(1)),
                 stopped: stopped_rx.shared(),
                 metrics,
@@ -355,6 +365,7 @@ impl Server {
             socket,
             out: out_rx,
             hub: self.hub.clone(),
+            sent: self.sent.clone(),
             metrics: self.metrics.clone(),
         };
         let task = connection(Box::new(state), Input::Attach(conn, Box::new(info), out_tx));
@@ -669,6 +680,9 @@ struct Hub<R: Runtime> {
     runtime: R,
     machine: Machine,
     inputs: mpsc::Receiver<Input>,
+    /// The connection tasks' reports of written frames, and the buffer they are taken into.
+    sent: Arc<Ledger<Written>>,
+    written: Vec<Written>,
     writers: HashMap<ConnId, OutSender<Out>>,
     /// The machine's transport actions of one routing pass, a connection's run after another.
     transmits: Vec<(ConnId, ServerTransmit)>,
@@ -681,6 +695,8 @@ struct Hub<R: Runtime> {
 
 enum HubWake {
     Input(Option<Input>),
+    /// Reports of written frames (taken into `written`).
+    Written,
     Timer,
 }
 
@@ -695,7 +711,10 @@ impl<R: Runtime> Hub<R> {
             self.arm_timer();
             let wake = self.wake().await;
             let now = self.runtime.now();
+            // Confirmations first: they may reopen windows for what this batch routes.
+            self.confirm_written(now);
             match wake {
+                HubWake::Written => {}
                 HubWake::Timer => {
                     self.timer = None;
                     self.machine.handle_timeout(now);
@@ -733,9 +752,6 @@ impl<R: Runtime> Hub<R> {
             }
             Input::Text(conn, text) => self.machine.handle_text(now, conn, text.as_str()),
             Input::Binary(conn, len) => self.machine.handle_binary(now, conn, len),
-            Input::Sent(conn, frames, bytes) => {
-                self.machine.handle_sent_frames(now, conn, frames, bytes);
-            }
             Input::Closed(conn) => {
                 self.writers.remove(&conn);
                 self.attached_at.remove(&conn);
@@ -915,10 +931,24 @@ impl<R: Runtime> Hub<R> {
         }
     }
 
+    /// Feeds the machine every report of written frames taken so far, and those still in the
+    /// ledger.
+    fn confirm_written(&mut self, now: Instant) {
+        if self.written.is_empty() {
+            self.sent.take(&mut self.written);
+        }
+        for (conn, frames, bytes) in self.written.drain(..) {
+            self.machine.handle_sent_frames(now, conn, frames, bytes);
+        }
+    }
+
     async fn wake(&mut self) -> HubWake {
         future::poll_fn(|cx| {
             if let Poll::Ready(input) = self.inputs.poll_next_unpin(cx) {
                 return Poll::Ready(HubWake::Input(input));
+            }
+            if self.written.is_empty() && self.sent.poll_take(cx, &mut self.written).is_ready() {
+                return Poll::Ready(HubWake::Written);
             }
             match self.timer.as_mut() {
                 Some((_, sleep)) => sleep.as_mut().poll(cx).map(|()| HubWake::Timer),
@@ -968,6 +998,7 @@ struct ConnState<R, S> {
     socket: S,
     out: OutReceiver<Out>,
     hub: mpsc::Sender<Input>,
+    sent: Arc<Ledger<Written>>,
     metrics: ServerMetrics,
 }
 
@@ -980,6 +1011,7 @@ async fn connection<R: Runtime, S: WebSocket>(mut state: Box<ConnState<R, S>>, a
         socket,
         out,
         hub,
+        sent,
         metrics,
     } = &mut *state;
     let conn = *conn;
@@ -1066,8 +1098,8 @@ async fn connection<R: Runtime, S: WebSocket>(mut state: Box<ConnState<R, S>>, a
                         metrics.publish_to_write.observe(latency.as_secs_f64());
                     }
                 }
-                if frames > 0 && hub.send(Input::Sent(conn, frames, bytes)).await.is_err() {
-                    return;
+                if frames > 0 {
+                    sent.push((conn, frames, bytes));
                 }
                 if let Some((code, reason)) = close {
                     let frame = CloseFrame {

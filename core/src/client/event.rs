@@ -172,7 +172,8 @@ pub enum State {
         /// The wait.
         delay: Duration,
     },
-    /// The server rotated credentials (close 4001): waiting for `credentials_refreshed`.
+    /// The server rotated credentials (close [`wire::close::CREDENTIALS_ROTATED`](crate::wire::close::CREDENTIALS_ROTATED)): waiting for
+    /// `credentials_refreshed`.
     AwaitingCredentials,
 }
 

@@ -11,6 +11,8 @@
 
 mod config;
 mod event;
+mod handshake;
+mod inbound;
 mod input;
 mod kind;
 mod outbox;
@@ -37,9 +39,10 @@ use crate::cursor::ResumeState;
 use crate::heartbeat::{Heartbeat, HeartbeatAction, HeartbeatConfig};
 use crate::rng::Rng;
 use crate::sequence::{SequenceTracker, Verdict};
+use crate::version::{negotiate, VersionRange};
 use crate::wire::{
-    ClientFrame, ConnectErrorCode, DecodeError, ErrorFrame, EventFrame, Hello, HelloError, Join,
-    RecoveryStep, ResponseFrame, ServerFrame,
+    close, ClientFrame, ConnectErrorCode, DecodeError, ErrorFrame, EventFrame, Hello, HelloError,
+    Join, RecoveryStep, ResponseFrame, ServerFrame,
 };
 
 /// Misuse of the client API (not a peer problem).
@@ -109,17 +112,6 @@ struct Conn {
     /// v2: a hole inside the replay phase, repaired by a resync once the phase has ended (the
     /// rest of the phase is still on its way and would mix with the resync's replays).
     replay_hole: Option<u64>,
-    legacy: bool,
-}
-
-/// What a handshake reply establishes.
-struct Adopted {
-    version: u32,
-    epoch: Option<u64>,
-    session_id: String,
-    head: u64,
-    sequence: Option<u64>,
-    heartbeat_ms: Option<u64>,
     legacy: bool,
 }
 
@@ -323,7 +315,7 @@ impl Client {
             return;
         }
         if self.socket_open() {
-            self.close_socket(1000, "client disconnect");
+            self.close_socket(close::NORMAL, "client disconnect");
         }
         self.finish(ClosedReason::Requested);
     }
@@ -360,7 +352,7 @@ impl Client {
         if !self.socket_open() {
             return;
         }
-        if code == Some(4001) {
+        if code == Some(close::CREDENTIALS_ROTATED) {
             // Credentials rotated: reconnecting with the old ones would only be refused.
             self.end_socket();
             self.phase = Phase::AwaitingCredentials;
@@ -427,7 +419,7 @@ impl Client {
         if self.handshake_deadline.is_some_and(|d| now >= d) {
             self.handshake_deadline = None;
             if matches!(self.phase, Phase::Connecting | Phase::Handshaking(_)) {
-                self.close_socket(1000, "handshake timeout");
+                self.close_socket(close::NORMAL, "handshake timeout");
                 self.connection_ended(now, DisconnectCause::HandshakeTimeout);
             }
         }
@@ -439,7 +431,7 @@ impl Client {
             match self.conn.heartbeat.as_mut().and_then(|hb| hb.poll(now)) {
                 Some(HeartbeatAction::SendPing) => self.send_frame(&ClientFrame::Ping),
                 Some(HeartbeatAction::Dead) => {
-                    self.close_socket(4002, "liveness_timeout");
+                    self.close_socket(close::LIVENESS_TIMEOUT, "liveness_timeout");
                     self.connection_ended(now, DisconnectCause::HeartbeatTimeout);
                 }
                 None => {}
@@ -464,34 +456,6 @@ impl Client {
             .push_back(Event::StateChanged(State::Connecting {
                 attempt: self.backoff.attempt(),
             }));
-    }
-
-    fn send_handshake(&mut self, mode: HandshakeMode) {
-        let since = self.session_id.as_ref().and(self.cursor);
-        let (min, max) = (self.config.versions.min(), self.config.versions.max());
-        let frame = match mode {
-            HandshakeMode::Hello => ClientFrame::Hello(Hello {
-                agent_id: Some(self.config.agent_id.clone()),
-                protocol_min: Some(min),
-                protocol_max: Some(max),
-                capabilities: Some(self.config.capabilities.clone()),
-                session_id: self.session_id.clone(),
-                since,
-                epoch: self.session_id.as_ref().and(self.epoch),
-                ..Hello::default()
-            }),
-            HandshakeMode::Join => ClientFrame::Join(Join {
-                agent_id: Some(self.config.agent_id.clone()),
-                min_version: Some(min),
-                max_version: Some(max),
-                session_id: self.session_id.clone(),
-                since,
-                epoch: self.session_id.as_ref().and(self.epoch),
-                ..Join::default()
-            }),
-        };
-        self.send_frame(&frame);
-        self.phase = Phase::Handshaking(mode);
     }
 
     fn send_frame(&mut self, frame: &ClientFrame) {
@@ -562,11 +526,11 @@ impl Client {
     }
 
     fn protocol_error(&mut self, now: Instant, what: String) {
-        self.close_socket(1002, "protocol error");
+        self.close_socket(close::PROTOCOL_ERROR, "protocol error");
         self.connection_ended(
             now,
             DisconnectCause::Closed {
-                code: Some(1002),
+                code: Some(close::PROTOCOL_ERROR),
                 reason: what,
             },
         );
@@ -574,325 +538,17 @@ impl Client {
 
     fn reject(&mut self, now: Instant, rejection: Rejection) {
         if rejection.code.is_recoverable() {
-            self.close_socket(1000, "rejected");
+            self.close_socket(close::NORMAL, "rejected");
             self.connection_ended(now, DisconnectCause::Rejected(rejection));
         } else {
-            self.close_socket(1000, "rejected");
+            self.close_socket(close::NORMAL, "rejected");
             self.finish(ClosedReason::Rejected(rejection));
         }
-    }
-
-    // ---------------------------------------------------------------- internals: handshake
-
-    fn on_handshake_reply(&mut self, now: Instant, mode: HandshakeMode, frame: ServerFrame) {
-        match frame {
-            ServerFrame::HelloOk(ok) => self.adopt(
-                now,
-                Adopted {
-                    version: ok.protocol,
-                    epoch: ok.epoch,
-                    session_id: ok.session_id,
-                    head: ok.cursor,
-                    sequence: ok.sequence,
-                    heartbeat_ms: ok.policy.heartbeat_ms,
-                    legacy: false,
-                },
-            ),
-            ServerFrame::Joined(j) => self.adopt(
-                now,
-                Adopted {
-                    version: j.protocol_version.unwrap_or(crate::version::V1),
-                    epoch: j.epoch,
-                    session_id: j.session_id,
-                    head: j.cursor,
-                    sequence: j.sequence,
-                    heartbeat_ms: None,
-                    legacy: true,
-                },
-            ),
-            ServerFrame::HelloError(e) => self.reject(now, rejection_of_hello_error(e)),
-            ServerFrame::Error(e) if mode == HandshakeMode::Hello && knows_no_hello(&e) => {
-                self.send_handshake(HandshakeMode::Join);
-            }
-            ServerFrame::Error(e) => self.reject(now, rejection_of_error(e)),
-            ServerFrame::Ping => self.send_frame(&ClientFrame::Pong),
-            ServerFrame::Pong => {}
-            other => self.protocol_error(now, format!("unexpected handshake reply {other:?}")),
-        }
-    }
-
-    fn adopt(&mut self, now: Instant, a: Adopted) {
-        if a.head > MAX_SEQUENCE || a.sequence.is_some_and(|s| s > MAX_SEQUENCE) {
-            return self.protocol_error(now, format!("handshake cursor {} out of range", a.head));
-        }
-        if !self.config.versions.contains(a.version) {
-            self.close_socket(1002, "unsupported version");
-            return self.finish(ClosedReason::ProtocolViolation(format!(
-                "server chose version {} outside the offered {}",
-                a.version, self.config.versions
-            )));
-        }
-        self.handshake_deadline = None;
-        self.phase = Phase::Connected;
-        self.version = Some(a.version);
-        self.stats.connections += 1;
-        let resumed = self.session_id.as_deref() == Some(a.session_id.as_str());
-        if let Some(previous) = self.session_id.take().filter(|_| !resumed) {
-            self.events.push_back(Event::SessionReplaced {
-                previous,
-                current: a.session_id.clone(),
-            });
-            self.cursor = None;
-            let updates = self.outbox.session_lost();
-            self.push_request_updates(updates);
-        }
-        self.session_id = Some(a.session_id.clone());
-        self.epoch = a.epoch.or(self.epoch.filter(|_| resumed));
-        let expected = match self.cursor {
-            Some(c) if a.head < c => {
-                self.events.push_back(Event::ServerReset {
-                    cursor: c,
-                    head: a.head,
-                });
-                let updates = self.outbox.session_lost();
-                self.push_request_updates(updates);
-                self.cursor = Some(a.head);
-                a.head.saturating_add(1)
-            }
-            // The server rewound us (`sequence` below our cursor): what we hold above it belongs
-            // to a history the server lost (a restore from an older snapshot). Start over there.
-            Some(c) if a.sequence.is_some_and(|s| s < c) => {
-                let s = a.sequence.unwrap_or(c);
-                self.events
-                    .push_back(Event::ServerReset { cursor: c, head: s });
-                let updates = self.outbox.session_lost();
-                self.push_request_updates(updates);
-                self.cursor = Some(s);
-                s.saturating_add(1)
-            }
-            // Replays follow from since+1; the replay logic reports whatever is missing. Never
-            // expect less than before: a peer whose cursor lags its seq must not get a replay of
-            // what was already delivered.
-            Some(c) => {
-                let before = self.tracker.as_ref().map_or(0, SequenceTracker::expected);
-                c.saturating_add(1).max(before)
-            }
-            None => {
-                self.cursor = Some(a.sequence.unwrap_or(a.head));
-                a.sequence.unwrap_or(a.head).saturating_add(1)
-            }
-        };
-        // The new tracker starts its own duplicate count: keep the old one's in the stats.
-        let dropped = self.tracker.as_ref().map_or(0, SequenceTracker::duplicates);
-        self.stats.duplicates = self.stats.duplicates.saturating_add(dropped);
-        self.tracker = Some(SequenceTracker::new(expected));
-        self.conn.replay_head = Some(a.head);
-        self.conn.legacy = a.legacy;
-        let interval = a
-            .heartbeat_ms
-            .filter(|ms| *ms > 0)
-            .map(Duration::from_millis)
-            .or(self.config.fallback_heartbeat);
-        self.conn.heartbeat = interval.map(|interval| {
-            Heartbeat::new(
-                HeartbeatConfig {
-                    interval,
-                    silence_factor: self.config.silence_factor,
-                },
-                now,
-            )
-        });
-        // A completed handshake forgives the outage: the next cut retries from the first delay.
-        self.backoff.reset();
-        self.events.push_back(Event::StateChanged(State::Connected {
-            version: a.version,
-            session_id: a.session_id,
-            resumed,
-            legacy: a.legacy,
-        }));
-        self.flush_outbox();
     }
 
     fn flush_outbox(&mut self) {
         for frame in self.outbox.write_queued() {
             self.transmits.push_back(Transmit::Frame(frame));
-        }
-    }
-
-    // ---------------------------------------------------------------- internals: events
-
-    fn on_frame(&mut self, now: Instant, frame: ServerFrame) {
-        match frame {
-            ServerFrame::Replay(r) => {
-                let inner = crate::wire::parse_typed::<SeqFields>(r.event.data.get());
-                let Ok(inner) = inner else {
-                    return self.bad_frame(inner.err().unwrap_or(DecodeError::NotObject));
-                };
-                let Some(seq) = r.event.sequence.or(r.seq).or(inner.seq).or(inner.cursor) else {
-                    return self.bad_frame(DecodeError::Field {
-                        field: "event.sequence".into(),
-                        reason: "missing".into(),
-                    });
-                };
-                let cursor = inner.cursor.unwrap_or(seq);
-                self.on_tracked(now, &r.event.kind, seq, cursor, r.event.data.get(), true);
-            }
-            ServerFrame::Event(ev) if ev.kind == "replay_end" => self.on_replay_end(now, ev),
-            ServerFrame::Event(ev) => {
-                self.end_replay_phase(None);
-                match (ev.sequence(), ev.resume_cursor()) {
-                    (Some(seq), Some(cursor)) => {
-                        self.on_tracked(now, &ev.kind, seq, cursor, &ev.text, false)
-                    }
-                    _ => self.events.push_back(Event::Notice(ev)),
-                }
-            }
-            ServerFrame::Ping => {
-                self.end_replay_phase(None);
-                self.send_frame(&ClientFrame::Pong);
-            }
-            ServerFrame::Pong => self.end_replay_phase(None),
-            ServerFrame::Error(e) => {
-                self.end_replay_phase(None);
-                self.events.push_back(Event::ServerError(e));
-            }
-            ServerFrame::Snapshot(s) => {
-                self.events.push_back(Event::Snapshot(s));
-                self.end_replay_phase(None);
-            }
-            ServerFrame::HelloError(e) => self.reject(now, rejection_of_hello_error(e)),
-            other => {
-                self.protocol_error(now, format!("unexpected frame after handshake {other:?}"))
-            }
-        }
-    }
-
-    fn on_replay_end(&mut self, now: Instant, ev: EventFrame) {
-        let head = ev.resume_cursor();
-        self.conn.repair_pending = None;
-        if let Some(expected) = self.conn.replay_hole.take() {
-            // The phase is over, nothing of it is on the way any more: ask again from the hole.
-            self.conn.replay_head = None;
-            return self.repair(now, expected);
-        }
-        self.end_replay_phase(head);
-    }
-
-    /// The replays that follow a handshake (or a resync) are over: whatever they did not cover up
-    /// to the announced head is gone.
-    fn end_replay_phase(&mut self, head: Option<u64>) {
-        let Some(head) = head.or(self.conn.replay_head.take()) else {
-            return;
-        };
-        self.conn.replay_head = None;
-        let Some(tracker) = self.tracker.as_mut() else {
-            return;
-        };
-        let expected = tracker.expected();
-        if expected <= head {
-            tracker.skip_to(head);
-            self.report_lost(expected, head);
-            self.cursor = Some(self.cursor.map_or(head, |c| c.max(head)));
-        }
-    }
-
-    fn report_lost(&mut self, from: u64, to: u64) {
-        let count = to.saturating_sub(from).saturating_add(1);
-        self.stats.lost = self.stats.lost.saturating_add(count);
-        self.events.push_back(Event::Lost { from, to });
-        if self.outbox.requeue_after_loss(to) && self.phase == Phase::Connected {
-            self.flush_outbox();
-        }
-    }
-
-    /// A tracked event; its payload is copied only if it is delivered.
-    fn on_tracked(
-        &mut self,
-        now: Instant,
-        kind: &str,
-        seq: u64,
-        cursor: u64,
-        payload: &str,
-        replayed: bool,
-    ) {
-        if seq > MAX_SEQUENCE || cursor > MAX_SEQUENCE {
-            return self.bad_frame(DecodeError::Field {
-                field: "seq".into(),
-                reason: format!("out of range (max {MAX_SEQUENCE})"),
-            });
-        }
-        let Some(tracker) = self.tracker.as_mut() else {
-            return;
-        };
-        let first_replay = replayed && !self.conn.replay_seen;
-        self.conn.replay_seen |= replayed;
-        match tracker.observe(seq) {
-            Verdict::InOrder => self.deliver(kind, seq, cursor, payload, replayed),
-            Verdict::Duplicate => {}
-            Verdict::Gap { expected, received } => {
-                if first_replay {
-                    // The server replays all it holds: what comes before its first replay is
-                    // gone and cannot be repaired.
-                    tracker.skip_to(seq);
-                    self.report_lost(expected, received - 1);
-                    return self.deliver(kind, seq, cursor, payload, replayed);
-                }
-                if self.conn.repair_pending.is_some() || self.conn.replay_hole.is_some() {
-                    return; // the repair under way will bring this frame again
-                }
-                self.stats.gaps += 1;
-                self.events.push_back(Event::Gap { expected, received });
-                let v2 = self.version.unwrap_or(1) >= crate::version::V2 && !self.conn.legacy;
-                if self.config.repair_gaps && self.repaired_from != Some(expected) {
-                    self.repaired_from = Some(expected);
-                    if replayed && v2 {
-                        self.conn.replay_hole = Some(expected);
-                    } else {
-                        self.repair(now, expected);
-                    }
-                } else {
-                    tracker.skip_to(seq);
-                    self.report_lost(expected, received - 1);
-                    self.deliver(kind, seq, cursor, payload, replayed);
-                }
-            }
-        }
-    }
-
-    /// v2: ask for the missing events in-band; v1: resume on a new socket.
-    fn repair(&mut self, now: Instant, expected: u64) {
-        let since = expected.saturating_sub(1);
-        if self.version.unwrap_or(1) >= crate::version::V2 && !self.conn.legacy {
-            self.conn.repair_pending = Some(expected);
-            self.conn.replay_seen = false;
-            self.transmits.push_back(Transmit::Frame(format!(
-                r#"{{"type":"resync","since":{since}}}"#
-            )));
-        } else {
-            self.close_socket(1000, "gap repair");
-            self.connection_ended(now, DisconnectCause::GapRepair);
-        }
-    }
-
-    fn deliver(&mut self, kind: &str, seq: u64, cursor: u64, payload: &str, replayed: bool) {
-        self.stats.delivered += 1;
-        self.cursor = Some(self.cursor.map_or(cursor, |c| c.max(cursor)));
-        let update = if kind == "response" {
-            crate::wire::parse_typed::<ResponseFrame>(payload)
-                .ok()
-                .and_then(|r| self.outbox.on_response(r, seq))
-        } else {
-            None
-        };
-        self.events.push_back(Event::Delivered(Delivered {
-            kind: Kind::from(kind),
-            seq,
-            cursor,
-            replayed,
-            payload: self.payloads.add(payload),
-        }));
-        if let Some(update) = update {
-            self.events.push_back(Event::Request(update));
         }
     }
 
@@ -905,7 +561,7 @@ impl Client {
 /// `handle_text`), or `None` for any other frame, which goes through [`ServerFrame::decode`].
 /// Tracked frames of these types decode to their own frame kinds, not to events.
 fn live_tracked(text: &str) -> Option<(&str, u64, u64)> {
-    let p = crate::wire::scan::peek(text)?;
+    let p = crate::wire::peek(text)?;
     let seq = p.seq.or(p.cursor)?;
     let cursor = p.cursor.or(p.seq)?;
     let framed = matches!(
@@ -927,60 +583,6 @@ const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 /// `now + wait`, with `wait` capped at [`MAX_WAIT`].
 fn after(now: Instant, wait: Duration) -> Instant {
     now.checked_add(wait.min(MAX_WAIT)).unwrap_or(now)
-}
-
-/// `cursor`/`seq` of a replayed event's original frame.
-#[derive(serde::Deserialize)]
-struct SeqFields {
-    #[serde(default)]
-    cursor: Option<u64>,
-    #[serde(default)]
-    seq: Option<u64>,
-}
-
-/// A bare `error` answering `hello` without a code (or with the core codec's "unknown frame
-/// type" `configuration_error`) means the server predates `hello`: try `join`. Anything with a
-/// real code is a real rejection (the reference client wrongly falls back on every error).
-fn knows_no_hello(e: &ErrorFrame) -> bool {
-    match &e.code {
-        None => true,
-        Some(ConnectErrorCode::ConfigurationError) => {
-            e.message.to_ascii_lowercase().contains("unknown")
-        }
-        Some(_) => false,
-    }
-}
-
-fn rejection_of_hello_error(e: HelloError) -> Rejection {
-    Rejection {
-        next_step: e.next_step.or_else(|| e.next.map(RecoveryStep::from)),
-        code: e.code,
-        message: e.message,
-        retry_after: e
-            .retry_after_seconds
-            .map(|s| Duration::from_secs(s).min(MAX_WAIT)),
-    }
-}
-
-fn rejection_of_error(e: ErrorFrame) -> Rejection {
-    let next_step = match e.code {
-        Some(ConnectErrorCode::VersionUnsupported) => {
-            let server_min = e.extra.get("server_min_version").and_then(Value::as_u64);
-            Some(match server_min {
-                Some(min) if min > 1 => RecoveryStep::UpgradeClient,
-                _ => RecoveryStep::DowngradeClient,
-            })
-        }
-        _ => None,
-    };
-    Rejection {
-        code: e
-            .code
-            .unwrap_or_else(|| ConnectErrorCode::Other(String::new())),
-        message: e.message,
-        next_step,
-        retry_after: None,
-    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{ConnectErrorCode, RecoveryStep};
+use crate::wire::{close, ConnectErrorCode, RecoveryStep};
 
 /// What the adapter learnt from the WebSocket upgrade request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,12 +33,13 @@ pub struct Rejection {
     pub next: Option<String>,
     /// `retry_after_seconds`, for `rate_limited`.
     pub retry_after_seconds: Option<u64>,
-    /// WebSocket close code (4003 for auth).
+    /// WebSocket close code ([`wire::close::AUTH_FAILED`](crate::wire::close::AUTH_FAILED) for auth).
     pub close_code: u16,
 }
 
 impl Rejection {
-    /// Missing or wrong credentials: `auth_required` / `reauthenticate`, close 4003.
+    /// Missing or wrong credentials: `auth_required` / `reauthenticate`, close
+    /// [`wire::close::AUTH_FAILED`](crate::wire::close::AUTH_FAILED).
     pub fn auth_required() -> Self {
         Self {
             code: ConnectErrorCode::AuthRequired,
@@ -46,7 +47,7 @@ impl Rejection {
             next_step: Some(RecoveryStep::Reauthenticate),
             next: None,
             retry_after_seconds: None,
-            close_code: 4003,
+            close_code: close::AUTH_FAILED,
         }
     }
 

@@ -29,7 +29,8 @@ pub struct ServerConfig {
     /// Ping interval after the handshake (advertised as `policy.heartbeat_ms`); zero disables
     /// pings and reaping.
     pub heartbeat_interval: Duration,
-    /// Reap after `heartbeat_interval × missed_beats` of inbound silence (close 4002).
+    /// Reap after `heartbeat_interval × missed_beats` of inbound silence (close
+    /// [`wire::close::LIVENESS_TIMEOUT`](crate::wire::close::LIVENESS_TIMEOUT)).
     pub missed_beats: u32,
     /// How long a session outlives its last connection before it expires.
     pub session_ttl: Duration,
@@ -47,7 +48,7 @@ pub struct ServerConfig {
     /// across sessions (the oldest events of the whole server). A resume asking for an evicted
     /// event is told exactly which ones it lost (`hello_ok.resync_required`, `replay_end`'s
     /// `lost_from`/`lost_to`, the v1 gap); a connected client that was not sent an event
-    /// before it was evicted is closed as a slow consumer (1013) and learns the loss on its
+    /// before it was evicted is closed as a slow consumer ([`wire::close::SLOW_CONSUMER`](crate::wire::close::SLOW_CONSUMER)) and learns the loss on its
     /// resume. Nothing is skipped silently. An event is freed within about a second after it
     /// ages out (at once when a bound evicts it).
     pub recovery_window: Duration,
@@ -62,7 +63,8 @@ pub struct ServerConfig {
     /// counted once however many sessions it went to (default 1 GiB; the newest event is
     /// always kept).
     pub recovery_total_bytes: usize,
-    /// Largest inbound text frame, bytes (typed error + close 1009 beyond it).
+    /// Largest inbound text frame, bytes (typed error + close [`wire::close::MESSAGE_TOO_BIG`](crate::wire::close::MESSAGE_TOO_BIG) beyond
+    /// it).
     pub max_payload: usize,
     /// In-flight window per connection, frames (handed out by `poll_transmit`, not yet
     /// confirmed by `handle_sent`).
@@ -76,7 +78,8 @@ pub struct ServerConfig {
     pub dedup_max: usize,
     /// How long a request id is remembered.
     pub dedup_ttl: Duration,
-    /// Frames of unknown type tolerated per connection before close 4028 (duplicates of known
+    /// Frames of unknown type tolerated per connection before close
+    /// [`wire::close::UNKNOWN_FRAME_FLOOD`](crate::wire::close::UNKNOWN_FRAME_FLOOD) (duplicates of known
     /// requests never count).
     pub max_unknown_frames: u32,
     /// Most presence entries sent in a v2 `hello_ok` / `joined` (the full list is `presence()`):

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::conn::ConnId;
+use super::conns::ConnId;
 use super::session::{Outcome, SessionId};
 use super::store::{StoredSession, Unsequenced};
 use super::text::FrameText;
@@ -50,7 +50,8 @@ pub enum ServerEvent {
         session: SessionId,
         /// The new owner connection.
         conn: ConnId,
-        /// A connection that was displaced by this takeover (closed with 4009).
+        /// A connection that was displaced by this takeover (closed with
+        /// [`wire::close::SESSION_TAKEN_OVER`](crate::wire::close::SESSION_TAKEN_OVER)).
         taken_over_from: Option<ConnId>,
         /// Cursors the client asked for that the recovery window no longer holds (reported to
         /// it), if any.

@@ -5,9 +5,11 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::frames::Obj;
-use super::session::{self, Session, SessionId};
-use super::{check_publishable, CommandError, ConnId, Server};
+use super::publish::check_publishable;
+use super::session::{self, SessionId};
+use super::sessions::Session;
+use super::{CommandError, ConnId, Server};
+use crate::wire::json::Obj;
 
 /// The sessions an event published with [`Server::publish_to`] goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,9 +73,13 @@ impl Server {
             return Ok(ids.len());
         }
         let timestamp = self.wall(now);
+        // What aged out goes before the appends, which then find it gone from their windows
+        // (an owner not yet sent it is closed with this publish); the byte bound, which
+        // counts the new record, is applied after them.
+        self.evict_log(now, timestamp);
         let event_id = session::uuid4(&mut self.rng);
         // The body without the tracked tail: each session's is appended when it is sent.
-        let scratch = &mut self.scratch;
+        let scratch = &mut self.output.scratch;
         scratch.clear();
         let obj = Obj::start(scratch, kind);
         let kind_end = obj.len();
@@ -89,7 +95,7 @@ impl Server {
             let Some(held) = log.hold(id) else {
                 return;
             };
-            let target = s.conn;
+            let target = s.conn();
             let (owner, evicted) = s.append(log, held, target, &self.config);
             recorded += 1;
             if let Some(owner) = owner {

@@ -27,8 +27,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::frames;
 use super::text::{FrameText, FrameWriter};
+use crate::wire::json;
 
 /// Position of a record in the log (never reused).
 pub(crate) type LogId = u64;
@@ -75,7 +75,7 @@ impl Record {
     pub(crate) fn kind_json(&self) -> &str {
         self.text
             .as_bytes()
-            .get(frames::TYPE_PREFIX.len()..self.kind_end)
+            .get(json::TYPE_PREFIX.len()..self.kind_end)
             .and_then(|kind| std::str::from_utf8(kind).ok())
             .unwrap_or("\"\"")
     }
@@ -91,7 +91,7 @@ impl Record {
     pub(crate) fn frame(&self, cursor: u64, writer: &mut FrameWriter) -> FrameText {
         if self.shared {
             let body = self.text.as_bytes();
-            frames::tracked_tail(cursor, |[a, b, c, d, e]| {
+            json::tracked_tail(cursor, |[a, b, c, d, e]| {
                 let tail = [a, b, c, d, e].map(str::as_bytes);
                 writer.write_parts(&[body, tail[0], tail[1], tail[2], tail[3], tail[4]])
             })
@@ -104,7 +104,7 @@ impl Record {
     pub(crate) fn push_frame(&self, out: &mut String, cursor: u64) {
         out.push_str(self.text.as_str());
         if self.shared {
-            frames::push_tracked_tail(out, cursor);
+            json::push_tracked_tail(out, cursor);
         }
     }
 }

@@ -14,7 +14,7 @@
 //! Flow control: each connection has an in-flight window (`max_queued_frames`,
 //! `max_buffered_bytes`) of frames handed out but not yet confirmed by `handle_sent`. Tracked
 //! frames are not copied per connection: the session's recovery window is the buffer, and a
-//! connection only becomes a slow consumer (close 1013 `slow_consumer`) when the window
+//! connection only becomes a slow consumer (close `SLOW_CONSUMER`, `slow_consumer`) when the window
 //! evicts an event it has not been sent yet, or its control queue (pong, errors, broadcasts)
 //! overflows. A single frame larger than the byte window still goes out when nothing is in
 //! flight, so a big answer never evicts its reader.
@@ -25,6 +25,16 @@
 //! published to many sessions with [`Server::publish_to`] is stored once, in a log shared by
 //! the sessions' windows; each session still numbers it with its own cursor, and the frames
 //! on the wire are the same as if it had been published to each session in turn.
+//!
+//! # Structure
+//! The machine is composed of sub-machines that own their state: the connections (flow
+//! control, control queue, replay phase, timers: `conns.rs`), the sessions (windows, dedup,
+//! epochs, TTLs: `sessions.rs`) over the shared event log (`log.rs`, `window.rs`), the
+//! handshake acceptor that decides and the attach step that applies its decision
+//! (`handshake.rs`, `attach.rs`), presence and health (`status.rs`), snapshots
+//! (`snapshot.rs`) and store mode (`store.rs`). Timers live in deadline indexes
+//! (`deadlines.rs`): [`Server::poll_timeout`] is O(log n) and [`Server::handle_timeout`]
+//! visits only what is due, however many connections and sessions are idle.
 //!
 //! # Wire decisions (v1 and v2)
 //! - `hello_ok` always carries `sequence`: the first replayed cursor − 1 when replays follow,
@@ -46,11 +56,14 @@
 //!   `duplicate` (`[content, outcome` once answered`]`, `session_id`, `request_id`).
 //! - An unknown `session_id` gets a new session with a fresh server-chosen id
 //!   (`resumed:false`, `cursor:0`): a client whose cursor is above the head must reset.
-//! - Closes: 4003 auth (after `hello_error`), 4009 `session_taken_over`, 4002
-//!   `liveness_timeout`, 1013 `slow_consumer`, 1008 `handshake_timeout`, 1007 garbage (after
-//!   `error` `invalid_frame`), 1003 binary, 1009 over `max_payload` (after `error`
-//!   `payload_too_large`), 4028 unknown-frame flood, 1001 `server_shutdown`; in store mode
-//!   1012 `store_gap` and 4010 `session_lost` (see [`Server::session_lost`]).
+//! - Closes (codes named in [`wire::close`](crate::wire::close)): `AUTH_FAILED` (after
+//!   `hello_error`), `SESSION_TAKEN_OVER` `session_taken_over`, `LIVENESS_TIMEOUT`
+//!   `liveness_timeout`, `SLOW_CONSUMER` `slow_consumer`, `HANDSHAKE_TIMEOUT`
+//!   `handshake_timeout`, `INVALID_PAYLOAD` for garbage (after `error` `invalid_frame`),
+//!   `UNSUPPORTED_DATA` for binary, `MESSAGE_TOO_BIG` over `max_payload` (after `error`
+//!   `payload_too_large`), `UNKNOWN_FRAME_FLOOD`, `GOING_AWAY` `server_shutdown`; in store
+//!   mode `STORE_GAP` `store_gap` and `SESSION_LOST` `session_lost` (see
+//!   [`Server::session_lost`]).
 //!
 //! ```
 //! use std::time::Instant;
@@ -70,15 +83,21 @@
 //! let _next_wakeup = server.poll_timeout();
 //! ```
 
+mod attach;
 mod auth;
 mod config;
-mod conn;
+mod conns;
+mod deadlines;
 mod event;
 mod fanout;
-mod frames;
 mod handshake;
 mod log;
+mod output;
+mod publish;
+mod replay;
+mod requests;
 mod session;
+mod sessions;
 mod snapshot;
 mod status;
 mod store;
@@ -87,64 +106,28 @@ mod tests;
 mod text;
 mod window;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-
-use serde_json::Value;
 
 pub use auth::{AllowAll, Authenticator, ConnectInfo, Principal, Rejection, SharedToken};
 pub use config::ServerConfig;
-pub use conn::ConnId;
+pub use conns::ConnId;
 pub use event::{CommandError, PeerError, RestoreError, ServerEvent, ServerTransmit};
 pub use fanout::Audience;
 pub use session::{Outcome, OutcomeStatus, SessionId};
 pub use snapshot::{DedupSnapshot, ServerSnapshot, SessionSnapshot};
 pub use status::{Health, Liveness, PresenceInfo, ServerStats};
-pub use store::{
-    Ingest, IngestError, StoreUnavailable, StoredSession, Unsequenced, SESSION_LOST_CLOSE,
-};
+pub use store::{Ingest, IngestError, StoreUnavailable, StoredSession, Unsequenced};
 pub use text::FrameText;
 pub use window::Recorded;
 
-use conn::{Closing, Conn};
-use frames::Obj;
-use log::{EventLog, Held};
-use session::Session;
-use text::FrameWriter;
+use conns::{Binding, ConnTimer, Connections, Flush};
+use log::EventLog;
+use output::Output;
+use sessions::Sessions;
 
-use crate::heartbeat::HeartbeatAction;
 use crate::rng::Rng;
-use crate::wire::{ClientFrame, DecodeError, MessageFrame};
-
-/// Frame types the application cannot publish: they belong to the protocol itself.
-const RESERVED_KINDS: &[&str] = &[
-    "hello",
-    "hello_ok",
-    "hello_error",
-    "join",
-    "joined",
-    "replay",
-    "replay_end",
-    "snapshot",
-    "ping",
-    "pong",
-    "resync",
-    "left",
-];
-
-/// Refuses protocol frame types and the fields the server sets itself.
-fn check_publishable(kind: &str, fields: &[(&str, Value)]) -> Result<(), CommandError> {
-    if kind.is_empty() || RESERVED_KINDS.contains(&kind) {
-        return Err(CommandError::ReservedKind(kind.to_owned()));
-    }
-    if let Some((k, _)) = fields
-        .iter()
-        .find(|(k, _)| matches!(*k, "type" | "cursor" | "seq"))
-    {
-        return Err(CommandError::ReservedField((*k).to_owned()));
-    }
-    Ok(())
-}
+use crate::wire::{close, encode, ClientFrame, ConnectErrorCode, DecodeError, RecoveryStep};
 
 /// One input, for generated tests and fuzzing ([`Server::handle_input`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -163,37 +146,25 @@ pub enum ServerInput {
     Timeout,
 }
 
-/// How much of a connection's pending output goes out before its close frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flush {
-    /// Drop everything (dead peer, slow consumer, takeover).
-    Nothing,
-    /// Queued untracked frames (e.g. the error explaining the close), no more events.
-    Control,
-    /// Queued frames and every recorded event up to the current head (graceful).
-    All,
-}
-
 /// The server machine. See the [module docs](self) for the drive contract.
 pub struct Server {
     config: ServerConfig,
     auth: Box<dyn Authenticator + Send>,
     rng: Rng,
     start: Instant,
-    sessions: BTreeMap<SessionId, Session>,
-    conns: BTreeMap<ConnId, Conn>,
-    ready: VecDeque<ConnId>,
+    sessions: Sessions,
+    conns: Connections,
     events: VecDeque<ServerEvent>,
-    /// Reused buffer the frames are written into before they become shared text.
-    scratch: String,
     /// Every session's retained events, each stored once.
     log: EventLog,
-    /// Where frames assembled for sending (replays, shared bodies with a session's tail) are
-    /// written.
-    out: FrameWriter,
     /// The latest `now` the log was brought to its bounds at (evictions happen then): a
     /// connection that finds an event it was owed gone is a slow consumer from then on.
     log_time: Instant,
+    /// Where frames are assembled before they become shared text.
+    output: Output,
+    /// What `handle_timeout` found due (kept to reuse their buffers).
+    due_conns: Vec<ConnId>,
+    due_sessions: Vec<SessionId>,
     reaped: u64,
     last_inbound_wall: f64,
     shutting_down: bool,
@@ -223,13 +194,13 @@ impl Server {
             config,
             auth,
             start: now,
-            sessions: BTreeMap::new(),
-            conns: BTreeMap::new(),
-            ready: VecDeque::new(),
+            sessions: Sessions::default(),
+            conns: Connections::default(),
             events: VecDeque::new(),
-            scratch: String::new(),
-            out: FrameWriter::default(),
+            output: Output::default(),
             log_time: now,
+            due_conns: Vec::new(),
+            due_sessions: Vec::new(),
             reaped: 0,
             shutting_down: false,
         }
@@ -266,32 +237,33 @@ impl Server {
     }
 
     /// A WebSocket upgrade completed. Credentials are checked right away: a rejection queues
-    /// the reference envelope (`hello_error`, then close 4003) before any client frame. A
+    /// the reference envelope (`hello_error`, then close [`wire::close::AUTH_FAILED`](crate::wire::close::AUTH_FAILED)) before any
+    /// client frame. A
     /// `conn` id still in use is ignored.
     pub fn handle_connected(&mut self, now: Instant, conn: ConnId, info: ConnectInfo) {
-        if self.conns.contains_key(&conn) {
+        if self.conns.contains(conn) {
             return;
         }
         let wall = self.wall(now);
         let deadline = now.checked_add(self.config.handshake_timeout);
-        let mut c = Conn::new(deadline, wall);
+        let mut c = conns::Conn::new(deadline, wall);
         let verdict = if self.shutting_down {
             Err(Rejection {
-                code: "unavailable".into(),
+                code: ConnectErrorCode::Unavailable,
                 message: "Server shutting down".into(),
-                next_step: Some(crate::wire::RecoveryStep::WaitThenRetry),
+                next_step: Some(RecoveryStep::WaitThenRetry),
                 next: None,
                 retry_after_seconds: Some(1),
-                close_code: 1001,
+                close_code: close::GOING_AWAY,
             })
         } else if self.conns.len() >= self.config.max_connections {
             Err(Rejection {
-                code: crate::wire::ConnectErrorCode::RateLimited,
+                code: ConnectErrorCode::RateLimited,
                 message: "Too many connections".into(),
-                next_step: Some(crate::wire::RecoveryStep::WaitThenRetry),
+                next_step: Some(RecoveryStep::WaitThenRetry),
                 next: None,
                 retry_after_seconds: Some(1),
-                close_code: 4029,
+                close_code: close::TOO_MANY_CONNECTIONS,
             })
         } else {
             self.auth.authenticate(&info)
@@ -328,10 +300,20 @@ impl Server {
             self.push_control(
                 now,
                 conn,
-                frames::error(Some("payload_too_large"), &err.to_string(), None),
+                encode::error(
+                    Some(ConnectErrorCode::PayloadTooLarge),
+                    &err.to_string(),
+                    None,
+                ),
             );
             self.bad_input(conn, PeerError::Decode(err));
-            self.close_conn(now, conn, 1009, "payload_too_large".into(), Flush::Control);
+            self.close_conn(
+                now,
+                conn,
+                close::MESSAGE_TOO_BIG,
+                "payload_too_large".into(),
+                Flush::Control,
+            );
             return;
         }
         match ClientFrame::decode(text) {
@@ -340,45 +322,57 @@ impl Server {
         }
     }
 
-    /// A binary frame of `len` bytes arrived: not part of the protocol (error, close 1003).
+    /// A binary frame of `len` bytes arrived: not part of the protocol (error, close
+    /// [`wire::close::UNSUPPORTED_DATA`](crate::wire::close::UNSUPPORTED_DATA)).
     pub fn handle_binary(&mut self, now: Instant, conn: ConnId, len: usize) {
         let _ = len;
         if !self.inbound(now, conn) {
             return;
         }
-        let err = DecodeError::Binary;
+        self.unreadable_frame(now, conn, DecodeError::Binary, close::UNSUPPORTED_DATA);
+    }
+
+    /// A frame nothing sensible can follow on this socket (binary, not JSON, not an object):
+    /// a typed `invalid_frame` error, then close `code` after it.
+    pub(super) fn unreadable_frame(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        err: DecodeError,
+        code: u16,
+    ) {
         self.push_control(
             now,
             conn,
-            frames::error(Some("invalid_frame"), &err.to_string(), None),
+            encode::error(Some(ConnectErrorCode::InvalidFrame), &err.to_string(), None),
         );
         self.bad_input(conn, PeerError::Decode(err));
-        self.close_conn(now, conn, 1003, "invalid_frame".into(), Flush::Control);
+        self.close_conn(now, conn, code, "invalid_frame".into(), Flush::Control);
     }
 
     /// The adapter wrote one frame of `bytes` wire bytes (from `poll_transmit`) to the socket:
     /// it leaves the in-flight window. Call once per written frame.
-    pub fn handle_sent(&mut self, _now: Instant, conn: ConnId, bytes: usize) {
-        let (max_frames, max_bytes) = (
+    pub fn handle_sent(&mut self, now: Instant, conn: ConnId, bytes: usize) {
+        self.handle_sent_frames(now, conn, 1, bytes);
+    }
+
+    /// The adapter wrote `frames` frames of `bytes` wire bytes in all (from `poll_transmit`,
+    /// for `conn`): the same as that many [`handle_sent`](Self::handle_sent) calls, in one.
+    pub fn handle_sent_frames(&mut self, _now: Instant, conn: ConnId, frames: usize, bytes: usize) {
+        let window = (
             self.config.max_queued_frames,
             self.config.max_buffered_bytes,
         );
-        if let Some(c) = self.conns.get_mut(&conn) {
-            // Output only ever waits for a full window (anything else is already queued in
-            // `ready`): wake the connection only when this confirmation opens one.
-            let was_full = c.in_flight_frames >= max_frames || c.in_flight_bytes >= max_bytes;
-            c.in_flight_frames = c.in_flight_frames.saturating_sub(1);
-            c.in_flight_bytes = c.in_flight_bytes.saturating_sub(bytes);
-            if was_full {
-                self.mark_ready(conn);
-            }
+        if self.conns.sent(conn, frames, bytes, window) && self.owes_evicted(conn) {
+            // Decided here, with the input, so that its `Closing` is out before its Close.
+            self.evicted_owed(conn);
         }
     }
 
     /// The transport is gone (peer close, error, or after our Close). The session stays
     /// resumable for the TTL; a connection displaced by a takeover never touches it.
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
-        if let Some(c) = self.conns.remove(&conn) {
+        if let Some(c) = self.conns.remove(conn) {
             if let Some(b) = c.bound {
                 self.detach_if_owner(now, &b.session, conn);
             }
@@ -386,50 +380,49 @@ impl Server {
     }
 
     /// Timers: handshake deadlines, pings, reaping, session expiry, events leaving the
-    /// recovery window. Early or repeated calls do nothing.
+    /// recovery window. Early or repeated calls do nothing. Only what is due is visited.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
-        for id in ids {
-            let Some(c) = self.conns.get_mut(&id) else {
-                continue;
-            };
-            if c.is_closing() {
-                continue;
-            }
-            if c.handshake_deadline.is_some_and(|d| now >= d) {
-                c.handshake_deadline = None;
-                self.bad_input(id, PeerError::HandshakeTimeout);
-                self.close_conn(now, id, 1008, "handshake_timeout".into(), Flush::Control);
-                continue;
-            }
-            match c.heartbeat.as_mut().and_then(|h| h.poll(now)) {
-                Some(HeartbeatAction::Dead) => {
+        let mut due = std::mem::take(&mut self.due_conns);
+        self.conns.pop_due(now, &mut due);
+        for id in due.drain(..) {
+            match self.conns.timer(id, now) {
+                Some(ConnTimer::HandshakeExpired) => {
+                    self.bad_input(id, PeerError::HandshakeTimeout);
+                    self.close_conn(
+                        now,
+                        id,
+                        close::HANDSHAKE_TIMEOUT,
+                        "handshake_timeout".into(),
+                        Flush::Control,
+                    );
+                }
+                Some(ConnTimer::Dead) => {
                     self.reaped += 1;
-                    self.close_conn(now, id, 4002, "liveness_timeout".into(), Flush::Nothing);
+                    self.close_conn(
+                        now,
+                        id,
+                        close::LIVENESS_TIMEOUT,
+                        "liveness_timeout".into(),
+                        Flush::Nothing,
+                    );
                 }
-                Some(HeartbeatAction::SendPing) => {
-                    self.push_control(now, id, r#"{"type":"ping"}"#);
-                }
+                Some(ConnTimer::Ping) => self.push_control(now, id, encode::PING),
                 None => {}
             }
         }
-        let ttl = self.config.session_ttl;
-        let expired: Vec<SessionId> = self
-            .sessions
-            .values()
-            .filter(|s| s.conn.is_none())
-            .filter(|s| {
-                s.detached_at
-                    .and_then(|d| d.checked_add(ttl))
-                    .is_some_and(|at| now >= at)
-            })
-            .map(|s| s.id.clone())
-            .collect();
-        for id in expired {
+        self.due_conns = due;
+        // After the connections: a session they detached just now may expire at once.
+        let mut expired = std::mem::take(&mut self.due_sessions);
+        self.sessions
+            .pop_expired(now, self.config.session_ttl, &mut expired);
+        for id in expired.drain(..) {
             self.expire(&id);
         }
+        self.due_sessions = expired;
         // Also what the expired sessions' windows were the last to hold.
         self.evict_log(now, self.wall(now));
+        #[cfg(test)]
+        self.check_deadlines();
     }
 
     /// Evicts what the log holds beyond the recovery window and the total byte bound (`wall`
@@ -458,22 +451,15 @@ impl Server {
     /// The next frame or close to write, and for which connection.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<(ConnId, ServerTransmit)> {
-        while let Some(id) = self.ready.pop_front() {
-            let Some(c) = self.conns.get_mut(&id) else {
+        while let Some(id) = self.conns.pop_ready() {
+            let Some(c) = self.conns.get_mut(id) else {
                 continue;
             };
             c.queued = false;
-            let session = c.bound.as_ref().and_then(|b| self.sessions.get(&b.session));
-            let mut out = Output {
-                log: &self.log,
-                scratch: &mut self.scratch,
-                writer: &mut self.out,
-                config: &self.config,
-                evicted: false,
-            };
-            if let Some((t, more)) = next_frame(c, session, &mut out) {
+            let mut out = self.output.for_conn(&self.log, &self.config);
+            if let Some((t, more)) = out.next_frame(c, &self.sessions) {
                 if more {
-                    self.mark_ready(id);
+                    self.conns.mark_ready(id);
                 }
                 return Some((id, t));
             }
@@ -489,20 +475,13 @@ impl Server {
     /// order is kept; only the interleaving between connections differs). A transport that
     /// writes in batches saves the map lookups `poll_transmit` repeats for every frame.
     pub fn poll_transmits(&mut self, out: &mut Vec<(ConnId, ServerTransmit)>) {
-        while let Some(id) = self.ready.pop_front() {
-            let Some(c) = self.conns.get_mut(&id) else {
+        while let Some(id) = self.conns.pop_ready() {
+            let Some(c) = self.conns.get_mut(id) else {
                 continue;
             };
             c.queued = false;
-            let session = c.bound.as_ref().and_then(|b| self.sessions.get(&b.session));
-            let mut output = Output {
-                log: &self.log,
-                scratch: &mut self.scratch,
-                writer: &mut self.out,
-                config: &self.config,
-                evicted: false,
-            };
-            while let Some((t, more)) = next_frame(c, session, &mut output) {
+            let mut output = self.output.for_conn(&self.log, &self.config);
+            while let Some((t, more)) = output.next_frame(c, &self.sessions) {
                 out.push((id, t));
                 if !more {
                     break;
@@ -514,11 +493,32 @@ impl Server {
         }
     }
 
+    /// Whether connection `id` (open, not waiting for the store) is owed an event its
+    /// session's window no longer holds: evicted by age or total size while its in-flight
+    /// window was full. One lookup: checked when a confirmation opens that window.
+    fn owes_evicted(&self, id: ConnId) -> bool {
+        let Some(c) = self.conns.get(id) else {
+            return false;
+        };
+        if c.is_closing() || c.awaiting_store {
+            return false;
+        }
+        let Some(s) = c.bound.as_ref().and_then(|b| self.sessions.get(&b.session)) else {
+            return false;
+        };
+        let cursor = c.min_needed();
+        let owed = c.replay.as_ref().is_some_and(|r| r.next <= r.end) || cursor <= s.head;
+        owed && s.window.get(&self.log, cursor).is_none()
+    }
+
     /// Connection `id` was owed an event the log has evicted since (by age or total size): it
-    /// is a slow consumer from when that happened; its close goes out next.
+    /// is a slow consumer from when that happened; its close goes out next. Its own session's
+    /// appends and the confirmation that opens its window decide this with the input (the
+    /// `Closing` event is queued before anything is polled); the output finds it only for a
+    /// connection still waiting to be drained when another session's append evicted its event.
     fn evicted_owed(&mut self, id: ConnId) {
         let at = self.log_time;
-        self.close_conn(at, id, 1013, "slow_consumer".into(), Flush::Nothing);
+        self.slow_consumer(at, id);
     }
 
     /// The next event for the application.
@@ -528,149 +528,27 @@ impl Server {
     }
 
     /// The earliest deadline: handshake, ping, reap, session expiry, or events leaving the
-    /// recovery window.
+    /// recovery window. O(log n) in the connections and sessions held.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let conns = self.conns.values().filter_map(Conn::next_deadline);
-        let ttl = self.config.session_ttl;
-        let sessions = self
-            .sessions
-            .values()
-            .filter(|s| s.conn.is_none())
-            .filter_map(|s| s.detached_at.and_then(|d| d.checked_add(ttl)));
-        conns.chain(sessions).chain(self.log_deadline()).min()
+        #[cfg(test)]
+        self.check_deadlines();
+        let sessions = self.sessions.next_expiry(self.config.session_ttl);
+        [self.conns.next_deadline(), sessions, self.log_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     // ----------------------------------------------------------------------------------------
-    // Application commands
-
-    /// Records a tracked frame `{"type":kind, fields..., "cursor":n, "seq":n}` in the session
-    /// and sends it to the session's connection if one is attached. A detached session keeps
-    /// it for its resume. Returns the cursor.
-    pub fn publish(
-        &mut self,
-        now: Instant,
-        session: &SessionId,
-        kind: &str,
-        fields: &[(&str, Value)],
-    ) -> Result<u64, CommandError> {
-        check_publishable(kind, fields)?;
-        self.record(now, session, kind, |o| {
-            fields.iter().fold(o, |o, (k, v)| o.value(k, v))
-        })
-        .ok_or_else(|| CommandError::UnknownSession(session.clone()))
-    }
-
-    /// Sends the tracked `final` response of a request, with `request_id` echoed, and remembers
-    /// the outcome so a resend of the request gets it in its `duplicate`.
-    pub fn respond(
-        &mut self,
-        now: Instant,
-        session: &SessionId,
-        request_id: &str,
-        outcome: Outcome,
-    ) -> Result<u64, CommandError> {
-        // In store mode the outcome and the `final` go to the store: a local copy evicted or
-        // expired while the application worked must not lose the answer.
-        match self.sessions.get_mut(session) {
-            Some(s) => {
-                if let Some(e) = s.dedup.find_mut(request_id) {
-                    if e.outcome.is_some() {
-                        return Err(CommandError::AlreadyAnswered(request_id.to_owned()));
-                    }
-                    e.outcome = Some(outcome.clone());
-                }
-            }
-            None if self.config.external_store => {}
-            None => return Err(CommandError::UnknownSession(session.clone())),
-        }
-        if self.config.external_store {
-            self.events.push_back(ServerEvent::OutcomeRecorded {
-                session: session.clone(),
-                request_id: request_id.to_owned(),
-                outcome: outcome.clone(),
-            });
-        }
-        self.record(now, session, "response", |o| {
-            o.str("status", "final")
-                .value("content", &outcome.content)
-                .field("outcome", &outcome.outcome_json())
-                .str("session_id", session.as_str())
-                .str("request_id", request_id)
-        })
-        .ok_or_else(|| CommandError::UnknownSession(session.clone()))
-    }
-
-    /// Sends an untracked GatewayEvent-shaped frame (`{"type","data","event_id","timestamp",
-    /// "source":"gateway","target":null}`) to every connection bound to a session. Returns how
-    /// many got it.
-    pub fn broadcast(&mut self, now: Instant, kind: &str, data: &Value) -> usize {
-        let event_id = frames::uuid_string(session::uuid4(&mut self.rng));
-        let timestamp = self.wall(now);
-        let frame: FrameText = frames::frame(kind, |o| {
-            o.field("data", data)
-                .str("event_id", &event_id)
-                .field("timestamp", &timestamp)
-                .str("source", "gateway")
-                .raw("target", "null")
-                .end()
-        })
-        .into();
-        let ids: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.bound.is_some() && !c.is_closing())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &ids {
-            self.push_control(now, *id, frame.clone());
-        }
-        ids.len()
-    }
-
-    /// Closes a connection gracefully: its queued frames and recorded events go out first,
-    /// then `Close{code, reason}`. Its session stays resumable.
-    pub fn disconnect(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        code: u16,
-        reason: &str,
-    ) -> Result<(), CommandError> {
-        if !self.conns.contains_key(&conn) {
-            return Err(CommandError::UnknownConnection(conn));
-        }
-        self.close_conn(now, conn, code, reason.into(), Flush::All);
-        Ok(())
-    }
-
-    /// Graceful shutdown: every connection gets its queued frames, then close 1001
-    /// `server_shutdown`; new connections are refused. Take a [`snapshot`](Self::snapshot)
-    /// afterwards to persist the sessions.
-    pub fn shutdown(&mut self, now: Instant) {
-        self.shutting_down = true;
-        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
-        for id in ids {
-            self.close_conn(now, id, 1001, "server_shutdown".into(), Flush::All);
-        }
-    }
-
-    // ----------------------------------------------------------------------------------------
-    // Internals
+    // Internals shared by the inputs and commands
 
     /// Common inbound bookkeeping; false if the frame must be dropped (unknown or closing).
     fn inbound(&mut self, now: Instant, conn: ConnId) -> bool {
         let wall = self.wall(now);
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return false;
-        };
-        if c.is_closing() {
+        if !self.conns.inbound(conn, now, wall) {
             return false;
         }
-        if let Some(h) = c.heartbeat.as_mut() {
-            h.on_inbound(now);
-        }
-        c.last_inbound_wall = wall;
         self.last_inbound_wall = wall;
         true
     }
@@ -679,317 +557,50 @@ impl Server {
         self.events.push_back(ServerEvent::BadInput { conn, error });
     }
 
-    fn on_frame(&mut self, now: Instant, conn: ConnId, frame: ClientFrame) {
-        match frame {
-            ClientFrame::Hello(h) => self.on_hello(now, conn, h),
-            ClientFrame::Join(j) => self.on_join(now, conn, j),
-            ClientFrame::Message(m) => self.on_message(now, conn, m),
-            ClientFrame::Leave(_) => self.on_leave(now, conn),
-            ClientFrame::Ping => self.push_control(now, conn, r#"{"type":"pong"}"#),
-            // Pong only proves liveness; abort/server_reply are not modelled yet (ignored).
-            ClientFrame::Pong | ClientFrame::Abort(_) | ClientFrame::ServerReply(_) => {}
-            ClientFrame::Other(ev) if ev.kind == "resync" => self.on_resync(now, conn, &ev.text),
-            ClientFrame::Other(_) => self.on_unknown(now, conn),
-            // ClientFrame is non_exhaustive: future frame types count as unknown.
-            #[allow(unreachable_patterns)]
-            _ => self.on_unknown(now, conn),
-        }
-    }
-
-    fn on_unknown(&mut self, now: Instant, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        c.unknown_frames = c.unknown_frames.saturating_add(1);
-        if c.unknown_frames > self.config.max_unknown_frames {
-            self.bad_input(conn, PeerError::Flood);
-            self.close_conn(now, conn, 4028, String::new(), Flush::Control);
-        }
-    }
-
-    fn on_decode_error(&mut self, now: Instant, conn: ConnId, text: &str, err: DecodeError) {
-        let Some(field) = err.field().map(str::to_owned) else {
-            // Not JSON or not an object: nothing sensible can follow on this socket.
+    /// The session `conn` is bound to; if none, the reference's untyped "Not joined" error.
+    fn bound_or_refuse(&mut self, now: Instant, conn: ConnId) -> Option<Binding> {
+        let bound = self.conns.get(conn).and_then(|c| c.bound.clone());
+        if bound.is_none() {
             self.push_control(
                 now,
                 conn,
-                frames::error(Some("invalid_frame"), &err.to_string(), None),
+                encode::error(None, "Not joined to any session", None),
             );
-            self.bad_input(conn, PeerError::Decode(err));
-            self.close_conn(now, conn, 1007, "invalid_frame".into(), Flush::Control);
-            return;
-        };
-        #[derive(serde::Deserialize)]
-        struct Kind {
-            #[serde(rename = "type", default)]
-            kind: Option<Value>,
         }
-        let kind = serde_json::from_str::<Kind>(text)
-            .ok()
-            .and_then(|k| k.kind)
-            .and_then(|k| k.as_str().map(str::to_owned));
-        let reply = match kind.as_deref() {
-            Some("hello") => handshake::hello_field_error(&field, &err),
-            Some("join") => handshake::join_field_error(&field),
-            None | Some("message") => {
-                frames::error(Some("invalid_value"), &err.to_string(), Some(&field))
-            }
-            Some(_) => frames::error(Some("invalid_frame"), &err.to_string(), Some(&field)),
-        };
-        self.push_control(now, conn, reply);
-        self.bad_input(conn, PeerError::Decode(err));
-    }
-
-    fn on_message(&mut self, now: Instant, conn: ConnId, m: MessageFrame) {
-        let Some(b) = self.conns.get(&conn).and_then(|c| c.bound.clone()) else {
-            self.push_control(
-                now,
-                conn,
-                frames::error(None, "Not joined to any session", None),
-            );
-            return;
-        };
-        let content = match m.content {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.trim().is_empty() => None,
-            Some(v) => Some(v),
-        };
-        let Some(content) = content else {
-            // An empty turn would never get a `final` (PROTOCOL.md §14.13): refuse it.
-            self.push_control(
-                now,
-                conn,
-                frames::error(
-                    Some("invalid_value"),
-                    "message content must be non-empty",
-                    Some("content"),
-                ),
-            );
-            self.bad_input(
-                conn,
-                PeerError::InvalidValue {
-                    field: "content".into(),
-                },
-            );
-            return;
-        };
-        let request_id = m.request_id.unwrap_or_else(|| self.rng.hex_id(16));
-        if self.config.external_store {
-            // Another node may have seen this id: the store decides (`admit_request`).
-            self.events.push_back(ServerEvent::RequestCheck {
-                conn,
-                session: b.session,
-                request_id,
-                content,
-            });
-            return;
-        }
-        let Some(s) = self.sessions.get_mut(&b.session) else {
-            return;
-        };
-        s.dedup.prune(now, self.config.dedup_ttl);
-        if let Some(prev) = s.dedup.find(&request_id) {
-            // A resend (e.g. after a reconnect): never abuse, never handed out twice.
-            let outcome = prev.outcome.clone();
-            self.record_duplicate(now, &b.session, &request_id, outcome);
-            return;
-        }
-        self.accept_request(now, conn, &b.session, request_id, content);
-    }
-
-    /// Answers a resent request with `duplicate` (and its outcome once known).
-    fn record_duplicate(
-        &mut self,
-        now: Instant,
-        sid: &SessionId,
-        request_id: &str,
-        outcome: Option<Outcome>,
-    ) {
-        self.record(now, sid, "response", |o| {
-            let mut o = o.str("status", "duplicate");
-            if let Some(out) = &outcome {
-                o = o
-                    .value("content", &out.content)
-                    .field("outcome", &out.outcome_json());
-            }
-            o.str("session_id", sid.as_str())
-                .str("request_id", request_id)
-        });
-    }
-
-    /// A first sighting: remembered, `accepted`, handed to the application once.
-    fn accept_request(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        sid: &SessionId,
-        request_id: String,
-        content: Value,
-    ) {
-        let (ttl, max) = (self.config.dedup_ttl, self.config.dedup_max);
-        if let Some(s) = self.sessions.get_mut(sid) {
-            s.dedup.prune(now, ttl);
-            s.dedup.insert(request_id.clone(), now, max);
-        }
-        self.record(now, sid, "response", |o| {
-            o.str("status", "accepted")
-                .str("content", "Started processing.")
-                .str("session_id", sid.as_str())
-                .str("request_id", &request_id)
-        });
-        self.events.push_back(ServerEvent::Request {
-            session: sid.clone(),
-            request_id,
-            content: content.into(),
-            conn,
-        });
-    }
-
-    fn on_leave(&mut self, now: Instant, conn: ConnId) {
-        let Some(b) = self.conns.get_mut(&conn).and_then(|c| {
-            c.replay = None;
-            c.bound.take()
-        }) else {
-            return; // the reference sends nothing when unbound
-        };
-        let left = frames::frame("left", |o| o.str("session_id", b.session.as_str()).end());
-        self.push_control(now, conn, left);
-        self.detach_if_owner(now, &b.session, conn);
-    }
-
-    /// Stamps and records a tracked frame built by `build(obj)` after its `type`, then wakes
-    /// the owner. `None` if the session does not exist. In store mode the frame goes to the
-    /// store for its sequence instead ([`ServerEvent::StoreAppend`], cursor reported as 0).
-    fn record(
-        &mut self,
-        now: Instant,
-        session: &SessionId,
-        kind: &str,
-        build: impl for<'a> FnOnce(Obj<'a>) -> Obj<'a>,
-    ) -> Option<u64> {
-        if self.config.external_store {
-            let pending = self.unsequenced(now, session, kind, build);
-            self.events.push_back(ServerEvent::StoreAppend(pending));
-            return Some(0);
-        }
-        let timestamp = self.wall(now);
-        let s = self.sessions.get_mut(session)?;
-        // Drawn only for an existing session: the PRNG stream stays what it always was.
-        let event_id = session::uuid4(&mut self.rng);
-        let n = s.head + 1;
-        let target = s.conn;
-        // Written once into the reused buffer, then shared by the log and the transmit.
-        let scratch = &mut self.scratch;
-        scratch.clear();
-        let obj = Obj::start(scratch, kind);
-        let kind_end = obj.len();
-        let text = s.window.write(build(obj).tracked(n).as_str());
-        if scratch.capacity() > SCRATCH_KEEP {
-            *scratch = String::new(); // one huge frame must not pin its buffer forever
-        }
-        let held = self
-            .log
-            .push((text, false, kind_end), (event_id, timestamp), timestamp, 1);
-        let (owner, evicted) = s.append(&mut self.log, held, target, &self.config);
-        self.evict_log(now, timestamp);
-        self.after_append(now, owner, evicted);
-        Some(n)
-    }
-
-    /// Appends log record `held` (held for it, recorded at wall time `wall` while `target` held
-    /// the session) to `session` as its next cursor and routes it to the owner, which becomes
-    /// a slow consumer if the append evicts what it was not sent yet.
-    fn append_record(
-        &mut self,
-        now: Instant,
-        wall: f64,
-        session: &SessionId,
-        held: Held,
-        target: Option<ConnId>,
-    ) {
-        let Some(s) = self.sessions.get_mut(session) else {
-            self.log.release(held.id);
-            return;
-        };
-        let (owner, evicted) = s.append(&mut self.log, held, target, &self.config);
-        self.evict_log(now, wall);
-        self.after_append(now, owner, evicted);
-    }
-
-    /// After an append to a session bound to `owner` that evicted up to `evicted`: the owner
-    /// becomes a slow consumer if it was not sent what was evicted, else it has a frame to
-    /// send. One lookup of the connection (this runs for every published event).
-    fn after_append(&mut self, now: Instant, owner: Option<ConnId>, evicted: Option<u64>) {
-        let Some(owner) = owner else {
-            return;
-        };
-        let Some(c) = self.conns.get_mut(&owner) else {
-            return;
-        };
-        if evicted.is_some_and(|e| !c.is_closing() && c.min_needed() <= e) {
-            self.close_conn(now, owner, 1013, "slow_consumer".into(), Flush::Nothing);
-        } else if c.enqueue() {
-            self.ready.push_back(owner);
-        }
-    }
-
-    fn mark_ready(&mut self, id: ConnId) {
-        if self.conns.get_mut(&id).is_some_and(Conn::enqueue) {
-            self.ready.push_back(id);
-        }
+        bound
     }
 
     /// Queues an untracked frame; an overflowing control queue makes a slow consumer.
     fn push_control(&mut self, now: Instant, id: ConnId, frame: impl Into<FrameText>) {
         let max = self.config.max_control_frames.max(1);
-        let Some(c) = self.conns.get_mut(&id) else {
-            return;
-        };
-        if c.is_closing() {
-            return;
+        if self.conns.push_control(id, frame.into(), max).is_err() {
+            self.slow_consumer(now, id);
         }
-        if c.control.len() >= max {
-            self.close_conn(now, id, 1013, "slow_consumer".into(), Flush::Nothing);
-            return;
-        }
-        c.control.push_back(frame.into());
-        self.mark_ready(id);
+    }
+
+    /// A reader too slow for its window: closed at once, nothing more sent.
+    fn slow_consumer(&mut self, now: Instant, id: ConnId) {
+        self.close_conn(
+            now,
+            id,
+            close::SLOW_CONSUMER,
+            "slow_consumer".into(),
+            Flush::Nothing,
+        );
     }
 
     /// Decides to close a connection: its session (if it owns one) is detached at once so a
     /// reconnect can resume it while the close drains.
     fn close_conn(&mut self, now: Instant, id: ConnId, code: u16, reason: String, flush: Flush) {
-        let Some(c) = self.conns.get_mut(&id) else {
-            return;
-        };
-        if c.is_closing() {
-            return;
-        }
-        let head = c
-            .bound
-            .as_ref()
+        let head = self
+            .conns
+            .get(id)
+            .and_then(|c| c.bound.as_ref())
             .and_then(|b| self.sessions.get(&b.session))
             .map_or(0, |s| s.head);
-        let flush_until = match flush {
-            Flush::Nothing => {
-                c.control.clear();
-                c.replay = None;
-                0
-            }
-            Flush::Control => {
-                c.replay = None;
-                0
-            }
-            Flush::All => head,
+        let Some(bound) = self.conns.close(id, (code, reason.clone()), flush, head) else {
+            return;
         };
-        c.closing = Some(Closing {
-            code,
-            reason: reason.clone(),
-            flush_until,
-        });
-        c.heartbeat = None;
-        c.handshake_deadline = None;
-        let bound = c.bound.as_ref().map(|b| b.session.clone());
         self.events.push_back(ServerEvent::Closing {
             conn: id,
             code,
@@ -998,20 +609,14 @@ impl Server {
         if let Some(s) = bound {
             self.detach_if_owner(now, &s, id);
         }
-        self.mark_ready(id);
+        self.conns.mark_ready(id);
     }
 
     /// Detaches `session` from `conn` if (and only if) `conn` still owns it.
     fn detach_if_owner(&mut self, now: Instant, session: &SessionId, conn: ConnId) {
-        let Some(s) = self.sessions.get_mut(session) else {
+        let Some(agent_id) = self.sessions.detach_if_owner(session, conn, now) else {
             return;
         };
-        if s.conn != Some(conn) {
-            return; // taken over by a newer connection: not ours to touch
-        }
-        s.conn = None;
-        s.detached_at = Some(now);
-        let agent_id = s.agent_id.clone();
         self.events.push_back(ServerEvent::SessionDetached {
             session: session.clone(),
         });
@@ -1025,13 +630,7 @@ impl Server {
         if self.sessions.len() < self.config.max_sessions.max(1) {
             return true;
         }
-        let victim = self
-            .sessions
-            .values()
-            .filter(|s| s.conn.is_none())
-            .min_by_key(|s| s.detached_at)
-            .map(|s| s.id.clone());
-        match victim {
+        match self.sessions.longest_detached().cloned() {
             Some(v) => {
                 self.expire(&v);
                 true
@@ -1048,117 +647,14 @@ impl Server {
             });
         }
     }
-}
 
-/// What [`next_frame`] reads and writes besides the connection and its session.
-struct Output<'a> {
-    log: &'a EventLog,
-    /// Replay frames are assembled here.
-    scratch: &'a mut String,
-    /// Frames that are not a record's text as it is go out from here.
-    writer: &'a mut FrameWriter,
-    config: &'a ServerConfig,
-    /// Set when the connection is owed an event its session's window no longer holds (a slow
-    /// consumer; `next_frame` then returns `None`).
-    evicted: bool,
-}
-
-/// The next output of connection `c` (bound to `session`, if any): control frames, then owed
-/// replays, then live events (both read from the session's window while the in-flight window
-/// has room), then its close. The flag says whether more may follow (false: nothing is pending
-/// until new output wakes it).
-fn next_frame(
-    c: &mut Conn,
-    session: Option<&Session>,
-    out: &mut Output<'_>,
-) -> Option<(ServerTransmit, bool)> {
-    let (max_frames, max_bytes) = (out.config.max_queued_frames, out.config.max_buffered_bytes);
-    if c.close_sent || (c.awaiting_store && c.closing.is_none()) {
-        return None;
+    /// Checks both deadline indexes against what they index (unit tests, after each timer).
+    #[cfg(test)]
+    fn check_deadlines(&self) {
+        self.conns.check_deadlines();
+        self.sessions.check_index();
     }
-    if let Some(f) = c.control.pop_front() {
-        c.in_flight_frames += 1;
-        c.in_flight_bytes += f.len();
-        return Some((ServerTransmit::Frame(f), true));
-    }
-    let window_open =
-        c.closing.is_some() || (c.in_flight_frames < max_frames && c.in_flight_bytes < max_bytes);
-    if let (Some(s), true) = (session, window_open) {
-        if let Some(r) = c.replay.as_mut() {
-            while r.next <= r.end {
-                let cursor = r.next;
-                let Some(e) = s.window.get(out.log, cursor) else {
-                    // Evicted since the replay was set up. A closing connection's client
-                    // learns of the loss when it resumes; anyone else was owed it.
-                    if c.closing.is_none() {
-                        out.evicted = true;
-                        return None;
-                    }
-                    r.next += 1;
-                    continue;
-                };
-                r.next += 1;
-                let scratch = &mut *out.scratch;
-                scratch.clear();
-                frames::replay(scratch, &e, r.with_seq);
-                let f = out.writer.write(scratch);
-                if scratch.capacity() > SCRATCH_KEEP {
-                    *scratch = String::new();
-                }
-                c.in_flight_frames += 1;
-                c.in_flight_bytes += f.len();
-                return Some((ServerTransmit::Frame(f), true));
-            }
-            let end = r.end_frame.take();
-            c.replay = None;
-            if let Some(f) = end {
-                c.in_flight_frames += 1;
-                c.in_flight_bytes += f.len();
-                return Some((ServerTransmit::Frame(f.into()), true));
-            }
-        }
-        let limit = c.closing.as_ref().map_or(u64::MAX, |cl| cl.flush_until);
-        if c.live_next <= s.head && c.live_next <= limit {
-            let e = match s.window.get(out.log, c.live_next) {
-                Some(e) => Some(e),
-                None if c.closing.is_none() => {
-                    out.evicted = true;
-                    return None;
-                }
-                // Closing: what is still retained goes out; the client learns of the rest
-                // when it resumes.
-                None => s
-                    .window
-                    .oldest(out.log)
-                    .and_then(|o| s.window.get(out.log, o.max(c.live_next))),
-            };
-            if let Some(e) = e {
-                c.live_next = e.cursor + 1;
-                let f = e.record.frame(e.cursor, out.writer);
-                c.in_flight_frames += 1;
-                c.in_flight_bytes += f.len();
-                let more = c.closing.is_some() || c.live_next <= s.head.min(limit);
-                return Some((ServerTransmit::Frame(f), more));
-            }
-            c.live_next = s.head + 1;
-        }
-    }
-    if let Some(cl) = c.closing.take() {
-        c.close_sent = true;
-        c.replay = None;
-        return Some((
-            ServerTransmit::Close {
-                code: cl.code,
-                reason: cl.reason,
-            },
-            false,
-        ));
-    }
-    None
 }
 
 /// How late the timer may evict events that left the recovery window (appends evict on time).
 const EVICTION_SLACK: Duration = Duration::from_secs(1);
-
-/// The frame buffer keeps its capacity up to this size between frames.
-const SCRATCH_KEEP: usize = 64 << 10;

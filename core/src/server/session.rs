@@ -1,4 +1,4 @@
-//! Sessions: identity, owner, sequence, recovery window and the request dedup window.
+//! A session's values: its id, the outcome of a request, and the request dedup window.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -6,11 +6,6 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::auth::Principal;
-use super::config::ServerConfig;
-use super::conn::ConnId;
-use super::log::{EventLog, Held};
-use super::window::Window;
 use crate::rng::Rng;
 
 /// A session id: a uuid4-formatted string drawn from the server's seeded PRNG.
@@ -19,7 +14,7 @@ pub struct SessionId(pub String);
 
 impl SessionId {
     pub(crate) fn random(rng: &mut Rng) -> Self {
-        Self(super::frames::uuid_string(uuid4(rng)))
+        Self(crate::wire::json::uuid_string(uuid4(rng)))
     }
 
     /// The id as sent on the wire.
@@ -141,60 +136,5 @@ impl Dedup {
             at: now,
             outcome: None,
         });
-    }
-}
-
-/// One session: outlives its connection for the TTL.
-#[derive(Debug)]
-pub(crate) struct Session {
-    pub(crate) id: SessionId,
-    pub(crate) agent_id: String,
-    pub(crate) owner: Principal,
-    /// Last assigned cursor (0 = none yet).
-    pub(crate) head: u64,
-    /// What a resume can replay (records of the server's [`EventLog`]).
-    pub(crate) window: Window,
-    pub(crate) dedup: Dedup,
-    pub(crate) version: u32,
-    pub(crate) capabilities: Vec<String>,
-    /// The owning connection, if attached.
-    pub(crate) conn: Option<ConnId>,
-    /// When the last connection went away (TTL start).
-    pub(crate) detached_at: Option<Instant>,
-    /// Identifies this line of history: a new value at every restore, because a restore from an
-    /// older snapshot hands out again the numbers of the writes it lost.
-    pub(crate) epoch: u64,
-    /// The head when this epoch began (0 at creation, the restored head after a restore): a
-    /// client of another epoch can trust numbers up to here and no further.
-    pub(crate) epoch_start: u64,
-}
-
-impl Session {
-    /// Cursor of the oldest retained event; `head + 1` when nothing is retained.
-    pub(crate) fn oldest_cursor(&self, log: &EventLog) -> u64 {
-        self.window.oldest(log).unwrap_or(self.head + 1)
-    }
-
-    /// Appends record `held` (which this session's window holds from now on) as the session's
-    /// next cursor (`head + 1`), recorded while `target` held the session, then evicts down to
-    /// the config's per-session bounds. Returns the owning connection and the highest cursor no
-    /// longer retained by this append (evicted, or found evicted from the log), if any.
-    #[inline(always)]
-    pub(crate) fn append(
-        &mut self,
-        log: &mut EventLog,
-        held: Held,
-        target: Option<ConnId>,
-        config: &ServerConfig,
-    ) -> (Option<ConnId>, Option<u64>) {
-        self.head += 1;
-        let forgotten = self.window.forget_evicted(log);
-        self.window.push(log, self.head, held, target);
-        let evicted = self.window.evict_to(
-            log,
-            config.recovery_session_events,
-            config.recovery_session_bytes,
-        );
-        (self.conn, evicted.max(forgotten))
     }
 }

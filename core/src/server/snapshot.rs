@@ -1,12 +1,12 @@
 //! Persistence: every session's state as a serde value, and a server rebuilt from it.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::auth::Principal;
-use super::session::{Dedup, DedupEntry, Outcome, Session, SessionId};
+use super::session::{Dedup, DedupEntry, Outcome, SessionId};
+use super::sessions::{Attachment, NewSession};
 use super::window::{Recorded, Retained, Window};
 use super::{RestoreError, Server, ServerConfig};
 
@@ -97,9 +97,9 @@ impl Server {
                     })
                     .collect(),
                 detached_for_ms: s
-                    .detached_at
+                    .detached_at()
                     .map_or(0, |d| ms(now.saturating_duration_since(d))),
-                last_client: s.conn.map(|c| c.label()),
+                last_client: s.conn().map(|c| c.label()),
             })
             .collect();
         ServerSnapshot {
@@ -125,7 +125,6 @@ impl Server {
         let mut all = snapshot.sessions;
         all.sort_by_key(|s| s.detached_for_ms);
         all.truncate(server.config.max_sessions);
-        let mut sessions = BTreeMap::new();
         let mut events = Vec::new();
         for snap in all {
             let ago = |ms: u64| now.checked_sub(Duration::from_millis(ms)).unwrap_or(now);
@@ -146,8 +145,8 @@ impl Server {
                 });
             }
             events.push((snap.session_id.clone(), snap.events));
-            let session = Session {
-                id: snap.session_id.clone(),
+            let session = NewSession {
+                id: snap.session_id,
                 agent_id: snap.agent_id,
                 owner: snap.owner,
                 head: snap.head,
@@ -155,12 +154,11 @@ impl Server {
                 dedup,
                 version: snap.protocol_version,
                 capabilities: snap.capabilities,
-                conn: None,
-                detached_at: Some(ago(snap.detached_for_ms)),
                 epoch: server.rng.next_u64(),
                 epoch_start: snap.head,
             };
-            sessions.insert(snap.session_id, session);
+            let detached = Attachment::Detached(ago(snap.detached_for_ms));
+            server.sessions.insert(session, detached);
         }
         // The log is oldest first, across sessions, so that events leave it by age in order.
         // Each session's events keep their order (their times are taken as non-decreasing).
@@ -182,7 +180,7 @@ impl Server {
         let wall = server.wall(now);
         for (at, s, i) in order {
             let (id, list) = &mut lists[s];
-            if let (Some(session), Some(r)) = (sessions.get_mut(id), list[i].take()) {
+            if let (Some(session), Some(r)) = (server.sessions.get_mut(id), list[i].take()) {
                 let head = session.head;
                 let at = if at.is_finite() { at.min(wall) } else { wall };
                 session.window.push_recorded(&mut server.log, r, head, at);
@@ -192,14 +190,13 @@ impl Server {
             server.config.recovery_session_events,
             server.config.recovery_session_bytes,
         );
-        for session in sessions.values_mut() {
+        for session in server.sessions.values_mut() {
             session.window.forget_evicted(&server.log);
             session
                 .window
                 .evict_to(&mut server.log, max_events, max_bytes);
         }
         server.evict_log(now, wall);
-        server.sessions = sessions;
         Ok(server)
     }
 }

@@ -5,7 +5,6 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::frames;
 use super::Server;
 
 /// One connected client (`PresenceInfo.to_dict` shape).
@@ -146,7 +145,7 @@ impl Server {
     pub(super) fn health_value(&self, now: Instant) -> Value {
         // Through text, so the struct's key order survives only where serde_json keeps it;
         // the typed `Health` is the reference for consumers.
-        serde_json::from_str(&frames::json(&self.health(now))).unwrap_or(Value::Null)
+        serde_json::from_str(&crate::wire::json::json(&self.health(now))).unwrap_or(Value::Null)
     }
 
     /// Current memory use.
@@ -164,7 +163,7 @@ impl Server {
             st.max_window_bytes = st.max_window_bytes.max(s.window.bytes());
             st.max_dedup = st.max_dedup.max(s.dedup.entries.len());
         }
-        for c in self.conns.values() {
+        for (_, c) in self.conns.iter() {
             st.max_control_frames = st.max_control_frames.max(c.control.len());
         }
         st
@@ -177,6 +176,6 @@ impl Server {
 
     /// The session a connection is bound to.
     pub fn session_of(&self, conn: crate::server::ConnId) -> Option<&crate::server::SessionId> {
-        self.conns.get(&conn)?.bound.as_ref().map(|b| &b.session)
+        self.conns.get(conn)?.bound.as_ref().map(|b| &b.session)
     }
 }

@@ -48,16 +48,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::auth::Principal;
-use super::conn::ConnId;
+use super::conns::ConnId;
+use super::conns::Flush;
 use super::event::ServerEvent;
-use super::frames::{self, Obj};
-use super::session::{Dedup, Outcome, Session, SessionId};
+use super::handshake::{self, Handshake};
+use super::session::{Dedup, Outcome, SessionId};
+use super::sessions::{Attachment, NewSession};
 use super::window::{Recorded, Window};
 use super::Server;
-use crate::wire::{ConnectErrorCode, Hello, Join, RecoveryStep};
-
-/// Close code of a connection whose session the store lost ([`Server::session_lost`]).
-pub const SESSION_LOST_CLOSE: u16 = 4010;
+use crate::wire::json::Obj;
+use crate::wire::{close, ConnectErrorCode};
 
 /// Longest session id looked up in the store (ours are 36-character uuids); longer ones are
 /// treated as unknown without a lookup.
@@ -151,55 +151,34 @@ pub enum IngestError {
 #[error("session store unavailable: {0}")]
 pub struct StoreUnavailable(pub String);
 
-/// A handshake waiting for the store's answer.
-#[derive(Debug, Clone)]
-pub(crate) enum Parked {
-    Hello(Hello),
-    Join(Join),
-}
-
 impl Server {
     /// Whether a handshake naming `requested` must first ask the store (store mode, an id of a
     /// plausible length, not already answered for this connection). Parks the handshake and
     /// emits [`ServerEvent::SessionWanted`] when so. A second handshake needing the store while
     /// one is parked is refused (transient `handshake_in_progress`): answers name no session,
     /// so the first answer would otherwise complete the second handshake unasked.
-    pub(super) fn park_for_store(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        requested: Option<&str>,
-        parked: impl FnOnce() -> Parked,
-    ) -> bool {
+    pub(super) fn park_for_store(&mut self, conn: ConnId, hs: &Handshake) -> bool {
         if !self.config.external_store {
             return false;
         }
+        let requested = hs.session_id();
         let Some(id) = requested.filter(|id| !id.is_empty() && id.len() <= MAX_STORED_ID) else {
             return false;
         };
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return false;
         };
         if std::mem::take(&mut c.store_answered) {
             return false;
         }
         if c.parked.is_some() {
-            let code = ConnectErrorCode::Other("handshake_in_progress".into());
             let message = "A handshake on this connection is already waiting for the session store";
-            let frame = match parked() {
-                Parked::Hello(_) => super::handshake::hello_error(
-                    code.clone(),
-                    message,
-                    Some(RecoveryStep::WaitThenRetry),
-                    None,
-                    Some(1),
-                ),
-                Parked::Join(_) => frames::error(Some("handshake_in_progress"), message, None),
-            };
-            self.reject(now, conn, code, frame);
+            let refused =
+                handshake::refuse_for_now(hs, ConnectErrorCode::HandshakeInProgress, message);
+            self.refuse(conn, refused);
             return true;
         }
-        c.parked = Some(Box::new(parked()));
+        c.parked = Some(Box::new(hs.clone()));
         self.events.push_back(ServerEvent::SessionWanted {
             conn,
             session: SessionId(id.to_owned()),
@@ -218,7 +197,7 @@ impl Server {
         conn: ConnId,
         answer: Result<Option<StoredSession>, StoreUnavailable>,
     ) {
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
         if c.is_closing() {
@@ -229,55 +208,35 @@ impl Server {
         };
         match answer {
             Err(e) => {
-                let code = ConnectErrorCode::Other("store_unavailable".into());
-                let frame = match parked {
-                    Parked::Hello(_) => super::handshake::hello_error(
-                        code.clone(),
-                        &e.to_string(),
-                        Some(RecoveryStep::WaitThenRetry),
-                        None,
-                        Some(1),
-                    ),
-                    Parked::Join(_) => {
-                        frames::error(Some("store_unavailable"), &e.to_string(), None)
-                    }
-                };
-                self.reject(now, conn, code, frame);
+                let refused = handshake::refuse_for_now(
+                    &parked,
+                    ConnectErrorCode::StoreUnavailable,
+                    &e.to_string(),
+                );
+                self.refuse(conn, refused);
                 return;
             }
             Ok(Some(stored)) => self.install(now, stored),
             Ok(None) => self.forget_local_copy(now, conn, &parked),
         }
-        if let Some(c) = self.conns.get_mut(&conn) {
+        if let Some(c) = self.conns.get_mut(conn) {
             c.store_answered = true;
         }
-        match parked {
-            Parked::Hello(h) => self.on_hello(now, conn, h),
-            Parked::Join(j) => self.on_join(now, conn, j),
-        }
+        self.on_handshake(now, conn, parked);
     }
 
     /// The store does not know the session `parked` asks for (flushed, expired there): a local
     /// copy is not resumed either. Events the store numbered after it would be lost without a
     /// word and their numbers handed out again; a new session tells the client instead. A
     /// connection of this node still bound to the copy loses it as in a takeover.
-    fn forget_local_copy(&mut self, now: Instant, conn: ConnId, parked: &Parked) {
-        let requested = match parked {
-            Parked::Hello(h) => h.session_id.as_deref(),
-            Parked::Join(j) => j.session_id.as_deref(),
-        };
+    fn forget_local_copy(&mut self, now: Instant, conn: ConnId, parked: &Handshake) {
+        let requested = parked.session_id();
         let Some(sid) = requested.map(|id| SessionId(id.to_owned())) else {
             return;
         };
-        let holder = self.sessions.get(&sid).and_then(|s| s.conn);
+        let holder = self.sessions.get(&sid).and_then(|s| s.conn());
         if let Some(old) = holder.filter(|old| *old != conn) {
-            self.close_conn(
-                now,
-                old,
-                4009,
-                "session_taken_over".into(),
-                super::Flush::Nothing,
-            );
+            self.taken_over(now, old);
         }
         self.expire(&sid);
     }
@@ -315,8 +274,8 @@ impl Server {
             window.clear(&mut self.log);
             return; // full of live sessions: the handshake is refused as usual
         }
-        let session = Session {
-            id: stored.session_id.clone(),
+        let session = NewSession {
+            id: stored.session_id,
             agent_id: stored.agent_id,
             owner: stored.owner,
             head: stored.head,
@@ -324,12 +283,10 @@ impl Server {
             dedup: Dedup::default(),
             version: stored.protocol_version,
             capabilities: stored.capabilities,
-            conn: None,
-            detached_at: Some(now),
             epoch: stored.epoch,
             epoch_start: stored.epoch_start,
         };
-        self.sessions.insert(stored.session_id, session);
+        self.sessions.insert(session, Attachment::Detached(now));
     }
 
     /// Sessions whose connection this node holds, with their heads: after a lost notification
@@ -337,7 +294,7 @@ impl Server {
     pub fn held_sessions(&self) -> Vec<(SessionId, u64)> {
         self.sessions
             .values()
-            .filter(|s| s.conn.is_some())
+            .filter(|s| s.conn().is_some())
             .map(|s| (s.id.clone(), s.head))
             .collect()
     }
@@ -347,12 +304,12 @@ impl Server {
     /// goes out, so that when the client (or anyone it tells) learns the id, every node can
     /// publish to it. Nothing happens for a session no connection of this node waits for.
     pub fn session_stored(&mut self, _now: Instant, session: &SessionId) {
-        let Some(conn) = self.sessions.get(session).and_then(|s| s.conn) else {
+        let Some(conn) = self.sessions.get(session).and_then(|s| s.conn()) else {
             return;
         };
-        if let Some(c) = self.conns.get_mut(&conn) {
+        if let Some(c) = self.conns.get_mut(conn) {
             if std::mem::take(&mut c.awaiting_store) {
-                self.mark_ready(conn);
+                self.conns.mark_ready(conn);
             }
         }
     }
@@ -360,7 +317,9 @@ impl Server {
     /// Whether a connection of this node holds `session` (notifications for it are ingested
     /// here).
     pub fn holds(&self, session: &SessionId) -> bool {
-        self.sessions.get(session).is_some_and(|s| s.conn.is_some())
+        self.sessions
+            .get(session)
+            .is_some_and(|s| s.conn().is_some())
     }
 
     /// The store's metadata view of a local session (no events), as in
@@ -389,7 +348,7 @@ impl Server {
         kind: &str,
         fields: &[(&str, Value)],
     ) -> Result<Unsequenced, super::CommandError> {
-        super::check_publishable(kind, fields)?;
+        super::publish::check_publishable(kind, fields)?;
         Ok(self.unsequenced(now, session, kind, |o| {
             fields.iter().fold(o, |o, (k, v)| o.value(k, v))
         }))
@@ -429,7 +388,7 @@ impl Server {
         let Some(s) = self.sessions.get_mut(session) else {
             return Ok(Ingest::NotHeld);
         };
-        let Some(owner) = s.conn else {
+        let Some(owner) = s.conn() else {
             return Ok(Ingest::NotHeld);
         };
         let cursor = recorded.cursor;
@@ -449,35 +408,35 @@ impl Server {
         Ok(Ingest::Appended)
     }
 
-    /// Closes the connection holding `session` (1012 `store_gap`, after what it was already
+    /// Closes the connection holding `session` ([`wire::close::STORE_GAP`](crate::wire::close::STORE_GAP) `store_gap`, after what it was already
     /// owed) so its client resumes and learns of events this node can no longer get from the
     /// store; returns whether one was held. For an [`Ingest::Gap`] the store cannot fill.
     pub fn release_holder(&mut self, now: Instant, session: &SessionId) -> bool {
-        let Some(conn) = self.sessions.get(session).and_then(|s| s.conn) else {
+        let Some(conn) = self.sessions.get(session).and_then(|s| s.conn()) else {
             return false;
         };
-        self.close_conn(now, conn, 1012, "store_gap".into(), super::Flush::All);
+        self.close_conn(now, conn, close::STORE_GAP, "store_gap".into(), Flush::All);
         true
     }
 
     /// The store no longer holds `session` (flushed, evicted, restarted empty): events it
     /// numbered for it may be gone without a trace, so this node must not go on serving it.
-    /// The connection holding it gets what this node already has, then close 4010
+    /// The connection holding it gets what this node already has, then close [`wire::close::SESSION_LOST`](crate::wire::close::SESSION_LOST)
     /// `session_lost`; its client reconnects, the store knows no such session, and the new
     /// handshake tells the client `SessionReplaced` (its pending requests become ambiguous)
     /// (The local copy cannot be resumed silently: every resume in store mode asks the store
     /// first.) Returns whether this node held the session's connection (a session held nowhere
     /// is reported to its client at its next resume).
     pub fn session_lost(&mut self, now: Instant, session: &SessionId) -> bool {
-        let Some(conn) = self.sessions.get(session).and_then(|s| s.conn) else {
+        let Some(conn) = self.sessions.get(session).and_then(|s| s.conn()) else {
             return false;
         };
         self.close_conn(
             now,
             conn,
-            SESSION_LOST_CLOSE,
+            close::SESSION_LOST,
             "session_lost".into(),
-            super::Flush::All,
+            Flush::All,
         );
         true
     }

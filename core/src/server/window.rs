@@ -7,10 +7,10 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::conn::ConnId;
-use super::frames;
+use super::conns::ConnId;
 use super::log::{EventLog, Held, LogId, Record};
 use super::text::{FrameText, FrameWriter};
+use crate::wire::{encode, json};
 
 /// One tracked frame as persisted in a [`ServerSnapshot`](super::ServerSnapshot).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,12 +36,12 @@ mod uuid_text {
     use super::*;
 
     pub(super) fn serialize<S: Serializer>(id: &u128, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&frames::uuid_string(*id))
+        s.serialize_str(&json::uuid_string(*id))
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
         let text = std::borrow::Cow::<str>::deserialize(d)?;
-        frames::parse_uuid(&text)
+        json::parse_uuid(&text)
             .ok_or_else(|| serde::de::Error::custom(format!("invalid event id {text:?}")))
     }
 }
@@ -73,6 +73,21 @@ pub(crate) struct Retained<'a> {
 }
 
 impl Retained<'_> {
+    /// Appends the `replay` frame of this event (`+ "seq"` when `with_seq`).
+    #[inline]
+    pub(crate) fn write_replay(&self, out: &mut String, with_seq: bool) {
+        let record = self.record;
+        let about = encode::Recorded {
+            kind_json: record.kind_json(),
+            event_id: record.event_id,
+            timestamp: record.timestamp,
+            target: self.target.map(|c| c.0),
+            cursor: self.cursor,
+        };
+        let data = |out: &mut String| record.push_frame(out, self.cursor);
+        encode::replay(out, &about, (record.text_len(), data), with_seq);
+    }
+
     /// The persisted form.
     pub(crate) fn to_recorded(self) -> Recorded {
         let mut frame = String::new();
@@ -93,8 +108,8 @@ impl Recorded {
     /// `writer`), stored at wall time `at` and held by one window (the caller's); `None` if its
     /// frame does not start with its `type` (it was not written by a tether server).
     fn into_log(self, log: &mut EventLog, writer: &mut FrameWriter, at: f64) -> Option<Held> {
-        let mut head = String::from(frames::TYPE_PREFIX);
-        frames::push_str(&mut head, &self.kind);
+        let mut head = String::from(json::TYPE_PREFIX);
+        json::push_str(&mut head, &self.kind);
         if !self.frame.starts_with(&head) {
             return None;
         }

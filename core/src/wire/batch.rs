@@ -66,22 +66,6 @@ impl<'a> EncodedFields<'a> {
     }
 }
 
-/// An `io::Write` into a `String`. serde_json only ever writes whole UTF-8 pieces (it splits
-/// strings at ASCII escapes), so each write is checked and appended.
-pub(crate) struct StrWriter<'a>(pub(crate) &'a mut String);
-
-impl std::io::Write for StrWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let s = std::str::from_utf8(buf).map_err(std::io::Error::other)?;
-        self.0.push_str(s);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 impl EventBatch {
     /// An empty batch.
     pub fn new() -> Self {

@@ -5,7 +5,10 @@ use serde::{Deserialize, Serialize};
 macro_rules! open_string_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)* }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        ///
+        /// Values are equal when their wire spellings are: `Other("rate_limited")` is
+        /// `RateLimited`.
+        #[derive(Debug, Clone, Serialize, Deserialize)]
         #[serde(from = "String", into = "String")]
         #[non_exhaustive]
         pub enum $name {
@@ -48,6 +51,20 @@ macro_rules! open_string_enum {
             }
         }
 
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                self.as_str() == other.as_str()
+            }
+        }
+
+        impl Eq for $name {}
+
+        impl std::hash::Hash for $name {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.as_str().hash(state);
+            }
+        }
+
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
@@ -69,7 +86,7 @@ open_string_enum! {
         PairingRequired = "pairing_required",
         /// The requested agent does not exist.
         AgentNotFound = "agent_not_found",
-        /// Too many connections: the only recoverable code; honour `retry_after_seconds`.
+        /// Too many connections or sessions: retry, honouring `retry_after_seconds`.
         RateLimited = "rate_limited",
         /// The browser origin is not allowed.
         OriginNotAllowed = "origin_not_allowed",
@@ -81,14 +98,41 @@ open_string_enum! {
         InvalidProtocolHello = "invalid_protocol_hello",
         /// Legacy join: takeover refused.
         Unauthorized = "unauthorized",
+        /// tether: the server is shutting down (transient: retry elsewhere or later).
+        Unavailable = "unavailable",
+        /// tether, store mode: the session store did not answer (transient).
+        StoreUnavailable = "store_unavailable",
+        /// tether, store mode: another handshake on this connection waits for the store
+        /// (transient).
+        HandshakeInProgress = "handshake_in_progress",
+        /// tether: a frame that is not JSON, not an object, or has an ill-typed field.
+        InvalidFrame = "invalid_frame",
+        /// tether: a field's value is refused (an empty `content`, a `since` that is not an
+        /// integer).
+        InvalidValue = "invalid_value",
+        /// tether: a frame over the server's `max_payload`.
+        PayloadTooLarge = "payload_too_large",
     }
 }
 
 impl ConnectErrorCode {
-    /// Whether retrying can help. Every known code is terminal except `rate_limited`; unknown codes
-    /// are treated as transient (fail open), like the reference client.
+    /// Whether retrying can help. The reference server's codes are terminal except
+    /// `rate_limited`; tether's own codes and unknown codes are treated as transient (fail
+    /// open), like the reference client treats codes it does not know.
     pub fn is_recoverable(&self) -> bool {
-        matches!(self, Self::RateLimited | Self::Other(_))
+        !matches!(
+            self,
+            Self::AuthRequired
+                | Self::AuthUnauthorized
+                | Self::ProtocolUnsupported
+                | Self::PairingRequired
+                | Self::AgentNotFound
+                | Self::OriginNotAllowed
+                | Self::ConfigurationError
+                | Self::VersionUnsupported
+                | Self::InvalidProtocolHello
+                | Self::Unauthorized
+        )
     }
 }
 
@@ -139,5 +183,38 @@ mod tests {
             RecoveryStep::from("downgrade_client"),
             RecoveryStep::DowngradeClient
         );
+    }
+
+    #[test]
+    fn codes_are_equal_by_wire_spelling_and_tethers_own_codes_stay_transient() {
+        assert_eq!(
+            ConnectErrorCode::Other("store_unavailable".into()),
+            ConnectErrorCode::StoreUnavailable
+        );
+        assert_ne!(
+            ConnectErrorCode::InvalidFrame,
+            ConnectErrorCode::InvalidValue
+        );
+        let hash = |c: &ConnectErrorCode| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            c.hash(&mut h);
+            h.finish()
+        };
+        assert_eq!(
+            hash(&ConnectErrorCode::Other("rate_limited".into())),
+            hash(&ConnectErrorCode::RateLimited)
+        );
+        for code in [
+            ConnectErrorCode::Unavailable,
+            ConnectErrorCode::StoreUnavailable,
+            ConnectErrorCode::HandshakeInProgress,
+            ConnectErrorCode::InvalidFrame,
+            ConnectErrorCode::InvalidValue,
+            ConnectErrorCode::PayloadTooLarge,
+        ] {
+            assert!(code.is_recoverable(), "{code}");
+            assert_eq!(ConnectErrorCode::from(code.as_str()), code);
+        }
     }
 }

@@ -22,20 +22,23 @@
 
 mod batch;
 mod client_frames;
+pub mod close;
 mod codes;
 mod content;
-pub(crate) mod scan;
+pub(crate) mod encode;
+pub(crate) mod json;
+mod scan;
 mod server_frames;
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-pub(crate) use batch::StrWriter;
 pub use batch::{EncodedFields, EventBatch, FieldsError};
 pub use client_frames::{Abort, Hello, Join, MessageFrame, ProtocolRange, ServerReply};
 pub use codes::{ConnectErrorCode, RecoveryStep};
 pub use content::Content;
+pub(crate) use scan::peek;
 pub use server_frames::{
     ErrorFrame, Features, GatewayEvent, HelloError, HelloOk, Joined, Policy, Replay, ResponseFrame,
     Snapshot,
@@ -179,19 +182,6 @@ struct PeekType<'a> {
     kind: Option<Cow<'a, str>>,
 }
 
-#[derive(Serialize)]
-struct Tagged<'a, T> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    #[serde(flatten)]
-    body: &'a T,
-}
-
-fn tagged<T: Serialize>(kind: &str, body: &T) -> String {
-    // Cannot fail: every map in the wire types has string keys and no Serialize impl errors.
-    serde_json::to_string(&Tagged { kind, body }).expect("wire types always serialize")
-}
-
 impl ServerFrame {
     /// Decodes one text frame.
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
@@ -228,21 +218,6 @@ impl ServerFrame {
             }),
         })
     }
-
-    /// Encodes the frame as compact JSON text (the reference server's separators).
-    pub fn encode(&self) -> String {
-        match self {
-            Self::HelloOk(f) => tagged("hello_ok", f),
-            Self::HelloError(f) => tagged("hello_error", f),
-            Self::Joined(f) => tagged("joined", f),
-            Self::Error(f) => tagged("error", f),
-            Self::Replay(f) => tagged("replay", f),
-            Self::Snapshot(f) => tagged("snapshot", f),
-            Self::Ping => r#"{"type":"ping"}"#.to_owned(),
-            Self::Pong => r#"{"type":"pong"}"#.to_owned(),
-            Self::Event(f) => f.text.to_string(),
-        }
-    }
 }
 
 impl ClientFrame {
@@ -268,21 +243,6 @@ impl ClientFrame {
                 text: text.into(),
             }),
         })
-    }
-
-    /// Encodes the frame as compact JSON text.
-    pub fn encode(&self) -> String {
-        match self {
-            Self::Hello(f) => tagged("hello", f),
-            Self::Join(f) => tagged("join", f),
-            Self::Message(f) => tagged("message", f),
-            Self::Abort(f) => tagged("abort", f),
-            Self::Leave(f) => tagged("leave", f),
-            Self::ServerReply(f) => tagged("server_reply", f),
-            Self::Ping => r#"{"type":"ping"}"#.to_owned(),
-            Self::Pong => r#"{"type":"pong"}"#.to_owned(),
-            Self::Other(f) => f.text.to_string(),
-        }
     }
 }
 

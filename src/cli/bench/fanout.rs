@@ -287,6 +287,34 @@ async fn bare_fanout(clients: usize, count: u64) -> Result<(f64, Vec<Duration>),
     result
 }
 
+/// `--profile-fanout SIDE`: `rounds` runs of one side (`tether`, `bare`) or of both in turn
+/// (`pair`), each printed as a line (side, delivered/s, p99).
+pub async fn profile(side: &str, sizes: Sizes, rounds: usize) -> Result<(), super::Failure> {
+    let (clients, count) = (sizes.fanout_clients, sizes.fanout_broadcasts as u64);
+    let sides: &[&str] = match side {
+        "tether" => &["tether"],
+        "bare" => &["bare"],
+        "pair" => &["tether", "bare"],
+        _ => {
+            return Err(super::Failure::Usage(format!(
+                "--profile-fanout {side:?}: use tether, bare or pair"
+            )))
+        }
+    };
+    for _ in 0..rounds {
+        for side in sides {
+            let run = match *side {
+                "tether" => tether_fanout(clients, count).await,
+                _ => bare_fanout(clients, count).await,
+            };
+            let (rate, lat) = run.map_err(super::Failure::Runtime)?;
+            let p99 = percentile(&lat, 99).as_secs_f64() * 1e6;
+            println!("{side} {:.0} delivered/s p99 {p99:.0} µs", rate);
+        }
+    }
+    Ok(())
+}
+
 /// The throughput and p99 rows.
 pub async fn rows(sizes: Sizes) -> Vec<Row> {
     let (clients, count) = (sizes.fanout_clients, sizes.fanout_broadcasts as u64);

@@ -44,7 +44,11 @@ pub struct BenchArgs {
     /// `pair-RUNTIME` runs the table's paired rounds and prints each (to compare two builds).
     #[arg(long, hide = true, value_name = "SIDE-RUNTIME")]
     pub profile_stream: Option<String>,
-    /// Internal: runs of `--profile-stream`.
+    /// Internal, for profilers: only the fan-out runs of one side (`tether` or `bare`), or
+    /// `pair` for alternating runs of both, printed one a line, for `--rounds` runs.
+    #[arg(long, hide = true, value_name = "SIDE")]
+    pub profile_fanout: Option<String>,
+    /// Internal: runs of `--profile-stream` and `--profile-fanout`.
     #[arg(long, hide = true, value_name = "N", default_value_t = 20)]
     pub rounds: usize,
 }
@@ -344,6 +348,10 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
     }
     if let Some(which) = &args.profile_stream {
         return stream::profile(which, Sizes::new(&args).stream_events, args.rounds).await;
+    }
+    if let Some(side) = &args.profile_fanout {
+        raise_fd_limit();
+        return fanout::profile(side, Sizes::new(&args), args.rounds).await;
     }
     let groups = [
         "stream",

@@ -34,7 +34,8 @@ const WINDOW: u64 = 8 * 1024;
 /// Publishes through the in-memory server or through the store.
 #[derive(Clone)]
 enum Publisher {
-    Memory(Server),
+    /// Boxed: the handle is much larger than a node's.
+    Memory(Box<Server>),
     Redis(RedisNode),
 }
 
@@ -94,7 +95,7 @@ impl Gateway {
                 let bound = tether_tokio::serve("127.0.0.1:0", server_config(), None)
                     .await
                     .map_err(|e| e.to_string())?;
-                let publisher = Publisher::Memory(bound.server.clone());
+                let publisher = Publisher::Memory(Box::new(bound.server.clone()));
                 (bound, publisher)
             }
             Some(redis) => {

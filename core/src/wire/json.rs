@@ -1,15 +1,28 @@
-//! Builders for the frames the server writes. Text is assembled by hand, straight into one
-//! buffer, so the key order matches the reference server (serde_json's `Map` would sort keys)
-//! and a frame costs no allocation beyond its own buffer. Strings are escaped exactly as
-//! serde_json escapes them; numbers and other values go through serde_json itself.
+//! The one JSON writer: every frame tether writes is assembled here, straight into one
+//! buffer, in the key order the reference server uses (serde_json's `Map` would sort keys), at
+//! no allocation beyond the buffer. Strings are escaped exactly as serde_json escapes them;
+//! numbers and other values go through serde_json itself, so the bytes are serde_json's.
 
 use serde::Serialize;
 use serde_json::Value;
 
-use super::conn::ConnId;
-use super::window::Retained;
-use crate::wire::scan::{is_special, word_has_special};
-use crate::wire::StrWriter;
+use super::scan::{is_special, word_has_special};
+
+/// An `io::Write` into a `String`. serde_json only ever writes whole UTF-8 pieces (it splits
+/// strings at ASCII escapes), so each write is checked and appended.
+pub(crate) struct StrWriter<'a>(pub(crate) &'a mut String);
+
+impl std::io::Write for StrWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let s = std::str::from_utf8(buf).map_err(std::io::Error::other)?;
+        self.0.push_str(s);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// Compact JSON of `v`; the types used here always serialize, `null` is a safe fallback.
 pub(crate) fn json<T: Serialize + ?Sized>(v: &T) -> String {
@@ -175,13 +188,6 @@ pub(crate) fn parse_uuid(s: &str) -> Option<u128> {
     Some(id)
 }
 
-/// Appends a connection label (`"conn-<n>"`) as a JSON string.
-pub(crate) fn push_label(out: &mut String, conn: ConnId) {
-    out.push_str("\"conn-");
-    push_u64(out, conn.0);
-    out.push('"');
-}
-
 /// Length of the prefix every frame starts with, before its JSON-escaped `type` value.
 pub(crate) const TYPE_PREFIX: &str = "{\"type\":";
 
@@ -267,6 +273,135 @@ impl<'a> Obj<'a> {
         self.0.push('}');
         self.0
     }
+
+    /// `f(self)`: keeps a chain of fields going through a conditional one.
+    #[inline]
+    pub(crate) fn then(self, f: impl FnOnce(Self) -> Self) -> Self {
+        f(self)
+    }
+
+    /// `,"key":` followed by what `write` appends (a nested value).
+    pub(crate) fn nested(mut self, key: &str, write: impl FnOnce(&mut String)) -> Self {
+        self.key(key);
+        write(self.0);
+        self
+    }
+
+    /// `,"key":true|false` if there is a value.
+    pub(crate) fn opt_bool(self, key: &str, b: Option<bool>) -> Self {
+        match b {
+            Some(b) => self.bool(key, b),
+            None => self,
+        }
+    }
+
+    /// `,"key":true|false`.
+    pub(crate) fn bool(mut self, key: &str, b: bool) -> Self {
+        self.key(key);
+        self.0.push_str(if b { "true" } else { "false" });
+        self
+    }
+
+    /// `,"key":"<value>"` if there is a value.
+    pub(crate) fn opt_str(self, key: &str, value: Option<&str>) -> Self {
+        match value {
+            Some(v) => self.str(key, v),
+            None => self,
+        }
+    }
+
+    /// `,"key":<n>` if there is a number.
+    pub(crate) fn opt_u64(self, key: &str, n: Option<u64>) -> Self {
+        match n {
+            Some(n) => self.u64(key, n),
+            None => self,
+        }
+    }
+
+    /// `,"key":<v>` if there is a value.
+    pub(crate) fn opt_value(self, key: &str, v: Option<&Value>) -> Self {
+        match v {
+            Some(v) => self.value(key, v),
+            None => self,
+        }
+    }
+
+    /// `,"key":["a","b",...]`.
+    pub(crate) fn strings(mut self, key: &str, items: &[String]) -> Self {
+        self.key(key);
+        push_strings(self.0, items);
+        self
+    }
+
+    /// `,"key":{...}`, the object's members written by `build`.
+    pub(crate) fn object(mut self, key: &str, build: impl FnOnce(Members<'_>)) -> Self {
+        self.key(key);
+        self.0.push('{');
+        build(Members {
+            out: self.0,
+            first: true,
+        });
+        self.0.push('}');
+        self
+    }
+
+    /// Every member of `map`, in its order.
+    pub(crate) fn map(self, map: &serde_json::Map<String, Value>) -> Self {
+        map.iter().fold(self, |o, (k, v)| o.value(k, v))
+    }
+}
+
+/// The members of a nested object (no `type` first).
+pub(crate) struct Members<'a> {
+    out: &'a mut String,
+    first: bool,
+}
+
+impl Members<'_> {
+    fn key(&mut self, key: &str) {
+        if !std::mem::take(&mut self.first) {
+            self.out.push(',');
+        }
+        push_str(self.out, key);
+        self.out.push(':');
+    }
+
+    /// `"key":<n>` if there is a number.
+    pub(crate) fn opt_u64(mut self, key: &str, n: Option<u64>) -> Self {
+        if let Some(n) = n {
+            self.key(key);
+            push_u64(self.out, n);
+        }
+        self
+    }
+
+    /// `"key":["a",...]`.
+    pub(crate) fn strings(mut self, key: &str, items: &[String]) -> Self {
+        self.key(key);
+        push_strings(self.out, items);
+        self
+    }
+
+    /// Every member of `map`, in its order.
+    pub(crate) fn map(mut self, map: &serde_json::Map<String, Value>) -> Self {
+        for (k, v) in map {
+            self.key(k);
+            push_value(self.out, v);
+        }
+        self
+    }
+}
+
+/// Appends `["a","b",...]`.
+fn push_strings(out: &mut String, items: &[String]) {
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_str(out, item);
+    }
+    out.push(']');
 }
 
 /// The keys that end a tracked frame: `,"cursor":n,"seq":n}` (known keys, written as they are).
@@ -299,81 +434,6 @@ pub(crate) fn frame(kind: &str, build: impl FnOnce(Obj<'_>) -> &mut String) -> S
     let mut out = String::with_capacity(128);
     build(Obj::start(&mut out, kind));
     out
-}
-
-/// Appends `{"type":"replay","event":E}` (+ `"seq":n` when `with_seq`), E in GatewayEvent
-/// shape with `data` = the original frame exactly as sent.
-pub(crate) fn replay(out: &mut String, e: &Retained<'_>, with_seq: bool) {
-    let record = e.record;
-    let kind = record.kind_json();
-    out.reserve(record.text_len() + 2 * kind.len() + 240);
-    out.push_str("{\"type\":\"replay\",\"event\":");
-    out.push_str(TYPE_PREFIX);
-    out.push_str(kind);
-    out.push_str(",\"data\":");
-    record.push_frame(out, e.cursor);
-    out.push_str(",\"event_id\":\"");
-    push_uuid(out, record.event_id);
-    out.push_str("\",\"timestamp\":");
-    push_json(out, &record.timestamp);
-    out.push_str(",\"source\":\"gateway\",\"target\":");
-    match e.target {
-        Some(c) => push_label(out, c),
-        None => out.push_str("null"),
-    }
-    out.push_str(",\"sequence\":");
-    push_u64(out, e.cursor);
-    out.push('}');
-    if with_seq {
-        out.push_str(",\"seq\":");
-        push_u64(out, e.cursor);
-    }
-    out.push('}');
-}
-
-/// v2: `{"type":"replay_end","cursor":c,"replayed":n[,"lost_from":a,"lost_to":b]}`.
-pub(crate) fn replay_end(cursor: u64, replayed: u64, lost: Option<(u64, u64)>) -> String {
-    frame("replay_end", |o| {
-        let o = o.u64("cursor", cursor).u64("replayed", replayed);
-        match lost {
-            Some((a, b)) => o.u64("lost_from", a).u64("lost_to", b).end(),
-            None => o.end(),
-        }
-    })
-}
-
-/// Untracked `{"type":"error","code":c,"message":m[,"field":f]}`.
-pub(crate) fn error(code: Option<&str>, message: &str, field: Option<&str>) -> String {
-    frame("error", |mut o| {
-        if let Some(c) = code {
-            o = o.str("code", c);
-        }
-        o = o.str("message", message);
-        if let Some(f) = field {
-            o = o.str("field", f);
-        }
-        o.end()
-    })
-}
-
-impl super::Server {
-    /// Like [`publish`](Self::publish) with fields the application has already encoded (an
-    /// [`EventBatch`](crate::wire::EventBatch) checked them): their text goes into the frame as
-    /// it is, so the frame reads `{"type":kind,<fields>,"cursor":n,"seq":n}`. For streaming
-    /// producers: nothing is moved, re-encoded or dropped per field.
-    pub fn publish_encoded(
-        &mut self,
-        now: std::time::Instant,
-        session: &super::SessionId,
-        kind: &str,
-        fields: crate::wire::EncodedFields<'_>,
-    ) -> Result<u64, super::CommandError> {
-        if kind.is_empty() || super::RESERVED_KINDS.contains(&kind) {
-            return Err(super::CommandError::ReservedKind(kind.to_owned()));
-        }
-        self.record(now, session, kind, |o| o.members(fields.as_str()))
-            .ok_or_else(|| super::CommandError::UnknownSession(session.clone()))
-    }
 }
 
 #[cfg(test)]
@@ -439,75 +499,5 @@ mod tests {
         assert_eq!(parse_uuid("01234567-89ab-4def-8123-456789abcde"), None);
         assert_eq!(parse_uuid("01234567+89ab-4def-8123-456789abcdef"), None);
         assert_eq!(parse_uuid("0123456g-89ab-4def-8123-456789abcdef"), None);
-    }
-
-    #[test]
-    fn encoded_fields_make_the_same_frames_as_values() {
-        use crate::server::{
-            CommandError, ConnectInfo, Server, ServerConfig, ServerTransmit, SessionId,
-        };
-        use crate::wire::EventBatch;
-        let t0 = crate::test_origin();
-        let config = ServerConfig {
-            agents: vec!["echo".into()],
-            epoch_at_start: 1_700_000_000.0,
-            ..ServerConfig::default()
-        };
-        let mut s = Server::new(config, t0);
-        let conn = ConnId(1);
-        s.handle_connected(t0, conn, ConnectInfo::default());
-        s.handle_text(t0, conn, r#"{"type":"hello","agent_id":"echo"}"#);
-        let mut texts = Vec::new();
-        let drain = |s: &mut Server, texts: &mut Vec<String>| {
-            while let Some((c, t)) = s.poll_transmit() {
-                if let ServerTransmit::Frame(f) = t {
-                    s.handle_sent(t0, c, f.len());
-                    texts.push(f.to_string());
-                }
-            }
-        };
-        drain(&mut s, &mut texts);
-        let hello_ok: serde_json::Value = serde_json::from_str(&texts[0]).unwrap();
-        let sid = SessionId(hello_ok["session_id"].as_str().unwrap().to_owned());
-        texts.clear();
-
-        let fields = [
-            ("content", serde_json::json!("a \"line\"")),
-            ("n", 1.into()),
-        ];
-        s.publish(t0, &sid, "message", &fields).unwrap();
-        let mut batch = EventBatch::new();
-        batch
-            .push_json(r#"{"content":"a \"line\"","n":1}"#)
-            .unwrap();
-        batch.push_json("{}").unwrap();
-        let mut encoded = batch.iter();
-        assert_eq!(
-            s.publish_encoded(t0, &sid, "message", encoded.next().unwrap()),
-            Ok(2)
-        );
-        assert_eq!(
-            s.publish_encoded(t0, &sid, "tick", encoded.next().unwrap()),
-            Ok(3)
-        );
-        let empty = batch.iter().nth(1).unwrap();
-        assert_eq!(
-            s.publish_encoded(t0, &sid, "replay", empty),
-            Err(CommandError::ReservedKind("replay".into()))
-        );
-        let unknown = SessionId("nope".into());
-        assert_eq!(
-            s.publish_encoded(t0, &unknown, "tick", empty),
-            Err(CommandError::UnknownSession(unknown.clone()))
-        );
-        drain(&mut s, &mut texts);
-        assert_eq!(
-            texts,
-            [
-                r#"{"type":"message","content":"a \"line\"","n":1,"cursor":1,"seq":1}"#,
-                r#"{"type":"message","content":"a \"line\"","n":1,"cursor":2,"seq":2}"#,
-                r#"{"type":"tick","cursor":3,"seq":3}"#,
-            ]
-        );
     }
 }
