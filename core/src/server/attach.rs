@@ -10,6 +10,7 @@ use super::event::ServerEvent;
 use super::handshake::{self, Accepted, Attached, Handshake, Refusal, Refused};
 use super::session::{Dedup, SessionId};
 use super::sessions::{Attachment, NewSession};
+use super::store::StoreRequest;
 use super::Server;
 use crate::heartbeat::HeartbeatConfig;
 use crate::version::V2;
@@ -18,7 +19,7 @@ use crate::wire::{close, Policy};
 impl Server {
     /// A `hello` or `join`: the acceptor decides, then the session is attached, the replay
     /// set up and the reply queued first. In store mode a handshake naming a session waits for
-    /// the store's answer first (`provide_session` runs it again).
+    /// the store's answer first (`handle_store_session` runs it again).
     pub(super) fn on_handshake(&mut self, now: Instant, conn: ConnId, hs: Handshake) {
         let accepted = match handshake::accept(&hs, &self.config) {
             Ok(a) => a,
@@ -248,11 +249,13 @@ impl Server {
     }
 
     /// Store mode: the session's metadata goes to the store; a new session's client learns
-    /// its id only once other nodes can publish to it (`session_stored`).
+    /// its id only once other nodes can publish to it (`handle_store_written`).
     fn announce_to_store(&mut self, conn: ConnId, sid: &SessionId, resumed: bool) {
         if let Some(stored) = self.stored_session(sid) {
-            self.events
-                .push_back(ServerEvent::StoreSession(Box::new(stored)));
+            self.store_requests.push_back(StoreRequest::WriteSession {
+                session: Box::new(stored),
+                created: !resumed,
+            });
         }
         if !resumed {
             if let Some(c) = self.conns.get_mut(conn) {

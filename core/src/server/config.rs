@@ -86,7 +86,7 @@ pub struct ServerConfig {
     /// keeps a handshake's cost flat however many clients are connected.
     pub handshake_presence_limit: usize,
     /// Sessions live in a store shared by several nodes (see the
-    /// [`store` section](super::Server::provide_session)): resumes ask the store, tracked frames
+    /// [`store` section](super::Server::handle_store_session)): resumes ask the store, tracked frames
     /// get their sequence from it, request ids are checked in it. Off = this machine holds and
     /// numbers every session itself (the embedded default).
     pub external_store: bool,

@@ -31,7 +31,7 @@ pub const LIVENESS_TIMEOUT: u16 = 4002;
 pub const AUTH_FAILED: u16 = 4003;
 /// Another connection resumed this session (`session_taken_over`).
 pub const SESSION_TAKEN_OVER: u16 = 4009;
-/// Store mode: the store lost the session (`session_lost`, see `Server::session_lost`).
+/// Store mode: the store lost the session (`session_lost`, see `Server::handle_store_lost`).
 pub const SESSION_LOST: u16 = 4010;
 /// Too many frames of unknown type.
 pub const UNKNOWN_FRAME_FLOOD: u16 = 4028;

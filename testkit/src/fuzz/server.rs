@@ -702,6 +702,10 @@ impl Harness {
             assert!(outputs <= MAX_OUTPUTS_PER_STEP, "unbounded events");
             self.observe(event);
         }
+        assert!(
+            self.server.poll_store_request().is_none(),
+            "a store request outside store mode"
+        );
         outputs
     }
 
