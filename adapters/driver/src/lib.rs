@@ -138,7 +138,7 @@ pub use serve::{
     Bound, HttpContext, ServeError, READ_BUFFER, WRITE_BUFFER,
 };
 pub use server::{
-    load_snapshot, save_snapshot, Server, ServerError, ServerEvents, ServerOptions,
+    load_snapshot, save_snapshot, Server, ServerError, ServerEvents, ServerOptions, StoreRequests,
     PUBLISH_MANY_MAX,
 };
 pub use tether_core;

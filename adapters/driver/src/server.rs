@@ -22,7 +22,7 @@ use serde_json::Value;
 use tether_core::server::{
     Audience, CommandError, ConnId, ConnectInfo, FrameText, Health, Outcome, PresenceInfo,
     RestoreError, Server as Machine, ServerConfig, ServerEvent, ServerSnapshot, ServerStats,
-    ServerTransmit, SessionId,
+    ServerTransmit, SessionId, StoreRequest,
 };
 use tether_core::wire::EventBatch;
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
@@ -251,6 +251,8 @@ pub struct Server {
     metrics: ServerMetrics,
     /// Components reported failing ([`Server::set_failing`]), for `/ready`.
     failing: Arc<std::sync::Mutex<Vec<&'static str>>>,
+    /// Store mode: the machine's store requests, until the store adapter takes them.
+    store_requests: Arc<std::sync::Mutex<Option<StoreRequests>>>,
 }
 
 /// The server's [`ServerEvent`]s: requests to answer, sessions created/resumed/expired,
@@ -268,10 +270,25 @@ impl ServerEvents {
     }
 
     /// A stream fed by the returned sender: for layers that consume the hub's events, act on
-    /// some (e.g. a session store's requests) and pass the rest on to the application.
+    /// some (e.g. a session store watching sessions detach) and pass the rest on to the
+    /// application.
     pub fn channel(capacity: usize) -> (mpsc::Sender<ServerEvent>, Self) {
         let (tx, rx) = mpsc::channel(capacity);
         (tx, Self { rx })
+    }
+}
+
+/// Store mode: the machine's [`StoreRequest`]s, for the session store adapter (e.g.
+/// `tether-redis`), which answers them through [`Server::apply`] (the `handle_store_*` inputs).
+/// The hub waits when the store falls behind, so keep consuming this stream.
+pub struct StoreRequests {
+    rx: mpsc::Receiver<StoreRequest>,
+}
+
+impl Stream for StoreRequests {
+    type Item = StoreRequest;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<StoreRequest>> {
+        self.rx.poll_next_unpin(cx)
     }
 }
 
@@ -306,6 +323,12 @@ impl Server {
         };
         let (hub_tx, hub_rx) = mpsc::channel(HUB_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let (store_tx, store_rx) = if machine.config().external_store {
+            let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+            (Some(tx), Some(StoreRequests { rx }))
+        } else {
+            (None, None)
+        };
         let (stopped_tx, stopped_rx) = oneshot::channel();
         let sent = Arc::new(Ledger::default());
         let metrics = if options.metrics {
@@ -326,6 +349,7 @@ impl Server {
             writers: HashMap::new(),
             transmits: Vec::new(),
             events: events_tx,
+            store: store_tx,
             timer: None,
             shutdown: None,
         };
@@ -338,9 +362,19 @@ impl Server {
                 stopped: stopped_rx.shared(),
                 metrics,
                 failing: Arc::default(),
+                store_requests: Arc::new(std::sync::Mutex::new(store_rx)),
             },
             ServerEvents { rx: events_rx },
         ))
+    }
+
+    /// Store mode (`ServerConfig::external_store`): the machine's requests to the session store,
+    /// for the store adapter. Taken once: `None` afterwards, and outside store mode.
+    pub fn store_requests(&self) -> Option<StoreRequests> {
+        self.store_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// Resolves once the server has stopped (after [`Server::shutdown`]): accept loops end here.
@@ -607,9 +641,9 @@ impl Server {
 
     /// Runs `job` on the server machine inside the hub, at the hub's clock, and returns its
     /// result; frames and events it causes are routed as after any input. For code that drives
-    /// the machine's sans-IO hooks from outside, e.g. a session store answering
-    /// [`ServerEvent::SessionWanted`]. Never call this from the task that consumes
-    /// [`ServerEvents`] while holding an event back: the hub may be waiting for that consumer.
+    /// the machine's sans-IO hooks from outside, e.g. a session store answering a
+    /// [`StoreRequest`]. Never call this from the task that consumes [`ServerEvents`] or
+    /// [`StoreRequests`] while holding one back: the hub may be waiting for that consumer.
     pub async fn apply<T: Send + 'static>(
         &self,
         job: impl FnOnce(&mut Machine, Instant) -> T + Send + 'static,
@@ -687,6 +721,8 @@ struct Hub<R: Runtime> {
     /// The machine's transport actions of one routing pass, a connection's run after another.
     transmits: Vec<(ConnId, ServerTransmit)>,
     events: mpsc::Sender<ServerEvent>,
+    /// Store mode: where the machine's store requests go.
+    store: Option<mpsc::Sender<StoreRequest>>,
     timer: Option<(Instant, BoxFuture<()>)>,
     /// Shutdown requested: reply with the snapshot when every connection is gone (or at the
     /// deadline).
@@ -883,6 +919,11 @@ impl<R: Runtime> Hub<R> {
             }
             // Nobody listening is fine: the server keeps serving.
             let _ = self.events.send(event).await;
+        }
+        while let Some(request) = self.machine.poll_store_request() {
+            if let Some(store) = self.store.as_mut() {
+                let _ = store.send(request).await;
+            }
         }
     }
 
