@@ -913,17 +913,19 @@ impl<R: Runtime> Hub<R> {
     }
 
     async fn deliver_events(&mut self) {
+        // The store's first: an application event may wait for its store request (a store
+        // announces a created session only once its metadata write is queued).
+        while let Some(request) = self.machine.poll_store_request() {
+            if let Some(store) = self.store.as_mut() {
+                let _ = store.send(request).await;
+            }
+        }
         while let Some(event) = self.machine.poll_event() {
             if self.metrics.is_enabled() {
                 self.observe(&event);
             }
             // Nobody listening is fine: the server keeps serving.
             let _ = self.events.send(event).await;
-        }
-        while let Some(request) = self.machine.poll_store_request() {
-            if let Some(store) = self.store.as_mut() {
-                let _ = store.send(request).await;
-            }
         }
     }
 
