@@ -42,10 +42,10 @@ fn with_client(config: ClientConfig, nodes: usize, ring: usize, keep: usize) -> 
 fn failovers(config: ClientConfig) {
     const A: usize = 0;
     const B: usize = 1;
-    let seed = config.seed;
+    let seed = config.seed.expect("a seeded client");
     let mut c = with_client(config, 2, 4096, 4096);
     c.settle();
-    let mut rng = Rng::from_u64(seed);
+    let mut rng = Rng::from_bytes(seed);
     let mut stream = |c: &mut Cluster, total: u64| {
         let mut left = total;
         while left > 0 {

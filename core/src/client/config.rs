@@ -54,7 +54,9 @@ pub struct ClientConfig {
     /// Inbound frames larger than this are refused (reported, not parsed); default 16 MiB.
     pub max_frame_bytes: usize,
     /// Seed of the client's PRNG (jitter, request ids): the same seed replays the same run.
-    pub seed: u64,
+    /// `None` (the default): the adapter draws one from OS entropy (a machine built directly
+    /// with `None` uses the all-zero seed). For tests, [`crate::rng::seed_from_u64`].
+    pub seed: Option<[u8; 32]>,
 }
 
 impl ClientConfig {
@@ -82,7 +84,7 @@ impl Default for ClientConfig {
             outbox_capacity: 1024,
             resend_unanswered: true,
             max_frame_bytes: 16 << 20,
-            seed: 0,
+            seed: None,
         }
     }
 }

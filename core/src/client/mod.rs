@@ -150,7 +150,7 @@ impl Client {
     /// A client that resumes a persisted session (after a process restart): it rejoins `since`
     /// the saved cursor and resends the saved unresolved requests with their ids.
     pub fn with_resume_state(config: ClientConfig, state: ResumeState, now: Instant) -> Self {
-        let mut rng = Rng::from_u64(config.seed);
+        let mut rng = Rng::from_bytes(config.seed.unwrap_or_default());
         let backoff = Backoff::new(config.backoff.clone(), rng.fork());
         let mut outbox = Outbox::default();
         for p in state.outbox {

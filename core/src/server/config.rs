@@ -14,9 +14,11 @@ pub struct ServerConfig {
     pub versions: VersionRange,
     /// Registered agent ids. Empty = any non-empty `agent_id` is accepted.
     pub agents: Vec<String>,
-    /// Seed of the one PRNG (session ids, event ids, request ids). Adapters MUST fill it from OS
-    /// entropy in production: session ids are bearer capabilities and must be unguessable.
-    pub seed: [u8; 32],
+    /// Seed of the one PRNG (session ids, event ids, request ids). `None` (the default): the
+    /// adapter draws one from OS entropy, as production needs (session ids are bearer
+    /// capabilities and must be unguessable); a machine built directly with `None` uses the
+    /// all-zero seed. For tests, [`crate::rng::seed_from_u64`].
+    pub seed: Option<[u8; 32]>,
     /// Wall-clock time (epoch seconds) at the `now` given to `Server::new`/`restore`; frame
     /// timestamps, uptime and presence `last_seen` are derived from it and `now`.
     pub epoch_at_start: f64,
@@ -97,7 +99,7 @@ impl Default for ServerConfig {
         Self {
             versions: VersionRange::TETHER,
             agents: Vec::new(),
-            seed: [0; 32],
+            seed: None,
             epoch_at_start: 0.0,
             auth_token: None,
             handshake_timeout: Duration::from_secs(10),

@@ -190,7 +190,7 @@ impl Server {
             None => Box::new(AllowAll),
         };
         Self {
-            rng: Rng::from_bytes(config.seed),
+            rng: Rng::from_bytes(config.seed.unwrap_or_default()),
             last_inbound_wall: config.epoch_at_start,
             log: EventLog::new(config.recovery_window, config.recovery_total_bytes),
             config,

@@ -76,7 +76,7 @@ pub fn connect_info() -> ConnectInfo {
 pub fn node_config(ring: usize, seed: u8) -> ServerConfig {
     ServerConfig {
         agents: vec!["echo".into()],
-        seed: [seed; 32],
+        seed: Some([seed; 32]),
         auth_token: Some(TOKEN.into()),
         recovery_session_events: ring,
         external_store: true,
@@ -95,7 +95,7 @@ pub fn client_config(versions: VersionRange, seed: u64) -> ClientConfig {
             jitter: Jitter::Full,
             ..BackoffConfig::default()
         },
-        seed,
+        seed: Some(tether_core::rng::seed_from_u64(seed)),
         ..ClientConfig::new("echo")
     }
 }

@@ -186,7 +186,7 @@ fn config_of(setup: &ServerSetup, instance: u32) -> ServerConfig {
             _ => VersionRange::TETHER,
         },
         agents: vec!["echo".into()],
-        seed,
+        seed: Some(seed),
         epoch_at_start: 1.7e9,
         auth_token: setup.auth.then(|| "secret".to_owned()),
         handshake_timeout: [secs(1), secs(2), secs(10), secs(60)][usize::from(setup.handshake & 3)],
@@ -844,7 +844,9 @@ impl Harness {
 
 fn config_of_instance(config: &ServerConfig, instance: u32) -> ServerConfig {
     let mut c = config.clone();
-    c.seed[1..5].copy_from_slice(&instance.to_le_bytes());
+    let mut seed = c.seed.unwrap_or_default();
+    seed[1..5].copy_from_slice(&instance.to_le_bytes());
+    c.seed = Some(seed);
     c
 }
 

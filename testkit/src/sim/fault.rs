@@ -10,6 +10,7 @@ use serde_json::json;
 
 use tether_core::client::Client;
 use tether_core::cursor::ResumeState;
+use tether_core::rng::seed_from_u64;
 use tether_core::server::{Audience, Server, ServerSnapshot};
 
 use super::invariants::Req;
@@ -329,7 +330,7 @@ impl Sim {
     pub(crate) fn restore(&mut self, i: usize, from: Option<Box<Persisted>>) {
         let now = self.instant();
         let mut config = self.config.server.clone();
-        self.app_rng.fill_bytes(&mut config.seed);
+        config.seed = Some(super::world::drawn_seed(&mut self.app_rng));
         let server = match &from {
             Some(p) => match serde_json::from_str::<ServerSnapshot>(&p.json) {
                 Ok(snap) => match Server::restore(config, snap, now) {
@@ -383,7 +384,7 @@ impl Sim {
         let seed = self.app_rng.next_u64();
         let now = self.instant();
         let sc = &mut self.clients[c];
-        sc.config.seed = seed;
+        sc.config.seed = Some(seed_from_u64(seed));
         sc.gen += 1;
         sc.frozen_until = None;
         sc.deferred.clear();

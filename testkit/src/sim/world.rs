@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tether_core::backoff::{BackoffConfig, Jitter};
 use tether_core::client::{Client, ClientConfig, ClientInput, Event};
-use tether_core::rng::Rng;
+use tether_core::rng::{seed_from_u64, Rng};
 use tether_core::server::{Server, ServerConfig, ServerEvent, ServerInput, SessionId};
 
 use super::fault::{Action, Fault};
@@ -284,7 +284,7 @@ impl Sim {
             })
             .collect();
         let mut server_config = config.server.clone();
-        app_rng.fill_bytes(&mut server_config.seed);
+        server_config.seed = Some(drawn_seed(&mut app_rng));
         instances[0].server = Some(Server::new(server_config, origin));
         instances[0].gen = 1;
         Self {
@@ -332,8 +332,8 @@ impl Sim {
     pub fn add_client_with(&mut self, config: ClientConfig) -> ClientId {
         let id = self.clients.len();
         let mut config = config;
-        if config.seed == 0 {
-            config.seed = self.app_rng.next_u64();
+        if config.seed.is_none() {
+            config.seed = Some(seed_from_u64(self.app_rng.next_u64()));
         }
         let machine = Client::new(config.clone(), self.instant());
         let backoff_max = config.backoff.max;
@@ -691,4 +691,11 @@ impl Sim {
         }
         String::new()
     }
+}
+
+/// A server seed drawn from `rng` (a simulated process's fresh OS entropy).
+pub(crate) fn drawn_seed(rng: &mut Rng) -> [u8; 32] {
+    let mut seed = [0; 32];
+    rng.fill_bytes(&mut seed);
+    seed
 }
