@@ -59,7 +59,7 @@ struct Seen {
 async fn run(seed: u64, fault: Fault, faults: usize) -> Seen {
     let heartbeat = match fault {
         Fault::Reset => ServerConfig::default().heartbeat_interval,
-        Fault::HalfOpen(_) => Duration::from_secs(1),
+        Fault::HalfOpen(_) => Some(Duration::from_secs(1)),
     };
     let bound = tether_tokio::serve(
         "127.0.0.1:0",

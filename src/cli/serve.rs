@@ -111,7 +111,8 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     let config = ServerConfig {
         agents: args.agents.clone(),
         auth_token: Some(token.clone()),
-        heartbeat_interval: Duration::from_millis(args.heartbeat_ms),
+        heartbeat_interval: (args.heartbeat_ms > 0)
+            .then(|| Duration::from_millis(args.heartbeat_ms)),
         recovery_window: args.recovery_window,
         recovery_session_bytes: args.recovery_session_bytes,
         recovery_total_bytes: args.recovery_total_bytes,

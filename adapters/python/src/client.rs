@@ -440,7 +440,7 @@ impl ClientMachine {
     #[pyo3(signature = (
         agent_id, now, *, seed, resume=None, versions=None, join=None, capabilities=None,
         handshake_timeout=None, backoff_initial=None, backoff_max=None, backoff_multiplier=None,
-        jitter=None, max_attempts=None, max_elapsed=None, heartbeat=None, silence_factor=None,
+        jitter=None, max_attempts=None, max_elapsed=None, heartbeat=None, missed_beats=None,
         repair_gaps=None, outbox_capacity=None, resend_unanswered=None, max_frame_bytes=None,
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -460,7 +460,7 @@ impl ClientMachine {
         max_attempts: Option<u32>,
         max_elapsed: Option<f64>,
         heartbeat: Option<f64>,
-        silence_factor: Option<u32>,
+        missed_beats: Option<u32>,
         repair_gaps: Option<bool>,
         outbox_capacity: Option<usize>,
         resend_unanswered: Option<bool>,
@@ -507,8 +507,8 @@ impl ClientMachine {
                 d => Some(d),
             };
         }
-        if let Some(f) = silence_factor {
-            config.silence_factor = f;
+        if let Some(f) = missed_beats {
+            config.missed_beats = f;
         }
         if let Some(r) = repair_gaps {
             config.repair_gaps = r;

@@ -40,8 +40,8 @@ pub struct ClientConfig {
     /// `joined` never does); default 30 s, the reference gateway's interval, so a half-open socket
     /// is detected on every handshake path. `None` disables it.
     pub fallback_heartbeat: Option<Duration>,
-    /// Silence longer than `factor × interval` means the socket is dead; default 2.
-    pub silence_factor: u32,
+    /// Silence longer than `missed_beats × interval` means the socket is dead; default 2.
+    pub missed_beats: u32,
     /// Repair live gaps (in-band `resync` on v2, a resume on v1); default true. When false, or
     /// when the repair cannot recover them, missing events are reported as lost.
     pub repair_gaps: bool,
@@ -79,7 +79,7 @@ impl Default for ClientConfig {
             handshake_timeout: Duration::from_secs(10),
             backoff: BackoffConfig::default(),
             fallback_heartbeat: Some(Duration::from_secs(30)),
-            silence_factor: 2,
+            missed_beats: 2,
             repair_gaps: true,
             outbox_capacity: 1024,
             resend_unanswered: true,

@@ -111,8 +111,8 @@ impl Server {
             None => self.create(conn, principal, accepted, caps)?,
         };
         let hb = HeartbeatConfig {
-            interval: self.config.heartbeat_interval,
-            silence_factor: self.config.missed_beats,
+            interval: self.config.heartbeat_interval.unwrap_or_default(),
+            missed_beats: self.config.missed_beats,
         };
         let binding = Binding {
             session: sid.clone(),
@@ -267,10 +267,15 @@ impl Server {
     /// The limits `hello_ok` advertises.
     pub(super) fn policy(&self) -> Policy {
         Policy {
-            max_payload: Some(self.config.max_payload as u64),
+            max_payload: Some(self.config.max_frame_bytes as u64),
             max_buffered_bytes: Some(self.config.max_buffered_bytes as u64),
             max_queued_frames: Some(self.config.max_queued_frames as u64),
-            heartbeat_ms: Some(self.config.heartbeat_interval.as_millis() as u64),
+            heartbeat_ms: Some(
+                self.config
+                    .heartbeat_interval
+                    .unwrap_or_default()
+                    .as_millis() as u64,
+            ),
             max_attachment_bytes: Some(10_485_760),
             max_attachments: Some(10),
             chunk_bytes: Some(262_144),

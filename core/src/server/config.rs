@@ -28,9 +28,9 @@ pub struct ServerConfig {
     pub auth_token: Option<String>,
     /// A connection without a valid handshake after this long is closed (slow-loris guard).
     pub handshake_timeout: Duration,
-    /// Ping interval after the handshake (advertised as `policy.heartbeat_ms`); zero disables
-    /// pings and reaping.
-    pub heartbeat_interval: Duration,
+    /// Ping interval after the handshake (advertised as `policy.heartbeat_ms`); `None` disables
+    /// pings and reaping (as `None` in the client's `fallback_heartbeat`).
+    pub heartbeat_interval: Option<Duration>,
     /// Reap after `heartbeat_interval × missed_beats` of inbound silence (close
     /// [`wire::close::LIVENESS_TIMEOUT`](crate::wire::close::LIVENESS_TIMEOUT)).
     pub missed_beats: u32,
@@ -65,9 +65,10 @@ pub struct ServerConfig {
     /// counted once however many sessions it went to (default 1 GiB; the newest event is
     /// always kept).
     pub recovery_total_bytes: usize,
-    /// Largest inbound text frame, bytes (typed error + close [`wire::close::MESSAGE_TOO_BIG`](crate::wire::close::MESSAGE_TOO_BIG) beyond
+    /// Largest inbound text frame, bytes, advertised as `policy.max_payload` (typed error +
+    /// close [`wire::close::MESSAGE_TOO_BIG`](crate::wire::close::MESSAGE_TOO_BIG) beyond
     /// it).
-    pub max_payload: usize,
+    pub max_frame_bytes: usize,
     /// In-flight window per connection, frames (handed out by `poll_transmit`, not yet
     /// confirmed by `handle_sent`).
     pub max_queued_frames: usize,
@@ -103,7 +104,7 @@ impl Default for ServerConfig {
             epoch_at_start: 0.0,
             auth_token: None,
             handshake_timeout: Duration::from_secs(10),
-            heartbeat_interval: Duration::from_secs(30),
+            heartbeat_interval: Some(Duration::from_secs(30)),
             missed_beats: 2,
             session_ttl: Duration::from_secs(3600),
             max_sessions: 10_000,
@@ -112,7 +113,7 @@ impl Default for ServerConfig {
             recovery_session_events: 1 << 20,
             recovery_session_bytes: 64 << 20,
             recovery_total_bytes: 1 << 30,
-            max_payload: 1 << 20,
+            max_frame_bytes: 1 << 20,
             max_queued_frames: 1000,
             max_buffered_bytes: 1 << 20,
             max_control_frames: 256,

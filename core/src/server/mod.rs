@@ -60,7 +60,7 @@
 //!   `hello_error`), `SESSION_TAKEN_OVER` `session_taken_over`, `LIVENESS_TIMEOUT`
 //!   `liveness_timeout`, `SLOW_CONSUMER` `slow_consumer`, `HANDSHAKE_TIMEOUT`
 //!   `handshake_timeout`, `INVALID_PAYLOAD` for garbage (after `error` `invalid_frame`),
-//!   `UNSUPPORTED_DATA` for binary, `MESSAGE_TOO_BIG` over `max_payload` (after `error`
+//!   `UNSUPPORTED_DATA` for binary, `MESSAGE_TOO_BIG` over `max_frame_bytes` (after `error`
 //!   `payload_too_large`), `UNKNOWN_FRAME_FLOOD`, `GOING_AWAY` `server_shutdown`; in store
 //!   mode `STORE_GAP` `store_gap` and `SESSION_LOST` `session_lost` (see
 //!   [`Server::handle_store_lost`]).
@@ -295,10 +295,10 @@ impl Server {
         if !self.inbound(now, conn) {
             return;
         }
-        if text.len() > self.config.max_payload {
+        if text.len() > self.config.max_frame_bytes {
             let err = DecodeError::TooLarge {
                 len: text.len(),
-                limit: self.config.max_payload,
+                limit: self.config.max_frame_bytes,
             };
             self.push_control(
                 now,

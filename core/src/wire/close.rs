@@ -15,7 +15,7 @@ pub const UNSUPPORTED_DATA: u16 = 1003;
 pub const INVALID_PAYLOAD: u16 = 1007;
 /// Policy violation: no handshake before the deadline (`handshake_timeout`).
 pub const HANDSHAKE_TIMEOUT: u16 = 1008;
-/// Message too big: a frame over `max_payload` (`payload_too_large`).
+/// Message too big: a frame over `max_frame_bytes` (`payload_too_large`).
 pub const MESSAGE_TOO_BIG: u16 = 1009;
 /// Internal error on the server.
 pub const INTERNAL_ERROR: u16 = 1011;

@@ -167,15 +167,15 @@ impl Scenario {
             &[Duration::from_secs(20), Duration::from_secs(600)],
         );
         config.server_instances = pick(&mut cfg_rng, &[1, 2]);
-        config.server.heartbeat_interval = pick(
+        config.server.heartbeat_interval = Some(pick(
             &mut cfg_rng,
             &[
                 Duration::from_secs(1),
                 Duration::from_secs(2),
                 Duration::from_secs(4),
             ],
-        );
-        config.client.fallback_heartbeat = Some(config.server.heartbeat_interval);
+        ));
+        config.client.fallback_heartbeat = config.server.heartbeat_interval;
         config.network.max_delay = pick(
             &mut cfg_rng,
             &[

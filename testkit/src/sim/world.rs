@@ -65,7 +65,7 @@ impl SimConfig {
         };
         let server = ServerConfig {
             handshake_timeout: Duration::from_secs(2),
-            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_interval: Some(Duration::from_secs(1)),
             missed_beats: 2,
             session_ttl: Duration::from_secs(600),
             recovery_session_events: 256,
@@ -522,7 +522,13 @@ impl Sim {
         let deadline = self.now + limit;
         self.run_until_quiet(deadline)?;
         // Replay phases of v1 clients end at the next untracked frame: let a heartbeat by.
-        let grace = self.config.server.heartbeat_interval.mul_f64(1.5) + Duration::from_secs(1);
+        let grace = self
+            .config
+            .server
+            .heartbeat_interval
+            .unwrap_or_default()
+            .mul_f64(1.5)
+            + Duration::from_secs(1);
         self.run_for(grace)?;
         self.run_until_quiet(self.now + limit)?;
         self.check_end()

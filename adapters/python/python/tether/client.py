@@ -402,7 +402,7 @@ def connect(
     max_attempts: Optional[int] = None,
     max_elapsed: Optional[float] = None,
     heartbeat: Optional[float] = None,
-    silence_factor: Optional[int] = None,
+    missed_beats: Optional[int] = None,
     repair_gaps: Optional[bool] = None,
     outbox_capacity: Optional[int] = None,
     resend_unanswered: Optional[bool] = None,
@@ -451,7 +451,7 @@ def connect(
             never.
         heartbeat: Ping interval (seconds) when the server advertises none; ``0`` disables;
             default 30.
-        silence_factor: Silence longer than ``factor × interval`` means a dead socket;
+        missed_beats: Silence longer than ``missed_beats × interval`` means a dead socket;
             default 2.
         repair_gaps: Repair live gaps (resync on v2, a resume on v1); default ``True``.
         outbox_capacity: Most unanswered requests; default 1024.
@@ -485,7 +485,7 @@ def connect(
             max_attempts=max_attempts,
             max_elapsed=max_elapsed,
             heartbeat=heartbeat,
-            silence_factor=silence_factor,
+            missed_beats=missed_beats,
             repair_gaps=repair_gaps,
             outbox_capacity=outbox_capacity,
             resend_unanswered=resend_unanswered,

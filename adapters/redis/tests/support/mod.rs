@@ -80,7 +80,7 @@ pub fn server_config() -> ServerConfig {
         agents: vec!["echo".into()],
         recovery_session_events: 50_000,
         recovery_session_bytes: 64 << 20,
-        heartbeat_interval: Duration::from_secs(5),
+        heartbeat_interval: Some(Duration::from_secs(5)),
         ..ServerConfig::default()
     }
 }
