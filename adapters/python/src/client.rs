@@ -447,7 +447,7 @@ impl ClientMachine {
     fn new(
         agent_id: String,
         now: f64,
-        seed: u64,
+        seed: &[u8],
         resume: Option<&Bound<'_, PyAny>>,
         versions: Option<(u32, u32)>,
         join: Option<bool>,
@@ -467,7 +467,10 @@ impl ClientMachine {
         max_frame_bytes: Option<usize>,
     ) -> PyResult<Self> {
         let mut config = ClientConfig::new(agent_id);
-        config.seed = seed;
+        config.seed = Some(
+            seed.try_into()
+                .map_err(|_| errors::config("seed must be 32 bytes (os.urandom(32))"))?,
+        );
         if let Some((min, max)) = versions {
             config.versions =
                 VersionRange::new(min, max).map_err(|e| errors::config(e.to_string()))?;

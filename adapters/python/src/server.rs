@@ -189,9 +189,10 @@ impl ServerMachine {
         max_frame_bytes: Option<usize>,
     ) -> PyResult<Self> {
         let mut config = ServerConfig {
-            seed: seed
-                .try_into()
-                .map_err(|_| errors::config("seed must be 32 bytes (os.urandom(32))"))?,
+            seed: Some(
+                seed.try_into()
+                    .map_err(|_| errors::config("seed must be 32 bytes (os.urandom(32))"))?,
+            ),
             epoch_at_start: epoch,
             auth_token: token,
             ..ServerConfig::default()

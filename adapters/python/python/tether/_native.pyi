@@ -284,7 +284,7 @@ class ClientMachine:
         agent_id: str,
         now: float,
         *,
-        seed: int,
+        seed: bytes,
         resume: Optional[Mapping[str, Any]] = None,
         versions: Optional[Tuple[int, int]] = None,
         join: Optional[bool] = None,

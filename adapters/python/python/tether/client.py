@@ -408,7 +408,7 @@ def connect(
     resend_unanswered: Optional[bool] = None,
     max_frame_bytes: Optional[int] = None,
     max_queued_events: int = DEFAULT_MAX_QUEUED_EVENTS,
-    seed: Optional[int] = None,
+    seed: Optional[bytes] = None,
 ) -> Connect:
     """Connects to a tether or PraisonAI gateway and keeps the connection alive and lossless.
 
@@ -460,7 +460,8 @@ def connect(
         max_frame_bytes: Larger inbound frames are refused (reported, not parsed); default
             16 MiB.
         max_queued_events: Events waiting for ``events()`` before reading pauses.
-        seed: Seed of the client's random choices (jitter, request ids); default random.
+        seed: 32 bytes seeding the client's random choices (jitter, request ids); default
+            ``os.urandom(32)``.
     """
     urls = [url] if isinstance(url, str) else list(url)
     if not urls:
@@ -472,7 +473,7 @@ def connect(
         machine = ClientMachine(
             agent_id,
             loop.time(),
-            seed=secrets.randbits(64) if seed is None else seed,
+            seed=secrets.token_bytes(32) if seed is None else seed,
             resume=dict(resume) if resume is not None else None,
             versions=versions,
             join=join,
