@@ -77,7 +77,7 @@ async fn run(seed: u64, fault: Fault, faults: usize) -> Seen {
     let mut server_events = bound.events;
     let proxy = Proxy::start(bound.local_addr, seed).await;
     let config = ClientConfig {
-        seed,
+        seed: Some(tether_core::rng::seed_from_u64(seed)),
         ..ClientConfig::new("echo")
     };
     let (client, mut events) = tether_tokio::connect(

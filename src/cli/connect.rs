@@ -88,7 +88,6 @@ pub async fn run(args: ConnectArgs) -> Result<(), Failure> {
         Some(path) => load_state(path, &args.agent_id)?,
         None => None,
     };
-    let seed = u64::from_le_bytes(super::random_bytes()?[..8].try_into().unwrap_or([0; 8]));
     let config = ClientConfig {
         backoff: BackoffConfig {
             // The default schedule (first retry within 250 ms of a cut), but a CLI user watches
@@ -98,7 +97,6 @@ pub async fn run(args: ConnectArgs) -> Result<(), Failure> {
             max_elapsed: (!args.timeout.is_zero()).then_some(args.timeout),
             ..BackoffConfig::default()
         },
-        seed,
         ..ClientConfig::new(args.agent_id.clone())
     };
     let token = args.token.as_deref();

@@ -108,7 +108,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
             max: Duration::from_millis(250),
             ..BackoffConfig::default()
         },
-        seed: args.seed,
+        seed: Some(tether_core::rng::seed_from_u64(args.seed)),
         ..ClientConfig::new("echo")
     };
     let (client, mut client_events) = connect(

@@ -49,6 +49,10 @@ pub enum ClientError {
     /// The core refused the request (outbox full, empty content, ...).
     #[error(transparent)]
     Send(#[from] SendError),
+    /// The OS gave no entropy for the client's seed (a sandbox without `getrandom`): check the
+    /// host, or give `ClientConfig::seed` a value of its own.
+    #[error("no OS entropy for the client's seed")]
+    Entropy(#[source] getrandom::Error),
     /// The client stopped for good (the reason, when known).
     #[error("client closed: {0:?}")]
     Closed(Option<ClosedReason>),
@@ -137,6 +141,10 @@ impl Client {
             metrics,
         } = options;
         let urls = url.into().with_token(token.as_deref())?;
+        let mut config = config;
+        if config.seed.is_none() {
+            config.seed = Some(crate::os_seed().map_err(ClientError::Entropy)?);
+        }
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let (events_tx, events_rx) = queue::queue(EVENT_QUEUE);
         let closed = Arc::new(std::sync::Mutex::new(None));

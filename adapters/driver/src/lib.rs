@@ -134,8 +134,8 @@ use futures::{Sink, Stream};
 
 pub use client::{Client, ClientError, ClientEvents, ConnectOptions, RequestOutcome};
 pub use serve::{
-    production_config, start_serving, start_serving_with, upgrade_callback, websocket_config,
-    Bound, HttpContext, ServeError, READ_BUFFER, WRITE_BUFFER,
+    start_serving, start_serving_with, upgrade_callback, websocket_config, Bound, HttpContext,
+    ServeError, READ_BUFFER, WRITE_BUFFER,
 };
 pub use server::{
     load_snapshot, save_snapshot, Server, ServerError, ServerEvents, ServerOptions, StoreRequests,
@@ -146,6 +146,13 @@ pub use tether_core::wire::{Content, EventBatch, FieldsError};
 pub use tungstenite::{self, Message};
 pub use upgrade::{connect_info, UpgradeRefused, WS_PATH};
 pub use url::{with_token, Endpoints, UrlError};
+
+/// 32 bytes of OS entropy: the seed of a machine whose config leaves it `None`.
+fn os_seed() -> Result<[u8; 32], getrandom::Error> {
+    let mut seed = [0; 32];
+    getrandom::fill(&mut seed)?;
+    Ok(seed)
+}
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

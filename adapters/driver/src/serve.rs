@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::channel::oneshot;
 use futures::future::{self, Either};
@@ -36,28 +35,9 @@ pub enum ServeError {
     /// The address could not be bound.
     #[error("cannot listen: {0}")]
     Bind(std::io::Error),
-    /// The OS gave no entropy for the session-id seed (a sandbox without `getrandom`, or a
-    /// very early boot): check the host, or give the config a seed of its own.
-    #[error("no OS entropy for the session-id seed")]
-    Entropy(#[source] getrandom::Error),
     /// The snapshot could not be restored.
     #[error(transparent)]
     Server(#[from] ServerError),
-}
-
-/// Fills what a production server must not leave at its default: an all-zero `seed` is replaced
-/// with OS entropy (session ids are bearer capabilities and must be unguessable) and an
-/// `epoch_at_start` of 0 with the system clock.
-pub fn production_config(mut config: ServerConfig) -> Result<ServerConfig, ServeError> {
-    if config.seed == [0; 32] {
-        getrandom::fill(&mut config.seed).map_err(ServeError::Entropy)?;
-    }
-    if config.epoch_at_start == 0.0 {
-        config.epoch_at_start = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-    }
-    Ok(config)
 }
 
 /// A running server: the handle, its events, the bound address and its accept loop.
@@ -170,7 +150,6 @@ where
     UF: Future<Output = Option<(S, ConnectInfo)>> + Send + 'static,
     S: WebSocket,
 {
-    let config = production_config(config)?;
     let token = config.auth_token.as_deref().map(std::sync::Arc::from);
     let (server, events) = Server::start_with(runtime.clone(), config, snapshot, options)?;
     let http = HttpContext {

@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::channel::{mpsc, oneshot};
 use futures::future;
@@ -76,6 +76,10 @@ pub enum ServerError {
     /// The server has shut down.
     #[error("the server is shut down")]
     Stopped,
+    /// The OS gave no entropy for the seed of session ids (a sandbox without `getrandom`, or a
+    /// very early boot): check the host, or give `ServerConfig::seed` a value of its own.
+    #[error("no OS entropy for the session-id seed")]
+    Entropy(#[source] getrandom::Error),
     /// A `publish_many` or `publish_batch` batch larger than [`PUBLISH_MANY_MAX`].
     #[error("{0} events in one publish_many call (at most {max})", max = PUBLISH_MANY_MAX)]
     BatchTooLarge(usize),
@@ -316,6 +320,16 @@ impl Server {
         snapshot: Option<ServerSnapshot>,
         options: ServerOptions,
     ) -> Result<(Server, ServerEvents), ServerError> {
+        let mut config = config;
+        // Session ids are bearer capabilities: unguessable unless the caller chose a seed.
+        if config.seed.is_none() {
+            config.seed = Some(crate::os_seed().map_err(ServerError::Entropy)?);
+        }
+        if config.epoch_at_start == 0.0 {
+            config.epoch_at_start = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+        }
         let now = runtime.now();
         let machine = match snapshot {
             Some(s) => Machine::restore(config, s, now)?,

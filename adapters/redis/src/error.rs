@@ -42,8 +42,9 @@ pub enum StoreError {
     /// No such session in the store (never created, expired, or lost by Redis): drop the work.
     #[error("unknown session {0}")]
     UnknownSession(SessionId),
-    /// The server machine is not in store mode.
-    #[error("the server must run with ServerConfig::external_store = true")]
+    /// The server machine is not in store mode, or another node already answers its store
+    /// requests.
+    #[error("the server must run with ServerConfig::external_store = true, for one node")]
     NotStoreMode,
     /// Redis may evict tether's keys (its `maxmemory-policy`), and the node was told to
     /// refuse that ([`EvictionCheck::Refuse`](crate::EvictionCheck::Refuse)): set `maxmemory-policy noeviction`.

@@ -20,7 +20,7 @@
 //! connection subscribes to its channel (`SSUBSCRIBE`), so the notifications a node receives
 //! do not grow with the number of nodes. A missed notification shows up as a gap at the next
 //! one and is read back from the log. The server machine runs in store mode
-//! ([`ServerConfig::external_store`](tether_core::server::ServerConfig::external_store)): see `tether_core::server::Server::provide_session`.
+//! ([`ServerConfig::external_store`](tether_core::server::ServerConfig::external_store)): see `tether_core::server::StoreRequest`.
 //!
 //! # What a fault of Redis does
 //! - **Outage** (restart, failover, dropped connection): the node reconnects with a backoff
@@ -60,7 +60,7 @@
 //! use tether_core::client::{ClientConfig, Event, State};
 //! use tether_core::server::{ServerConfig, SessionId};
 //! use tether_redis::{serve, testing::RedisServer, RedisConfig};
-//! use tether_tokio::TokioRuntime;
+//! use tether_tokio::{connect, ConnectOptions, TokioRuntime};
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -71,7 +71,8 @@
 //!     let (_b, node_b) = serve(TokioRuntime, ServerConfig::default(), config(), bind).await?;
 //!
 //!     let url = format!("ws://{}/ws", a.local_addr);
-//!     let (client, mut events) = tether_tokio::connect(TokioRuntime, url, ClientConfig::new("echo"), ConnectOptions::default())?;
+//!     let options = ConnectOptions::default();
+//!     let (client, mut events) = connect(TokioRuntime, url, ClientConfig::new("echo"), options)?;
 //!     while let Some(event) = events.next().await {
 //!         match event {
 //!             Event::StateChanged(State::Connected { session_id, .. }) => {

@@ -21,7 +21,7 @@ use crate::health::{health_loop, Health};
 use crate::keys::Keys;
 use crate::link::{Link, Pushes};
 use crate::presence::presence_loop;
-use crate::requests::pump;
+use crate::requests::{pump, relay};
 use crate::subscriber::subscriber;
 use crate::subscriptions::Subscriptions;
 use crate::wire::{self, Scripts};
@@ -94,9 +94,7 @@ impl RedisNode {
         config: RedisConfig,
         connection: Connection,
     ) -> Result<(RedisNode, ServerEvents), StoreError> {
-        if !server_config.external_store {
-            return Err(StoreError::NotStoreMode);
-        }
+        let requests = server.store_requests().ok_or(StoreError::NotStoreMode)?;
         let mut node_id = [0u8; 8];
         getrandom::fill(&mut node_id).map_err(StoreError::Entropy)?;
         let node_hex: String = node_id.iter().map(|b| format!("{b:02x}")).collect();
@@ -127,8 +125,10 @@ impl RedisNode {
             metrics,
             retry_every: config.reconnect_max.max(Duration::from_millis(1)),
         });
+        let (queued_tx, queued) = mpsc::unbounded();
         let loops = [
-            inner.run(pump(inner.clone(), events, app_tx)),
+            inner.run(pump(inner.clone(), requests, queued_tx)),
+            inner.run(relay(inner.clone(), events, queued, app_tx)),
             inner.run(writer(inner.clone(), writes_rx)),
             inner.run(subscriber(inner.clone(), connection.pushes)),
             inner.run(health_loop(inner.clone())),

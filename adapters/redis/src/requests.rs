@@ -1,54 +1,56 @@
-//! The machine's store requests: writes queued for the writer (once there is room in the
-//! append queue, so memory stays bounded), and the reads of the sessions handshakes name.
+//! The machine's store requests ([`StoreRequests`]): writes queued for the writer (once there
+//! is room in the append queue, so memory stays bounded), and the reads of the sessions
+//! handshakes name. Beside them, the relay of the application's events, which the node watches
+//! (sessions leaving, presence) and orders after the store writes they depend on.
 
-use std::collections::HashMap;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use futures::channel::mpsc;
+use futures::future::{self, Either};
 use futures::{SinkExt, StreamExt};
-use tether_core::server::{ConnId, ServerEvent, SessionId, StoreUnavailable};
-use tether_driver::ServerEvents;
+use tether_core::server::{ConnId, ServerEvent, SessionId, StoreRequest, StoreUnavailable};
+use tether_driver::{ServerEvents, StoreRequests};
 
 use crate::keys::Keys;
 use crate::node::Inner;
-use crate::wire::{self};
+use crate::wire;
 use crate::worker::Write;
 
 /// Attempts of a handshake's read before the client is told to retry.
 const READ_ATTEMPTS: u32 = 3;
 
-/// Passes the application's events on; queues the store's (waiting for room in the append
-/// queue, so memory stays bounded) and starts the handshakes' reads.
+/// Queues the machine's store writes (waiting for room in the append queue, so memory stays
+/// bounded) and starts the handshakes' reads; tells the relay (`queued`) when a created
+/// session's metadata write is queued.
 pub(crate) async fn pump(
     inner: Arc<Inner>,
-    mut events: ServerEvents,
-    mut app: mpsc::Sender<ServerEvent>,
+    mut requests: StoreRequests,
+    queued: mpsc::UnboundedSender<SessionId>,
 ) {
-    // `SessionCreated` of sessions whose metadata is not queued yet: the application learns
-    // of a session only after its metadata write, so that its publishes through this node
-    // come after it (the machine emits `StoreSession` right after `SessionCreated`).
-    let mut created: HashMap<SessionId, ServerEvent> = HashMap::new();
-    while let Some(event) = events.next().await {
+    while let Some(request) = requests.next().await {
         let mut announce = None;
-        let write = match event {
-            ServerEvent::SessionWanted { conn, session } => {
+        let write = match request {
+            StoreRequest::ReadSession { conn, session } => {
                 inner.spawn(provide(inner.clone(), conn, session));
                 continue;
             }
-            ServerEvent::StoreSession(stored) => {
-                announce = created.remove(&stored.session_id);
+            StoreRequest::WriteSession { session, created } => {
+                if created {
+                    announce = Some(session.session_id.clone());
+                }
                 Write::Meta {
-                    created: announce.is_some(),
-                    stored,
+                    stored: session,
+                    created,
                     room: None,
                 }
             }
-            ServerEvent::StoreAppend(pending) => Write::Append {
+            StoreRequest::Append(pending) => Write::Append {
                 events: vec![pending],
                 reply: None,
                 room: None,
             },
-            ServerEvent::RequestCheck {
+            StoreRequest::CheckRequest {
                 conn,
                 session,
                 request_id,
@@ -60,7 +62,7 @@ pub(crate) async fn pump(
                 content,
                 room: None,
             },
-            ServerEvent::OutcomeRecorded {
+            StoreRequest::WriteOutcome {
                 session,
                 request_id,
                 outcome,
@@ -71,21 +73,7 @@ pub(crate) async fn pump(
                 room: None,
             },
             other => {
-                match &other {
-                    ServerEvent::SessionCreated { session, .. } => {
-                        created.insert(session.clone(), other);
-                        continue;
-                    }
-                    ServerEvent::SessionDetached { session } => {
-                        if let Some(generation) = inner.subs.generation(session) {
-                            inner.unsubscribe_later(session.clone(), generation);
-                        }
-                    }
-                    ServerEvent::PresenceChanged { .. } => inner.presence_due.notify_one(),
-                    _ => {}
-                }
-                // Nobody listening is fine: the node keeps serving.
-                let _ = app.send(other).await;
+                tracing::error!("session store: request not understood: {other:?}");
                 continue;
             }
         };
@@ -96,8 +84,71 @@ pub(crate) async fn pump(
         if inner.writes.unbounded_send(write.with_room(room)).is_err() {
             return;
         }
-        if let Some(created) = announce {
-            let _ = app.send(created).await;
+        if let Some(session) = announce {
+            let _ = queued.unbounded_send(session);
+        }
+    }
+}
+
+/// Passes the application's events on, in order, watching sessions leave (unsubscribe) and
+/// presence change (refresh). A `SessionCreated` waits until its metadata write is queued
+/// (`queued`), and the events behind it with it: the application learns of a session only
+/// then, so that its publishes through this node come after the metadata.
+pub(crate) async fn relay(
+    inner: Arc<Inner>,
+    mut events: ServerEvents,
+    mut queued: mpsc::UnboundedReceiver<SessionId>,
+    mut app: mpsc::Sender<ServerEvent>,
+) {
+    let mut waiting: VecDeque<ServerEvent> = VecDeque::new();
+    let mut stored: HashSet<SessionId> = HashSet::new();
+    // Once the pump has ended (the server stopped) nothing is held back any more.
+    let mut pumping = true;
+    loop {
+        while let Some(event) = waiting.pop_front() {
+            if let ServerEvent::SessionCreated { session, .. } = &event {
+                if pumping && !stored.remove(session) {
+                    waiting.push_front(event);
+                    break;
+                }
+            }
+            match &event {
+                ServerEvent::SessionDetached { session } => {
+                    if let Some(generation) = inner.subs.generation(session) {
+                        inner.unsubscribe_later(session.clone(), generation);
+                    }
+                }
+                ServerEvent::PresenceChanged { .. } => inner.presence_due.notify_one(),
+                _ => {}
+            }
+            // Nobody listening is fine: the node keeps serving.
+            let _ = app.send(event).await;
+        }
+        if !waiting.is_empty() {
+            // Only its metadata write releases the first one (the hub's bounded channel holds
+            // the next events back meanwhile).
+            match queued.next().await {
+                Some(session) => {
+                    stored.insert(session);
+                }
+                None => pumping = false,
+            }
+            continue;
+        }
+        if !pumping {
+            match events.next().await {
+                Some(event) => waiting.push_back(event),
+                None => return,
+            }
+            continue;
+        }
+        match future::select(events.next(), queued.next()).await {
+            Either::Left((Some(event), _)) => waiting.push_back(event),
+            Either::Left((None, _)) => return,
+            Either::Right((Some(session), _)) => {
+                stored.insert(session);
+            }
+            Either::Right((None, _)) => pumping = false,
         }
     }
 }
@@ -109,7 +160,7 @@ async fn provide(inner: Arc<Inner>, conn: ConnId, session: SessionId) {
     if !Keys::storable(&session) {
         let _ = inner
             .server
-            .apply(move |m, now| m.provide_session(now, conn, Ok(None)))
+            .apply(move |m, now| m.handle_store_session(now, conn, Ok(None)))
             .await;
         return;
     }
@@ -131,7 +182,7 @@ async fn provide(inner: Arc<Inner>, conn: ConnId, session: SessionId) {
             Err(e) if inner.failed(&e) && attempt < READ_ATTEMPTS => {
                 inner.sleep(inner.retry_every).await;
             }
-            Err(e) => break Err(StoreUnavailable(e.to_string())),
+            Err(e) => break Err(StoreUnavailable::new(e)),
         }
     };
     let head = read.as_ref().ok().and_then(|s| s.as_ref().map(|s| s.head));
@@ -139,7 +190,7 @@ async fn provide(inner: Arc<Inner>, conn: ConnId, session: SessionId) {
     let held = inner
         .server
         .apply(move |m, now| {
-            m.provide_session(now, conn, read);
+            m.handle_store_session(now, conn, read);
             m.holds(&sid)
         })
         .await

@@ -58,7 +58,7 @@ pub(crate) async fn subscriber(inner: Arc<Inner>, mut pushes: Pushes) {
                 let mut not_held: Vec<(SessionId, Option<u64>)> = Vec::new();
                 for (session, events, generation) in notes {
                     for recorded in events {
-                        match m.ingest(now, &session, recorded) {
+                        match m.handle_store_event(now, &session, recorded) {
                             Ok(Ingest::Gap { expected }) => {
                                 // The catch-up read below covers the rest.
                                 gaps.push((session.clone(), expected));
@@ -128,7 +128,7 @@ impl Inner {
                 if ingest_all(m, now, &sid, events).is_some() {
                     // The log was trimmed past what this node needs: the client's resume
                     // (anywhere) reports the loss instead of waiting here forever.
-                    m.release_holder(now, &sid);
+                    m.handle_store_gap(now, &sid);
                 }
             })
             .await;
@@ -155,7 +155,7 @@ fn ingest_all(
     events: Vec<Recorded>,
 ) -> Option<u64> {
     for e in events {
-        match m.ingest(now, session, e) {
+        match m.handle_store_event(now, session, e) {
             Ok(Ingest::Gap { expected }) => return Some(expected),
             Ok(Ingest::NotHeld) => return None,
             Ok(_) => {}

@@ -552,13 +552,13 @@ impl Inner {
             .server
             .apply(move |m, now| {
                 for session in &stored {
-                    m.session_stored(now, session);
+                    m.handle_store_written(now, session);
                 }
                 for (conn, session, request_id, content, seen) in admits {
-                    m.admit_request(now, conn, &session, &request_id, content, seen);
+                    m.handle_store_check(now, conn, &session, &request_id, content, seen);
                 }
                 lost.into_iter()
-                    .filter(|s| m.session_lost(now, s))
+                    .filter(|s| m.handle_store_lost(now, s))
                     .collect::<Vec<_>>()
             })
             .await

@@ -454,28 +454,27 @@ impl Cluster {
 
     /// Plays the server application's part for one event of node `i`.
     pub fn on_node_event(&mut self, i: usize, e: ServerEvent) {
+        let ServerEvent::Request {
+            session,
+            request_id,
+            content,
+            ..
+        } = e
+        else {
+            return;
+        };
         let now = self.now;
-        match e {
-            ServerEvent::Request {
-                session,
-                request_id,
-                content,
-                ..
-            } => {
-                self.app_requests.push((
-                    i,
-                    session.clone(),
-                    request_id.clone(),
-                    content.clone().into(),
-                ));
-                if self.auto_respond {
-                    let outcome = Outcome::ok(json!(format!("answer to {content}")));
-                    if let Err(e) = self.nodes[i].respond(now, &session, &request_id, outcome) {
-                        panic!("respond({request_id}) on node {i}: {e}");
-                    }
-                }
+        self.app_requests.push((
+            i,
+            session.clone(),
+            request_id.clone(),
+            content.clone().into(),
+        ));
+        if self.auto_respond {
+            let outcome = Outcome::ok(json!(format!("answer to {content}")));
+            if let Err(e) = self.nodes[i].respond(now, &session, &request_id, outcome) {
+                panic!("respond({request_id}) on node {i}: {e}");
             }
-            _ => {}
         }
     }
 

@@ -60,7 +60,7 @@ pub(crate) async fn exactly_once(ctx: &mut Ctx) -> Step {
             jitter: Jitter::None,
             ..BackoffConfig::default()
         },
-        seed: 1,
+        seed: Some(tether_core::rng::seed_from_u64(1)),
         ..ClientConfig::new(ctx.options.agent_id.clone())
     };
     let mut options = tether_tokio::ConnectOptions::default();
