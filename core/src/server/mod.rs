@@ -530,7 +530,7 @@ impl Server {
         self.events.pop_front()
     }
 
-    /// Store mode: the next request to the session store (see the [`store`] module); never
+    /// Store mode: the next request to the session store ([`StoreRequest`] says what to do); never
     /// one otherwise. Drained with the other outputs after every input.
     #[must_use]
     pub fn poll_store_request(&mut self) -> Option<StoreRequest> {
