@@ -10,7 +10,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let token = Some("secret".to_owned());
     let config =
         ServerConfig { agents: vec!["echo".into()], auth_token: token, ..Default::default() };
-    let mut gateway = serve("127.0.0.1:0", config, None).await?;
+    let mut gateway = serve(TokioRuntime, "127.0.0.1:0", config, Default::default()).await?;
     let url = format!("ws://{}/ws", gateway.local_addr);
     let server = gateway.server.clone();
     tokio::spawn(async move {

@@ -188,7 +188,7 @@ fn a_server_without_metrics_serves_and_answers_404_on_metrics() {
     TOKIO.block_on(Box::pin(async {
         within(Duration::from_secs(30), async {
             let options = tether_driver::ServerOptions::default().metrics(false);
-            let bound = tether_tokio::serve_with("127.0.0.1:0", server_config(), None, options)
+            let bound = tether_tokio::serve(TokioRuntime, "127.0.0.1:0", server_config(), options)
                 .await
                 .unwrap();
             let (addr, server, mut server_events) = (bound.local_addr, bound.server, bound.events);

@@ -22,6 +22,7 @@ use tether_tokio::{Server, SessionId};
 
 use support::proxy::Proxy;
 use support::{fixtures, TOKEN};
+use tether_tokio::ServerOptions;
 use tether_tokio::{ConnectOptions, TokioRuntime};
 
 const EVENTS: u64 = 20_000;
@@ -62,6 +63,7 @@ async fn run(seed: u64, fault: Fault, faults: usize) -> Seen {
         Fault::HalfOpen(_) => Some(Duration::from_secs(1)),
     };
     let bound = tether_tokio::serve(
+        TokioRuntime,
         "127.0.0.1:0",
         ServerConfig {
             agents: vec!["echo".into()],
@@ -69,7 +71,7 @@ async fn run(seed: u64, fault: Fault, faults: usize) -> Seen {
             heartbeat_interval: heartbeat,
             ..ServerConfig::default()
         },
-        None,
+        ServerOptions::default(),
     )
     .await
     .expect("serve");

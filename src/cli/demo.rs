@@ -16,7 +16,7 @@ use tether_core::client::State;
 use tether_core::rng::Rng;
 use tether_tokio::{
     connect, serve, Bound, Client, ClientConfig, ConnectOptions, Event, Server, ServerConfig,
-    ServerEvent, SessionId, TokioRuntime,
+    ServerEvent, ServerOptions, SessionId, TokioRuntime,
 };
 
 use super::proxy::{Fault, Injected, Proxy};
@@ -83,9 +83,14 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
         mut events,
         local_addr,
         accepting,
-    } = serve("127.0.0.1:0", config, None)
-        .await
-        .map_err(|e| Failure::Runtime(format!("cannot start the demo server: {e}")))?;
+    } = serve(
+        TokioRuntime,
+        "127.0.0.1:0",
+        config,
+        ServerOptions::default(),
+    )
+    .await
+    .map_err(|e| Failure::Runtime(format!("cannot start the demo server: {e}")))?;
     let proxy = Proxy::start(local_addr, args.seed)
         .await
         .map_err(|e| Failure::Runtime(format!("cannot start the demo proxy: {e}")))?;

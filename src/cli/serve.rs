@@ -11,7 +11,7 @@ use serde_json::json;
 use tether_core::server::Authenticator;
 use tether_tokio::{
     load_snapshot, save_snapshot, serve, Audience, Bound, Outcome, Server, ServerConfig,
-    ServerEvent, ServerEvents, ServerSnapshot, TokioRuntime,
+    ServerEvent, ServerEvents, ServerOptions, ServerSnapshot, TokioRuntime,
 };
 use tokio::sync::watch;
 
@@ -133,7 +133,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
                 ..base
             };
             let (bound, node) = tether_redis::serve(TokioRuntime, config, store, |config| {
-                serve(&args.listen, config, None)
+                serve(TokioRuntime, &args.listen, config, ServerOptions::default())
             })
             .await
             .map_err(|e| cannot(&e))?;
@@ -145,9 +145,14 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
             (bound, Some(node))
         }
         None => (
-            serve(&args.listen, config, snapshot)
-                .await
-                .map_err(|e| cannot(&e))?,
+            serve(
+                TokioRuntime,
+                &args.listen,
+                config,
+                ServerOptions::default().snapshot(snapshot),
+            )
+            .await
+            .map_err(|e| cannot(&e))?,
             None,
         ),
     };

@@ -10,6 +10,7 @@ use futures::FutureExt;
 use tether_core::client::ClientConfig;
 use tether_core::server::{ServerConfig, ServerSnapshot};
 use tether_driver::{BoxFuture, Client, ClientEvents, ConnectOptions, Server, ServerEvents};
+use tether_tokio::ServerOptions;
 use tether_tokio::TokioRuntime;
 
 /// A running server started by a kit.
@@ -96,9 +97,14 @@ impl Kit for Tokio {
         snapshot: Option<ServerSnapshot>,
     ) -> BoxFuture<Gateway> {
         let handle = tokio_rt().spawn(async move {
-            tether_tokio::serve(&addr, config, snapshot)
-                .await
-                .expect("serve")
+            tether_tokio::serve(
+                TokioRuntime,
+                &addr,
+                config,
+                ServerOptions::default().snapshot(snapshot),
+            )
+            .await
+            .expect("serve")
         });
         Box::pin(async move {
             let bound = handle.await.expect("serve task");
@@ -139,10 +145,14 @@ impl Kit for AsyncStd {
         snapshot: Option<ServerSnapshot>,
     ) -> BoxFuture<Gateway> {
         Box::pin(async move {
-            let bound =
-                tether_async_std::serve(tether_async_std::AsyncStdRuntime, &addr, config, snapshot)
-                    .await
-                    .expect("serve");
+            let bound = tether_async_std::serve(
+                tether_async_std::AsyncStdRuntime,
+                &addr,
+                config,
+                ServerOptions::default().snapshot(snapshot),
+            )
+            .await
+            .expect("serve");
             Gateway {
                 server: bound.server,
                 events: bound.events,
@@ -185,10 +195,14 @@ impl Kit for Smol {
         snapshot: Option<ServerSnapshot>,
     ) -> BoxFuture<Gateway> {
         Box::pin(async move {
-            let bound =
-                tether_async_std::serve(tether_async_std::SmolRuntime, &addr, config, snapshot)
-                    .await
-                    .expect("serve");
+            let bound = tether_async_std::serve(
+                tether_async_std::SmolRuntime,
+                &addr,
+                config,
+                ServerOptions::default().snapshot(snapshot),
+            )
+            .await
+            .expect("serve");
             Gateway {
                 server: bound.server,
                 events: bound.events,

@@ -25,6 +25,7 @@
 //! use tether_driver::tungstenite::Error as WsError;
 //! use tether_driver::{
 //!     BoxFuture, Client, ConnectOptions, Connector, Message, RequestOutcome, Runtime, Server,
+//!     ServerOptions,
 //! };
 //!
 //! /// smol's clock, timers and executor.
@@ -93,7 +94,7 @@
 //! }
 //!
 //! smol::block_on(async {
-//!     let (server, mut requests) = Server::start(Smol, ServerConfig::default(), None)?;
+//!     let (server, mut requests) = Server::start(Smol, ServerConfig::default(), ServerOptions::default())?;
 //!     let answering = server.clone();
 //!     smol::spawn(async move {
 //!         while let Some(event) = requests.next().await {
@@ -134,8 +135,8 @@ use futures::{Sink, Stream};
 
 pub use client::{Client, ClientError, ClientEvents, ConnectOptions, RequestOutcome};
 pub use serve::{
-    start_serving, start_serving_with, upgrade_callback, websocket_config, Bound, HttpContext,
-    ServeError, READ_BUFFER, WRITE_BUFFER,
+    start_serving, upgrade_callback, websocket_config, Bound, HttpContext, ServeError, READ_BUFFER,
+    WRITE_BUFFER,
 };
 pub use server::{
     load_snapshot, save_snapshot, Server, ServerError, ServerEvents, ServerOptions, StoreRequests,

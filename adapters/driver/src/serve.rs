@@ -110,32 +110,6 @@ const UPGRADE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 pub fn start_serving<R, T, A, AF, U, UF, S>(
     runtime: R,
     config: ServerConfig,
-    snapshot: Option<ServerSnapshot>,
-    local_addr: SocketAddr,
-    accept: A,
-    upgrade: U,
-) -> Result<Bound, ServeError>
-where
-    R: Runtime,
-    T: Send + 'static,
-    A: FnMut() -> AF + Send + 'static,
-    AF: Future<Output = std::io::Result<(T, SocketAddr)>> + Send,
-    U: Fn(T, SocketAddr, HttpContext) -> UF + Send + Sync + 'static,
-    UF: Future<Output = Option<(S, ConnectInfo)>> + Send + 'static,
-    S: WebSocket,
-{
-    let options = ServerOptions::default();
-    start_serving_with(
-        runtime, config, snapshot, options, local_addr, accept, upgrade,
-    )
-}
-
-/// [`start_serving`] with [`ServerOptions`] (e.g. metrics off).
-#[allow(clippy::too_many_arguments)] // start_serving's, plus the options
-pub fn start_serving_with<R, T, A, AF, U, UF, S>(
-    runtime: R,
-    config: ServerConfig,
-    snapshot: Option<ServerSnapshot>,
     options: ServerOptions,
     local_addr: SocketAddr,
     mut accept: A,
@@ -151,7 +125,7 @@ where
     S: WebSocket,
 {
     let token = config.auth_token.as_deref().map(std::sync::Arc::from);
-    let (server, events) = Server::start_with(runtime.clone(), config, snapshot, options)?;
+    let (server, events) = Server::start(runtime.clone(), config, options)?;
     let http = HttpContext {
         server: server.clone(),
         token,

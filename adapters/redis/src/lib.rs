@@ -60,13 +60,14 @@
 //! use tether_core::client::{ClientConfig, Event, State};
 //! use tether_core::server::{ServerConfig, SessionId};
 //! use tether_redis::{serve, testing::RedisServer, RedisConfig};
-//! use tether_tokio::{connect, ConnectOptions, TokioRuntime};
+//! use tether_tokio::{connect, ConnectOptions, ServerOptions, TokioRuntime};
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let redis = RedisServer::for_tests();
 //!     let config = || RedisConfig::new(redis.url.clone());
-//!     let bind = |config| tether_tokio::serve("127.0.0.1:0", config, None);
+//!     let options = ServerOptions::default;
+//!     let bind = |config| tether_tokio::serve(TokioRuntime, "127.0.0.1:0", config, options());
 //!     let (a, _node_a) = serve(TokioRuntime, ServerConfig::default(), config(), bind).await?;
 //!     let (_b, node_b) = serve(TokioRuntime, ServerConfig::default(), config(), bind).await?;
 //!

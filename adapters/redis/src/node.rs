@@ -33,7 +33,8 @@ use crate::worker::{writer, RunIds, Write};
 /// node's loops on `runtime` (the adapter's runtime). `bound.events` carries what the
 /// application handles (requests, session events); the store's own events are consumed by the
 /// node. On tokio:
-/// `serve(TokioRuntime, config, redis, |config| tether_tokio::serve(addr, config, None))`
+/// `serve(TokioRuntime, config, redis, |config| tether_tokio::serve(TokioRuntime, addr, config,
+/// ServerOptions::default()))`
 /// (the crate docs run two nodes).
 pub async fn serve<R, B, F>(
     runtime: R,

@@ -19,7 +19,7 @@ use tether_driver::{BoxFuture, ClientEvents, Runtime};
 use tether_redis::{NodeError, RedisConfig, RedisNode};
 
 use support::{echo, failover_client_config, publish, redis, server_config, store_config, Seen};
-use tether_async_std::ConnectOptions;
+use tether_async_std::{ConnectOptions, ServerOptions};
 
 const STREAM: u64 = 3_000;
 const AWAY: u64 = 300;
@@ -76,7 +76,9 @@ impl SmolNode {
         runtime.spawn(Box::pin(async move {
             let deadline = Instant::now() + Duration::from_secs(10);
             let (bound, node) = loop {
-                let bind = |config| tether_async_std::serve(rt.clone(), &addr, config, None);
+                let bind = |config| {
+                    tether_async_std::serve(rt.clone(), &addr, config, ServerOptions::default())
+                };
                 match tether_redis::serve(rt.clone(), config.clone(), redis.clone(), bind).await {
                     Ok(started) => break started,
                     Err(NodeError::Serve(_)) if Instant::now() < deadline => {

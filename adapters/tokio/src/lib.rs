@@ -11,11 +11,12 @@
 //! ```
 //! use futures::StreamExt;
 //! use tether_tokio::{connect, serve, ClientConfig, Event, Outcome, RequestOutcome};
-//! use tether_tokio::{ServerConfig, ServerEvent, TokioRuntime};
+//! use tether_tokio::{ServerConfig, ServerEvent, ServerOptions, TokioRuntime};
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     let mut gateway = serve("127.0.0.1:0", ServerConfig::default(), None).await?;
+//!     let options = ServerOptions::default();
+//!     let mut gateway = serve(TokioRuntime, "127.0.0.1:0", ServerConfig::default(), options).await?;
 //!     let url = format!("ws://{}/ws", gateway.local_addr);
 //!     let server = gateway.server.clone();
 //!     tokio::spawn(async move {
@@ -126,23 +127,13 @@ pub fn connect(
 
 /// Binds `addr` and serves WebSocket connections on `/ws` (other upgrade paths get HTTP 403, like
 /// the PraisonAI gateway) and, on the same port, `GET /health`, `/ready`, `/live` and `/metrics`
-/// (see `tether_driver::http`). An all-zero `seed` (the default) is replaced with OS entropy, so session
-/// ids are unguessable; an `epoch_at_start` of 0 with the system clock. `snapshot` restores
-/// sessions saved by a previous run.
+/// (see `tether_driver::http`), on `runtime` (the current tokio runtime). A `seed` of `None` (the
+/// default) is drawn from OS entropy, so session ids are unguessable; an `epoch_at_start` of 0
+/// is the system clock. [`ServerOptions`]: a snapshot of a previous run to restore, metrics.
 pub async fn serve(
+    runtime: TokioRuntime,
     addr: &str,
     config: ServerConfig,
-    snapshot: Option<ServerSnapshot>,
-) -> Result<Bound, ServeError> {
-    serve_with(addr, config, snapshot, ServerOptions::default()).await
-}
-
-/// [`serve`] with [`ServerOptions`] (e.g. `ServerOptions::default().metrics(false)`: no
-/// Prometheus counting, `GET /metrics` answers 404).
-pub async fn serve_with(
-    addr: &str,
-    config: ServerConfig,
-    snapshot: Option<ServerSnapshot>,
     options: ServerOptions,
 ) -> Result<Bound, ServeError> {
     let listener = Arc::new(TcpListener::bind(addr).await.map_err(ServeError::Bind)?);
@@ -165,13 +156,5 @@ pub async fn serve_with(
         .ok()?;
         Some((socket, info?))
     };
-    tether_driver::start_serving_with(
-        TokioRuntime,
-        config,
-        snapshot,
-        options,
-        local_addr,
-        accept,
-        upgrade,
-    )
+    tether_driver::start_serving(runtime, config, options, local_addr, accept, upgrade)
 }

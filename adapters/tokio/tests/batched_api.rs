@@ -33,9 +33,14 @@ fn event(n: u64) -> Vec<(&'static str, Value)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_are_published_in_order_and_errors_stop_the_rest_of_a_batch() {
-    let bound = serve("127.0.0.1:0", ServerConfig::default(), None)
-        .await
-        .expect("serve");
+    let bound = serve(
+        TokioRuntime,
+        "127.0.0.1:0",
+        ServerConfig::default(),
+        Default::default(),
+    )
+    .await
+    .expect("serve");
     let url = format!("ws://{}/ws", bound.local_addr);
     let (server, mut server_events) = (bound.server.clone(), bound.events);
     let (client, mut events) = connect(

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use super::bare::{bare_session, BareClient, SeqCheck};
 use super::stream::{self, publish_stream, Tokio};
 use super::{before, median, Row, Sizes, Target, Unit};
+use tether_tokio::ServerOptions;
 use tether_tokio::{ConnectOptions, TokioRuntime};
 
 const SERVERS: &str = "PraisonAI: server → 1 client";
@@ -256,9 +257,14 @@ async fn python_to_bare(py: &Python, commands: u32, batch: u32) -> Result<f64, S
 
 /// tether's server publishing to a bare client: events per second.
 async fn tether_to_bare(n: u64) -> Result<f64, String> {
-    let bound = tether_tokio::serve("127.0.0.1:0", stream::server_config(), None)
-        .await
-        .map_err(|e| format!("serve: {e}"))?;
+    let bound = tether_tokio::serve(
+        TokioRuntime,
+        "127.0.0.1:0",
+        stream::server_config(),
+        ServerOptions::default(),
+    )
+    .await
+    .map_err(|e| format!("serve: {e}"))?;
     let url = format!("ws://{}/ws", bound.local_addr);
     let server = bound.server.clone();
     let mut server_events = bound.events;

@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 
 use super::{before, median, percentile, Row, Sizes, Target, Unit, CONTENT};
 use tether_tokio::ConnectOptions;
+use tether_tokio::ServerOptions;
 
 /// Events per publish call on both sides.
 const BATCH: usize = 256;
@@ -92,9 +93,14 @@ impl Gateway {
         };
         let (bound, publisher) = match redis {
             None => {
-                let bound = tether_tokio::serve("127.0.0.1:0", server_config(), None)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let bound = tether_tokio::serve(
+                    TokioRuntime,
+                    "127.0.0.1:0",
+                    server_config(),
+                    ServerOptions::default(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
                 let publisher = Publisher::Memory(Box::new(bound.server.clone()));
                 (bound, publisher)
             }
@@ -107,7 +113,12 @@ impl Gateway {
                 };
                 let (bound, node) =
                     tether_redis::serve(TokioRuntime, server_config(), store, |config| {
-                        tether_tokio::serve("127.0.0.1:0", config, None)
+                        tether_tokio::serve(
+                            TokioRuntime,
+                            "127.0.0.1:0",
+                            config,
+                            ServerOptions::default(),
+                        )
                     })
                     .await
                     .map_err(|e| e.to_string())?;

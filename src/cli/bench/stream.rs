@@ -65,7 +65,7 @@ impl Adapter for Tokio {
         options: ServerOptions,
     ) -> BoxFuture<Result<Bound, ServeError>> {
         Box::pin(
-            async move { tether_tokio::serve_with("127.0.0.1:0", config, None, options).await },
+            async move { tether_tokio::serve(TokioRuntime, "127.0.0.1:0", config, options).await },
         )
     }
     fn connect(
@@ -95,9 +95,7 @@ impl<R: Runtime> Adapter for AsyncAdapter<R> {
         options: ServerOptions,
     ) -> BoxFuture<Result<Bound, ServeError>> {
         let rt = self.0.clone();
-        Box::pin(async move {
-            tether_async_std::serve_with(rt, "127.0.0.1:0", config, None, options).await
-        })
+        Box::pin(async move { tether_async_std::serve(rt, "127.0.0.1:0", config, options).await })
     }
     fn connect(
         &self,

@@ -96,11 +96,17 @@ pub struct ServerOptions {
     /// Prometheus metrics (default on). Off, the hub and the connection tasks count and time
     /// nothing and `GET /metrics` answers 404.
     pub metrics: bool,
+    /// Sessions saved by a previous run ([`load_snapshot`]), restored at start (their clients
+    /// resume them by id); `None` (the default): none.
+    pub snapshot: Option<ServerSnapshot>,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        Self { metrics: true }
+        Self {
+            metrics: true,
+            snapshot: None,
+        }
     }
 }
 
@@ -108,6 +114,12 @@ impl ServerOptions {
     /// These options with metrics on or off.
     pub fn metrics(mut self, on: bool) -> Self {
         self.metrics = on;
+        self
+    }
+
+    /// These options restoring `snapshot` (a snapshot, or what [`load_snapshot`] returned).
+    pub fn snapshot(mut self, snapshot: impl Into<Option<ServerSnapshot>>) -> Self {
+        self.snapshot = snapshot.into();
         self
     }
 }
@@ -173,22 +185,14 @@ impl Stream for ServerEvents {
 }
 
 impl Server {
-    /// Starts the hub, with the sessions of `snapshot` if given (clients resume them by id).
+    /// Starts the hub on `runtime`, with the sessions of [`ServerOptions::snapshot`] if given
+    /// (clients resume them by id).
     pub fn start<R: Runtime>(
         runtime: R,
         config: ServerConfig,
-        snapshot: Option<ServerSnapshot>,
-    ) -> Result<(Server, ServerEvents), ServerError> {
-        Self::start_with(runtime, config, snapshot, ServerOptions::default())
-    }
-
-    /// [`Server::start`] with [`ServerOptions`] (e.g. metrics off).
-    pub fn start_with<R: Runtime>(
-        runtime: R,
-        config: ServerConfig,
-        snapshot: Option<ServerSnapshot>,
         options: ServerOptions,
     ) -> Result<(Server, ServerEvents), ServerError> {
+        let ServerOptions { metrics, snapshot } = options;
         let mut config = config;
         // Session ids are bearer capabilities: unguessable unless the caller chose a seed.
         if config.seed.is_none() {
@@ -214,7 +218,7 @@ impl Server {
         };
         let (stopped_tx, stopped_rx) = oneshot::channel();
         let sent = Arc::new(Ledger::default());
-        let metrics = if options.metrics {
+        let metrics = if metrics {
             ServerMetrics::new()
         } else {
             ServerMetrics::disabled()

@@ -13,6 +13,7 @@ use tether_core::server::{Outcome, ServerConfig, ServerEvent, SessionId};
 use tether_driver::{Bound, Server, ServerEvents};
 use tether_redis::testing::RedisServer;
 use tether_redis::{NodeError, RedisConfig, RedisNode};
+use tether_tokio::ServerOptions;
 use tether_tokio::TokioRuntime;
 
 pub fn redis() -> RedisServer {
@@ -92,7 +93,7 @@ pub async fn serve_tokio(
     redis: RedisConfig,
 ) -> Result<(Bound, RedisNode), NodeError> {
     tether_redis::serve(TokioRuntime, config, redis, |config| {
-        tether_tokio::serve(addr, config, None)
+        tether_tokio::serve(TokioRuntime, addr, config, ServerOptions::default())
     })
     .await
 }
