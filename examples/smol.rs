@@ -1,11 +1,12 @@
 //! cargo run --example smol. On async-std: `AsyncStdRuntime`, `async_std::task::{block_on, spawn}`.
 use futures::StreamExt;
-use tether_async_std::{connect, serve, ClientConfig, Outcome, RequestOutcome, ServerConfig};
-use tether_async_std::{ServerEvent::Request, SmolRuntime};
+use tether_async_std::{connect, serve, ClientConfig, Outcome, RequestOutcome};
+use tether_async_std::{ConnectOptions, ServerEvent::Request, ServerOptions, SmolRuntime};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     smol::block_on(async {
-        let mut gateway = serve(SmolRuntime, "127.0.0.1:0", ServerConfig::default(), None).await?;
+        let options = ServerOptions::default();
+        let mut gateway = serve(SmolRuntime, "127.0.0.1:0", Default::default(), options).await?;
         let url = format!("ws://{}/ws", gateway.local_addr);
         let server = gateway.server.clone();
         smol::spawn(async move {
@@ -19,7 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         })
         .detach();
-        let (client, _events) = connect(SmolRuntime, url, None, ClientConfig::new("echo"))?;
+        let options = ConnectOptions::default();
+        let (client, _events) = connect(SmolRuntime, url, ClientConfig::new("echo"), options)?;
         if let RequestOutcome::Final { content: Some(answer), .. } = client.send("hello").await? {
             println!("{answer}"); // echo: hello
         }

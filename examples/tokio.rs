@@ -1,7 +1,8 @@
 //! cargo run --example tokio: a request answered, then three events delivered once, in order.
 use futures::StreamExt;
 use tether_tokio::ServerEvent::{Request, SessionCreated};
-use tether_tokio::{connect, serve, ClientConfig, Event, Outcome, RequestOutcome, ServerConfig};
+use tether_tokio::{connect, serve, ClientConfig, ConnectOptions, Event, Outcome, RequestOutcome};
+use tether_tokio::{ServerConfig, TokioRuntime};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -9,7 +10,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let token = Some("secret".to_owned());
     let config =
         ServerConfig { agents: vec!["echo".into()], auth_token: token, ..Default::default() };
-    let mut gateway = serve("127.0.0.1:0", config, None).await?;
+    let mut gateway = serve(TokioRuntime, "127.0.0.1:0", config, Default::default()).await?;
     let url = format!("ws://{}/ws", gateway.local_addr);
     let server = gateway.server.clone();
     tokio::spawn(async move {
@@ -33,7 +34,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
 
     // The client: reconnects by itself, resumes its session, delivers each event once.
-    let (client, mut events) = connect(url, Some("secret"), ClientConfig::new("echo"))?;
+    let options = ConnectOptions::default().token("secret");
+    let (client, mut events) = connect(TokioRuntime, url, ClientConfig::new("echo"), options)?;
     if let RequestOutcome::Final { content: Some(answer), .. } = client.send("hello").await? {
         println!("{answer}"); // echo: hello
     }

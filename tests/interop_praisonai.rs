@@ -18,6 +18,7 @@ use support::*;
 use tether_core::client::{ClientConfig, ClosedReason, Event, HandshakeMode, State};
 use tether_core::server::{Outcome, ServerEvent};
 use tether_core::wire::ConnectErrorCode;
+use tether_tokio::{ConnectOptions, TokioRuntime};
 use tokio_tungstenite::tungstenite::Message as RawMessage;
 
 fn peer_dir() -> PathBuf {
@@ -202,8 +203,13 @@ fn tether_client_against_the_real_python_server() {
 
             // A process restarted from an old resume state (cursor 5) asks for more than the
             // server's persisted window (last 100 events): the loss is reported, not hidden.
-            let (_old, mut events) =
-                tether_tokio::connect_resumed(gw.url(), Some(gw.token()), config(), saved).unwrap();
+            let (_old, mut events) = tether_tokio::connect(
+                TokioRuntime,
+                gw.url(),
+                config(),
+                ConnectOptions::default().token(gw.token()).resume(saved),
+            )
+            .unwrap();
             let mut lost = vec![];
             let mut delivered = vec![];
             while delivered.len() < 100 {

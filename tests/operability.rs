@@ -13,6 +13,7 @@ use support::*;
 use tether_core::client::{Event, State};
 use tether_core::server::ServerEvent;
 use tether_driver::metrics::ClientMetrics;
+use tether_tokio::{ConnectOptions, TokioRuntime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `GET path` with an optional bearer token: (status, body).
@@ -48,14 +49,15 @@ fn metrics_health_and_readiness_after_a_scripted_scenario() {
             let mut config = client_config();
             config.backoff.initial = Duration::from_millis(300);
             config.backoff.jitter = tether_core::backoff::Jitter::None;
-            let (client, mut events) = tether_driver::Client::start_observed(
+            let options = ConnectOptions::default()
+                .token(TOKEN)
+                .metrics(client_metrics.clone());
+            let (client, mut events) = tether_driver::Client::start(
                 tether_tokio::TokioRuntime,
                 tether_tokio::TokioConnector,
                 gw.url(),
-                Some(TOKEN),
                 config,
-                Default::default(),
-                Some(client_metrics.clone()),
+                options,
             )
             .unwrap();
             let (session, conn) = loop {
@@ -186,13 +188,18 @@ fn a_server_without_metrics_serves_and_answers_404_on_metrics() {
     TOKIO.block_on(Box::pin(async {
         within(Duration::from_secs(30), async {
             let options = tether_driver::ServerOptions::default().metrics(false);
-            let bound = tether_tokio::serve_with("127.0.0.1:0", server_config(), None, options)
+            let bound = tether_tokio::serve(TokioRuntime, "127.0.0.1:0", server_config(), options)
                 .await
                 .unwrap();
             let (addr, server, mut server_events) = (bound.local_addr, bound.server, bound.events);
             let url = format!("ws://{addr}/ws");
-            let (client, mut events) =
-                tether_tokio::connect(url.as_str(), Some(TOKEN), client_config()).unwrap();
+            let (client, mut events) = tether_tokio::connect(
+                TokioRuntime,
+                url.as_str(),
+                client_config(),
+                ConnectOptions::default().token(TOKEN),
+            )
+            .unwrap();
             let session = loop {
                 if let ServerEvent::SessionCreated { session, .. } =
                     server_events.next().await.unwrap()

@@ -22,6 +22,8 @@ use tether_tokio::{Server, SessionId};
 
 use support::proxy::Proxy;
 use support::{fixtures, TOKEN};
+use tether_tokio::ServerOptions;
+use tether_tokio::{ConnectOptions, TokioRuntime};
 
 const EVENTS: u64 = 20_000;
 const RATE: f64 = 2_000.0;
@@ -58,9 +60,10 @@ struct Seen {
 async fn run(seed: u64, fault: Fault, faults: usize) -> Seen {
     let heartbeat = match fault {
         Fault::Reset => ServerConfig::default().heartbeat_interval,
-        Fault::HalfOpen(_) => Duration::from_secs(1),
+        Fault::HalfOpen(_) => Some(Duration::from_secs(1)),
     };
     let bound = tether_tokio::serve(
+        TokioRuntime,
         "127.0.0.1:0",
         ServerConfig {
             agents: vec!["echo".into()],
@@ -68,7 +71,7 @@ async fn run(seed: u64, fault: Fault, faults: usize) -> Seen {
             heartbeat_interval: heartbeat,
             ..ServerConfig::default()
         },
-        None,
+        ServerOptions::default(),
     )
     .await
     .expect("serve");
@@ -76,11 +79,16 @@ async fn run(seed: u64, fault: Fault, faults: usize) -> Seen {
     let mut server_events = bound.events;
     let proxy = Proxy::start(bound.local_addr, seed).await;
     let config = ClientConfig {
-        seed,
+        seed: Some(tether_core::rng::seed_from_u64(seed)),
         ..ClientConfig::new("echo")
     };
-    let (client, mut events) =
-        tether_tokio::connect(proxy.url(), Some(TOKEN), config).expect("connect");
+    let (client, mut events) = tether_tokio::connect(
+        TokioRuntime,
+        proxy.url(),
+        config,
+        ConnectOptions::default().token(TOKEN),
+    )
+    .expect("connect");
 
     let session = loop {
         match server_events.next().await.expect("server events") {

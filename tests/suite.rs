@@ -207,7 +207,7 @@ async fn half_open_detected(s: &'static dyn Kit, c: &'static dyn Kit) {
     within(Duration::from_secs(30), async {
         let mut config = server_config();
         let interval = Duration::from_millis(400);
-        config.heartbeat_interval = interval;
+        config.heartbeat_interval = Some(interval);
         config.missed_beats = 100; // the server must not be the one to notice
         let mut gw = Gateway::start(s, config).await;
         let proxy = proxy::Proxy::start(gw.addr, 1).await;
@@ -309,7 +309,7 @@ async fn sends_while_down(s: &'static dyn Kit, c: &'static dyn Kit) {
 async fn garbage_isolated(s: &'static dyn Kit, c: &'static dyn Kit) {
     within(Duration::from_secs(60), async {
         let mut config = server_config();
-        config.max_payload = 64 * 1024;
+        config.max_frame_bytes = 64 * 1024;
         let mut gw = Gateway::start(s, config).await;
         let (_client, mut events) = c.connect(&gw.url(), Some(TOKEN), client_config());
         let session = gw.next_session().await;

@@ -456,7 +456,7 @@ fn idle_server(sessions: u64, interval: std::time::Duration) -> (Server, Instant
     let mut server = Server::new(
         ServerConfig {
             agents: vec!["echo".into()],
-            heartbeat_interval: interval,
+            heartbeat_interval: Some(interval),
             missed_beats: u32::MAX,
             max_sessions: sessions as usize + 1,
             max_connections: sessions as usize + 1,

@@ -3,7 +3,7 @@
 //! [`Heartbeat`] holds no clock: it is advanced by [`Heartbeat::poll`] with the caller's `now` and
 //! asks to be woken at [`Heartbeat::next_deadline`]. Pings keep a fixed schedule (every `interval`
 //! after the previous ping); only inbound frames prove the peer alive, our own traffic does not.
-//! After `interval × silence_factor` without an inbound frame the peer is declared dead, once.
+//! After `interval × missed_beats` without an inbound frame the peer is declared dead, once.
 
 use std::time::{Duration, Instant};
 
@@ -15,9 +15,9 @@ pub struct HeartbeatConfig {
     /// Time between pings (the client takes it from the server's `heartbeat_ms` policy). Zero
     /// disables the heartbeat: no pings and no silence watchdog.
     pub interval: Duration,
-    /// The peer is dead after `interval × silence_factor` without an inbound frame (a client
+    /// The peer is dead after `interval × missed_beats` without an inbound frame (a client
     /// uses 2). Zero is treated as 1.
-    pub silence_factor: u32,
+    pub missed_beats: u32,
 }
 
 impl HeartbeatConfig {
@@ -25,7 +25,7 @@ impl HeartbeatConfig {
     pub fn disabled() -> Self {
         Self {
             interval: Duration::ZERO,
-            silence_factor: 1,
+            missed_beats: 1,
         }
     }
 
@@ -34,7 +34,7 @@ impl HeartbeatConfig {
         if self.interval.is_zero() {
             None
         } else {
-            Some(self.interval.saturating_mul(self.silence_factor.max(1)))
+            Some(self.interval.saturating_mul(self.missed_beats.max(1)))
         }
     }
 }
@@ -82,7 +82,7 @@ impl Heartbeat {
     }
 
     /// The earliest of the next ping time and the first instant at which the peer counts as dead
-    /// (one nanosecond after `last_inbound + interval × factor`, since at exactly the limit it is
+    /// (one nanosecond after `last_inbound + interval × missed_beats`, since at exactly the limit it is
     /// still alive). `None` if disabled, already dead, or too far in the future to represent.
     pub fn next_deadline(&self) -> Option<Instant> {
         let silence = self.dead_at();
@@ -92,7 +92,7 @@ impl Heartbeat {
         }
     }
 
-    /// Advances to `now`. Returns `Some(Dead)` (once) if more than `interval × factor` passed since
+    /// Advances to `now`. Returns `Some(Dead)` (once) if more than `interval × missed_beats` passed since
     /// the last inbound frame — checked first — else `Some(SendPing)` if the ping time has come
     /// (the next ping is then scheduled at `now + interval`), else `None`. Calling early or twice
     /// does nothing extra; a `now` earlier than a previous one is harmless.
@@ -153,10 +153,10 @@ mod tests {
         Duration::from_secs(s)
     }
 
-    fn config(interval: u64, silence_factor: u32) -> HeartbeatConfig {
+    fn config(interval: u64, missed_beats: u32) -> HeartbeatConfig {
         HeartbeatConfig {
             interval: secs(interval),
-            silence_factor,
+            missed_beats,
         }
     }
 
@@ -270,7 +270,7 @@ mod tests {
         let t = t0();
         let cfg = HeartbeatConfig {
             interval: Duration::MAX,
-            silence_factor: u32::MAX,
+            missed_beats: u32::MAX,
         };
         let mut hb = Heartbeat::new(cfg, t);
         assert_eq!(hb.next_deadline(), None);

@@ -8,12 +8,20 @@
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng as _, SeedableRng};
 
+/// A 256-bit config seed (`ClientConfig::seed`, `ServerConfig::seed`) spread from a small
+/// number, for tests and simulations: a machine seeded with it draws what [`Rng::from_u64`]
+/// draws. Not for production servers (their session ids must be unguessable).
+pub fn seed_from_u64(seed: u64) -> [u8; 32] {
+    ChaCha8Rng::seed_from_u64(seed).get_seed()
+}
+
 /// A deterministic pseudo-random generator seeded from configuration.
 #[derive(Debug, Clone)]
 pub struct Rng(ChaCha8Rng);
 
 impl Rng {
-    /// A generator whose whole output is determined by `seed` (fine for jitter and request ids).
+    /// A generator whose whole output is determined by `seed` (fine for jitter and request ids):
+    /// the generator of [`seed_from_u64`]`(seed)`.
     pub fn from_u64(seed: u64) -> Self {
         Self(ChaCha8Rng::seed_from_u64(seed))
     }

@@ -180,7 +180,7 @@ fn run(script: Vec<Step>, window: u64, v2: bool, seed: u64) -> World {
             jitter: Jitter::Full,
             ..BackoffConfig::default()
         },
-        seed,
+        seed: Some(tether_core::rng::seed_from_u64(seed)),
         ..ClientConfig::new("echo")
     };
     let now = origin();

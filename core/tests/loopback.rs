@@ -40,7 +40,7 @@ impl Loop {
         let now = origin();
         let server_config = ServerConfig {
             agents: vec!["echo".into()],
-            seed: [seed as u8; 32],
+            seed: Some([seed as u8; 32]),
             auth_token: Some("t0ken".into()),
             recovery_session_events: 100_000,
             ..ServerConfig::default()
@@ -53,7 +53,7 @@ impl Loop {
                 jitter: Jitter::Full,
                 ..BackoffConfig::default()
             },
-            seed,
+            seed: Some(tether_core::rng::seed_from_u64(seed)),
             ..ClientConfig::new("echo")
         };
         let mut l = Self {

@@ -238,10 +238,10 @@ proptest! {
             dedup_max: 5,
             max_sessions: 3,
             max_connections: 4,
-            max_payload: 512,
+            max_frame_bytes: 512,
             max_queued_frames: 4,
             max_buffered_bytes: 1024,
-            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_interval: Some(Duration::from_secs(5)),
             handshake_timeout: Duration::from_secs(3),
             session_ttl: Duration::from_secs(30),
             ..ServerConfig::default()

@@ -12,7 +12,8 @@ use serde_json::{Map, Value};
 use tether_core::backoff::{BackoffConfig, GiveUp};
 use tether_core::client::{ClosedReason, Delivered, DisconnectCause, Rejection, State};
 use tether_tokio::{
-    Client, ClientConfig, ClientError, ClientEvents, Event, RequestOutcome, ResumeState,
+    Client, ClientConfig, ClientError, ClientEvents, ConnectOptions, Event, RequestOutcome,
+    ResumeState,
 };
 
 use super::{parse_duration, Failure};
@@ -87,7 +88,6 @@ pub async fn run(args: ConnectArgs) -> Result<(), Failure> {
         Some(path) => load_state(path, &args.agent_id)?,
         None => None,
     };
-    let seed = u64::from_le_bytes(super::random_bytes()?[..8].try_into().unwrap_or([0; 8]));
     let config = ClientConfig {
         backoff: BackoffConfig {
             // The default schedule (first retry within 250 ms of a cut), but a CLI user watches
@@ -97,7 +97,6 @@ pub async fn run(args: ConnectArgs) -> Result<(), Failure> {
             max_elapsed: (!args.timeout.is_zero()).then_some(args.timeout),
             ..BackoffConfig::default()
         },
-        seed,
         ..ClientConfig::new(args.agent_id.clone())
     };
     let token = args.token.as_deref();
@@ -105,25 +104,23 @@ pub async fn run(args: ConnectArgs) -> Result<(), Failure> {
         Some(addr) => Some(serve_metrics(addr).await?),
         None => None,
     };
-    let state = match saved.clone() {
-        Some(state) => {
-            eprintln!(
-                "resuming session {} after cursor {}",
-                state.session_id.as_deref().unwrap_or("?"),
-                state.cursor.map_or("-".into(), |c| c.to_string())
-            );
-            state
-        }
-        None => ResumeState::default(),
-    };
-    let started = Client::start_observed(
+    let mut options = ConnectOptions::default();
+    options.token = token.map(str::to_owned);
+    options.metrics = metrics;
+    if let Some(state) = saved.clone() {
+        eprintln!(
+            "resuming session {} after cursor {}",
+            state.session_id.as_deref().unwrap_or("?"),
+            state.cursor.map_or("-".into(), |c| c.to_string())
+        );
+        options.resume = Some(state);
+    }
+    let started = Client::start(
         tether_tokio::TokioRuntime,
         tether_tokio::TokioConnector,
         urls,
-        token,
         config,
-        state,
-        metrics,
+        options,
     );
     let (client, events) = started.map_err(|e| match e {
         ClientError::Url(e) => Failure::Usage(e.to_string()),

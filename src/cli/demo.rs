@@ -15,8 +15,8 @@ use tether_core::backoff::BackoffConfig;
 use tether_core::client::State;
 use tether_core::rng::Rng;
 use tether_tokio::{
-    connect, serve, Bound, Client, ClientConfig, Event, Server, ServerConfig, ServerEvent,
-    SessionId,
+    connect, serve, Bound, Client, ClientConfig, ConnectOptions, Event, Server, ServerConfig,
+    ServerEvent, ServerOptions, SessionId, TokioRuntime,
 };
 
 use super::proxy::{Fault, Injected, Proxy};
@@ -83,9 +83,14 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
         mut events,
         local_addr,
         accepting,
-    } = serve("127.0.0.1:0", config, None)
-        .await
-        .map_err(|e| Failure::Runtime(format!("cannot start the demo server: {e}")))?;
+    } = serve(
+        TokioRuntime,
+        "127.0.0.1:0",
+        config,
+        ServerOptions::default(),
+    )
+    .await
+    .map_err(|e| Failure::Runtime(format!("cannot start the demo server: {e}")))?;
     let proxy = Proxy::start(local_addr, args.seed)
         .await
         .map_err(|e| Failure::Runtime(format!("cannot start the demo proxy: {e}")))?;
@@ -108,11 +113,16 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
             max: Duration::from_millis(250),
             ..BackoffConfig::default()
         },
-        seed: args.seed,
+        seed: Some(tether_core::rng::seed_from_u64(args.seed)),
         ..ClientConfig::new("echo")
     };
-    let (client, mut client_events) = connect(proxy.url(), Some(TOKEN), client_config)
-        .map_err(|e| Failure::Runtime(format!("cannot start the demo client: {e}")))?;
+    let (client, mut client_events) = connect(
+        TokioRuntime,
+        proxy.url(),
+        client_config,
+        ConnectOptions::default().token(TOKEN),
+    )
+    .map_err(|e| Failure::Runtime(format!("cannot start the demo client: {e}")))?;
 
     let session = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(event) = events.next().await {

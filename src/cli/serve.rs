@@ -11,7 +11,7 @@ use serde_json::json;
 use tether_core::server::Authenticator;
 use tether_tokio::{
     load_snapshot, save_snapshot, serve, Audience, Bound, Outcome, Server, ServerConfig,
-    ServerEvent, ServerEvents, ServerSnapshot,
+    ServerEvent, ServerEvents, ServerOptions, ServerSnapshot, TokioRuntime,
 };
 use tokio::sync::watch;
 
@@ -111,7 +111,8 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
     let config = ServerConfig {
         agents: args.agents.clone(),
         auth_token: Some(token.clone()),
-        heartbeat_interval: Duration::from_millis(args.heartbeat_ms),
+        heartbeat_interval: (args.heartbeat_ms > 0)
+            .then(|| Duration::from_millis(args.heartbeat_ms)),
         recovery_window: args.recovery_window,
         recovery_session_bytes: args.recovery_session_bytes,
         recovery_total_bytes: args.recovery_total_bytes,
@@ -131,9 +132,11 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
                 prefix: args.redis_prefix.clone(),
                 ..base
             };
-            let (bound, node) = tether_redis::serve(&args.listen, config, store)
-                .await
-                .map_err(|e| cannot(&e))?;
+            let (bound, node) = tether_redis::serve(TokioRuntime, config, store, |config| {
+                serve(TokioRuntime, &args.listen, config, ServerOptions::default())
+            })
+            .await
+            .map_err(|e| cannot(&e))?;
             eprintln!(
                 "node {} of the gateway in {url} (prefix {})",
                 node.node_id(),
@@ -142,9 +145,14 @@ pub async fn run(args: ServeArgs) -> Result<(), Failure> {
             (bound, Some(node))
         }
         None => (
-            serve(&args.listen, config, snapshot)
-                .await
-                .map_err(|e| cannot(&e))?,
+            serve(
+                TokioRuntime,
+                &args.listen,
+                config,
+                ServerOptions::default().snapshot(snapshot),
+            )
+            .await
+            .map_err(|e| cannot(&e))?,
             None,
         ),
     };

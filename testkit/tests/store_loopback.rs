@@ -13,6 +13,7 @@ use tether_core::cursor::ResumeState;
 use tether_core::rng::Rng;
 use tether_core::server::{
     ConnId, Ingest, IngestError, Outcome, Recorded, Server, ServerEvent, ServerTransmit, SessionId,
+    StoreRequest,
 };
 use tether_core::version::VersionRange;
 use tether_core::wire::ConnectErrorCode;
@@ -41,10 +42,10 @@ fn with_client(config: ClientConfig, nodes: usize, ring: usize, keep: usize) -> 
 fn failovers(config: ClientConfig) {
     const A: usize = 0;
     const B: usize = 1;
-    let seed = config.seed;
+    let seed = config.seed.expect("a seeded client");
     let mut c = with_client(config, 2, 4096, 4096);
     c.settle();
-    let mut rng = Rng::from_u64(seed);
+    let mut rng = Rng::from_bytes(seed);
     let mut stream = |c: &mut Cluster, total: u64| {
         let mut left = total;
         while left > 0 {
@@ -387,7 +388,10 @@ fn a_stale_local_copy_gives_way_to_the_stores_newer_state_without_a_false_gap() 
     c.publish(A, 10, Via::Publish);
     // Late notifications of what A held long ago change nothing.
     for r in old {
-        assert_eq!(c.nodes[A].ingest(c.now, &sid, r), Ok(Ingest::Duplicate));
+        assert_eq!(
+            c.nodes[A].handle_store_event(c.now, &sid, r),
+            Ok(Ingest::Duplicate)
+        );
     }
     c.pump();
     assert_eq!(c.seen.gaps, 0, "no false gap");
@@ -411,11 +415,11 @@ fn a_malformed_stored_frame_is_refused_and_the_node_keeps_going() {
         target: None,
     };
     assert_eq!(
-        c.nodes[A].ingest(c.now, &sid, garbage(head + 1, "not json at all")),
+        c.nodes[A].handle_store_event(c.now, &sid, garbage(head + 1, "not json at all")),
         Err(IngestError::Malformed(head + 1))
     );
     assert_eq!(
-        c.nodes[A].ingest(
+        c.nodes[A].handle_store_event(
             c.now,
             &sid,
             garbage(head + 1, r#"{"type":"other","cursor":6}"#)
@@ -439,7 +443,7 @@ fn a_stored_frame_numbered_zero_is_malformed() {
         .unwrap();
     // A store that numbers from 0 is not one tether writes to: refused, not silently dropped.
     assert_eq!(
-        c.nodes[A].ingest(c.now, &sid, u.into_recorded(0)),
+        c.nodes[A].handle_store_event(c.now, &sid, u.into_recorded(0)),
         Err(IngestError::Malformed(0))
     );
 }
@@ -464,10 +468,11 @@ fn an_answer_for_a_handshake_whose_connection_closed_is_ignored() {
         session,
         answer,
     } = c.held.pop().unwrap();
-    c.nodes[node].provide_session(c.now, conn, answer.clone());
-    c.nodes[node].provide_session(c.now, conn, answer);
+    c.nodes[node].handle_store_session(c.now, conn, answer.clone());
+    c.nodes[node].handle_store_session(c.now, conn, answer);
     assert!(c.nodes[node].poll_transmit().is_none());
     assert_eq!(c.nodes[node].poll_event(), None, "ignored");
+    assert_eq!(c.nodes[node].poll_store_request(), None, "nothing asked");
     assert!(
         c.nodes[node].stored_session(&session).is_none(),
         "nothing installed for a connection that is gone"
@@ -482,14 +487,14 @@ fn an_answer_for_a_handshake_whose_connection_closed_is_ignored() {
     c.now += Duration::from_secs(11);
     c.nodes[node].handle_timeout(c.now);
     c.pump();
-    c.nodes[node].provide_session(c.now, conn, answer);
+    c.nodes[node].handle_store_session(c.now, conn, answer);
     c.pump();
     // An answer nobody asked for, on a live connection: ignored.
     c.hold_lookups = false;
     c.release_lookups();
     c.settle();
     let link = c.link.unwrap();
-    c.nodes[link.0].provide_session(c.now, link.1, Ok(None));
+    c.nodes[link.0].handle_store_session(c.now, link.1, Ok(None));
     c.pump();
     c.publish(B, 5, Via::Publish);
     assert!(c.connected());
@@ -509,23 +514,26 @@ fn an_overlong_session_id_is_not_asked_of_the_store() {
     let now = origin();
     let mut node = Server::new(node_config(64, 1), now);
     let wanted = |node: &mut Server| {
-        std::iter::from_fn(|| node.poll_event())
-            .filter(|e| matches!(e, ServerEvent::SessionWanted { .. }))
+        std::iter::from_fn(|| node.poll_store_request())
+            .filter(|r| matches!(r, StoreRequest::ReadSession { .. }))
             .count()
     };
     node.handle_connected(now, ConnId(1), connect_info());
     node.handle_text(now, ConnId(1), &hello(&"x".repeat(129)));
-    let events: Vec<ServerEvent> = std::iter::from_fn(|| node.poll_event()).collect();
+    let requests: Vec<StoreRequest> = std::iter::from_fn(|| node.poll_store_request()).collect();
     assert!(
-        !events
+        !requests
             .iter()
-            .any(|e| matches!(e, ServerEvent::SessionWanted { .. })),
+            .any(|r| matches!(r, StoreRequest::ReadSession { .. })),
         "129 characters: not looked up"
     );
-    let created = events
+    let created = requests
         .iter()
-        .find_map(|e| match e {
-            ServerEvent::StoreSession(s) => Some(s.session_id.clone()),
+        .find_map(|r| match r {
+            StoreRequest::WriteSession { session, created } => {
+                assert!(created, "created by this handshake");
+                Some(session.session_id.clone())
+            }
             _ => None,
         })
         .expect("a new session, for the store");
@@ -533,7 +541,7 @@ fn an_overlong_session_id_is_not_asked_of_the_store() {
         node.poll_transmit().is_none(),
         "no hello_ok before the store holds the new session"
     );
-    node.session_stored(now, &created);
+    node.handle_store_written(now, &created);
     let ok = node.poll_transmit();
     assert!(
         matches!(&ok, Some((_, ServerTransmit::Frame(f))) if f.contains("\"resumed\":false")),
@@ -704,6 +712,11 @@ fn a_second_handshake_while_one_waits_for_the_store_is_refused_not_answered_with
                 replies.push(serde_json::from_str(&f).unwrap());
             }
         }
+        let requests: Vec<StoreRequest> =
+            std::iter::from_fn(|| c.nodes[A].poll_store_request()).collect();
+        for r in requests {
+            c.on_store_request(A, r);
+        }
         let events: Vec<ServerEvent> = std::iter::from_fn(|| c.nodes[A].poll_event()).collect();
         for e in events {
             c.on_node_event(A, e);
@@ -717,7 +730,7 @@ fn a_second_handshake_while_one_waits_for_the_store_is_refused_not_answered_with
         ..
     } = c.held.remove(0);
     assert_eq!(asked, x);
-    c.nodes[A].provide_session(now, conn, answer);
+    c.nodes[A].handle_store_session(now, conn, answer);
     drain(&mut c, &mut replies);
     let oks: Vec<&Value> = replies.iter().filter(|r| r["type"] == "hello_ok").collect();
     assert_eq!(oks.len(), 1, "{replies:?}");

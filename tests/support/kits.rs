@@ -9,7 +9,9 @@ use std::sync::OnceLock;
 use futures::FutureExt;
 use tether_core::client::ClientConfig;
 use tether_core::server::{ServerConfig, ServerSnapshot};
-use tether_driver::{BoxFuture, Client, ClientEvents, Server, ServerEvents};
+use tether_driver::{BoxFuture, Client, ClientEvents, ConnectOptions, Server, ServerEvents};
+use tether_tokio::ServerOptions;
+use tether_tokio::TokioRuntime;
 
 /// A running server started by a kit.
 pub struct Gateway {
@@ -18,6 +20,13 @@ pub struct Gateway {
     pub addr: SocketAddr,
     pub accepting: BoxFuture<()>,
     pub kit: &'static dyn Kit,
+}
+
+/// The options of a client with `token`.
+fn connect_options(token: Option<&str>) -> ConnectOptions {
+    let mut options = ConnectOptions::default();
+    options.token = token.map(str::to_owned);
+    options
 }
 
 /// Starts servers and clients on one runtime.
@@ -88,9 +97,14 @@ impl Kit for Tokio {
         snapshot: Option<ServerSnapshot>,
     ) -> BoxFuture<Gateway> {
         let handle = tokio_rt().spawn(async move {
-            tether_tokio::serve(&addr, config, snapshot)
-                .await
-                .expect("serve")
+            tether_tokio::serve(
+                TokioRuntime,
+                &addr,
+                config,
+                ServerOptions::default().snapshot(snapshot),
+            )
+            .await
+            .expect("serve")
         });
         Box::pin(async move {
             let bound = handle.await.expect("serve task");
@@ -110,7 +124,7 @@ impl Kit for Tokio {
         config: ClientConfig,
     ) -> (Client, ClientEvents) {
         let _guard = tokio_rt().enter();
-        tether_tokio::connect(url, token, config).expect("connect")
+        tether_tokio::connect(TokioRuntime, url, config, connect_options(token)).expect("connect")
     }
 }
 
@@ -131,10 +145,14 @@ impl Kit for AsyncStd {
         snapshot: Option<ServerSnapshot>,
     ) -> BoxFuture<Gateway> {
         Box::pin(async move {
-            let bound =
-                tether_async_std::serve(tether_async_std::AsyncStdRuntime, &addr, config, snapshot)
-                    .await
-                    .expect("serve");
+            let bound = tether_async_std::serve(
+                tether_async_std::AsyncStdRuntime,
+                &addr,
+                config,
+                ServerOptions::default().snapshot(snapshot),
+            )
+            .await
+            .expect("serve");
             Gateway {
                 server: bound.server,
                 events: bound.events,
@@ -150,8 +168,13 @@ impl Kit for AsyncStd {
         token: Option<&str>,
         config: ClientConfig,
     ) -> (Client, ClientEvents) {
-        tether_async_std::connect(tether_async_std::AsyncStdRuntime, url, token, config)
-            .expect("connect")
+        tether_async_std::connect(
+            tether_async_std::AsyncStdRuntime,
+            url,
+            config,
+            connect_options(token),
+        )
+        .expect("connect")
     }
 }
 
@@ -172,10 +195,14 @@ impl Kit for Smol {
         snapshot: Option<ServerSnapshot>,
     ) -> BoxFuture<Gateway> {
         Box::pin(async move {
-            let bound =
-                tether_async_std::serve(tether_async_std::SmolRuntime, &addr, config, snapshot)
-                    .await
-                    .expect("serve");
+            let bound = tether_async_std::serve(
+                tether_async_std::SmolRuntime,
+                &addr,
+                config,
+                ServerOptions::default().snapshot(snapshot),
+            )
+            .await
+            .expect("serve");
             Gateway {
                 server: bound.server,
                 events: bound.events,
@@ -191,7 +218,12 @@ impl Kit for Smol {
         token: Option<&str>,
         config: ClientConfig,
     ) -> (Client, ClientEvents) {
-        tether_async_std::connect(tether_async_std::SmolRuntime, url, token, config)
-            .expect("connect")
+        tether_async_std::connect(
+            tether_async_std::SmolRuntime,
+            url,
+            config,
+            connect_options(token),
+        )
+        .expect("connect")
     }
 }

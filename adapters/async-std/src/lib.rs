@@ -22,10 +22,11 @@
 //! use async_std::task;
 //! use futures::StreamExt;
 //! use tether_async_std::{connect, serve, AsyncStdRuntime, ClientConfig, Outcome};
-//! use tether_async_std::{RequestOutcome, ServerConfig, ServerEvent};
+//! use tether_async_std::{RequestOutcome, ServerConfig, ServerEvent, ServerOptions};
 //!
 //! task::block_on(async {
-//!     let mut gateway = serve(AsyncStdRuntime, "127.0.0.1:0", ServerConfig::default(), None).await?;
+//!     let options = ServerOptions::default();
+//!     let mut gateway = serve(AsyncStdRuntime, "127.0.0.1:0", ServerConfig::default(), options).await?;
 //!     let url = format!("ws://{}/ws", gateway.local_addr);
 //!     let server = gateway.server.clone();
 //!     task::spawn(async move {
@@ -36,7 +37,7 @@
 //!             }
 //!         }
 //!     });
-//!     let (client, _events) = connect(AsyncStdRuntime, url, None, ClientConfig::new("echo"))?;
+//!     let (client, _events) = connect(AsyncStdRuntime, url, ClientConfig::new("echo"), Default::default())?;
 //!     let answer = client.send("hello").await?;
 //!     let RequestOutcome::Final { content: Some(content), .. } = answer else { panic!("{answer:?}") };
 //!     assert_eq!(content.to_string(), "echo: hello");
@@ -68,8 +69,8 @@ pub use tether_core::server::{
 pub use tether_core::wire::{Content, EventBatch, FieldsError};
 pub use tether_driver::{
     load_snapshot, save_snapshot, websocket_config, Bound, Client, ClientError, ClientEvents,
-    Endpoints, RequestOutcome, ServeError, Server, ServerError, ServerEvents, ServerOptions,
-    PUBLISH_MANY_MAX,
+    ConnectOptions, Endpoints, RequestOutcome, ServeError, Server, ServerError, ServerEvents,
+    ServerOptions, PUBLISH_MANY_MAX,
 };
 
 fn sleep_until(deadline: Instant) -> BoxFuture<()> {
@@ -147,46 +148,26 @@ impl Connector for AsyncNetConnector {
     }
 }
 
-/// Starts a client on `runtime` ([`AsyncStdRuntime`] or [`SmolRuntime`]).
+/// Starts a client at `url` on `runtime` ([`AsyncStdRuntime`], [`SmolRuntime`] or your own):
+/// a new session, or the one in [`ConnectOptions::resume`]. `url` may be a list of
+/// [`Endpoints`], tried in turn at each reconnect.
 pub fn connect<R: Runtime>(
     runtime: R,
     url: impl Into<Endpoints>,
-    token: Option<&str>,
     config: ClientConfig,
+    options: ConnectOptions,
 ) -> Result<(Client, ClientEvents), ClientError> {
-    Client::start(runtime, AsyncNetConnector, url, token, config)
-}
-
-/// Starts a client that resumes a persisted session.
-pub fn connect_resumed<R: Runtime>(
-    runtime: R,
-    url: impl Into<Endpoints>,
-    token: Option<&str>,
-    config: ClientConfig,
-    state: ResumeState,
-) -> Result<(Client, ClientEvents), ClientError> {
-    Client::start_resumed(runtime, AsyncNetConnector, url, token, config, state)
+    Client::start(runtime, AsyncNetConnector, url, config, options)
 }
 
 /// Binds `addr` and serves WebSocket connections on `/ws` on `runtime` (other upgrade paths get
-/// HTTP 403) and, on the same port, `GET /health`, `/ready`, `/live` and `/metrics`. As in the tokio adapter, an all-zero `seed` is replaced with OS entropy and an
-/// `epoch_at_start` of 0 with the system clock.
+/// HTTP 403) and, on the same port, `GET /health`, `/ready`, `/live` and `/metrics`. As in the
+/// tokio adapter, a `seed` of `None` is drawn from OS entropy, an `epoch_at_start` of 0 is the
+/// system clock, and [`ServerOptions`] carry a snapshot to restore and the metrics switch.
 pub async fn serve<R: Runtime>(
     runtime: R,
     addr: &str,
     config: ServerConfig,
-    snapshot: Option<ServerSnapshot>,
-) -> Result<Bound, ServeError> {
-    serve_with(runtime, addr, config, snapshot, ServerOptions::default()).await
-}
-
-/// [`serve`] with [`ServerOptions`] (e.g. `ServerOptions::default().metrics(false)`: no
-/// Prometheus counting, `GET /metrics` answers 404).
-pub async fn serve_with<R: Runtime>(
-    runtime: R,
-    addr: &str,
-    config: ServerConfig,
-    snapshot: Option<ServerSnapshot>,
     options: ServerOptions,
 ) -> Result<Bound, ServeError> {
     let listener = Arc::new(TcpListener::bind(addr).await.map_err(ServeError::Bind)?);
@@ -209,7 +190,5 @@ pub async fn serve_with<R: Runtime>(
         .ok()?;
         Some((socket, info?))
     };
-    tether_driver::start_serving_with(
-        runtime, config, snapshot, options, local_addr, accept, upgrade,
-    )
+    tether_driver::start_serving(runtime, config, options, local_addr, accept, upgrade)
 }

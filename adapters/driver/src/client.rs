@@ -49,9 +49,47 @@ pub enum ClientError {
     /// The core refused the request (outbox full, empty content, ...).
     #[error(transparent)]
     Send(#[from] SendError),
+    /// The OS gave no entropy for the client's seed (a sandbox without `getrandom`): check the
+    /// host, or give `ClientConfig::seed` a value of its own.
+    #[error("no OS entropy for the client's seed")]
+    Entropy(#[source] getrandom::Error),
     /// The client stopped for good (the reason, when known).
     #[error("client closed: {0:?}")]
     Closed(Option<ClosedReason>),
+}
+
+/// How a client starts, beyond its machine's [`ClientConfig`] and where it connects.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct ConnectOptions {
+    /// Appended to every URL's query as `token=...` (the gateway's credentials); `None`: the
+    /// URLs as given.
+    pub token: Option<String>,
+    /// A persisted session to resume (saved from [`Client::resume_state`]); `None`: a new
+    /// session.
+    pub resume: Option<ResumeState>,
+    /// Prometheus metrics to count into; `None` (the default): nothing is counted.
+    pub metrics: Option<ClientMetrics>,
+}
+
+impl ConnectOptions {
+    /// These options with the gateway's token.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// These options resuming a persisted session.
+    pub fn resume(mut self, state: ResumeState) -> Self {
+        self.resume = Some(state);
+        self
+    }
+
+    /// These options counting into `metrics`.
+    pub fn metrics(mut self, metrics: ClientMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
 }
 
 enum Command {
@@ -87,52 +125,30 @@ impl Stream for ClientEvents {
 }
 
 impl Client {
-    /// Starts a client for a new session at `url` (the token, if any, is appended to the query).
-    /// `url` may be a list of [`Endpoints`]: the client moves to the next one at each reconnect.
+    /// Starts a client at `url` on `runtime`, opening its sockets with `connector`: a new
+    /// session, or the one in [`ConnectOptions::resume`]. `url` may be a list of [`Endpoints`]:
+    /// the client moves to the next one at each reconnect.
     pub fn start<R: Runtime, C: Connector>(
         runtime: R,
         connector: C,
         url: impl Into<Endpoints>,
-        token: Option<&str>,
         config: ClientConfig,
+        options: ConnectOptions,
     ) -> Result<(Client, ClientEvents), ClientError> {
-        Self::start_resumed(
-            runtime,
-            connector,
-            url,
+        let ConnectOptions {
             token,
-            config,
-            ResumeState::default(),
-        )
-    }
-
-    /// Starts a client that resumes a persisted session (see [`Client::resume_state`]).
-    pub fn start_resumed<R: Runtime, C: Connector>(
-        runtime: R,
-        connector: C,
-        url: impl Into<Endpoints>,
-        token: Option<&str>,
-        config: ClientConfig,
-        state: ResumeState,
-    ) -> Result<(Client, ClientEvents), ClientError> {
-        Self::start_observed(runtime, connector, url, token, config, state, None)
-    }
-
-    /// Like [`Client::start_resumed`], counting into `metrics` (metrics are off unless given).
-    pub fn start_observed<R: Runtime, C: Connector>(
-        runtime: R,
-        connector: C,
-        url: impl Into<Endpoints>,
-        token: Option<&str>,
-        config: ClientConfig,
-        state: ResumeState,
-        metrics: Option<ClientMetrics>,
-    ) -> Result<(Client, ClientEvents), ClientError> {
-        let urls = url.into().with_token(token)?;
+            resume,
+            metrics,
+        } = options;
+        let urls = url.into().with_token(token.as_deref())?;
+        let mut config = config;
+        if config.seed.is_none() {
+            config.seed = Some(crate::os_seed().map_err(ClientError::Entropy)?);
+        }
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let (events_tx, events_rx) = queue::queue(EVENT_QUEUE);
         let closed = Arc::new(std::sync::Mutex::new(None));
-        let machine = Machine::with_resume_state(config, state, runtime.now());
+        let machine = Machine::with_resume_state(config, resume.unwrap_or_default(), runtime.now());
         let driver = Driver {
             runtime: runtime.clone(),
             connector,

@@ -23,7 +23,10 @@
 //! use tether_driver::tether_core::client::ClientConfig;
 //! use tether_driver::tether_core::server::{ConnectInfo, Outcome, ServerConfig, ServerEvent};
 //! use tether_driver::tungstenite::Error as WsError;
-//! use tether_driver::{BoxFuture, Client, Connector, Message, RequestOutcome, Runtime, Server};
+//! use tether_driver::{
+//!     BoxFuture, Client, ConnectOptions, Connector, Message, RequestOutcome, Runtime, Server,
+//!     ServerOptions,
+//! };
 //!
 //! /// smol's clock, timers and executor.
 //! #[derive(Clone)]
@@ -91,7 +94,7 @@
 //! }
 //!
 //! smol::block_on(async {
-//!     let (server, mut requests) = Server::start(Smol, ServerConfig::default(), None)?;
+//!     let (server, mut requests) = Server::start(Smol, ServerConfig::default(), ServerOptions::default())?;
 //!     let answering = server.clone();
 //!     smol::spawn(async move {
 //!         while let Some(event) = requests.next().await {
@@ -104,7 +107,8 @@
 //!     })
 //!     .detach();
 //!     let config = ClientConfig::new("echo");
-//!     let (client, _events) = Client::start(Smol, InMemory(server), "ws://memory/ws", None, config)?;
+//!     let options = ConnectOptions::default();
+//!     let (client, _events) = Client::start(Smol, InMemory(server), "ws://memory/ws", config, options)?;
 //!     let answer = client.send("hello").await?;
 //!     let RequestOutcome::Final { content: Some(content), .. } = answer else { panic!("{answer:?}") };
 //!     assert_eq!(content.to_string(), "echo: hello");
@@ -129,13 +133,13 @@ use std::time::Instant;
 
 use futures::{Sink, Stream};
 
-pub use client::{Client, ClientError, ClientEvents, RequestOutcome};
+pub use client::{Client, ClientError, ClientEvents, ConnectOptions, RequestOutcome};
 pub use serve::{
-    production_config, start_serving, start_serving_with, upgrade_callback, websocket_config,
-    Bound, HttpContext, ServeError, READ_BUFFER, WRITE_BUFFER,
+    start_serving, upgrade_callback, websocket_config, Bound, HttpContext, ServeError, READ_BUFFER,
+    WRITE_BUFFER,
 };
 pub use server::{
-    load_snapshot, save_snapshot, Server, ServerError, ServerEvents, ServerOptions,
+    load_snapshot, save_snapshot, Server, ServerError, ServerEvents, ServerOptions, StoreRequests,
     PUBLISH_MANY_MAX,
 };
 pub use tether_core;
@@ -143,6 +147,13 @@ pub use tether_core::wire::{Content, EventBatch, FieldsError};
 pub use tungstenite::{self, Message};
 pub use upgrade::{connect_info, UpgradeRefused, WS_PATH};
 pub use url::{with_token, Endpoints, UrlError};
+
+/// 32 bytes of OS entropy: the seed of a machine whose config leaves it `None`.
+fn os_seed() -> Result<[u8; 32], getrandom::Error> {
+    let mut seed = [0; 32];
+    getrandom::fill(&mut seed)?;
+    Ok(seed)
+}
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

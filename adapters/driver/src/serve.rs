@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::channel::oneshot;
 use futures::future::{self, Either};
@@ -36,27 +35,9 @@ pub enum ServeError {
     /// The address could not be bound.
     #[error("cannot listen: {0}")]
     Bind(std::io::Error),
-    /// No OS entropy for the session-id seed.
-    #[error("no OS entropy: {0}")]
-    Entropy(String),
     /// The snapshot could not be restored.
     #[error(transparent)]
     Server(#[from] ServerError),
-}
-
-/// Fills what a production server must not leave at its default: an all-zero `seed` is replaced
-/// with OS entropy (session ids are bearer capabilities and must be unguessable) and an
-/// `epoch_at_start` of 0 with the system clock.
-pub fn production_config(mut config: ServerConfig) -> Result<ServerConfig, ServeError> {
-    if config.seed == [0; 32] {
-        getrandom::fill(&mut config.seed).map_err(|e| ServeError::Entropy(e.to_string()))?;
-    }
-    if config.epoch_at_start == 0.0 {
-        config.epoch_at_start = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-    }
-    Ok(config)
 }
 
 /// A running server: the handle, its events, the bound address and its accept loop.
@@ -129,32 +110,6 @@ const UPGRADE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 pub fn start_serving<R, T, A, AF, U, UF, S>(
     runtime: R,
     config: ServerConfig,
-    snapshot: Option<ServerSnapshot>,
-    local_addr: SocketAddr,
-    accept: A,
-    upgrade: U,
-) -> Result<Bound, ServeError>
-where
-    R: Runtime,
-    T: Send + 'static,
-    A: FnMut() -> AF + Send + 'static,
-    AF: Future<Output = std::io::Result<(T, SocketAddr)>> + Send,
-    U: Fn(T, SocketAddr, HttpContext) -> UF + Send + Sync + 'static,
-    UF: Future<Output = Option<(S, ConnectInfo)>> + Send + 'static,
-    S: WebSocket,
-{
-    let options = ServerOptions::default();
-    start_serving_with(
-        runtime, config, snapshot, options, local_addr, accept, upgrade,
-    )
-}
-
-/// [`start_serving`] with [`ServerOptions`] (e.g. metrics off).
-#[allow(clippy::too_many_arguments)] // start_serving's, plus the options
-pub fn start_serving_with<R, T, A, AF, U, UF, S>(
-    runtime: R,
-    config: ServerConfig,
-    snapshot: Option<ServerSnapshot>,
     options: ServerOptions,
     local_addr: SocketAddr,
     mut accept: A,
@@ -169,9 +124,8 @@ where
     UF: Future<Output = Option<(S, ConnectInfo)>> + Send + 'static,
     S: WebSocket,
 {
-    let config = production_config(config)?;
     let token = config.auth_token.as_deref().map(std::sync::Arc::from);
-    let (server, events) = Server::start_with(runtime.clone(), config, snapshot, options)?;
+    let (server, events) = Server::start(runtime.clone(), config, options)?;
     let http = HttpContext {
         server: server.clone(),
         token,

@@ -440,14 +440,14 @@ impl ClientMachine {
     #[pyo3(signature = (
         agent_id, now, *, seed, resume=None, versions=None, join=None, capabilities=None,
         handshake_timeout=None, backoff_initial=None, backoff_max=None, backoff_multiplier=None,
-        jitter=None, max_attempts=None, max_elapsed=None, heartbeat=None, silence_factor=None,
+        jitter=None, max_attempts=None, max_elapsed=None, heartbeat=None, missed_beats=None,
         repair_gaps=None, outbox_capacity=None, resend_unanswered=None, max_frame_bytes=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         agent_id: String,
         now: f64,
-        seed: u64,
+        seed: &[u8],
         resume: Option<&Bound<'_, PyAny>>,
         versions: Option<(u32, u32)>,
         join: Option<bool>,
@@ -460,14 +460,17 @@ impl ClientMachine {
         max_attempts: Option<u32>,
         max_elapsed: Option<f64>,
         heartbeat: Option<f64>,
-        silence_factor: Option<u32>,
+        missed_beats: Option<u32>,
         repair_gaps: Option<bool>,
         outbox_capacity: Option<usize>,
         resend_unanswered: Option<bool>,
         max_frame_bytes: Option<usize>,
     ) -> PyResult<Self> {
         let mut config = ClientConfig::new(agent_id);
-        config.seed = seed;
+        config.seed = Some(
+            seed.try_into()
+                .map_err(|_| errors::config("seed must be 32 bytes (os.urandom(32))"))?,
+        );
         if let Some((min, max)) = versions {
             config.versions =
                 VersionRange::new(min, max).map_err(|e| errors::config(e.to_string()))?;
@@ -507,8 +510,8 @@ impl ClientMachine {
                 d => Some(d),
             };
         }
-        if let Some(f) = silence_factor {
-            config.silence_factor = f;
+        if let Some(f) = missed_beats {
+            config.missed_beats = f;
         }
         if let Some(r) = repair_gaps {
             config.repair_gaps = r;

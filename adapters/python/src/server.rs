@@ -166,7 +166,7 @@ impl ServerMachine {
         now, *, seed, epoch, snapshot=None, agents=None, token=None, versions=None,
         handshake_timeout=None, heartbeat_interval=None, missed_beats=None, session_ttl=None,
         recovery_window=None, recovery_session_bytes=None, recovery_total_bytes=None,
-        max_sessions=None, max_connections=None, max_payload=None,
+        max_sessions=None, max_connections=None, max_frame_bytes=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -186,12 +186,13 @@ impl ServerMachine {
         recovery_total_bytes: Option<usize>,
         max_sessions: Option<usize>,
         max_connections: Option<usize>,
-        max_payload: Option<usize>,
+        max_frame_bytes: Option<usize>,
     ) -> PyResult<Self> {
         let mut config = ServerConfig {
-            seed: seed
-                .try_into()
-                .map_err(|_| errors::config("seed must be 32 bytes (os.urandom(32))"))?,
+            seed: Some(
+                seed.try_into()
+                    .map_err(|_| errors::config("seed must be 32 bytes (os.urandom(32))"))?,
+            ),
             epoch_at_start: epoch,
             auth_token: token,
             ..ServerConfig::default()
@@ -207,7 +208,8 @@ impl ServerMachine {
             config.handshake_timeout = duration("handshake_timeout", s)?;
         }
         if let Some(s) = heartbeat_interval {
-            config.heartbeat_interval = duration("heartbeat_interval", s)?;
+            let interval = duration("heartbeat_interval", s)?;
+            config.heartbeat_interval = Some(interval).filter(|d| !d.is_zero());
         }
         if let Some(n) = missed_beats {
             config.missed_beats = n;
@@ -230,8 +232,8 @@ impl ServerMachine {
         if let Some(n) = max_connections {
             config.max_connections = n;
         }
-        if let Some(n) = max_payload {
-            config.max_payload = n;
+        if let Some(n) = max_frame_bytes {
+            config.max_frame_bytes = n;
         }
         let clock = Clock::new(now)?;
         let start = clock.instant(now)?;

@@ -16,7 +16,7 @@ from tether import ClientMachine, ServerMachine
 
 def test_a_client_resumes_since_its_cursor_and_drops_duplicates() -> None:
     now = 100.0
-    client = ClientMachine("echo", now, seed=1)
+    client = ClientMachine("echo", now, seed=bytes([1]) * 32)
     assert isinstance(client.poll_transmit(), tether.Open)
     client.handle_connected(now)
     hello = json.loads(client.poll_transmit())
@@ -55,7 +55,7 @@ def test_a_client_resumes_since_its_cursor_and_drops_duplicates() -> None:
 
 
 def test_a_client_restarted_from_its_resume_state_rejoins_and_resends() -> None:
-    client = ClientMachine("echo", 0.0, seed=2)
+    client = ClientMachine("echo", 0.0, seed=bytes([2]) * 32)
     client.poll_transmits()
     client.handle_connected(0.0)
     client.poll_transmits()
@@ -66,7 +66,7 @@ def test_a_client_restarted_from_its_resume_state_rejoins_and_resends() -> None:
     client.poll_events()
     state = json.loads(json.dumps(client.resume_state()))  # JSON-serialisable
 
-    restarted = ClientMachine("echo", 50.0, seed=3, resume=state)
+    restarted = ClientMachine("echo", 50.0, seed=bytes([3]) * 32, resume=state)
     restarted.poll_transmits()
     restarted.handle_connected(50.0)
     frames = [json.loads(t) for t in restarted.poll_transmits() if isinstance(t, str)]
@@ -77,7 +77,7 @@ def test_a_client_restarted_from_its_resume_state_rejoins_and_resends() -> None:
 
 
 def test_send_refusals_are_typed() -> None:
-    client = ClientMachine("echo", 0.0, seed=4, outbox_capacity=1)
+    client = ClientMachine("echo", 0.0, seed=bytes([4]) * 32, outbox_capacity=1)
     with pytest.raises(tether.EmptyContent):
         client.send(0.0, "")
     client.send(0.0, "one", "a")
@@ -89,7 +89,7 @@ def test_send_refusals_are_typed() -> None:
     closed = client.poll_events()[-1]
     assert isinstance(closed, tether.Closed) and closed.reason == "requested"
     with pytest.raises(tether.ConfigError):
-        ClientMachine("echo", 0.0, seed=5, versions=(2, 1))
+        ClientMachine("echo", 0.0, seed=bytes([5]) * 32, versions=(2, 1))
     with pytest.raises(ValueError):
         client.handle_timeout(float("nan"))
 

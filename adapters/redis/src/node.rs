@@ -1,118 +1,348 @@
-//! The node's loops: the pump (the machine's store requests), the writer (ordered store
-//! writes, retried until Redis answers, each applied at most once), the notification reader,
-//! the handshake reads, and the health probe.
+//! A gateway node: [`serve`], its handle ([`RedisNode`]: publish, presence, shutdown), what
+//! its loops share ([`Inner`]) and the runtime they run on.
 
-use std::collections::HashMap;
+use std::future::Future;
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::{mpsc, oneshot};
-use futures::{SinkExt, StreamExt};
-use redis::{PushInfo, PushKind, RedisError, Value};
 use serde_json::Value as Json;
-use tether_core::server::{
-    ConnId, Ingest, Outcome, Recorded, ServerEvent, SessionId, StoreUnavailable, StoredSession,
-    Unsequenced,
-};
+use tether_core::server::{PresenceInfo, ServerConfig, SessionId};
 use tether_driver::metrics::StoreMetrics;
-use tether_driver::{Server, ServerEvents};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tether_driver::{
+    Bound, BoxFuture, Runtime, ServeError, Server, ServerEvents, PUBLISH_MANY_MAX,
+};
+use tokio::sync::{Notify, Semaphore};
 
+use crate::config::{EvictionCheck, RedisConfig};
+use crate::error::{NodeError, StoreError};
+use crate::health::{health_loop, Health};
 use crate::keys::Keys;
-use crate::link::{copy, transient, Link, Pushes};
-use crate::subs::Subscriptions;
-use crate::wire::{self, Note, Scripts};
-use crate::{millis, Limits, StoreError};
+use crate::link::{Link, Pushes};
+use crate::presence::presence_loop;
+use crate::requests::{pump, relay};
+use crate::subscriber::subscriber;
+use crate::subscriptions::Subscriptions;
+use crate::wire::{self, Scripts};
+use crate::worker::{writer, RunIds, Write};
 
-/// Appended events' ranges (or the error), for a publisher.
-pub(crate) type AppendReply = oneshot::Sender<Result<RangeInclusive<u64>, StoreError>>;
-
-/// Room taken in the append queue, given back when the store has answered.
-pub(crate) type Room = Option<OwnedSemaphorePermit>;
-
-/// A store write, done in order by the writer (metadata before appends, `accepted` before
-/// `final`) and retried until Redis answers.
-pub(crate) enum Write {
-    /// A session's metadata (`created`: just created here; subscribe first).
-    Meta {
-        stored: Box<StoredSession>,
-        created: bool,
-        room: Room,
-    },
-    /// Events of one session to number and append, for a publisher (`reply`) or the machine.
-    Append {
-        events: Vec<Unsequenced>,
-        reply: Option<AppendReply>,
-        room: Room,
-    },
-    /// A request's outcome, for duplicates on any node.
-    Outcome {
-        session: SessionId,
-        request_id: String,
-        outcome: Outcome,
-        room: Room,
-    },
-    /// A request seen here: has any node seen it before?
-    Check {
-        conn: ConnId,
-        session: SessionId,
-        request_id: String,
-        content: Json,
-        room: Room,
-    },
-    /// Does this session still exist in the store? (After the metadata writes before it.)
-    Verify(SessionId),
+/// Starts a gateway node on the Redis of `redis`, on any runtime: checks Redis first (a node
+/// that cannot reach its store must not accept clients), then calls `bind` with `config`
+/// (`external_store` set for you) to bind the listener with an adapter's `serve`, and runs the
+/// node's loops on `runtime` (the adapter's runtime). `bound.events` carries what the
+/// application handles (requests, session events); the store's own events are consumed by the
+/// node. On tokio:
+/// `serve(TokioRuntime, config, redis, |config| tether_tokio::serve(TokioRuntime, addr, config,
+/// ServerOptions::default()))`
+/// (the crate docs run two nodes).
+pub async fn serve<R, B, F>(
+    runtime: R,
+    mut config: ServerConfig,
+    redis: RedisConfig,
+    bind: B,
+) -> Result<(Bound, RedisNode), NodeError>
+where
+    R: Runtime,
+    B: FnOnce(ServerConfig) -> F,
+    F: Future<Output = Result<Bound, ServeError>>,
+{
+    config.external_store = true;
+    let connection = Connection::open(&redis).await?;
+    let mut bound = bind(config.clone()).await?;
+    let events = std::mem::replace(&mut bound.events, ServerEvents::closed());
+    let (node, app_events) = RedisNode::start_with(
+        runtime,
+        bound.server.clone(),
+        events,
+        &config,
+        redis,
+        connection,
+    )?;
+    bound.events = app_events;
+    Ok((bound, node))
 }
 
-/// Whether the store answers, and who must know.
-pub(crate) struct Health {
-    up: AtomicBool,
-    /// Wakes the health loop (the store went down, or the connection was replaced).
-    wake: Notify,
-    /// Wakes publishers waiting for room: with the store down, a full queue is an error.
-    down: Notify,
-    /// The node is stopping: failures are expected, nothing is logged.
-    stopping: AtomicBool,
+/// A gateway node's link to the shared store. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisNode {
+    inner: Arc<Inner>,
+    /// Each of the node's loops drops its sender when it ends; awaited by
+    /// [`RedisNode::shutdown`].
+    loops: Arc<std::sync::Mutex<Vec<oneshot::Receiver<()>>>>,
 }
 
-impl Health {
-    pub(crate) fn new() -> Self {
-        Self {
-            up: AtomicBool::new(true),
-            wake: Notify::new(),
-            down: Notify::new(),
-            stopping: AtomicBool::new(false),
+impl RedisNode {
+    /// Runs the store side of a started server (`tether_driver::Server::start` or an adapter's
+    /// serve, with `server_config.external_store` set) on `runtime`: consumes `events`, answers
+    /// the machine's store requests, and returns the events the application should see.
+    pub async fn start<R: Runtime>(
+        runtime: R,
+        server: Server,
+        events: ServerEvents,
+        server_config: &ServerConfig,
+        config: RedisConfig,
+    ) -> Result<(RedisNode, ServerEvents), StoreError> {
+        let connection = Connection::open(&config).await?;
+        Self::start_with(runtime, server, events, server_config, config, connection)
+    }
+
+    fn start_with<R: Runtime>(
+        runtime: R,
+        server: Server,
+        events: ServerEvents,
+        server_config: &ServerConfig,
+        config: RedisConfig,
+        connection: Connection,
+    ) -> Result<(RedisNode, ServerEvents), StoreError> {
+        let requests = server.store_requests().ok_or(StoreError::NotStoreMode)?;
+        let mut node_id = [0u8; 8];
+        getrandom::fill(&mut node_id).map_err(StoreError::Entropy)?;
+        let node_hex: String = node_id.iter().map(|b| format!("{b:02x}")).collect();
+        let (writes, writes_rx) = mpsc::unbounded();
+        let (app_tx, app_events) = ServerEvents::channel(1024);
+        let room_max = config.append_queue.max(1);
+        let metrics = server.metrics().store().clone();
+        metrics.up.set(1);
+        let inner = Arc::new(Inner {
+            runtime: Arc::new(runtime),
+            server,
+            link: connection.link,
+            keys: Keys::new(&config.prefix).with_node(node_hex),
+            limits: Limits {
+                log_max: server_config.recovery_session_events.max(1),
+                session_ttl: server_config.session_ttl,
+                dedup_ttl: server_config.dedup_ttl,
+                presence_ttl: config.presence_ttl,
+            },
+            scripts: wire::Scripts::new(),
+            writes,
+            room: Arc::new(tokio::sync::Semaphore::new(room_max)),
+            room_max,
+            health: Health::new(),
+            subs: Subscriptions::default(),
+            runs: RunIds::new(u64::from_le_bytes(node_id)),
+            presence_due: tokio::sync::Notify::new(),
+            metrics,
+            retry_every: config.reconnect_max.max(Duration::from_millis(1)),
+        });
+        let (queued_tx, queued) = mpsc::unbounded();
+        let loops = [
+            inner.run(pump(inner.clone(), requests, queued_tx)),
+            inner.run(relay(inner.clone(), events, queued, app_tx)),
+            inner.run(writer(inner.clone(), writes_rx)),
+            inner.run(subscriber(inner.clone(), connection.pushes)),
+            inner.run(health_loop(inner.clone())),
+            inner.run(presence_loop(inner.clone())),
+        ];
+        let loops = Arc::new(std::sync::Mutex::new(loops.into()));
+        Ok((RedisNode { inner, loops }, app_events))
+    }
+
+    /// Graceful shutdown of the node: the server's (every connection gets what it is owed,
+    /// then a close), then the store's: the writes still queued are stored (for up to 5 s if
+    /// Redis is unreachable), this node's presence is withdrawn, and its connection to Redis
+    /// closes. Returns the server's final snapshot (its sessions live on in Redis).
+    pub async fn shutdown(&self) -> Result<tether_core::server::ServerSnapshot, StoreError> {
+        let snapshot = self.inner.server.shutdown().await?;
+        let loops = std::mem::take(&mut *self.loops.lock().unwrap_or_else(|e| e.into_inner()));
+        for ended in loops {
+            let _ = ended.await;
+        }
+        Ok(snapshot)
+    }
+
+    /// The server handle (respond, broadcast, health, shutdown...). Publish through the node:
+    /// the server's own publish calls are refused in store mode.
+    pub fn server(&self) -> &Server {
+        &self.inner.server
+    }
+
+    /// Publishes a tracked event to `session`, wherever its client is connected. Returns the
+    /// sequence the store assigned, or why there is none: [`StoreError::UnknownSession`],
+    /// [`StoreError::Backlogged`] (Redis down and the queue full: nothing was published), a
+    /// refused kind or field. While Redis is unreachable the call waits (the event is sent
+    /// until Redis takes it, at most once): bound the wait with a timeout if needed; the
+    /// event may still be published after it.
+    ///
+    /// A session exists for every node once its metadata is in Redis: its client learns its
+    /// id only then, but `ServerEvent::SessionCreated` reaches the application of the node
+    /// that created it a moment earlier, so a publish through *another* node right away may
+    /// still get [`StoreError::UnknownSession`] (publishing through the creating node is
+    /// always ordered after the metadata).
+    pub async fn publish(
+        &self,
+        session: &SessionId,
+        kind: &str,
+        fields: Vec<(String, Json)>,
+    ) -> Result<u64, StoreError> {
+        let range = self.publish_many(session, kind, vec![fields]).await?;
+        Ok(*range.end())
+    }
+
+    /// Publishes several events of one `kind` in one store round trip; they get consecutive
+    /// sequences, returned as a range (empty for no event). At most [`PUBLISH_MANY_MAX`]
+    /// events per call. Errors and waiting as [`RedisNode::publish`]; on an error none of the
+    /// events was published.
+    pub async fn publish_many(
+        &self,
+        session: &SessionId,
+        kind: &str,
+        events: Vec<Vec<(String, Json)>>,
+    ) -> Result<RangeInclusive<u64>, StoreError> {
+        let count = events.len();
+        if count == 0 {
+            return Ok(RangeInclusive::new(1, 0)); // empty
+        }
+        if count > PUBLISH_MANY_MAX {
+            return Err(StoreError::BatchTooLarge {
+                events: count,
+                max: PUBLISH_MANY_MAX,
+            });
+        }
+        let room = self.inner.reserve(count).await?;
+        let (sid, k) = (session.clone(), kind.to_owned());
+        let prepared = self
+            .inner
+            .server
+            .apply(move |m, now| {
+                events
+                    .iter()
+                    .map(|fields| {
+                        let fields: Vec<(&str, Json)> = fields
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v.clone()))
+                            .collect();
+                        m.prepare(now, &sid, &k, &fields)
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await??;
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .writes
+            .unbounded_send(Write::Append {
+                events: prepared,
+                reply: Some(tx),
+                room: Some(room),
+            })
+            .map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Clients connected to any node (of `agent`, or all), as their nodes last refreshed them.
+    pub async fn presence(&self, agent: Option<&str>) -> Result<Vec<PresenceInfo>, StoreError> {
+        self.inner.presence(agent).await
+    }
+
+    /// This node's id (part of its presence key and client ids).
+    pub fn node_id(&self) -> &str {
+        self.inner.keys.node()
+    }
+
+    /// Whether Redis answered the node's last command (`GET /ready` answers 503 while not).
+    pub fn store_up(&self) -> bool {
+        self.inner.health.is_up()
+    }
+
+    /// Sessions whose notifications this node receives (those its connections hold, and
+    /// briefly those it was asked to resume).
+    pub fn subscriptions(&self) -> usize {
+        self.inner.subs.len()
+    }
+}
+
+/// The server figures the store needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) log_max: usize,
+    pub(crate) session_ttl: Duration,
+    pub(crate) dedup_ttl: Duration,
+    pub(crate) presence_ttl: Duration,
+}
+
+/// The node's connection, opened (and its Redis checked) before it serves.
+struct Connection {
+    link: Link,
+    pushes: Pushes,
+}
+
+impl Connection {
+    async fn open(config: &RedisConfig) -> Result<Self, StoreError> {
+        if config.prefix.contains(['{', '}']) {
+            return Err(StoreError::InvalidPrefix(config.prefix.clone()));
+        }
+        let (link, pushes) = Link::open(config).await?;
+        let _: String = redis::cmd("PING").query_async(&mut link.clone()).await?;
+        check_eviction(&link, config.eviction).await?;
+        Ok(Self { link, pushes })
+    }
+}
+
+/// Reads `maxmemory` and `maxmemory-policy` (of one master on a cluster): a policy other than
+/// `noeviction` with a memory limit may evict live sessions. A Redis that refuses `CONFIG`
+/// (managed services often do) gets a warning that the policy could not be checked.
+async fn check_eviction(link: &Link, check: EvictionCheck) -> Result<(), StoreError> {
+    let read = |name: &'static str| {
+        let mut link = link.clone();
+        async move {
+            let pair: redis::RedisResult<std::collections::HashMap<String, String>> =
+                redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg(name)
+                    .query_async(&mut link)
+                    .await;
+            pair.map(|mut p| p.remove(name).unwrap_or_default())
+        }
+    };
+    let (limit, policy) = match (read("maxmemory").await, read("maxmemory-policy").await) {
+        (Ok(limit), Ok(policy)) => (limit, policy),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(
+                "session store: cannot read Redis's maxmemory-policy ({e}); make sure it is \
+                 noeviction, or live sessions may be evicted"
+            );
+            return Ok(());
+        }
+    };
+    if policy == "noeviction" || limit == "0" {
+        return Ok(());
+    }
+    match check {
+        EvictionCheck::Refuse => Err(StoreError::Evicting { policy }),
+        EvictionCheck::Warn => {
+            tracing::warn!(
+                "session store: Redis maxmemory-policy is {policy} with maxmemory {limit}: it \
+                 may evict live sessions (their clients then see SessionReplaced); set \
+                 noeviction"
+            );
+            Ok(())
         }
     }
-
-    pub(crate) fn is_up(&self) -> bool {
-        self.up.load(Ordering::Acquire)
-    }
 }
 
-/// Append run ids: unique per node (its random id) and per run.
-pub(crate) struct RunIds {
-    node: u64,
-    next: AtomicU64,
+/// The runtime the node's loops run on: tether-driver's [`Runtime`], object-safe so that the
+/// node's types do not carry it as a parameter.
+pub(crate) trait Tasks: Send + Sync {
+    /// Runs `future` in the background.
+    fn spawn(&self, future: BoxFuture<()>);
+    /// A future that completes after `duration`.
+    fn sleep(&self, duration: Duration) -> BoxFuture<()>;
 }
 
-impl RunIds {
-    pub(crate) fn new(node: u64) -> Self {
-        Self {
-            node,
-            next: AtomicU64::new(1),
-        }
+impl<R: Runtime> Tasks for R {
+    fn spawn(&self, future: BoxFuture<()>) {
+        Runtime::spawn(self, future);
     }
 
-    fn next(&self) -> u128 {
-        (u128::from(self.node) << 64) | u128::from(self.next.fetch_add(1, Ordering::Relaxed))
+    fn sleep(&self, duration: Duration) -> BoxFuture<()> {
+        self.sleep_until(self.now() + duration)
     }
 }
 
 /// What the loops share.
 pub(crate) struct Inner {
+    pub(crate) runtime: Arc<dyn Tasks>,
     pub(crate) server: Server,
     pub(crate) link: Link,
     pub(crate) keys: Keys,
@@ -131,882 +361,27 @@ pub(crate) struct Inner {
     pub(crate) retry_every: Duration,
 }
 
-/// Most writes taken in one pass.
-const WRITE_BATCH: usize = 256;
-/// Most events taken in one pass (several runs).
-const WRITE_BATCH_EVENTS: usize = 4 * wire::RUN_MAX;
-/// Most notifications ingested in one hub job.
-const NOTIFY_BATCH: usize = 512;
-/// Attempts of a handshake's read before the client is told to retry.
-const READ_ATTEMPTS: u32 = 3;
-
 impl Inner {
-    /// Notes a failed command; returns whether it may succeed later (then the store is
-    /// considered down until a command succeeds, with one log line per outage).
-    pub(crate) fn failed(&self, e: &RedisError) -> bool {
-        let transient = transient(e);
-        if transient && self.health.up.swap(false, Ordering::AcqRel) {
-            self.server.set_failing("store", true);
-            self.metrics.up.set(0);
-            if !self.health.stopping.load(Ordering::Acquire) {
-                tracing::warn!(
-                    "session store unreachable ({e}); retrying every {:?}",
-                    self.retry_every
-                );
-            }
-            self.health.down.notify_waiters();
-            self.health.wake.notify_one();
-        }
-        transient
+    /// Runs `task` on the node's runtime.
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(Box::pin(task));
     }
 
-    /// The node is stopping: store failures from now on are expected and not logged.
-    pub(crate) fn stopping(&self) {
-        self.health.stopping.store(true, Ordering::Release);
-    }
-
-    /// Notes a command the store answered.
-    pub(crate) fn answered(&self) {
-        if !self.health.up.swap(true, Ordering::AcqRel) {
-            self.server.set_failing("store", false);
-            self.metrics.up.set(1);
-            tracing::info!("session store reachable again");
-            self.health.wake.notify_one();
-        }
-    }
-
-    fn count_queue(&self) {
-        let used = self.room_max.saturating_sub(self.room.available_permits());
-        self.metrics
-            .append_queue
-            .set(i64::try_from(used).unwrap_or(i64::MAX));
-    }
-
-    /// Takes room for `n` events in the append queue: waits while the store answers; with
-    /// the store down and the queue full, [`StoreError::Backlogged`].
-    pub(crate) async fn reserve(&self, n: usize) -> Result<OwnedSemaphorePermit, StoreError> {
-        if n > self.room_max {
-            return Err(StoreError::BatchTooLarge {
-                events: n,
-                max: self.room_max,
-            });
-        }
-        let n32 = u32::try_from(n).unwrap_or(u32::MAX);
-        loop {
-            let down = self.health.down.notified();
-            futures::pin_mut!(down);
-            down.as_mut().enable();
-            match self.room.clone().try_acquire_many_owned(n32) {
-                Ok(p) => {
-                    self.count_queue();
-                    return Ok(p);
-                }
-                Err(TryAcquireError::Closed) => return Err(StoreError::Stopped),
-                Err(TryAcquireError::NoPermits) => {}
-            }
-            if !self.health.is_up() {
-                return Err(StoreError::Backlogged {
-                    queued: self.room_max,
-                });
-            }
-            tokio::select! {
-                p = self.room.clone().acquire_many_owned(n32) => {
-                    self.count_queue();
-                    return p.map_err(|_| StoreError::Stopped);
-                }
-                () = &mut down => {}
-            }
-        }
-    }
-
-    /// Reads the log after `after` and ingests it (no-op if this node does not hold the
-    /// session's connection).
-    pub(crate) async fn catch_up(&self, session: &SessionId, after: u64) -> Result<(), RedisError> {
-        let events = wire::read_log(&mut self.link.clone(), &self.keys, session, after + 1).await?;
-        self.answered();
-        if events.is_empty() {
-            return Ok(());
-        }
-        let sid = session.clone();
-        let _ = self
-            .server
-            .apply(move |m, now| {
-                if ingest_all(m, now, &sid, events).is_some() {
-                    // The log was trimmed past what this node needs: the client's resume
-                    // (anywhere) reports the loss instead of waiting here forever.
-                    m.release_holder(now, &sid);
-                }
-            })
-            .await;
-        Ok(())
-    }
-
-    /// After the connection was replaced or the store came back: subscribe again, read what
-    /// the held sessions may have missed, and check (through the presence refresh) that they
-    /// still exist.
-    async fn resync(&self) {
-        if let Err(e) = self.subs.resubscribe(&self.link, &self.keys).await {
-            self.failed(&e);
-            return;
-        }
-        let Ok(held) = self.server.apply(|m, _| m.held_sessions()).await else {
-            return;
-        };
-        for (session, head) in held {
-            if let Err(e) = self.catch_up(&session, head).await {
-                self.failed(&e);
-                return;
-            }
-        }
-        self.presence_due.notify_one();
-    }
-
-    fn unsubscribe_later(self: &Arc<Self>, session: SessionId, generation: u64) {
-        let inner = self.clone();
-        tokio::spawn(async move {
-            inner
-                .subs
-                .unsubscribe(&inner.link, &inner.keys, &session, generation)
-                .await;
+    /// Runs one of the node's loops; the receiver completes when it has ended.
+    pub(crate) fn run(
+        &self,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) -> oneshot::Receiver<()> {
+        let (ended, on_end) = oneshot::channel();
+        self.spawn(async move {
+            task.await;
+            drop(ended);
         });
-    }
-}
-
-/// Passes the application's events on; queues the store's (waiting for room in the append
-/// queue, so memory stays bounded) and starts the handshakes' reads.
-pub(crate) async fn pump(
-    inner: Arc<Inner>,
-    mut events: ServerEvents,
-    mut app: mpsc::Sender<ServerEvent>,
-) {
-    // `SessionCreated` of sessions whose metadata is not queued yet: the application learns
-    // of a session only after its metadata write, so that its publishes through this node
-    // come after it (the machine emits `StoreSession` right after `SessionCreated`).
-    let mut created: HashMap<SessionId, ServerEvent> = HashMap::new();
-    while let Some(event) = events.next().await {
-        let mut announce = None;
-        let write = match event {
-            ServerEvent::SessionWanted { conn, session } => {
-                tokio::spawn(provide(inner.clone(), conn, session));
-                continue;
-            }
-            ServerEvent::StoreSession(stored) => {
-                announce = created.remove(&stored.session_id);
-                Write::Meta {
-                    created: announce.is_some(),
-                    stored,
-                    room: None,
-                }
-            }
-            ServerEvent::StoreAppend(pending) => Write::Append {
-                events: vec![pending],
-                reply: None,
-                room: None,
-            },
-            ServerEvent::RequestCheck {
-                conn,
-                session,
-                request_id,
-                content,
-            } => Write::Check {
-                conn,
-                session,
-                request_id,
-                content,
-                room: None,
-            },
-            ServerEvent::OutcomeRecorded {
-                session,
-                request_id,
-                outcome,
-            } => Write::Outcome {
-                session,
-                request_id,
-                outcome,
-                room: None,
-            },
-            other => {
-                match &other {
-                    ServerEvent::SessionCreated { session, .. } => {
-                        created.insert(session.clone(), other);
-                        continue;
-                    }
-                    ServerEvent::SessionDetached { session } => {
-                        if let Some(generation) = inner.subs.generation(session) {
-                            inner.unsubscribe_later(session.clone(), generation);
-                        }
-                    }
-                    ServerEvent::PresenceChanged { .. } => inner.presence_due.notify_one(),
-                    _ => {}
-                }
-                // Nobody listening is fine: the node keeps serving.
-                let _ = app.send(other).await;
-                continue;
-            }
-        };
-        let Ok(room) = inner.room.clone().acquire_owned().await else {
-            return;
-        };
-        inner.count_queue();
-        if inner.writes.unbounded_send(write.with_room(room)).is_err() {
-            return;
-        }
-        if let Some(created) = announce {
-            let _ = app.send(created).await;
-        }
-    }
-}
-
-impl Write {
-    fn with_room(mut self, permit: OwnedSemaphorePermit) -> Self {
-        match &mut self {
-            Write::Meta { room, .. }
-            | Write::Append { room, .. }
-            | Write::Outcome { room, .. }
-            | Write::Check { room, .. } => *room = Some(permit),
-            Write::Verify(_) => {}
-        }
-        self
+        on_end
     }
 
-    fn session(&self) -> &SessionId {
-        match self {
-            Write::Meta { stored, .. } => &stored.session_id,
-            Write::Append { events, .. } => &events[0].session,
-            Write::Outcome { session, .. }
-            | Write::Check { session, .. }
-            | Write::Verify(session) => session,
-        }
+    /// Completes after `duration`.
+    pub(crate) fn sleep(&self, duration: Duration) -> BoxFuture<()> {
+        self.runtime.sleep(duration)
     }
-}
-
-/// One command of a pass, and what to do with its reply.
-enum Op {
-    Meta(Box<StoredSession>, bool),
-    /// A run: consecutive events of one session, numbered by one script call under `id`;
-    /// `waiters` get their slices (event counts, in order).
-    Run {
-        id: u128,
-        events: Vec<Unsequenced>,
-        waiters: Vec<(usize, Option<AppendReply>)>,
-    },
-    Outcome(String, String),
-    Check {
-        conn: ConnId,
-        request_id: String,
-        content: Json,
-        token: String,
-    },
-    Verify,
-}
-
-/// How long a stopping node keeps trying to store the writes still queued.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// Does the writes in order, retrying what failed transiently until the store answers. When
-/// the server stops, the writes already queued (e.g. its last responses) are still stored,
-/// for up to [`SHUTDOWN_GRACE`].
-pub(crate) async fn writer(inner: Arc<Inner>, mut writes: mpsc::UnboundedReceiver<Write>) {
-    let stopped = inner.server.stopped();
-    futures::pin_mut!(stopped);
-    // Resolves at the end of the grace period, once the server has stopped.
-    let grace = async {
-        stopped.await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    futures::pin_mut!(grace);
-    let mut draining = false;
-    let mut tokens = 0u64;
-    loop {
-        let first = if draining {
-            match writes.try_recv() {
-                Ok(w) => w,
-                Err(_) => return,
-            }
-        } else {
-            tokio::select! {
-                w = writes.next() => match w { Some(w) => w, None => return },
-                () = inner.server.stopped() => {
-                    draining = true;
-                    continue;
-                }
-            }
-        };
-        let mut batch = vec![first];
-        let mut events = 0;
-        while batch.len() < WRITE_BATCH && events < WRITE_BATCH_EVENTS {
-            match writes.try_recv() {
-                Ok(w) => {
-                    if let Write::Append { events: e, .. } = &w {
-                        events += e.len();
-                    }
-                    batch.push(w);
-                }
-                _ => break,
-            }
-        }
-        // Per session, in order (sessions are independent of each other).
-        let mut sessions: Vec<(SessionId, Vec<Op>)> = Vec::new();
-        let mut rooms = Vec::new();
-        for w in batch {
-            let session = w.session().clone();
-            let at = match sessions.iter().position(|(s, _)| *s == session) {
-                Some(i) => i,
-                None => {
-                    sessions.push((session, Vec::new()));
-                    sessions.len() - 1
-                }
-            };
-            let ops = &mut sessions[at].1;
-            let op = match w {
-                Write::Meta {
-                    stored,
-                    created,
-                    room,
-                } => {
-                    rooms.push(room);
-                    Op::Meta(stored, created)
-                }
-                Write::Append {
-                    events,
-                    reply,
-                    room,
-                } => {
-                    rooms.push(room);
-                    if let Some(Op::Run {
-                        events: run,
-                        waiters,
-                        ..
-                    }) = ops.last_mut()
-                    {
-                        if run.len() + events.len() <= wire::RUN_MAX {
-                            waiters.push((events.len(), reply));
-                            run.extend(events);
-                            continue;
-                        }
-                    }
-                    Op::Run {
-                        id: inner.runs.next(),
-                        waiters: vec![(events.len(), reply)],
-                        events,
-                    }
-                }
-                Write::Outcome {
-                    request_id,
-                    outcome,
-                    room,
-                    ..
-                } => {
-                    rooms.push(room);
-                    let text = serde_json::to_string(&outcome).unwrap_or_default();
-                    Op::Outcome(request_id, text)
-                }
-                Write::Check {
-                    conn,
-                    request_id,
-                    content,
-                    room,
-                    ..
-                } => {
-                    rooms.push(room);
-                    tokens += 1;
-                    Op::Check {
-                        conn,
-                        request_id,
-                        content,
-                        // Not JSON: never mistaken for an outcome.
-                        token: format!("?{}:{tokens}", inner.keys.node()),
-                    }
-                }
-                Write::Verify(_) => Op::Verify,
-            };
-            ops.push(op);
-        }
-        // A new session's notifications are subscribed before its metadata exists.
-        for (session, ops) in &sessions {
-            if ops.iter().any(|op| matches!(op, Op::Meta(_, true))) {
-                if let Err(e) = inner
-                    .subs
-                    .subscribe(&inner.link, &inner.keys, session, false)
-                    .await
-                {
-                    inner.failed(&e);
-                }
-            }
-        }
-        let Some(replies) = inner.send(&sessions, &mut grace).await else {
-            let left = sessions.iter().map(|(_, ops)| ops.len()).sum::<usize>();
-            tracing::error!(
-                "session store: stopped with {left} writes Redis did not take (unreachable)"
-            );
-            return;
-        };
-        drop(rooms);
-        inner.count_queue();
-        inner.settle(sessions, replies).await;
-    }
-}
-
-impl Inner {
-    fn command(&self, session: &SessionId, op: &Op, by_text: bool) -> redis::Cmd {
-        match op {
-            Op::Meta(stored, created) => wire::meta_command(
-                &self.scripts,
-                by_text,
-                &self.keys,
-                &self.limits,
-                stored,
-                *created,
-            ),
-            Op::Run { id, events, .. } => {
-                let run: Vec<&Unsequenced> = events.iter().collect();
-                wire::append_command(&self.scripts, by_text, &self.keys, &self.limits, *id, &run)
-            }
-            Op::Outcome(request_id, text) => {
-                let mut c = redis::cmd("SET");
-                c.arg(self.keys.request(session, request_id))
-                    .arg(text)
-                    .arg("PX")
-                    .arg(millis(self.limits.dedup_ttl));
-                c
-            }
-            Op::Check {
-                request_id, token, ..
-            } => {
-                // Claims the id and returns what was there, in one step (Redis ≥ 7.0); a
-                // retry finds its own claim.
-                let mut c = redis::cmd("SET");
-                c.arg(self.keys.request(session, request_id))
-                    .arg(token)
-                    .arg("NX")
-                    .arg("GET")
-                    .arg("PX")
-                    .arg(millis(self.limits.dedup_ttl));
-                c
-            }
-            Op::Verify => {
-                let mut c = redis::cmd("EXISTS");
-                c.arg(self.keys.meta(session));
-                c
-            }
-        }
-    }
-
-    /// Sends every op until each has an answer that will not change by sending it again;
-    /// `None` if the node stopped meanwhile.
-    async fn send(
-        &self,
-        sessions: &[(SessionId, Vec<Op>)],
-        stopped: &mut (impl std::future::Future<Output = ()> + Unpin),
-    ) -> Option<Vec<Vec<Result<Value, RedisError>>>> {
-        let mut replies: Vec<Vec<Option<Result<Value, RedisError>>>> = sessions
-            .iter()
-            .map(|(_, ops)| ops.iter().map(|_| None).collect())
-            .collect();
-        let mut by_text = false;
-        loop {
-            // Per session, the ops from its first unanswered one on (a session's order holds).
-            let pending: Vec<(usize, usize)> = replies
-                .iter()
-                .enumerate()
-                .filter_map(|(s, r)| r.iter().position(Option::is_none).map(|from| (s, from)))
-                .collect();
-            if pending.is_empty() {
-                break;
-            }
-            let groups: Vec<Vec<redis::Cmd>> = pending
-                .iter()
-                .map(|&(s, from)| {
-                    let (session, ops) = &sessions[s];
-                    ops[from..]
-                        .iter()
-                        .map(|op| self.command(session, op, by_text))
-                        .collect()
-                })
-                .collect();
-            let results = self.link.exec(&groups).await;
-            let mut retry = None;
-            let mut unknown_script = false;
-            for (&(s, from), result) in pending.iter().zip(results) {
-                let values: Vec<Result<Value, RedisError>> = match result {
-                    Ok(values) => values.into_iter().map(Value::extract_error).collect(),
-                    Err(e) => (from..replies[s].len()).map(|_| Err(copy(&e))).collect(),
-                };
-                for (k, value) in values.into_iter().enumerate() {
-                    match value {
-                        Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
-                            unknown_script = true;
-                            break;
-                        }
-                        Err(e) if transient(&e) => {
-                            retry = Some(e);
-                            break;
-                        }
-                        answer => replies[s][from + k] = Some(answer),
-                    }
-                }
-            }
-            by_text = unknown_script;
-            match retry {
-                None => self.answered(),
-                Some(e) => {
-                    self.failed(&e);
-                    let unanswered = replies.iter().flatten().filter(|r| r.is_none()).count();
-                    self.metrics.retries.inc_by(unanswered as u64);
-                    tokio::select! {
-                        () = tokio::time::sleep(self.retry_every) => {}
-                        () = &mut *stopped => return None,
-                    }
-                }
-            }
-        }
-        Some(
-            replies
-                .into_iter()
-                .map(|r| r.into_iter().flatten().collect())
-                .collect(),
-        )
-    }
-
-    /// Hands out the answers: publishers' ranges, requests' verdicts, and sessions the store
-    /// lost (their holders' clients are told at once).
-    async fn settle(
-        &self,
-        sessions: Vec<(SessionId, Vec<Op>)>,
-        replies: Vec<Vec<Result<Value, RedisError>>>,
-    ) {
-        let mut lost: Vec<SessionId> = Vec::new();
-        let mut stored: Vec<SessionId> = Vec::new();
-        let mut admits = Vec::new();
-        for ((session, ops), replies) in sessions.into_iter().zip(replies) {
-            for (op, reply) in ops.into_iter().zip(replies) {
-                let number = |r: &Result<Value, RedisError>| match r {
-                    Ok(Value::Int(n)) => Some(*n),
-                    _ => None,
-                };
-                match op {
-                    Op::Meta(..) | Op::Verify => match (number(&reply), reply) {
-                        (Some(0), _) => lost.push(session.clone()),
-                        (_, Err(e)) => tracing::error!("session store: {session}: {e}"),
-                        _ => {
-                            if matches!(op, Op::Meta(_, true)) {
-                                stored.push(session.clone());
-                            }
-                        }
-                    },
-                    Op::Outcome(..) => {
-                        if let Err(e) = reply {
-                            tracing::error!("session store: outcome in {session}: {e}");
-                        }
-                    }
-                    Op::Run { waiters, .. } => {
-                        let total: usize = waiters.iter().map(|(n, _)| n).sum();
-                        let last = number(&reply).and_then(|n| u64::try_from(n).ok());
-                        match (last, reply) {
-                            (Some(0), _) => {
-                                lost.push(session.clone());
-                                for (_, w) in waiters.into_iter() {
-                                    if let Some(w) = w {
-                                        let _ = w
-                                            .send(Err(StoreError::UnknownSession(session.clone())));
-                                    }
-                                }
-                            }
-                            (Some(last), _) => {
-                                let mut next = (last + 1).saturating_sub(total as u64);
-                                for (n, w) in waiters {
-                                    let range = next..=next + n as u64 - 1;
-                                    next += n as u64;
-                                    if let Some(w) = w {
-                                        let _ = w.send(Ok(range));
-                                    }
-                                }
-                            }
-                            (None, reply) => {
-                                let why = match reply {
-                                    Err(e) => e,
-                                    Ok(v) => RedisError::from((
-                                        redis::ErrorKind::TypeError,
-                                        "unexpected append reply",
-                                        format!("{v:?}"),
-                                    )),
-                                };
-                                let mut machine = false;
-                                for (_, w) in waiters {
-                                    match w {
-                                        Some(w) => {
-                                            let _ = w.send(Err(StoreError::Redis(copy(&why))));
-                                        }
-                                        None => machine = true,
-                                    }
-                                }
-                                if machine {
-                                    tracing::error!(
-                                        "session store: responses of {session} not stored: {why}"
-                                    );
-                                }
-                            }
-                        }
-                    }
-                    Op::Check {
-                        conn,
-                        request_id,
-                        content,
-                        token,
-                    } => {
-                        let previous: Option<String> = match reply {
-                            Ok(Value::Nil) => None,
-                            Ok(v) => redis::from_owned_redis_value(v).ok(),
-                            Err(e) => {
-                                // The store cannot say: hand it out (the local dedup window
-                                // still guards resends here; losing a request is worse than a
-                                // rare double delivery).
-                                tracing::error!("session store: request check: {e}");
-                                None
-                            }
-                        };
-                        let seen = match previous {
-                            None => None,
-                            Some(p) if p == token => None, // our own claim, sent again
-                            Some(p) => Some(serde_json::from_str::<Outcome>(&p).ok()),
-                        };
-                        admits.push((conn, session.clone(), request_id, content, seen));
-                    }
-                }
-            }
-        }
-        if lost.is_empty() && admits.is_empty() && stored.is_empty() {
-            return;
-        }
-        lost.dedup();
-        let held_lost = self
-            .server
-            .apply(move |m, now| {
-                for session in &stored {
-                    m.session_stored(now, session);
-                }
-                for (conn, session, request_id, content, seen) in admits {
-                    m.admit_request(now, conn, &session, &request_id, content, seen);
-                }
-                lost.into_iter()
-                    .filter(|s| m.session_lost(now, s))
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .unwrap_or_default();
-        for session in held_lost {
-            self.metrics.sessions_lost.inc();
-            tracing::warn!(
-                "session store: session {session} is gone from Redis (flushed, evicted or \
-                 restarted empty); its client was told (close 4010 session_lost)"
-            );
-        }
-    }
-}
-
-/// Ingests `events` (ascending) into the machine; stops at a gap (the caller's catch-up read
-/// covers it).
-fn ingest_all(
-    m: &mut tether_core::server::Server,
-    now: std::time::Instant,
-    session: &SessionId,
-    events: Vec<Recorded>,
-) -> Option<u64> {
-    for e in events {
-        match m.ingest(now, session, e) {
-            Ok(Ingest::Gap { expected }) => return Some(expected),
-            Ok(Ingest::NotHeld) => return None,
-            Ok(_) => {}
-            Err(err) => tracing::error!("session store: {err}"),
-        }
-    }
-    None
-}
-
-/// Answers a handshake that names a session: subscribes to its notifications, reads it
-/// (retrying a dropped connection), hands the answer to the machine, then reads what was
-/// appended meanwhile.
-async fn provide(inner: Arc<Inner>, conn: ConnId, session: SessionId) {
-    if !Keys::storable(&session) {
-        let _ = inner
-            .server
-            .apply(move |m, now| m.provide_session(now, conn, Ok(None)))
-            .await;
-        return;
-    }
-    let subscribed = inner
-        .subs
-        .subscribe(&inner.link, &inner.keys, &session, true)
-        .await;
-    if let Err(e) = subscribed {
-        inner.failed(&e);
-    }
-    let mut attempt = 0;
-    let read = loop {
-        attempt += 1;
-        match wire::read_session(&mut inner.link.clone(), &inner.keys, &session).await {
-            Ok(read) => {
-                inner.answered();
-                break Ok(read);
-            }
-            Err(e) if inner.failed(&e) && attempt < READ_ATTEMPTS => {
-                tokio::time::sleep(inner.retry_every).await;
-            }
-            Err(e) => break Err(StoreUnavailable(e.to_string())),
-        }
-    };
-    let head = read.as_ref().ok().and_then(|s| s.as_ref().map(|s| s.head));
-    let sid = session.clone();
-    let held = inner
-        .server
-        .apply(move |m, now| {
-            m.provide_session(now, conn, read);
-            m.holds(&sid)
-        })
-        .await
-        .unwrap_or(false);
-    let generation = inner.subs.unpin(&session, held);
-    match (held, head) {
-        (true, Some(head)) => {
-            // Events appended after the read whose notification came before the attach.
-            if let Err(e) = inner.catch_up(&session, head).await {
-                inner.failed(&e);
-            }
-        }
-        (false, _) => {
-            if let Some(generation) = generation {
-                inner.unsubscribe_later(session, generation);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// Ingests notifications; a connection replaced wakes the health loop, which resubscribes
-/// and catches the held sessions up.
-pub(crate) async fn subscriber(inner: Arc<Inner>, mut pushes: Pushes) {
-    let stopped = inner.server.stopped();
-    futures::pin_mut!(stopped);
-    loop {
-        let first = tokio::select! {
-            p = pushes.next() => match p { Some(p) => p, None => return },
-            () = &mut stopped => return,
-        };
-        let mut notes: Vec<(SessionId, Vec<Recorded>, Option<u64>)> = Vec::new();
-        let mut next = Some(first);
-        let mut taken = 0;
-        while let Some(push) = next.take() {
-            taken += 1;
-            match note_of(&inner, push) {
-                Some(Note::Events(session, events)) => {
-                    let generation = inner.subs.generation(&session);
-                    match notes.iter_mut().find(|(s, _, _)| *s == session) {
-                        Some((_, all, _)) => all.extend(events),
-                        None => notes.push((session, events, generation)),
-                    }
-                }
-                Some(Note::Gone(session)) => {
-                    let _ = inner.writes.unbounded_send(Write::Verify(session));
-                }
-                None => {}
-            }
-            if taken < NOTIFY_BATCH {
-                next = futures::FutureExt::now_or_never(pushes.next()).flatten();
-            }
-        }
-        if notes.is_empty() {
-            continue;
-        }
-        let outcome = inner
-            .server
-            .apply(move |m, now| {
-                let mut gaps: Vec<(SessionId, u64)> = Vec::new();
-                let mut not_held: Vec<(SessionId, Option<u64>)> = Vec::new();
-                for (session, events, generation) in notes {
-                    for recorded in events {
-                        match m.ingest(now, &session, recorded) {
-                            Ok(Ingest::Gap { expected }) => {
-                                // The catch-up read below covers the rest.
-                                gaps.push((session.clone(), expected));
-                                break;
-                            }
-                            Ok(Ingest::NotHeld) => {
-                                not_held.push((session.clone(), generation));
-                                break;
-                            }
-                            Ok(_) => {}
-                            Err(err) => tracing::error!("session store: {err}"),
-                        }
-                    }
-                }
-                (gaps, not_held)
-            })
-            .await;
-        let Ok((gaps, not_held)) = outcome else {
-            return; // the server stopped
-        };
-        for (session, generation) in not_held {
-            if let Some(generation) = generation {
-                inner.unsubscribe_later(session, generation);
-            }
-        }
-        for (session, expected) in gaps {
-            if let Err(e) = inner.catch_up(&session, expected - 1).await {
-                inner.failed(&e);
-            }
-        }
-    }
-}
-
-/// What a push says: a notification (counted), or the library's notice that a connection
-/// dropped (the health loop then resynchronises).
-fn note_of(inner: &Inner, push: PushInfo) -> Option<Note> {
-    match push.kind {
-        PushKind::Disconnection => {
-            inner.health.wake.notify_one();
-            None
-        }
-        PushKind::SMessage | PushKind::Message => {
-            inner.metrics.notifications.inc();
-            let mut data = push.data.into_iter();
-            let channel: Vec<u8> = redis::from_owned_redis_value(data.next()?).ok()?;
-            inner.keys.session_of_channel(&channel)?;
-            let payload: Vec<u8> = redis::from_owned_redis_value(data.next()?).ok()?;
-            wire::parse_notification(&payload)
-        }
-        _ => None,
-    }
-}
-
-/// Probes the store while it is down (so `/ready` recovers even when the node is idle), and
-/// resynchronises once it is back or after a connection was replaced.
-pub(crate) async fn health_loop(inner: Arc<Inner>) {
-    let stopped = inner.server.stopped();
-    futures::pin_mut!(stopped);
-    loop {
-        tokio::select! {
-            () = inner.health.wake.notified() => {}
-            () = &mut stopped => break,
-        }
-        while !inner.health.is_up() {
-            tokio::select! {
-                () = tokio::time::sleep(inner.retry_every) => {}
-                () = &mut stopped => {
-                    inner.stopping();
-                    return;
-                }
-            }
-            let ping: Result<String, _> = redis::cmd("PING")
-                .query_async(&mut inner.link.clone())
-                .await;
-            match ping {
-                Ok(_) => inner.answered(),
-                Err(e) => {
-                    inner.failed(&e);
-                }
-            }
-        }
-        inner.resync().await;
-    }
-    inner.stopping();
 }

@@ -4,14 +4,18 @@
 //! the masters. The refresh also renews the TTLs of the sessions this node holds, and asks the
 //! writer to verify any that the store no longer has.
 
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::{self, Either};
 use redis::{RedisError, Value};
 use tether_core::server::{PresenceInfo, SessionId};
 
-use crate::node::{Inner, Write};
-use crate::{millis, StoreError};
+use crate::node::Inner;
+use crate::wire::millis;
+use crate::worker::Write;
+use crate::StoreError;
 
 impl Inner {
     /// Writes this node's presence and renews its held sessions' TTLs.
@@ -151,10 +155,10 @@ pub(crate) async fn presence_loop(inner: Arc<Inner>) {
                 tracing::error!("session store: presence refresh: {e}");
             }
         }
-        tokio::select! {
-            () = tokio::time::sleep(period) => {}
-            () = inner.presence_due.notified() => {}
-            () = &mut stopped => break,
+        let due = pin!(inner.presence_due.notified());
+        let refresh = future::select(inner.sleep(period), due);
+        if let Either::Right(_) = future::select(refresh, &mut stopped).await {
+            break;
         }
     }
     inner.stopping();

@@ -1,12 +1,14 @@
 //! What goes into Redis and comes back: the scripts (sent by their SHA1, `EVALSHA`, and as
 //! text only when Redis does not know them yet), metadata, log entries and notifications.
 
+use std::time::Duration;
+
 use redis::aio::ConnectionLike;
 use redis::streams::StreamRangeReply;
 use tether_core::server::{Principal, Recorded, SessionId, StoredSession, Unsequenced};
 
 use crate::keys::Keys;
-use crate::{millis, Limits};
+use crate::node::Limits;
 
 /// A Lua script, called by its SHA1.
 pub(crate) struct Script {
@@ -297,6 +299,11 @@ fn recorded(
         timestamp: timestamp.parse().ok()?,
     };
     Some(pending.into_recorded(seq))
+}
+
+/// A duration as a Redis TTL argument (milliseconds, at least 1).
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 #[cfg(test)]

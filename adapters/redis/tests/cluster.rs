@@ -15,6 +15,7 @@ use tether_redis::RedisConfig;
 use tokio::sync::watch;
 
 use support::{event, quick_client_config, server_config, Node};
+use tether_tokio::{ConnectOptions, TokioRuntime};
 
 /// The index of the master serving `session`'s keys.
 async fn master_of(cluster: &RedisCluster, session: &SessionId) -> usize {
@@ -65,8 +66,13 @@ async fn a_client_fails_over_between_nodes_and_a_master_restarts_mid_stream_losi
     let store = RedisConfig::cluster(cluster.urls());
     let mut a = Node::start("127.0.0.1:0", server_config(), store.clone()).await;
     let b = Node::start("127.0.0.1:0", server_config(), store.clone()).await;
-    let (_client, mut events) =
-        tether_tokio::connect(vec![a.url(), b.url()], None, quick_client_config()).expect("client");
+    let (_client, mut events) = tether_tokio::connect(
+        TokioRuntime,
+        vec![a.url(), b.url()],
+        quick_client_config(),
+        ConnectOptions::default(),
+    )
+    .expect("client");
     let session = tokio::time::timeout(Duration::from_secs(10), a.created.next())
         .await
         .expect("a session on node A")
@@ -164,8 +170,13 @@ async fn notifications_reach_only_the_node_holding_the_session() {
     let mut holder = Node::start("127.0.0.1:0", server_config(), store.clone()).await;
     let publisher = Node::start("127.0.0.1:0", server_config(), store.clone()).await;
     let idle = Node::start("127.0.0.1:0", server_config(), store.clone()).await;
-    let (_client, mut events) =
-        tether_tokio::connect(holder.url(), None, quick_client_config()).expect("client");
+    let (_client, mut events) = tether_tokio::connect(
+        TokioRuntime,
+        holder.url(),
+        quick_client_config(),
+        ConnectOptions::default(),
+    )
+    .expect("client");
     let session = holder.created.next().await.expect("session");
     // Once the holder has written the session, any node may publish to it.
     let first = holder

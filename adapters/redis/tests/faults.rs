@@ -15,6 +15,7 @@ use tether_redis::{EvictionCheck, NodeError, RedisConfig, StoreError};
 use tokio::sync::watch;
 
 use support::{event, eventually, kill_connections, quick_client_config, server_config, Node};
+use tether_tokio::{ConnectOptions, TokioRuntime};
 
 const BATCH: usize = 100;
 
@@ -148,8 +149,13 @@ struct Streaming {
 
 async fn one_client(store: RedisConfig) -> Streaming {
     let mut node = Node::start("127.0.0.1:0", server_config(), store).await;
-    let (client, events) =
-        tether_tokio::connect(node.url(), None, quick_client_config()).expect("client");
+    let (client, events) = tether_tokio::connect(
+        TokioRuntime,
+        node.url(),
+        quick_client_config(),
+        ConnectOptions::default(),
+    )
+    .expect("client");
     let session = node.created.next().await.expect("session");
     let (seen, progress) = consume(events);
     Streaming {
@@ -470,13 +476,13 @@ async fn an_evicting_redis_is_refused_on_request_and_warned_about_otherwise() {
         eviction: EvictionCheck::Refuse,
         ..store(&redis)
     };
-    match tether_redis::serve("127.0.0.1:0", server_config(), refusing).await {
+    match support::serve_tokio("127.0.0.1:0", server_config(), refusing).await {
         Err(NodeError::Store(StoreError::Evicting { policy })) => assert_eq!(policy, "allkeys-lru"),
         Err(e) => panic!("unexpected {e}"),
         Ok(_) => panic!("started on an evicting Redis"),
     }
     let warned_before = lines_mentioning("allkeys-lru").len();
-    let (_bound, _node) = tether_redis::serve("127.0.0.1:0", server_config(), store(&redis))
+    let (_bound, _node) = support::serve_tokio("127.0.0.1:0", server_config(), store(&redis))
         .await
         .expect("starts with a warning");
     assert_eq!(lines_mentioning("allkeys-lru").len(), warned_before + 1);
@@ -487,7 +493,7 @@ async fn an_evicting_redis_is_refused_on_request_and_warned_about_otherwise() {
         ..store(&managed)
     };
     let warned_before = lines_mentioning("cannot read Redis's maxmemory-policy").len();
-    let (_bound, _node) = tether_redis::serve("127.0.0.1:0", server_config(), refusing)
+    let (_bound, _node) = support::serve_tokio("127.0.0.1:0", server_config(), refusing)
         .await
         .expect("starts when the policy cannot be read");
     assert_eq!(
@@ -516,9 +522,13 @@ async fn an_idle_node_resumes_a_session_right_after_its_connection_was_killed() 
     client.disconnect().await;
     kill_connections(&redis).await;
     // The node's first store call after the fault is this resume's read.
-    let (_client, mut events) =
-        tether_tokio::connect_resumed(node.url(), None, quick_client_config(), state)
-            .expect("client");
+    let (_client, mut events) = tether_tokio::connect(
+        TokioRuntime,
+        node.url(),
+        quick_client_config(),
+        ConnectOptions::default().resume(state),
+    )
+    .expect("client");
     let first = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match events.next().await {

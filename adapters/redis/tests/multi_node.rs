@@ -7,59 +7,21 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::json;
-use tether_core::backoff::{BackoffConfig, Jitter};
-use tether_core::client::{ClientConfig, Event, State};
+use tether_core::client::Event;
 use tether_driver::RequestOutcome;
 use tether_redis::{RedisConfig, StoreError};
 
-use support::{eventually, redis, server_config, store_config, Node};
+use support::{
+    event, eventually, failover_client_config, publish, redis, server_config, store_config, Node,
+    Seen,
+};
+use tether_tokio::{ConnectOptions, TokioRuntime};
 
 const TOTAL: u64 = 20_000;
 const AWAY: u64 = 500;
-const BATCH: usize = 250;
-
-fn client_config() -> ClientConfig {
-    ClientConfig {
-        backoff: BackoffConfig {
-            // Long enough that the events published while away are surely published before
-            // the client is back: they must then come as replays of the resume.
-            initial: Duration::from_millis(300),
-            max: Duration::from_millis(300),
-            jitter: Jitter::None,
-            ..BackoffConfig::default()
-        },
-        ..ClientConfig::new("echo")
-    }
-}
 
 fn running(node: &Option<Node>) -> &Node {
     node.as_ref().expect("running")
-}
-
-fn event(i: u64) -> Vec<(String, serde_json::Value)> {
-    vec![("content".to_owned(), json!(format!("event {i}")))]
-}
-
-/// Publishes `count` events through `node`, in batches; returns the last sequence.
-async fn publish(node: &Node, session: &tether_core::server::SessionId, from: u64, count: u64) {
-    let mut i = from;
-    while i < from + count {
-        let n = BATCH.min(usize::try_from(from + count - i).unwrap_or(BATCH));
-        let batch = (0..n as u64).map(|k| event(i + k)).collect();
-        node.node
-            .publish_many(session, "message", batch)
-            .await
-            .expect("published");
-        i += n as u64;
-    }
-}
-
-#[derive(Default)]
-struct Seen {
-    seqs: Vec<u64>,
-    replayed: Vec<u64>,
-    resumed: u32,
-    bad: Vec<String>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,8 +32,13 @@ async fn three_failovers_deliver_twenty_thousand_events_exactly_once_in_order() 
     let mut first = Node::start("127.0.0.1:0", config.clone(), store.clone()).await;
     let second = Node::start("127.0.0.1:0", config.clone(), store.clone()).await;
     let urls = vec![first.url(), second.url()];
-    let (_client, mut events) =
-        tether_tokio::connect(urls, None, client_config()).expect("client starts");
+    let (_client, mut events) = tether_tokio::connect(
+        TokioRuntime,
+        urls,
+        failover_client_config(),
+        ConnectOptions::default(),
+    )
+    .expect("client starts");
     let session = tokio::time::timeout(Duration::from_secs(10), first.created.next())
         .await
         .expect("a session is created on node A")
@@ -82,29 +49,16 @@ async fn three_failovers_deliver_twenty_thousand_events_exactly_once_in_order() 
     let consumer = tokio::spawn(async move {
         let mut seen = Seen::default();
         while let Some(e) = events.next().await {
-            match e {
-                Event::Delivered(d) => {
-                    seen.seqs.push(d.seq);
-                    if d.replayed {
-                        seen.replayed.push(d.seq);
-                    }
-                    let _ = progress_tx.send((seen.seqs.len() as u64, seen.resumed));
-                    if seen.seqs.len() as u64 == TOTAL {
-                        return seen;
-                    }
-                    // A slowish application (~50 events/ms), so a kill lands mid-stream.
-                    if seen.seqs.len() % 50 == 0 {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
+            let delivered = seen.note(e);
+            let _ = progress_tx.send(seen.progress());
+            if delivered {
+                if seen.seqs.len() as u64 == TOTAL {
+                    return seen;
                 }
-                Event::StateChanged(State::Connected { resumed: true, .. }) => {
-                    seen.resumed += 1;
-                    let _ = progress_tx.send((seen.seqs.len() as u64, seen.resumed));
+                // A slowish application (~50 events/ms), so a kill lands mid-stream.
+                if seen.seqs.len() % 50 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
-                Event::Lost { .. } | Event::ServerReset { .. } | Event::SessionReplaced { .. } => {
-                    seen.bad.push(format!("{e:?}"));
-                }
-                _ => {}
             }
         }
         seen
@@ -123,7 +77,7 @@ async fn three_failovers_deliver_twenty_thousand_events_exactly_once_in_order() 
         } else {
             stream_per_phase
         };
-        publish(running(&nodes[on]), &session, next, count).await;
+        publish(&running(&nodes[on]).node, &session, next, count).await;
         next += count;
         if phase == 3 {
             break;
@@ -141,7 +95,7 @@ async fn three_failovers_deliver_twenty_thousand_events_exactly_once_in_order() 
         let delivered = progress.borrow().0;
         // While the client backs off: publish through the other node.
         let other = 1 - on;
-        publish(running(&nodes[other]), &session, next, AWAY).await;
+        publish(&running(&nodes[other]).node, &session, next, AWAY).await;
         away_ranges.push((next, next + AWAY - 1, delivered));
         next += AWAY;
         // The killed node comes back on its address, so the client's URL list stays valid.
@@ -209,8 +163,13 @@ async fn presence_is_shared_and_expires_within_its_ttl() {
     };
 
     // A client that leaves cleanly: node A withdraws it at once.
-    let (leaver, _leaver_events) =
-        tether_tokio::connect(a.url(), None, client_config()).expect("client");
+    let (leaver, _leaver_events) = tether_tokio::connect(
+        TokioRuntime,
+        a.url(),
+        failover_client_config(),
+        ConnectOptions::default(),
+    )
+    .expect("client");
     let leaving = a.created.next().await.expect("session").to_string();
     eventually(Duration::from_secs(5), "B to see A's client", || {
         let s = sees(leaving.clone());
@@ -234,8 +193,13 @@ async fn presence_is_shared_and_expires_within_its_ttl() {
     );
 
     // A client whose node dies: its entry expires within the TTL.
-    let (_stayer, _stayer_events) =
-        tether_tokio::connect(a.url(), None, client_config()).expect("client");
+    let (_stayer, _stayer_events) = tether_tokio::connect(
+        TokioRuntime,
+        a.url(),
+        failover_client_config(),
+        ConnectOptions::default(),
+    )
+    .expect("client");
     let staying = a.created.next().await.expect("session").to_string();
     eventually(Duration::from_secs(5), "B to see A's second client", || {
         let s = sees(staying.clone());
@@ -266,7 +230,13 @@ async fn requests_are_answered_and_unknown_sessions_refused() {
     let store = store_config(&redis, "requests");
     let a = Node::start("127.0.0.1:0", server_config(), store.clone()).await;
     let b = Node::start("127.0.0.1:0", server_config(), store.clone()).await;
-    let (client, _events) = tether_tokio::connect(a.url(), None, client_config()).expect("client");
+    let (client, _events) = tether_tokio::connect(
+        TokioRuntime,
+        a.url(),
+        failover_client_config(),
+        ConnectOptions::default(),
+    )
+    .expect("client");
     let outcome = tokio::time::timeout(Duration::from_secs(10), client.send("hi"))
         .await
         .expect("answered in time")
@@ -291,10 +261,15 @@ async fn a_lost_notification_feed_is_caught_up_from_the_log() {
     let redis = tether_redis::testing::RedisServer::own(Default::default(), &[]);
     let store = store_config(&redis, "resubscribe");
     let mut a = Node::start("127.0.0.1:0", server_config(), store.clone()).await;
-    let (_client, mut events) =
-        tether_tokio::connect(a.url(), None, client_config()).expect("client");
+    let (_client, mut events) = tether_tokio::connect(
+        TokioRuntime,
+        a.url(),
+        failover_client_config(),
+        ConnectOptions::default(),
+    )
+    .expect("client");
     let session = a.created.next().await.expect("session");
-    publish(&a, &session, 1, 100).await;
+    publish(&a.node, &session, 1, 100).await;
     // Drop every pub/sub connection (the node's notification feed) and publish at once: the
     // notifications of these events go nowhere; the node must read them from the log.
     let client = redis::Client::open(redis.url.as_str()).expect("url");
@@ -310,7 +285,7 @@ async fn a_lost_notification_feed_is_caught_up_from_the_log() {
         .await
         .expect("client kill");
     assert!(killed >= 1, "the node's subscription was killed");
-    publish(&a, &session, 101, 100).await;
+    publish(&a.node, &session, 101, 100).await;
     let seqs = tokio::time::timeout(Duration::from_secs(20), async {
         let mut seqs = Vec::new();
         while seqs.len() < 200 {

@@ -11,11 +11,12 @@
 //! ```
 //! use futures::StreamExt;
 //! use tether_tokio::{connect, serve, ClientConfig, Event, Outcome, RequestOutcome};
-//! use tether_tokio::{ServerConfig, ServerEvent};
+//! use tether_tokio::{ServerConfig, ServerEvent, ServerOptions, TokioRuntime};
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     let mut gateway = serve("127.0.0.1:0", ServerConfig::default(), None).await?;
+//!     let options = ServerOptions::default();
+//!     let mut gateway = serve(TokioRuntime, "127.0.0.1:0", ServerConfig::default(), options).await?;
 //!     let url = format!("ws://{}/ws", gateway.local_addr);
 //!     let server = gateway.server.clone();
 //!     tokio::spawn(async move {
@@ -36,7 +37,7 @@
 //!         }
 //!     });
 //!
-//!     let (client, mut events) = connect(url, None, ClientConfig::new("echo"))?;
+//!     let (client, mut events) = connect(TokioRuntime, url, ClientConfig::new("echo"), Default::default())?;
 //!     let answer = client.send("hello").await?;
 //!     let RequestOutcome::Final { content: Some(content), .. } = answer else { panic!("{answer:?}") };
 //!     assert_eq!(content.to_string(), "echo: hello");
@@ -72,8 +73,8 @@ pub use tether_core::server::{
 pub use tether_core::wire::{Content, EventBatch, FieldsError};
 pub use tether_driver::{
     load_snapshot, save_snapshot, websocket_config, Bound, Client, ClientError, ClientEvents,
-    Endpoints, RequestOutcome, ServeError, Server, ServerError, ServerEvents, ServerOptions,
-    PUBLISH_MANY_MAX,
+    ConnectOptions, Endpoints, RequestOutcome, ServeError, Server, ServerError, ServerEvents,
+    ServerOptions, PUBLISH_MANY_MAX,
 };
 
 /// tokio's clock, timers and tasks.
@@ -112,44 +113,27 @@ impl Connector for TokioConnector {
     }
 }
 
-/// Starts a client on the current tokio runtime (must be called inside one).
+/// Starts a client at `url` on the current tokio runtime (must be called inside one): a new
+/// session, or the one in [`ConnectOptions::resume`]. `url` may be a list of [`Endpoints`],
+/// tried in turn at each reconnect.
 pub fn connect(
+    runtime: TokioRuntime,
     url: impl Into<Endpoints>,
-    token: Option<&str>,
     config: ClientConfig,
+    options: ConnectOptions,
 ) -> Result<(Client, ClientEvents), ClientError> {
-    Client::start(TokioRuntime, TokioConnector, url, token, config)
-}
-
-/// Starts a client that resumes a persisted session.
-pub fn connect_resumed(
-    url: impl Into<Endpoints>,
-    token: Option<&str>,
-    config: ClientConfig,
-    state: ResumeState,
-) -> Result<(Client, ClientEvents), ClientError> {
-    Client::start_resumed(TokioRuntime, TokioConnector, url, token, config, state)
+    Client::start(runtime, TokioConnector, url, config, options)
 }
 
 /// Binds `addr` and serves WebSocket connections on `/ws` (other upgrade paths get HTTP 403, like
 /// the PraisonAI gateway) and, on the same port, `GET /health`, `/ready`, `/live` and `/metrics`
-/// (see `tether_driver::http`). An all-zero `seed` (the default) is replaced with OS entropy, so session
-/// ids are unguessable; an `epoch_at_start` of 0 with the system clock. `snapshot` restores
-/// sessions saved by a previous run.
+/// (see `tether_driver::http`), on `runtime` (the current tokio runtime). A `seed` of `None` (the
+/// default) is drawn from OS entropy, so session ids are unguessable; an `epoch_at_start` of 0
+/// is the system clock. [`ServerOptions`]: a snapshot of a previous run to restore, metrics.
 pub async fn serve(
+    runtime: TokioRuntime,
     addr: &str,
     config: ServerConfig,
-    snapshot: Option<ServerSnapshot>,
-) -> Result<Bound, ServeError> {
-    serve_with(addr, config, snapshot, ServerOptions::default()).await
-}
-
-/// [`serve`] with [`ServerOptions`] (e.g. `ServerOptions::default().metrics(false)`: no
-/// Prometheus counting, `GET /metrics` answers 404).
-pub async fn serve_with(
-    addr: &str,
-    config: ServerConfig,
-    snapshot: Option<ServerSnapshot>,
     options: ServerOptions,
 ) -> Result<Bound, ServeError> {
     let listener = Arc::new(TcpListener::bind(addr).await.map_err(ServeError::Bind)?);
@@ -172,13 +156,5 @@ pub async fn serve_with(
         .ok()?;
         Some((socket, info?))
     };
-    tether_driver::start_serving_with(
-        TokioRuntime,
-        config,
-        snapshot,
-        options,
-        local_addr,
-        accept,
-        upgrade,
-    )
+    tether_driver::start_serving(runtime, config, options, local_addr, accept, upgrade)
 }

@@ -7,7 +7,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tether_tokio::{
     connect, serve, ClientConfig, ClientEvents, Event, EventBatch, ServerConfig, ServerError,
-    ServerEvent,
+    ServerEvent, TokioRuntime,
 };
 
 /// The delivered `message` events' `n` fields and sequences, until `count` of them.
@@ -33,12 +33,23 @@ fn event(n: u64) -> Vec<(&'static str, Value)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_are_published_in_order_and_errors_stop_the_rest_of_a_batch() {
-    let bound = serve("127.0.0.1:0", ServerConfig::default(), None)
-        .await
-        .expect("serve");
+    let bound = serve(
+        TokioRuntime,
+        "127.0.0.1:0",
+        ServerConfig::default(),
+        Default::default(),
+    )
+    .await
+    .expect("serve");
     let url = format!("ws://{}/ws", bound.local_addr);
     let (server, mut server_events) = (bound.server.clone(), bound.events);
-    let (client, mut events) = connect(&url, None, ClientConfig::new("a")).expect("connect");
+    let (client, mut events) = connect(
+        TokioRuntime,
+        &url,
+        ClientConfig::new("a"),
+        Default::default(),
+    )
+    .expect("connect");
     let session = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             if let ServerEvent::SessionCreated { session, .. } =

@@ -40,8 +40,8 @@ pub struct ClientConfig {
     /// `joined` never does); default 30 s, the reference gateway's interval, so a half-open socket
     /// is detected on every handshake path. `None` disables it.
     pub fallback_heartbeat: Option<Duration>,
-    /// Silence longer than `factor × interval` means the socket is dead; default 2.
-    pub silence_factor: u32,
+    /// Silence longer than `missed_beats × interval` means the socket is dead; default 2.
+    pub missed_beats: u32,
     /// Repair live gaps (in-band `resync` on v2, a resume on v1); default true. When false, or
     /// when the repair cannot recover them, missing events are reported as lost.
     pub repair_gaps: bool,
@@ -54,7 +54,9 @@ pub struct ClientConfig {
     /// Inbound frames larger than this are refused (reported, not parsed); default 16 MiB.
     pub max_frame_bytes: usize,
     /// Seed of the client's PRNG (jitter, request ids): the same seed replays the same run.
-    pub seed: u64,
+    /// `None` (the default): the adapter draws one from OS entropy (a machine built directly
+    /// with `None` uses the all-zero seed). For tests, [`crate::rng::seed_from_u64`].
+    pub seed: Option<[u8; 32]>,
 }
 
 impl ClientConfig {
@@ -77,12 +79,12 @@ impl Default for ClientConfig {
             handshake_timeout: Duration::from_secs(10),
             backoff: BackoffConfig::default(),
             fallback_heartbeat: Some(Duration::from_secs(30)),
-            silence_factor: 2,
+            missed_beats: 2,
             repair_gaps: true,
             outbox_capacity: 1024,
             resend_unanswered: true,
             max_frame_bytes: 16 << 20,
-            seed: 0,
+            seed: None,
         }
     }
 }

@@ -164,7 +164,7 @@ impl Client {
             Heartbeat::new(
                 HeartbeatConfig {
                     interval,
-                    silence_factor: self.config.silence_factor,
+                    missed_beats: self.config.missed_beats,
                 },
                 now,
             )

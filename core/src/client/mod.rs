@@ -13,6 +13,7 @@ mod config;
 mod event;
 mod handshake;
 mod inbound;
+mod input;
 mod kind;
 mod outbox;
 mod payload;
@@ -27,6 +28,7 @@ pub use event::{
     ClosedReason, Delivered, DisconnectCause, Event, Rejection, RequestStatus, RequestUpdate,
     State, Transmit,
 };
+pub use input::ClientInput;
 pub use kind::Kind;
 use outbox::Outbox;
 pub use payload::Payload;
@@ -148,7 +150,7 @@ impl Client {
     /// A client that resumes a persisted session (after a process restart): it rejoins `since`
     /// the saved cursor and resends the saved unresolved requests with their ids.
     pub fn with_resume_state(config: ClientConfig, state: ResumeState, now: Instant) -> Self {
-        let mut rng = Rng::from_u64(config.seed);
+        let mut rng = Rng::from_bytes(config.seed.unwrap_or_default());
         let backoff = Backoff::new(config.backoff.clone(), rng.fork());
         let mut outbox = Outbox::default();
         for p in state.outbox {

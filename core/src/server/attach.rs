@@ -10,6 +10,7 @@ use super::event::ServerEvent;
 use super::handshake::{self, Accepted, Attached, Handshake, Refusal, Refused};
 use super::session::{Dedup, SessionId};
 use super::sessions::{Attachment, NewSession};
+use super::store::StoreRequest;
 use super::Server;
 use crate::heartbeat::HeartbeatConfig;
 use crate::version::V2;
@@ -18,7 +19,7 @@ use crate::wire::{close, Policy};
 impl Server {
     /// A `hello` or `join`: the acceptor decides, then the session is attached, the replay
     /// set up and the reply queued first. In store mode a handshake naming a session waits for
-    /// the store's answer first (`provide_session` runs it again).
+    /// the store's answer first (`handle_store_session` runs it again).
     pub(super) fn on_handshake(&mut self, now: Instant, conn: ConnId, hs: Handshake) {
         let accepted = match handshake::accept(&hs, &self.config) {
             Ok(a) => a,
@@ -110,8 +111,8 @@ impl Server {
             None => self.create(conn, principal, accepted, caps)?,
         };
         let hb = HeartbeatConfig {
-            interval: self.config.heartbeat_interval,
-            silence_factor: self.config.missed_beats,
+            interval: self.config.heartbeat_interval.unwrap_or_default(),
+            missed_beats: self.config.missed_beats,
         };
         let binding = Binding {
             session: sid.clone(),
@@ -248,11 +249,13 @@ impl Server {
     }
 
     /// Store mode: the session's metadata goes to the store; a new session's client learns
-    /// its id only once other nodes can publish to it (`session_stored`).
+    /// its id only once other nodes can publish to it (`handle_store_written`).
     fn announce_to_store(&mut self, conn: ConnId, sid: &SessionId, resumed: bool) {
         if let Some(stored) = self.stored_session(sid) {
-            self.events
-                .push_back(ServerEvent::StoreSession(Box::new(stored)));
+            self.store_requests.push_back(StoreRequest::WriteSession {
+                session: Box::new(stored),
+                created: !resumed,
+            });
         }
         if !resumed {
             if let Some(c) = self.conns.get_mut(conn) {
@@ -264,10 +267,15 @@ impl Server {
     /// The limits `hello_ok` advertises.
     pub(super) fn policy(&self) -> Policy {
         Policy {
-            max_payload: Some(self.config.max_payload as u64),
+            max_payload: Some(self.config.max_frame_bytes as u64),
             max_buffered_bytes: Some(self.config.max_buffered_bytes as u64),
             max_queued_frames: Some(self.config.max_queued_frames as u64),
-            heartbeat_ms: Some(self.config.heartbeat_interval.as_millis() as u64),
+            heartbeat_ms: Some(
+                self.config
+                    .heartbeat_interval
+                    .unwrap_or_default()
+                    .as_millis() as u64,
+            ),
             max_attachment_bytes: Some(10_485_760),
             max_attachments: Some(10),
             chunk_bytes: Some(262_144),

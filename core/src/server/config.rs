@@ -14,9 +14,11 @@ pub struct ServerConfig {
     pub versions: VersionRange,
     /// Registered agent ids. Empty = any non-empty `agent_id` is accepted.
     pub agents: Vec<String>,
-    /// Seed of the one PRNG (session ids, event ids, request ids). Adapters MUST fill it from OS
-    /// entropy in production: session ids are bearer capabilities and must be unguessable.
-    pub seed: [u8; 32],
+    /// Seed of the one PRNG (session ids, event ids, request ids). `None` (the default): the
+    /// adapter draws one from OS entropy, as production needs (session ids are bearer
+    /// capabilities and must be unguessable); a machine built directly with `None` uses the
+    /// all-zero seed. For tests, [`crate::rng::seed_from_u64`].
+    pub seed: Option<[u8; 32]>,
     /// Wall-clock time (epoch seconds) at the `now` given to `Server::new`/`restore`; frame
     /// timestamps, uptime and presence `last_seen` are derived from it and `now`.
     pub epoch_at_start: f64,
@@ -26,9 +28,9 @@ pub struct ServerConfig {
     pub auth_token: Option<String>,
     /// A connection without a valid handshake after this long is closed (slow-loris guard).
     pub handshake_timeout: Duration,
-    /// Ping interval after the handshake (advertised as `policy.heartbeat_ms`); zero disables
-    /// pings and reaping.
-    pub heartbeat_interval: Duration,
+    /// Ping interval after the handshake (advertised as `policy.heartbeat_ms`); `None` disables
+    /// pings and reaping (as `None` in the client's `fallback_heartbeat`).
+    pub heartbeat_interval: Option<Duration>,
     /// Reap after `heartbeat_interval × missed_beats` of inbound silence (close
     /// [`wire::close::LIVENESS_TIMEOUT`](crate::wire::close::LIVENESS_TIMEOUT)).
     pub missed_beats: u32,
@@ -63,9 +65,10 @@ pub struct ServerConfig {
     /// counted once however many sessions it went to (default 1 GiB; the newest event is
     /// always kept).
     pub recovery_total_bytes: usize,
-    /// Largest inbound text frame, bytes (typed error + close [`wire::close::MESSAGE_TOO_BIG`](crate::wire::close::MESSAGE_TOO_BIG) beyond
+    /// Largest inbound text frame, bytes, advertised as `policy.max_payload` (typed error +
+    /// close [`wire::close::MESSAGE_TOO_BIG`](crate::wire::close::MESSAGE_TOO_BIG) beyond
     /// it).
-    pub max_payload: usize,
+    pub max_frame_bytes: usize,
     /// In-flight window per connection, frames (handed out by `poll_transmit`, not yet
     /// confirmed by `handle_sent`).
     pub max_queued_frames: usize,
@@ -86,7 +89,7 @@ pub struct ServerConfig {
     /// keeps a handshake's cost flat however many clients are connected.
     pub handshake_presence_limit: usize,
     /// Sessions live in a store shared by several nodes (see the
-    /// [`store` section](super::Server::provide_session)): resumes ask the store, tracked frames
+    /// [`store` section](super::Server::handle_store_session)): resumes ask the store, tracked frames
     /// get their sequence from it, request ids are checked in it. Off = this machine holds and
     /// numbers every session itself (the embedded default).
     pub external_store: bool,
@@ -97,11 +100,11 @@ impl Default for ServerConfig {
         Self {
             versions: VersionRange::TETHER,
             agents: Vec::new(),
-            seed: [0; 32],
+            seed: None,
             epoch_at_start: 0.0,
             auth_token: None,
             handshake_timeout: Duration::from_secs(10),
-            heartbeat_interval: Duration::from_secs(30),
+            heartbeat_interval: Some(Duration::from_secs(30)),
             missed_beats: 2,
             session_ttl: Duration::from_secs(3600),
             max_sessions: 10_000,
@@ -110,7 +113,7 @@ impl Default for ServerConfig {
             recovery_session_events: 1 << 20,
             recovery_session_bytes: 64 << 20,
             recovery_total_bytes: 1 << 30,
-            max_payload: 1 << 20,
+            max_frame_bytes: 1 << 20,
             max_queued_frames: 1000,
             max_buffered_bytes: 1 << 20,
             max_control_frames: 256,

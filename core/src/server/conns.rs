@@ -95,12 +95,12 @@ pub(crate) struct Conn {
     pub(crate) last_inbound_wall: f64,
     /// On the ready list.
     pub(crate) queued: bool,
-    /// Store mode: the handshake waiting for `provide_session`.
+    /// Store mode: the handshake waiting for `handle_store_session`.
     pub(crate) parked: Option<Box<Handshake>>,
     /// Store mode: the store answered for the handshake being re-run.
     pub(crate) store_answered: bool,
     /// Store mode: this connection created its session; nothing is sent (its `hello_ok`
-    /// first) until the store holds the session (`Server::session_stored`).
+    /// first) until the store holds the session (`Server::handle_store_written`).
     pub(crate) awaiting_store: bool,
 }
 

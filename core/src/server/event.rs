@@ -1,10 +1,7 @@
 //! What the server tells the adapter (transmits) and the application (events), and its errors.
 
-use serde_json::Value;
-
 use super::conns::ConnId;
-use super::session::{Outcome, SessionId};
-use super::store::{StoredSession, Unsequenced};
+use super::session::SessionId;
 use super::text::FrameText;
 use crate::wire::{ConnectErrorCode, Content, DecodeError};
 
@@ -90,42 +87,6 @@ pub enum ServerEvent {
         conn: ConnId,
         /// What was wrong.
         error: PeerError,
-    },
-    /// Store mode: a handshake names this session; answer with
-    /// [`Server::provide_session`](super::Server::provide_session) (the handshake waits).
-    SessionWanted {
-        /// The connection whose handshake waits.
-        conn: ConnId,
-        /// The session id it asked for (unverified client input).
-        session: SessionId,
-    },
-    /// Store mode: a session was created or attached here; write its metadata (agent, owner,
-    /// epoch, version), never its head, which only the store advances.
-    StoreSession(Box<StoredSession>),
-    /// Store mode: a tracked frame to number and append in the store; the node holding the
-    /// session's connection then gets it through [`Server::ingest`](super::Server::ingest).
-    StoreAppend(Unsequenced),
-    /// Store mode: a request arrived; the store says whether any node saw its id before, via
-    /// [`Server::admit_request`](super::Server::admit_request).
-    RequestCheck {
-        /// The connection it came on.
-        conn: ConnId,
-        /// The session.
-        session: SessionId,
-        /// The client's `request_id`, or a generated one.
-        request_id: String,
-        /// The `content` as sent (never empty).
-        content: Value,
-    },
-    /// Store mode: the application answered a request; store the outcome so a resend on any
-    /// node gets it in its `duplicate`.
-    OutcomeRecorded {
-        /// The session.
-        session: SessionId,
-        /// The request.
-        request_id: String,
-        /// The answer.
-        outcome: Outcome,
     },
     /// The server decided to close a connection (the Close is queued for it).
     Closing {

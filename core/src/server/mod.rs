@@ -6,8 +6,8 @@
 //!
 //! # Drive contract
 //! After **any** `handle_*` call or command, drain [`Server::poll_transmit`] (write the frames,
-//! then report each written frame with [`Server::handle_sent`]), [`Server::poll_event`] and
-//! read [`Server::poll_timeout`]; call [`Server::handle_timeout`] with the clock's current time
+//! then report each written frame with [`Server::handle_sent`]), [`Server::poll_event`] (and
+//! in store mode [`Server::poll_store_request`]) and read [`Server::poll_timeout`]; call [`Server::handle_timeout`] with the clock's current time
 //! when that deadline passes (early or repeated calls do nothing). The machine reads no clock,
 //! does no IO and draws randomness only from `ServerConfig::seed`: same inputs, same outputs.
 //!
@@ -60,10 +60,10 @@
 //!   `hello_error`), `SESSION_TAKEN_OVER` `session_taken_over`, `LIVENESS_TIMEOUT`
 //!   `liveness_timeout`, `SLOW_CONSUMER` `slow_consumer`, `HANDSHAKE_TIMEOUT`
 //!   `handshake_timeout`, `INVALID_PAYLOAD` for garbage (after `error` `invalid_frame`),
-//!   `UNSUPPORTED_DATA` for binary, `MESSAGE_TOO_BIG` over `max_payload` (after `error`
+//!   `UNSUPPORTED_DATA` for binary, `MESSAGE_TOO_BIG` over `max_frame_bytes` (after `error`
 //!   `payload_too_large`), `UNKNOWN_FRAME_FLOOD`, `GOING_AWAY` `server_shutdown`; in store
 //!   mode `STORE_GAP` `store_gap` and `SESSION_LOST` `session_lost` (see
-//!   [`Server::session_lost`]).
+//!   [`Server::handle_store_lost`]).
 //!
 //! ```
 //! use std::time::Instant;
@@ -117,7 +117,7 @@ pub use fanout::Audience;
 pub use session::{Outcome, OutcomeStatus, SessionId};
 pub use snapshot::{DedupSnapshot, ServerSnapshot, SessionSnapshot};
 pub use status::{Health, Liveness, PresenceInfo, ServerStats};
-pub use store::{Ingest, IngestError, StoreUnavailable, StoredSession, Unsequenced};
+pub use store::{Ingest, IngestError, StoreRequest, StoreUnavailable, StoredSession, Unsequenced};
 pub use text::FrameText;
 pub use window::Recorded;
 
@@ -155,6 +155,8 @@ pub struct Server {
     sessions: Sessions,
     conns: Connections,
     events: VecDeque<ServerEvent>,
+    /// Store mode: what the session store is asked (`poll_store_request`).
+    store_requests: VecDeque<StoreRequest>,
     /// Every session's retained events, each stored once.
     log: EventLog,
     /// The latest `now` the log was brought to its bounds at (evictions happen then): a
@@ -188,7 +190,7 @@ impl Server {
             None => Box::new(AllowAll),
         };
         Self {
-            rng: Rng::from_bytes(config.seed),
+            rng: Rng::from_bytes(config.seed.unwrap_or_default()),
             last_inbound_wall: config.epoch_at_start,
             log: EventLog::new(config.recovery_window, config.recovery_total_bytes),
             config,
@@ -197,6 +199,7 @@ impl Server {
             sessions: Sessions::default(),
             conns: Connections::default(),
             events: VecDeque::new(),
+            store_requests: VecDeque::new(),
             output: Output::default(),
             log_time: now,
             due_conns: Vec::new(),
@@ -292,10 +295,10 @@ impl Server {
         if !self.inbound(now, conn) {
             return;
         }
-        if text.len() > self.config.max_payload {
+        if text.len() > self.config.max_frame_bytes {
             let err = DecodeError::TooLarge {
                 len: text.len(),
-                limit: self.config.max_payload,
+                limit: self.config.max_frame_bytes,
             };
             self.push_control(
                 now,
@@ -525,6 +528,13 @@ impl Server {
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
         self.events.pop_front()
+    }
+
+    /// Store mode: the next request to the session store ([`StoreRequest`] says what to do); never
+    /// one otherwise. Drained with the other outputs after every input.
+    #[must_use]
+    pub fn poll_store_request(&mut self) -> Option<StoreRequest> {
+        self.store_requests.pop_front()
     }
 
     /// The earliest deadline: handshake, ping, reap, session expiry, or events leaving the

@@ -6,10 +6,11 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::conns::{ConnId, Flush};
-use super::event::{CommandError, ServerEvent};
+use super::event::CommandError;
 use super::log::Held;
 use super::output::shrink;
 use super::session::{self, Outcome, SessionId};
+use super::store::StoreRequest;
 use super::text::FrameText;
 use super::Server;
 use crate::wire::json::Obj;
@@ -109,7 +110,7 @@ impl Server {
             None => return Err(CommandError::UnknownSession(session.clone())),
         }
         if self.config.external_store {
-            self.events.push_back(ServerEvent::OutcomeRecorded {
+            self.store_requests.push_back(StoreRequest::WriteOutcome {
                 session: session.clone(),
                 request_id: request_id.to_owned(),
                 outcome: outcome.clone(),
@@ -172,7 +173,7 @@ impl Server {
 
     /// Stamps and records a tracked frame built by `build(obj)` after its `type`, then wakes
     /// the owner. `None` if the session does not exist. In store mode the frame goes to the
-    /// store for its sequence instead ([`ServerEvent::StoreAppend`], cursor reported as 0).
+    /// store for its sequence instead ([`StoreRequest::Append`], cursor reported as 0).
     pub(super) fn record(
         &mut self,
         now: Instant,
@@ -182,7 +183,7 @@ impl Server {
     ) -> Option<u64> {
         if self.config.external_store {
             let pending = self.unsequenced(now, session, kind, build);
-            self.events.push_back(ServerEvent::StoreAppend(pending));
+            self.store_requests.push_back(StoreRequest::Append(pending));
             return Some(0);
         }
         let timestamp = self.wall(now);

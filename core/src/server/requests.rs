@@ -9,6 +9,7 @@ use super::conns::{ConnId, Flush};
 use super::event::{PeerError, ServerEvent};
 use super::handshake::{self, Handshake};
 use super::session::{Outcome, SessionId};
+use super::store::StoreRequest;
 use super::Server;
 use crate::wire::{close, encode, ClientFrame, ConnectErrorCode, DecodeError, MessageFrame};
 
@@ -116,8 +117,8 @@ impl Server {
         };
         let request_id = m.request_id.unwrap_or_else(|| self.rng.hex_id(16));
         if self.config.external_store {
-            // Another node may have seen this id: the store decides (`admit_request`).
-            self.events.push_back(ServerEvent::RequestCheck {
+            // Another node may have seen this id: the store decides (`handle_store_check`).
+            self.store_requests.push_back(StoreRequest::CheckRequest {
                 conn,
                 session: b.session,
                 request_id,

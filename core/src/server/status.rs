@@ -119,7 +119,7 @@ impl Server {
 
     /// Health at `now`.
     pub fn health(&self, now: Instant) -> Health {
-        let interval = self.config.heartbeat_interval;
+        let interval = self.config.heartbeat_interval.unwrap_or_default();
         Health {
             status: if self.shutting_down {
                 "stopped"

@@ -2,24 +2,28 @@
 //!
 //! With [`ServerConfig::external_store`](super::ServerConfig::external_store) set, the machine
 //! no longer assumes it holds every session, nor that it alone numbers a session's events. It
-//! asks, sans-IO, and is fed the answers:
+//! asks, sans-IO, on a channel of its own ([`Server::poll_store_request`]; the application's
+//! [`ServerEvent`](super::ServerEvent)s carry no store traffic), and is fed the answers through the `handle_store_*`
+//! inputs:
 //!
-//! | the machine emits | the store adapter does | and answers with |
+//! | the machine asks | the store adapter does | and answers with |
 //! |---|---|---|
-//! | [`ServerEvent::SessionWanted`] (a handshake names a session) | reads the session's metadata and retained events | [`Server::provide_session`] |
-//! | [`ServerEvent::StoreSession`] (a session was created or attached) | writes its metadata (never its head) | [`Server::session_stored`] for a created one (its `hello_ok` waits) |
-//! | [`ServerEvent::StoreAppend`] (a tracked frame: publish, `accepted`, `final`, `duplicate`) | assigns the next sequence atomically and appends | [`Server::ingest`] on the node holding the session's connection |
-//! | [`ServerEvent::RequestCheck`] (a `message` with a request id) | marks the id seen, or reads the outcome already stored | [`Server::admit_request`] |
-//! | [`ServerEvent::OutcomeRecorded`] (the application answered) | stores the outcome for later duplicates | — |
+//! | [`StoreRequest::ReadSession`] (a handshake names a session) | reads the session's metadata and retained events | [`Server::handle_store_session`] |
+//! | [`StoreRequest::WriteSession`] (a session was created or attached) | writes its metadata (never its head) | [`Server::handle_store_written`] for a created one (its `hello_ok` waits) |
+//! | [`StoreRequest::Append`] (a tracked frame: publish, `accepted`, `final`, `duplicate`) | assigns the next sequence atomically and appends | [`Server::handle_store_event`] on the node holding the session's connection |
+//! | [`StoreRequest::CheckRequest`] (a `message` with a request id) | marks the id seen, or reads the outcome already stored | [`Server::handle_store_check`] |
+//! | [`StoreRequest::WriteOutcome`] (the application answered) | stores the outcome for later duplicates | — |
 //!
 //! Sequences stay gap-free per session across nodes because only the store assigns them;
-//! [`Server::ingest`] appends strictly in order, drops what it already has and reports a gap
-//! (the adapter reads the missing range from the store and ingests it first). A node holding a
-//! detached copy of a session never trusts it: every resume asks the store.
+//! [`Server::handle_store_event`] appends strictly in order, drops what it already has and
+//! reports a gap (the adapter reads the missing range from the store and hands it in first). A
+//! node holding a detached copy of a session never trusts it: every resume asks the store.
 //!
 //! ```
 //! use std::time::Instant;
-//! use tether_core::server::{ConnId, ConnectInfo, Ingest, Server, ServerConfig, ServerEvent};
+//! use tether_core::server::{
+//!     ConnId, ConnectInfo, Ingest, Server, ServerConfig, ServerEvent, StoreRequest,
+//! };
 //! # #[allow(clippy::disallowed_methods)]
 //! let now = Instant::now();
 //! let config = ServerConfig { external_store: true, ..ServerConfig::default() };
@@ -35,13 +39,15 @@
 //! };
 //! // Publishing asks the store for a sequence instead of assigning one.
 //! node.publish(now, &session, "message", &[("content", "hi".into())]).unwrap();
-//! let append = std::iter::from_fn(|| node.poll_event())
-//!     .find_map(|e| match e { ServerEvent::StoreAppend(a) => Some(a), _ => None })
+//! let append = std::iter::from_fn(|| node.poll_store_request())
+//!     .find_map(|r| match r { StoreRequest::Append(a) => Some(a), _ => None })
 //!     .unwrap();
-//! // The store numbered it 1; the node holding the connection ingests it and sends it.
-//! assert_eq!(node.ingest(now, &session, append.into_recorded(1)), Ok(Ingest::Appended));
+//! // The store numbered it 1; the node holding the connection hands it in and sends it.
+//! let numbered = append.into_recorded(1);
+//! assert_eq!(node.handle_store_event(now, &session, numbered), Ok(Ingest::Appended));
 //! ```
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -50,7 +56,6 @@ use serde_json::Value;
 use super::auth::Principal;
 use super::conns::ConnId;
 use super::conns::Flush;
-use super::event::ServerEvent;
 use super::handshake::{self, Handshake};
 use super::session::{Dedup, Outcome, SessionId};
 use super::sessions::{Attachment, NewSession};
@@ -62,6 +67,55 @@ use crate::wire::{close, ConnectErrorCode};
 /// Longest session id looked up in the store (ours are 36-character uuids); longer ones are
 /// treated as unknown without a lookup.
 pub(crate) const MAX_STORED_ID: usize = 128;
+
+/// What the machine asks of its session store (store mode only), polled with
+/// [`Server::poll_store_request`] after every input, like the other outputs.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum StoreRequest {
+    /// A handshake names this session: read it (metadata and retained events) and answer with
+    /// [`Server::handle_store_session`] (the handshake waits).
+    ReadSession {
+        /// The connection whose handshake waits.
+        conn: ConnId,
+        /// The session id it asked for (unverified client input).
+        session: SessionId,
+    },
+    /// A session was created (`created`) or attached here: write its metadata (agent, owner,
+    /// epoch, version), never its head, which only the store advances. For a created one,
+    /// answer with [`Server::handle_store_written`] once written (its `hello_ok` waits).
+    WriteSession {
+        /// The metadata (no events).
+        session: Box<StoredSession>,
+        /// Created by this handshake (rather than resumed).
+        created: bool,
+    },
+    /// A tracked frame to number and append; the node holding the session's connection then
+    /// hands it in with [`Server::handle_store_event`].
+    Append(Unsequenced),
+    /// A request arrived: has any node seen its id before? Answer with
+    /// [`Server::handle_store_check`].
+    CheckRequest {
+        /// The connection it came on.
+        conn: ConnId,
+        /// The session.
+        session: SessionId,
+        /// The client's `request_id`, or a generated one.
+        request_id: String,
+        /// The `content` as sent (never empty).
+        content: Value,
+    },
+    /// The application answered a request: store the outcome so a resend on any node gets it
+    /// in its `duplicate`.
+    WriteOutcome {
+        /// The session.
+        session: SessionId,
+        /// The request.
+        request_id: String,
+        /// The answer.
+        outcome: Outcome,
+    },
+}
 
 /// A session as the store holds it: metadata plus the retained events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,7 +137,7 @@ pub struct StoredSession {
     /// Last offered capabilities.
     pub capabilities: Vec<String>,
     /// Retained events, oldest first, contiguous, ending at `head` (empty in
-    /// [`ServerEvent::StoreSession`]).
+    /// [`StoreRequest::WriteSession`]).
     pub events: Vec<Recorded>,
 }
 
@@ -103,7 +157,7 @@ pub struct Unsequenced {
 }
 
 impl Unsequenced {
-    /// The frame as numbered `cursor` by the store, ready for [`Server::ingest`].
+    /// The frame as numbered `cursor` by the store, ready for [`Server::handle_store_event`].
     pub fn into_recorded(self, cursor: u64) -> Recorded {
         let mut frame = self.body;
         Obj::resume(&mut frame).tracked(cursor);
@@ -118,7 +172,7 @@ impl Unsequenced {
     }
 }
 
-/// What [`Server::ingest`] did with a sequenced frame.
+/// What [`Server::handle_store_event`] did with a sequenced frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ingest {
     /// Appended and routed to the session's connection.
@@ -127,7 +181,7 @@ pub enum Ingest {
     Duplicate,
     /// Cursors `expected..cursor` are missing: read them from the store and ingest them first.
     /// If the store no longer holds them (trimmed), call
-    /// [`Server::release_holder`]: the client reconnects, and its resume reports the loss.
+    /// [`Server::handle_store_gap`]: the client reconnects, and its resume reports the loss.
     Gap {
         /// The next cursor this node needs.
         expected: u64,
@@ -137,7 +191,7 @@ pub enum Ingest {
     NotHeld,
 }
 
-/// A sequenced frame [`Server::ingest`] refused.
+/// A sequenced frame [`Server::handle_store_event`] refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IngestError {
     /// The frame does not start with `{"type":<kind>` or has cursor 0: not written by a tether
@@ -146,15 +200,24 @@ pub enum IngestError {
     Malformed(u64),
 }
 
-/// Why the store could not answer a [`ServerEvent::SessionWanted`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("session store unavailable: {0}")]
-pub struct StoreUnavailable(pub String);
+/// Why the store could not answer a [`StoreRequest::ReadSession`]: the store's own error, kept
+/// as the source for the adapter's logs. The client is told only that the store is unavailable
+/// (`store_unavailable`, transient: it retries).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("session store unavailable")]
+pub struct StoreUnavailable(#[source] pub Arc<dyn std::error::Error + Send + Sync>);
+
+impl StoreUnavailable {
+    /// The store failed with `error`.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Arc::new(error))
+    }
+}
 
 impl Server {
     /// Whether a handshake naming `requested` must first ask the store (store mode, an id of a
     /// plausible length, not already answered for this connection). Parks the handshake and
-    /// emits [`ServerEvent::SessionWanted`] when so. A second handshake needing the store while
+    /// asks [`StoreRequest::ReadSession`] when so. A second handshake needing the store while
     /// one is parked is refused (transient `handshake_in_progress`): answers name no session,
     /// so the first answer would otherwise complete the second handshake unasked.
     pub(super) fn park_for_store(&mut self, conn: ConnId, hs: &Handshake) -> bool {
@@ -179,19 +242,19 @@ impl Server {
             return true;
         }
         c.parked = Some(Box::new(hs.clone()));
-        self.events.push_back(ServerEvent::SessionWanted {
+        self.store_requests.push_back(StoreRequest::ReadSession {
             conn,
             session: SessionId(id.to_owned()),
         });
         true
     }
 
-    /// The store's answer to [`ServerEvent::SessionWanted`]: the session (installed here, newer
+    /// The store's answer to [`StoreRequest::ReadSession`]: the session (installed here, newer
     /// than any local copy), `None` (unknown: the handshake gets a new session), or an error (the
     /// client is told to retry: `hello_error` `store_unavailable`, transient). The parked
     /// handshake then completes as usual. Answers for connections that closed meanwhile, or
     /// that asked for nothing, are ignored.
-    pub fn provide_session(
+    pub fn handle_store_session(
         &mut self,
         now: Instant,
         conn: ConnId,
@@ -290,7 +353,8 @@ impl Server {
     }
 
     /// Sessions whose connection this node holds, with their heads: after a lost notification
-    /// feed, read each one's log after its head from the store and [`ingest`](Self::ingest) it.
+    /// feed, read each one's log after its head from the store and hand it in with
+    /// [`handle_store_event`](Self::handle_store_event).
     pub fn held_sessions(&self) -> Vec<(SessionId, u64)> {
         self.sessions
             .values()
@@ -299,11 +363,11 @@ impl Server {
             .collect()
     }
 
-    /// The store now holds `session`'s metadata (its [`ServerEvent::StoreSession`] was
+    /// The store now holds `session`'s metadata (its [`StoreRequest::WriteSession`] was
     /// written). A handshake that created the session waits for this before its `hello_ok`
     /// goes out, so that when the client (or anyone it tells) learns the id, every node can
     /// publish to it. Nothing happens for a session no connection of this node waits for.
-    pub fn session_stored(&mut self, _now: Instant, session: &SessionId) {
+    pub fn handle_store_written(&mut self, _now: Instant, session: &SessionId) {
         let Some(conn) = self.sessions.get(session).and_then(|s| s.conn()) else {
             return;
         };
@@ -323,7 +387,7 @@ impl Server {
     }
 
     /// The store's metadata view of a local session (no events), as in
-    /// [`ServerEvent::StoreSession`].
+    /// [`StoreRequest::WriteSession`].
     pub fn stored_session(&self, session: &SessionId) -> Option<StoredSession> {
         let s = self.sessions.get(session)?;
         Some(StoredSession {
@@ -372,9 +436,10 @@ impl Server {
         }
     }
 
-    /// A frame numbered by the store, for a session whose connection this node may hold. It is
-    /// appended only as the next cursor: see [`Ingest`].
-    pub fn ingest(
+    /// A frame numbered by the store (from its notification, or read back from its log), for a
+    /// session whose connection this node may hold. It is appended only as the next cursor: see
+    /// [`Ingest`].
+    pub fn handle_store_event(
         &mut self,
         now: Instant,
         session: &SessionId,
@@ -411,7 +476,7 @@ impl Server {
     /// Closes the connection holding `session` ([`wire::close::STORE_GAP`](crate::wire::close::STORE_GAP) `store_gap`, after what it was already
     /// owed) so its client resumes and learns of events this node can no longer get from the
     /// store; returns whether one was held. For an [`Ingest::Gap`] the store cannot fill.
-    pub fn release_holder(&mut self, now: Instant, session: &SessionId) -> bool {
+    pub fn handle_store_gap(&mut self, now: Instant, session: &SessionId) -> bool {
         let Some(conn) = self.sessions.get(session).and_then(|s| s.conn()) else {
             return false;
         };
@@ -427,7 +492,7 @@ impl Server {
     /// (The local copy cannot be resumed silently: every resume in store mode asks the store
     /// first.) Returns whether this node held the session's connection (a session held nowhere
     /// is reported to its client at its next resume).
-    pub fn session_lost(&mut self, now: Instant, session: &SessionId) -> bool {
+    pub fn handle_store_lost(&mut self, now: Instant, session: &SessionId) -> bool {
         let Some(conn) = self.sessions.get(session).and_then(|s| s.conn()) else {
             return false;
         };
@@ -441,12 +506,12 @@ impl Server {
         true
     }
 
-    /// The store's verdict on a [`ServerEvent::RequestCheck`]: `None` = first sighting on any
-    /// node (the application gets a [`ServerEvent::Request`] and the client `accepted`),
+    /// The store's verdict on a [`StoreRequest::CheckRequest`]: `None` = first sighting on any
+    /// node (the application gets a [`ServerEvent::Request`](super::ServerEvent::Request) and the client `accepted`),
     /// `Some(outcome)` = seen before (the client gets `duplicate`, with the outcome once known).
     /// The request is handled even if its connection closed meanwhile: the store already
     /// counts it as seen, so dropping it would lose it.
-    pub fn admit_request(
+    pub fn handle_store_check(
         &mut self,
         now: Instant,
         conn: ConnId,

@@ -15,7 +15,7 @@ pub const UNSUPPORTED_DATA: u16 = 1003;
 pub const INVALID_PAYLOAD: u16 = 1007;
 /// Policy violation: no handshake before the deadline (`handshake_timeout`).
 pub const HANDSHAKE_TIMEOUT: u16 = 1008;
-/// Message too big: a frame over `max_payload` (`payload_too_large`).
+/// Message too big: a frame over `max_frame_bytes` (`payload_too_large`).
 pub const MESSAGE_TOO_BIG: u16 = 1009;
 /// Internal error on the server.
 pub const INTERNAL_ERROR: u16 = 1011;
@@ -31,7 +31,7 @@ pub const LIVENESS_TIMEOUT: u16 = 4002;
 pub const AUTH_FAILED: u16 = 4003;
 /// Another connection resumed this session (`session_taken_over`).
 pub const SESSION_TAKEN_OVER: u16 = 4009;
-/// Store mode: the store lost the session (`session_lost`, see `Server::session_lost`).
+/// Store mode: the store lost the session (`session_lost`, see `Server::handle_store_lost`).
 pub const SESSION_LOST: u16 = 4010;
 /// Too many frames of unknown type.
 pub const UNKNOWN_FRAME_FLOOD: u16 = 4028;

@@ -110,7 +110,7 @@ open_string_enum! {
         /// tether: a field's value is refused (an empty `content`, a `since` that is not an
         /// integer).
         InvalidValue = "invalid_value",
-        /// tether: a frame over the server's `max_payload`.
+        /// tether: a frame over the server's `max_frame_bytes` (advertised as `policy.max_payload`).
         PayloadTooLarge = "payload_too_large",
     }
 }

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use super::bare::{bare_session, BareClient};
 use super::stream::server_config;
 use super::{before, percentile, Row, Sizes, Target, Unit};
+use tether_tokio::{ServerOptions, TokioRuntime};
 
 /// Broadcasts in flight (sent, not yet read by every client).
 const IN_FLIGHT: u64 = 16;
@@ -173,9 +174,14 @@ fn shared() -> Arc<Shared> {
 
 /// tether: `Server::broadcast_nowait`.
 async fn tether_fanout(clients: usize, count: u64) -> Result<(f64, Vec<Duration>), String> {
-    let bound = tether_tokio::serve("127.0.0.1:0", server_config(), None)
-        .await
-        .map_err(|e| format!("serve: {e}"))?;
+    let bound = tether_tokio::serve(
+        TokioRuntime,
+        "127.0.0.1:0",
+        server_config(),
+        ServerOptions::default(),
+    )
+    .await
+    .map_err(|e| format!("serve: {e}"))?;
     let url = format!("ws://{}/ws", bound.local_addr);
     let mut events = bound.events;
     tokio::spawn(async move { while events.next().await.is_some() {} });

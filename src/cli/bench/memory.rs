@@ -16,6 +16,8 @@ use tether_driver::websocket_config;
 use super::stream::server_config;
 use super::{before, fd_limit, Row, Sizes, Target, Unit};
 use crate::cli::Failure;
+use tether_tokio::ServerOptions;
+use tether_tokio::{ConnectOptions, TokioRuntime};
 
 /// Connections opened at once (the listen backlog is 1024).
 const WAVE: usize = 200;
@@ -26,9 +28,14 @@ const FD_HEADROOM: u64 = 512;
 pub async fn serve_child(kind: &str) -> Result<(), Failure> {
     let addr = match kind {
         "tether" => {
-            let bound = tether_tokio::serve("127.0.0.1:0", server_config(), None)
-                .await
-                .map_err(|e| Failure::Runtime(format!("memory server: {e}")))?;
+            let bound = tether_tokio::serve(
+                TokioRuntime,
+                "127.0.0.1:0",
+                server_config(),
+                ServerOptions::default(),
+            )
+            .await
+            .map_err(|e| Failure::Runtime(format!("memory server: {e}")))?;
             let addr = bound.local_addr;
             let mut events = bound.events;
             tokio::spawn(async move { while events.next().await.is_some() {} });
@@ -184,7 +191,8 @@ pub async fn tether_clients(
             };
             let config = ClientConfig::new(agent);
             let (client, mut events) =
-                tether_tokio::connect(url, None, config).map_err(|e| e.to_string())?;
+                tether_tokio::connect(TokioRuntime, url, config, ConnectOptions::default())
+                    .map_err(|e| e.to_string())?;
             let up = before(Duration::from_secs(20), async {
                 while let Some(e) = events.next().await {
                     match e {

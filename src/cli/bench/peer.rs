@@ -17,6 +17,8 @@ use tokio::sync::Notify;
 use super::bare::{bare_session, BareClient, SeqCheck};
 use super::stream::{self, publish_stream, Tokio};
 use super::{before, median, Row, Sizes, Target, Unit};
+use tether_tokio::ServerOptions;
+use tether_tokio::{ConnectOptions, TokioRuntime};
 
 const SERVERS: &str = "PraisonAI: server → 1 client";
 const CLIENT_PY: &str = "PraisonAI: client vs bare, on Python";
@@ -160,7 +162,8 @@ async fn python_to_tether(py: &Python, commands: u32, batch: u32) -> Result<f64,
     let agent = py.var("AGENT_ID")?.to_owned();
     let config = ClientConfig::new(agent);
     let (client, mut events) =
-        tether_tokio::connect(py.url(), None, config).map_err(|e| e.to_string())?;
+        tether_tokio::connect(TokioRuntime, py.url(), config, ConnectOptions::default())
+            .map_err(|e| e.to_string())?;
     let session = before(Duration::from_secs(10), async {
         while let Some(e) = events.next().await {
             match e {
@@ -254,9 +257,14 @@ async fn python_to_bare(py: &Python, commands: u32, batch: u32) -> Result<f64, S
 
 /// tether's server publishing to a bare client: events per second.
 async fn tether_to_bare(n: u64) -> Result<f64, String> {
-    let bound = tether_tokio::serve("127.0.0.1:0", stream::server_config(), None)
-        .await
-        .map_err(|e| format!("serve: {e}"))?;
+    let bound = tether_tokio::serve(
+        TokioRuntime,
+        "127.0.0.1:0",
+        stream::server_config(),
+        ServerOptions::default(),
+    )
+    .await
+    .map_err(|e| format!("serve: {e}"))?;
     let url = format!("ws://{}/ws", bound.local_addr);
     let server = bound.server.clone();
     let mut server_events = bound.events;

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use tether_core::backoff::{BackoffConfig, Jitter};
 use tether_core::client::{ClientConfig, Event};
 use tether_driver::tungstenite::Error as WsError;
-use tether_driver::{websocket_config, BoxFuture, Client, Connector};
+use tether_driver::{websocket_config, BoxFuture, Client, ConnectOptions, Connector};
 use tether_tokio::{TokioConnector, TokioRuntime};
 use tokio_tungstenite::MaybeTlsStream;
 
@@ -89,7 +89,13 @@ impl Adapter for CutTokio {
         let connector = CutConnector {
             switch: self.switch.clone(),
         };
-        Client::start(TokioRuntime, connector, url, None, config)
+        Client::start(
+            TokioRuntime,
+            connector,
+            url,
+            config,
+            ConnectOptions::default(),
+        )
     }
     fn bare_stream(&self, _n: u64) -> BoxFuture<Result<f64, String>> {
         Box::pin(async { Err("not used".to_owned()) })

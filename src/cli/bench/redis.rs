@@ -20,10 +20,12 @@ use tether_core::cursor::ResumeState;
 use tether_core::server::{ServerConfig, ServerEvent, SessionId};
 use tether_redis::testing::{RedisCluster, RedisServer};
 use tether_redis::{RedisConfig, RedisNode};
-use tether_tokio::{Bound, Server, ServerEvents};
+use tether_tokio::{Bound, Server, ServerEvents, TokioRuntime};
 use tokio::sync::Notify;
 
 use super::{before, median, percentile, Row, Sizes, Target, Unit, CONTENT};
+use tether_tokio::ConnectOptions;
+use tether_tokio::ServerOptions;
 
 /// Events per publish call on both sides.
 const BATCH: usize = 256;
@@ -91,9 +93,14 @@ impl Gateway {
         };
         let (bound, publisher) = match redis {
             None => {
-                let bound = tether_tokio::serve("127.0.0.1:0", server_config(), None)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let bound = tether_tokio::serve(
+                    TokioRuntime,
+                    "127.0.0.1:0",
+                    server_config(),
+                    ServerOptions::default(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
                 let publisher = Publisher::Memory(Box::new(bound.server.clone()));
                 (bound, publisher)
             }
@@ -104,7 +111,15 @@ impl Gateway {
                     prefix: format!("bench-{}", u32::from_le_bytes(nonce)),
                     ..redis
                 };
-                let (bound, node) = tether_redis::serve("127.0.0.1:0", server_config(), store)
+                let (bound, node) =
+                    tether_redis::serve(TokioRuntime, server_config(), store, |config| {
+                        tether_tokio::serve(
+                            TokioRuntime,
+                            "127.0.0.1:0",
+                            config,
+                            ServerOptions::default(),
+                        )
+                    })
                     .await
                     .map_err(|e| e.to_string())?;
                 (bound, Publisher::Redis(node))
@@ -174,8 +189,13 @@ fn client_config() -> ClientConfig {
 /// Events per second from the first publish to the last delivery, in order.
 async fn stream(store: Store<'_>, n: u64) -> Result<f64, String> {
     let mut gateway = Gateway::start(store).await?;
-    let (client, mut events) = tether_tokio::connect(gateway.url.as_str(), None, client_config())
-        .map_err(|e| e.to_string())?;
+    let (client, mut events) = tether_tokio::connect(
+        TokioRuntime,
+        gateway.url.as_str(),
+        client_config(),
+        ConnectOptions::default(),
+    )
+    .map_err(|e| e.to_string())?;
     let session = gateway.next_session().await?;
     let delivered = Arc::new(AtomicU64::new(0));
     let progress = Arc::new(Notify::new());
@@ -227,8 +247,13 @@ async fn stream(store: Store<'_>, n: u64) -> Result<f64, String> {
 /// client's start to that event's delivery.
 async fn resumes(store: Store<'_>, count: usize) -> Result<Vec<Duration>, String> {
     let mut gateway = Gateway::start(store).await?;
-    let (client, mut events) = tether_tokio::connect(gateway.url.as_str(), None, client_config())
-        .map_err(|e| e.to_string())?;
+    let (client, mut events) = tether_tokio::connect(
+        TokioRuntime,
+        gateway.url.as_str(),
+        client_config(),
+        ConnectOptions::default(),
+    )
+    .map_err(|e| e.to_string())?;
     let session = gateway.next_session().await?;
     gateway
         .publisher
@@ -246,11 +271,11 @@ async fn resumes(store: Store<'_>, count: usize) -> Result<Vec<Duration>, String
             .publish_many(&session, vec![event(seq)])
             .await?;
         let started = Instant::now();
-        let (client, mut events) = tether_tokio::connect_resumed(
+        let (client, mut events) = tether_tokio::connect(
+            TokioRuntime,
             gateway.url.as_str(),
-            None,
             client_config(),
-            state.clone(),
+            ConnectOptions::default().resume(state.clone()),
         )
         .map_err(|e| e.to_string())?;
         delivered(&mut events, seq).await?;

@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 
 use super::bare::{self, spawn_with};
 use super::{before, median, Failure, Row, Sizes, Target, Unit, CONTENT};
+use tether_tokio::{ConnectOptions, TokioRuntime};
 
 /// Recovery window of the benchmark server, capped in events (the bound these rows have been
 /// measured with since the first table): the publisher stays within half of it. A bigger
@@ -64,7 +65,7 @@ impl Adapter for Tokio {
         options: ServerOptions,
     ) -> BoxFuture<Result<Bound, ServeError>> {
         Box::pin(
-            async move { tether_tokio::serve_with("127.0.0.1:0", config, None, options).await },
+            async move { tether_tokio::serve(TokioRuntime, "127.0.0.1:0", config, options).await },
         )
     }
     fn connect(
@@ -72,7 +73,7 @@ impl Adapter for Tokio {
         url: &str,
         config: ClientConfig,
     ) -> Result<(Client, ClientEvents), ClientError> {
-        tether_tokio::connect(url, None, config)
+        tether_tokio::connect(TokioRuntime, url, config, ConnectOptions::default())
     }
     fn bare_stream(&self, n: u64) -> BoxFuture<Result<f64, String>> {
         Box::pin(bare::tokio_stream(n))
@@ -94,16 +95,14 @@ impl<R: Runtime> Adapter for AsyncAdapter<R> {
         options: ServerOptions,
     ) -> BoxFuture<Result<Bound, ServeError>> {
         let rt = self.0.clone();
-        Box::pin(async move {
-            tether_async_std::serve_with(rt, "127.0.0.1:0", config, None, options).await
-        })
+        Box::pin(async move { tether_async_std::serve(rt, "127.0.0.1:0", config, options).await })
     }
     fn connect(
         &self,
         url: &str,
         config: ClientConfig,
     ) -> Result<(Client, ClientEvents), ClientError> {
-        tether_async_std::connect(self.0.clone(), url, None, config)
+        tether_async_std::connect(self.0.clone(), url, config, ConnectOptions::default())
     }
     fn bare_stream(&self, n: u64) -> BoxFuture<Result<f64, String>> {
         Box::pin(bare::async_stream(self.0.clone(), n))

@@ -6,10 +6,10 @@
 //! an adapter for another store can be compared with: per session a metadata record (the head is
 //! written "set if absent" and advanced only by appends), an event log trimmed to `keep`
 //! entries, and a request-id map (seen, then the outcome). [`Cluster`] plays the adapter's
-//! part around the machines: it answers `SessionWanted` from the store (then ingests what was
-//! appended after the read, closing the race between the read and the notifications), numbers
-//! `StoreAppend`s, offers every append to every node (`ingest`), filling reported gaps from the
-//! log, and answers `RequestCheck`s. Knobs make the store late or unavailable
+//! part around the machines (their [`StoreRequest`]s): it answers `ReadSession` from the store
+//! (then hands in what was appended after the read, closing the race between the read and the
+//! notifications), numbers `Append`s, offers every append to every node (`handle_store_event`),
+//! filling reported gaps from the log, and answers `CheckRequest`s. Knobs make the store late or unavailable
 //! ([`Cluster::lazy`], [`Cluster::hold_lookups`], [`Cluster::failing_lookups`]).
 //!
 //! What the client's application sees is checked after every step against the simulator's
@@ -49,7 +49,7 @@ use tether_core::cursor::ResumeState;
 use tether_core::rng::Rng;
 use tether_core::server::{
     ConnId, ConnectInfo, Ingest, Outcome, Recorded, Server, ServerConfig, ServerEvent,
-    ServerTransmit, SessionId, StoreUnavailable, StoredSession, Unsequenced,
+    ServerTransmit, SessionId, StoreRequest, StoreUnavailable, StoredSession, Unsequenced,
 };
 use tether_core::version::VersionRange;
 use tether_core::wire::ConnectErrorCode;
@@ -76,7 +76,7 @@ pub fn connect_info() -> ConnectInfo {
 pub fn node_config(ring: usize, seed: u8) -> ServerConfig {
     ServerConfig {
         agents: vec!["echo".into()],
-        seed: [seed; 32],
+        seed: Some([seed; 32]),
         auth_token: Some(TOKEN.into()),
         recovery_session_events: ring,
         external_store: true,
@@ -95,7 +95,7 @@ pub fn client_config(versions: VersionRange, seed: u64) -> ClientConfig {
             jitter: Jitter::Full,
             ..BackoffConfig::default()
         },
-        seed,
+        seed: Some(tether_core::rng::seed_from_u64(seed)),
         ..ClientConfig::new("echo")
     }
 }
@@ -106,7 +106,7 @@ pub fn client_config(versions: VersionRange, seed: u64) -> ClientConfig {
 /// How a publish reaches the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
-    /// `Server::publish` (it returns 0 and emits `StoreAppend`).
+    /// `Server::publish` (it returns 0 and asks the store with `StoreRequest::Append`).
     Publish,
     /// `Server::prepare`, appended by the caller.
     Prepare,
@@ -358,6 +358,12 @@ impl Cluster {
                         }
                     }
                 }
+                let requests: Vec<StoreRequest> =
+                    std::iter::from_fn(|| self.nodes[i].poll_store_request()).collect();
+                busy |= !requests.is_empty();
+                for r in requests {
+                    self.on_store_request(i, r);
+                }
                 let events: Vec<ServerEvent> =
                     std::iter::from_fn(|| self.nodes[i].poll_event()).collect();
                 busy |= !events.is_empty();
@@ -394,15 +400,16 @@ impl Cluster {
         self.last_sequence = sequence;
     }
 
-    /// Plays the store adapter's and the server application's part for one event of node `i`.
-    pub fn on_node_event(&mut self, i: usize, e: ServerEvent) {
+    /// Plays the store adapter's part for one request of node `i`.
+    pub fn on_store_request(&mut self, i: usize, r: StoreRequest) {
         let now = self.now;
-        match e {
-            ServerEvent::SessionWanted { conn, session } => {
+        match r {
+            StoreRequest::ReadSession { conn, session } => {
                 self.wanted.push((i, session.clone()));
                 let answer = if self.failing_lookups > 0 {
                     self.failing_lookups -= 1;
-                    Err(StoreUnavailable("connection refused".into()))
+                    let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+                    Err(StoreUnavailable::new(refused))
                 } else {
                     Ok(self.store.read(&session))
                 };
@@ -417,22 +424,22 @@ impl Cluster {
                     self.answer(i, conn, &session, answer);
                 }
             }
-            ServerEvent::StoreSession(s) => {
+            StoreRequest::WriteSession { session: s, .. } => {
                 let session = s.session_id.clone();
                 self.store.write_meta(*s);
-                self.nodes[i].session_stored(now, &session);
+                self.nodes[i].handle_store_written(now, &session);
             }
-            ServerEvent::StoreAppend(u) => self.append(u),
-            ServerEvent::RequestCheck {
+            StoreRequest::Append(u) => self.append(u),
+            StoreRequest::CheckRequest {
                 conn,
                 session,
                 request_id,
                 content,
             } => {
                 let seen = self.store.check_request(&session, &request_id);
-                self.nodes[i].admit_request(now, conn, &session, &request_id, content, seen);
+                self.nodes[i].handle_store_check(now, conn, &session, &request_id, content, seen);
             }
-            ServerEvent::OutcomeRecorded {
+            StoreRequest::WriteOutcome {
                 session,
                 request_id,
                 outcome,
@@ -441,30 +448,37 @@ impl Cluster {
                     .requests
                     .insert((session, request_id), Some(outcome));
             }
-            ServerEvent::Request {
-                session,
-                request_id,
-                content,
-                ..
-            } => {
-                self.app_requests.push((
-                    i,
-                    session.clone(),
-                    request_id.clone(),
-                    content.clone().into(),
-                ));
-                if self.auto_respond {
-                    let outcome = Outcome::ok(json!(format!("answer to {content}")));
-                    if let Err(e) = self.nodes[i].respond(now, &session, &request_id, outcome) {
-                        panic!("respond({request_id}) on node {i}: {e}");
-                    }
-                }
-            }
             _ => {}
         }
     }
 
-    /// `provide_session`, then the catch-up ingest of what was appended after the read.
+    /// Plays the server application's part for one event of node `i`.
+    pub fn on_node_event(&mut self, i: usize, e: ServerEvent) {
+        let ServerEvent::Request {
+            session,
+            request_id,
+            content,
+            ..
+        } = e
+        else {
+            return;
+        };
+        let now = self.now;
+        self.app_requests.push((
+            i,
+            session.clone(),
+            request_id.clone(),
+            content.clone().into(),
+        ));
+        if self.auto_respond {
+            let outcome = Outcome::ok(json!(format!("answer to {content}")));
+            if let Err(e) = self.nodes[i].respond(now, &session, &request_id, outcome) {
+                panic!("respond({request_id}) on node {i}: {e}");
+            }
+        }
+    }
+
+    /// `handle_store_session`, then the catch-up of what was appended after the read.
     fn answer(
         &mut self,
         i: usize,
@@ -476,7 +490,7 @@ impl Cluster {
             .as_ref()
             .ok()
             .and_then(|s| s.as_ref().map(|s| s.head));
-        self.nodes[i].provide_session(self.now, conn, answer);
+        self.nodes[i].handle_store_session(self.now, conn, answer);
         if let Some(head) = head {
             for r in self.store.since(session, head + 1) {
                 self.offer(i, session, r);
@@ -507,7 +521,7 @@ impl Cluster {
 
     /// One notification to node `j`; a reported gap is filled from the log, in order.
     fn offer(&mut self, j: usize, sid: &SessionId, rec: Recorded) {
-        match self.nodes[j].ingest(self.now, sid, rec) {
+        match self.nodes[j].handle_store_event(self.now, sid, rec) {
             Ok(Ingest::Gap { expected }) => self.fill(j, sid, expected),
             Ok(_) => {}
             Err(e) => panic!("a frame numbered by the store was refused: {e}"),
@@ -528,7 +542,7 @@ impl Cluster {
             return;
         }
         for r in missing {
-            match self.nodes[j].ingest(self.now, sid, r) {
+            match self.nodes[j].handle_store_event(self.now, sid, r) {
                 Ok(Ingest::Gap { expected }) => panic!("gap at {expected} while filling in order"),
                 Ok(_) => {}
                 Err(e) => panic!("a frame numbered by the store was refused: {e}"),

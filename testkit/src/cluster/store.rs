@@ -35,7 +35,7 @@ impl MemoryStore {
         }
     }
 
-    /// `StoreSession`: the metadata is written, the head only if absent (HSETNX).
+    /// `WriteSession`: the metadata is written, the head only if absent (HSETNX).
     ///
     /// # Panics
     /// If the write carries events (metadata writes never do).
@@ -53,7 +53,7 @@ impl MemoryStore {
         );
     }
 
-    /// `StoreAppend`: the next sequence, atomically; the log keeps the newest `keep`.
+    /// `Append`: the next sequence, atomically; the log keeps the newest `keep`.
     ///
     /// # Panics
     /// If the numbered frame does not carry its number as `cursor` and `seq`, or is a
@@ -78,7 +78,7 @@ impl MemoryStore {
         (sid, rec)
     }
 
-    /// `SessionWanted`: the metadata plus the retained events, or `None` if unknown.
+    /// `ReadSession`: the metadata plus the retained events, or `None` if unknown.
     pub fn read(&self, id: &SessionId) -> Option<StoredSession> {
         let m = self.meta.get(id)?;
         Some(StoredSession {
@@ -103,7 +103,7 @@ impl MemoryStore {
         })
     }
 
-    /// `RequestCheck`: marks the id seen (SETNX) and answers `None` the first time, else what
+    /// `CheckRequest`: marks the id seen (SETNX) and answers `None` the first time, else what
     /// is stored for it (`Some(None)`: seen, no outcome yet).
     pub fn check_request(&mut self, sid: &SessionId, rid: &str) -> Option<Option<Outcome>> {
         let key = (sid.clone(), rid.to_owned());

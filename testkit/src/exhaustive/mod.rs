@@ -176,7 +176,7 @@ impl Model {
         let config = SimConfig::new(1);
         let clients: Vec<ClientConfig> = (0..clients)
             .map(|c| ClientConfig {
-                seed: 1 + c as u64,
+                seed: Some(tether_core::rng::seed_from_u64(1 + c as u64)),
                 ..config.client.clone()
             })
             .collect();

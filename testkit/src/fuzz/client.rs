@@ -16,6 +16,7 @@ use tether_core::client::{
     SendError, State, Transmit,
 };
 use tether_core::cursor::{PendingRequest, ResumeState};
+use tether_core::rng::seed_from_u64;
 use tether_core::version::VersionRange;
 use tether_core::wire::ClientFrame;
 
@@ -139,7 +140,7 @@ fn config_of(setup: &Setup) -> ClientConfig {
     if setup.small_frames {
         config.max_frame_bytes = 240;
     }
-    config.seed = setup.seed.into();
+    config.seed = Some(seed_from_u64(setup.seed.into()));
     config
 }
 

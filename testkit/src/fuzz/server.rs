@@ -186,11 +186,11 @@ fn config_of(setup: &ServerSetup, instance: u32) -> ServerConfig {
             _ => VersionRange::TETHER,
         },
         agents: vec!["echo".into()],
-        seed,
+        seed: Some(seed),
         epoch_at_start: 1.7e9,
         auth_token: setup.auth.then(|| "secret".to_owned()),
         handshake_timeout: [secs(1), secs(2), secs(10), secs(60)][usize::from(setup.handshake & 3)],
-        heartbeat_interval: [secs(1), secs(5), secs(30), Duration::ZERO]
+        heartbeat_interval: [Some(secs(1)), Some(secs(5)), Some(secs(30)), None]
             [usize::from(setup.heartbeat & 3)],
         missed_beats: if setup.one_beat { 1 } else { 2 },
         session_ttl: if setup.short_ttl { secs(5) } else { secs(3600) },
@@ -201,7 +201,7 @@ fn config_of(setup: &ServerSetup, instance: u32) -> ServerConfig {
         recovery_session_events: pick(setup.ring, [1, 3, 16, 256]),
         recovery_session_bytes: if small { 4 << 10 } else { 1 << 20 },
         recovery_total_bytes: if small { 8 << 10 } else { 4 << 20 },
-        max_payload: if setup.small_payload { 512 } else { 64 << 10 },
+        max_frame_bytes: if setup.small_payload { 512 } else { 64 << 10 },
         max_queued_frames: pick(setup.window, [1, 2, 8, 1000]),
         max_buffered_bytes: if small { 512 } else { 1 << 20 },
         max_control_frames: pick(setup.control, [1, 4, 16, 256]),
@@ -515,7 +515,7 @@ impl Harness {
                 }
             }
             ClientText::Oversized => {
-                let pad = "x".repeat(self.config.max_payload);
+                let pad = "x".repeat(self.config.max_frame_bytes);
                 return format!(r#"{{"type":"message","content":"{pad}"}}"#);
             }
         }
@@ -702,6 +702,10 @@ impl Harness {
             assert!(outputs <= MAX_OUTPUTS_PER_STEP, "unbounded events");
             self.observe(event);
         }
+        assert!(
+            self.server.poll_store_request().is_none(),
+            "a store request outside store mode"
+        );
         outputs
     }
 
@@ -840,7 +844,9 @@ impl Harness {
 
 fn config_of_instance(config: &ServerConfig, instance: u32) -> ServerConfig {
     let mut c = config.clone();
-    c.seed[1..5].copy_from_slice(&instance.to_le_bytes());
+    let mut seed = c.seed.unwrap_or_default();
+    seed[1..5].copy_from_slice(&instance.to_le_bytes());
+    c.seed = Some(seed);
     c
 }
 

@@ -29,7 +29,7 @@ pub struct ServerSetup {
     pub one_beat: bool,
     /// Session TTL 5 s and dedup TTL 20 s (instead of 1 h and 24 h).
     pub short_ttl: bool,
-    /// `max_payload` 512 bytes (instead of 64 KiB).
+    /// `max_frame_bytes` 512 bytes (instead of 64 KiB).
     pub small_payload: bool,
     /// Byte bounds: `max_buffered_bytes` 512 and `ring_max_bytes` 4 KiB (instead of 1 MiB).
     pub small_bytes: bool,
@@ -239,7 +239,7 @@ pub enum ClientText {
     Unknown,
     /// Something malformed.
     Garbage(ClientGarbage),
-    /// A `message` one byte above `max_payload`.
+    /// A `message` one byte above `max_frame_bytes`.
     Oversized,
 }
 

@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use tether_core::client::{Event, Transmit};
+use tether_core::client::{ClientInput, Event, Transmit};
 use tether_core::server::{
     CommandError, ConnId, ConnectInfo, Outcome, PeerError, Server, ServerEvent, ServerInput,
     ServerTransmit,
 };
 
 use super::link::{Link, Payload};
-use super::world::{ClientIn, Kind, Sim};
+use super::world::{Kind, Sim};
 
 impl Sim {
     // ------------------------------------------------------------------------------ items
@@ -27,7 +27,11 @@ impl Sim {
                 if l.client_open {
                     l.client_open = false;
                     let c = l.client;
-                    self.client_input(c, link, ClientIn::Closed(None, "connection reset".into()));
+                    self.client_input(
+                        c,
+                        link,
+                        ClientInput::Closed(None, "connection reset".into()),
+                    );
                 }
                 self.gc_link(link);
             }
@@ -210,13 +214,17 @@ impl Sim {
                     i,
                     ServerInput::Connected(ConnId(link), ConnectInfo::default()),
                 );
-                self.client_input(c, link, ClientIn::Connected);
+                self.client_input(c, link, ClientInput::Connected);
             }
             None => {
                 if let Some(l) = self.links.get_mut(&link) {
                     l.client_open = false;
                 }
-                self.client_input(c, link, ClientIn::ConnectFailed);
+                self.client_input(
+                    c,
+                    link,
+                    ClientInput::ConnectFailed("connection refused".into()),
+                );
                 self.gc_link(link);
             }
         }
@@ -297,12 +305,12 @@ impl Sim {
         let client_open = self.links.get(&link).is_some_and(|l| l.client_open);
         if !packet.lost && client_open {
             match packet.payload {
-                Payload::Text(text) => self.client_input(c, link, ClientIn::Text(text)),
+                Payload::Text(text) => self.client_input(c, link, ClientInput::Text(text)),
                 Payload::Close(code, reason) => {
                     if let Some(l) = self.links.get_mut(&link) {
                         l.client_open = false;
                     }
-                    self.client_input(c, link, ClientIn::Closed(Some(code), reason));
+                    self.client_input(c, link, ClientInput::Closed(Some(code), reason));
                 }
             }
         }
@@ -333,7 +341,7 @@ impl Sim {
 
     // ------------------------------------------------------------------------------ clients
 
-    fn client_input(&mut self, c: usize, link: u64, input: ClientIn) {
+    fn client_input(&mut self, c: usize, link: u64, input: ClientInput) {
         let sc = &mut self.clients[c];
         if sc.frozen_until.is_some() {
             sc.deferred.push((link, input));
@@ -351,18 +359,13 @@ impl Sim {
         if self.stepwise {
             sc.history.record((now, &input));
         }
-        match input {
-            ClientIn::Connected => sc.machine.handle_connected(now),
-            ClientIn::ConnectFailed => {
-                sc.link = None;
-                sc.machine.handle_connect_failed(now, "connection refused");
-            }
-            ClientIn::Text(text) => sc.machine.handle_text(now, &text),
-            ClientIn::Closed(code, reason) => {
-                sc.link = None;
-                sc.machine.handle_closed(now, code, &reason);
-            }
+        if matches!(
+            input,
+            ClientInput::ConnectFailed(_) | ClientInput::Closed(..)
+        ) {
+            sc.link = None;
         }
+        sc.machine.handle_input(now, input);
         self.stats.client_inputs += 1;
         self.drain_client(c);
     }

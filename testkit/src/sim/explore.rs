@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tether_core::backoff::Jitter;
 use tether_core::client::{ClientConfig, HandshakeMode};
+use tether_core::rng::seed_from_u64;
 use tether_core::rng::Rng;
 use tether_core::version::VersionRange;
 
@@ -166,15 +167,15 @@ impl Scenario {
             &[Duration::from_secs(20), Duration::from_secs(600)],
         );
         config.server_instances = pick(&mut cfg_rng, &[1, 2]);
-        config.server.heartbeat_interval = pick(
+        config.server.heartbeat_interval = Some(pick(
             &mut cfg_rng,
             &[
                 Duration::from_secs(1),
                 Duration::from_secs(2),
                 Duration::from_secs(4),
             ],
-        );
-        config.client.fallback_heartbeat = Some(config.server.heartbeat_interval);
+        ));
+        config.client.fallback_heartbeat = config.server.heartbeat_interval;
         config.network.max_delay = pick(
             &mut cfg_rng,
             &[
@@ -213,7 +214,7 @@ impl Scenario {
         let clients: Vec<ClientConfig> = (0..n)
             .map(|_| {
                 let mut c = config.client.clone();
-                c.seed = cfg_rng.next_u64() | 1;
+                c.seed = Some(seed_from_u64(cfg_rng.next_u64() | 1));
                 if chance(&mut cfg_rng, 0.25) {
                     c.versions = VersionRange::V1_ONLY;
                 }

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use tether_core::client::Client;
 use tether_core::cursor::ResumeState;
+use tether_core::rng::seed_from_u64;
 use tether_core::server::{Audience, Server, ServerSnapshot};
 
 use super::fingerprint::History;
@@ -333,7 +334,7 @@ impl Sim {
     pub(crate) fn restore(&mut self, i: usize, from: Option<Box<Persisted>>) {
         let now = self.instant();
         let mut config = self.config.server.clone();
-        self.app_rng.fill_bytes(&mut config.seed);
+        config.seed = Some(super::world::drawn_seed(&mut self.app_rng));
         let history = History::start(("restore", &config, from.as_ref().map(|p| &p.json), now));
         let server = match &from {
             Some(p) => match serde_json::from_str::<ServerSnapshot>(&p.json) {
@@ -391,7 +392,7 @@ impl Sim {
         let seed = self.app_rng.next_u64();
         let now = self.instant();
         let sc = &mut self.clients[c];
-        sc.config.seed = seed;
+        sc.config.seed = Some(seed_from_u64(seed));
         sc.gen += 1;
         sc.frozen_until = None;
         sc.deferred.clear();

@@ -153,7 +153,7 @@ pub fn run_herd(origin: Instant, herd: &HerdConfig) -> Result<HerdReport, Violat
     config.respond_within = None;
     config.check_server_every_step = false;
     config.stopwatch = herd.stopwatch;
-    config.server.heartbeat_interval = Duration::from_secs(60);
+    config.server.heartbeat_interval = Some(Duration::from_secs(60));
     config.server.session_ttl = Duration::from_secs(3600);
     config.server.handshake_timeout = Duration::from_secs(10);
     config.server.max_connections = herd.clients * 2 + 16;

@@ -289,14 +289,14 @@ impl Sim {
     /// How long a half-open socket may stay in use: the slower side's silence limit plus a
     /// ping interval, the other side's close travelling back, slowdowns and timer rounding.
     pub(crate) fn half_open_limit(&self) -> Duration {
-        let server = self.config.server.heartbeat_interval;
+        let server = self.config.server.heartbeat_interval.unwrap_or_default();
         let client = self
             .config
             .client
             .fallback_heartbeat
             .unwrap_or(server)
             .max(server);
-        let factor = self.config.client.silence_factor.max(1);
+        let factor = self.config.client.missed_beats.max(1);
         let net = &self.config.network;
         let trip = net.max_delay + net.spike_max + Duration::from_secs(3);
         (client * (factor + 1)).max(server * (self.config.server.missed_beats.max(1) + 1))

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
 use tether_core::backoff::{BackoffConfig, Jitter};
-use tether_core::client::{Client, ClientConfig, Event};
-use tether_core::rng::Rng;
+use tether_core::client::{Client, ClientConfig, ClientInput, Event};
+use tether_core::rng::{seed_from_u64, Rng};
 use tether_core::server::{Server, ServerConfig, ServerEvent, ServerInput, SessionId};
 
 use super::fault::{Action, Fault};
@@ -66,7 +66,7 @@ impl SimConfig {
         };
         let server = ServerConfig {
             handshake_timeout: Duration::from_secs(2),
-            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_interval: Some(Duration::from_secs(1)),
             missed_beats: 2,
             session_ttl: Duration::from_secs(600),
             recovery_session_events: 256,
@@ -152,14 +152,6 @@ pub(crate) struct Lineage {
 }
 
 #[derive(Debug)]
-pub(crate) enum ClientIn {
-    Connected,
-    ConnectFailed,
-    Text(String),
-    Closed(Option<u16>, String),
-}
-
-#[derive(Debug)]
 pub(crate) enum Kind {
     Connect(u64),
     DeliverUp(u64, u64),
@@ -211,7 +203,7 @@ pub(crate) struct SimClient {
     pub(crate) link: Option<u64>,
     pub(crate) model: ClientModel,
     pub(crate) frozen_until: Option<Duration>,
-    pub(crate) deferred: Vec<(u64, ClientIn)>,
+    pub(crate) deferred: Vec<(u64, ClientInput)>,
     pub(crate) armed: Option<Duration>,
     pub(crate) disconnected_by_app: bool,
     pub(crate) slow: Option<(Duration, Duration)>,
@@ -302,7 +294,7 @@ impl Sim {
             })
             .collect();
         let mut server_config = config.server.clone();
-        app_rng.fill_bytes(&mut server_config.seed);
+        server_config.seed = Some(drawn_seed(&mut app_rng));
         instances[0].server = Some(Server::new(server_config, origin));
         instances[0].gen = 1;
         Self {
@@ -351,8 +343,8 @@ impl Sim {
     pub fn add_client_with(&mut self, config: ClientConfig) -> ClientId {
         let id = self.clients.len();
         let mut config = config;
-        if config.seed == 0 {
-            config.seed = self.app_rng.next_u64();
+        if config.seed.is_none() {
+            config.seed = Some(seed_from_u64(self.app_rng.next_u64()));
         }
         let machine = Client::new(config.clone(), self.instant());
         let backoff_max = config.backoff.max;
@@ -551,7 +543,13 @@ impl Sim {
         let deadline = self.now + limit;
         self.run_until_quiet(deadline)?;
         // Replay phases of v1 clients end at the next untracked frame: let a heartbeat by.
-        let grace = self.config.server.heartbeat_interval.mul_f64(1.5) + Duration::from_secs(1);
+        let grace = self
+            .config
+            .server
+            .heartbeat_interval
+            .unwrap_or_default()
+            .mul_f64(1.5)
+            + Duration::from_secs(1);
         self.run_for(grace)?;
         self.run_until_quiet(self.now + limit)?;
         self.check_end()
@@ -728,4 +726,11 @@ impl Sim {
         }
         String::new()
     }
+}
+
+/// A server seed drawn from `rng` (a simulated process's fresh OS entropy).
+pub(crate) fn drawn_seed(rng: &mut Rng) -> [u8; 32] {
+    let mut seed = [0; 32];
+    rng.fill_bytes(&mut seed);
+    seed
 }

@@ -284,7 +284,7 @@ class ClientMachine:
         agent_id: str,
         now: float,
         *,
-        seed: int,
+        seed: bytes,
         resume: Optional[Mapping[str, Any]] = None,
         versions: Optional[Tuple[int, int]] = None,
         join: Optional[bool] = None,
@@ -297,7 +297,7 @@ class ClientMachine:
         max_attempts: Optional[int] = None,
         max_elapsed: Optional[float] = None,
         heartbeat: Optional[float] = None,
-        silence_factor: Optional[int] = None,
+        missed_beats: Optional[int] = None,
         repair_gaps: Optional[bool] = None,
         outbox_capacity: Optional[int] = None,
         resend_unanswered: Optional[bool] = None,
@@ -461,7 +461,7 @@ class ServerMachine:
         recovery_total_bytes: Optional[int] = None,
         max_sessions: Optional[int] = None,
         max_connections: Optional[int] = None,
-        max_payload: Optional[int] = None,
+        max_frame_bytes: Optional[int] = None,
     ) -> None: ...
     def handle_connected(
         self, now: float, conn: int, token: Optional[str] = None, cookie: Optional[str] = None, peer: Optional[str] = None

@@ -402,13 +402,13 @@ def connect(
     max_attempts: Optional[int] = None,
     max_elapsed: Optional[float] = None,
     heartbeat: Optional[float] = None,
-    silence_factor: Optional[int] = None,
+    missed_beats: Optional[int] = None,
     repair_gaps: Optional[bool] = None,
     outbox_capacity: Optional[int] = None,
     resend_unanswered: Optional[bool] = None,
     max_frame_bytes: Optional[int] = None,
     max_queued_events: int = DEFAULT_MAX_QUEUED_EVENTS,
-    seed: Optional[int] = None,
+    seed: Optional[bytes] = None,
 ) -> Connect:
     """Connects to a tether or PraisonAI gateway and keeps the connection alive and lossless.
 
@@ -451,7 +451,7 @@ def connect(
             never.
         heartbeat: Ping interval (seconds) when the server advertises none; ``0`` disables;
             default 30.
-        silence_factor: Silence longer than ``factor × interval`` means a dead socket;
+        missed_beats: Silence longer than ``missed_beats × interval`` means a dead socket;
             default 2.
         repair_gaps: Repair live gaps (resync on v2, a resume on v1); default ``True``.
         outbox_capacity: Most unanswered requests; default 1024.
@@ -460,7 +460,8 @@ def connect(
         max_frame_bytes: Larger inbound frames are refused (reported, not parsed); default
             16 MiB.
         max_queued_events: Events waiting for ``events()`` before reading pauses.
-        seed: Seed of the client's random choices (jitter, request ids); default random.
+        seed: 32 bytes seeding the client's random choices (jitter, request ids); default
+            ``os.urandom(32)``.
     """
     urls = [url] if isinstance(url, str) else list(url)
     if not urls:
@@ -472,7 +473,7 @@ def connect(
         machine = ClientMachine(
             agent_id,
             loop.time(),
-            seed=secrets.randbits(64) if seed is None else seed,
+            seed=secrets.token_bytes(32) if seed is None else seed,
             resume=dict(resume) if resume is not None else None,
             versions=versions,
             join=join,
@@ -485,7 +486,7 @@ def connect(
             max_attempts=max_attempts,
             max_elapsed=max_elapsed,
             heartbeat=heartbeat,
-            silence_factor=silence_factor,
+            missed_beats=missed_beats,
             repair_gaps=repair_gaps,
             outbox_capacity=outbox_capacity,
             resend_unanswered=resend_unanswered,

@@ -505,7 +505,7 @@ def serve(
     recovery_total_bytes: Optional[int] = None,
     max_sessions: Optional[int] = None,
     max_connections: Optional[int] = None,
-    max_payload: Optional[int] = None,
+    max_frame_bytes: Optional[int] = None,
 ) -> Serving:
     """Serves a tether gateway on ``ws://HOST:PORT/ws``: the PraisonAI gateway protocol (v1,
     so PraisonAI's own Python client works against it) and tether's v2, with sessions that
@@ -550,7 +550,7 @@ def serve(
         recovery_total_bytes: Most bytes all sessions keep together; default 1 GiB.
         max_sessions: Most sessions held; default 10,000.
         max_connections: Most open connections; default 10,000.
-        max_payload: Largest inbound frame, bytes; default 1 MiB.
+        max_frame_bytes: Largest inbound frame, bytes; default 1 MiB.
     """
     if isinstance(agents, Mapping):
         handlers: Dict[str, RequestHandler] = dict(agents)
@@ -589,7 +589,7 @@ def serve(
             recovery_total_bytes=recovery_total_bytes,
             max_sessions=max_sessions,
             max_connections=max_connections,
-            max_payload=max_payload,
+            max_frame_bytes=max_frame_bytes,
         )
         gateway = Gateway(
             machine,

@@ -8,10 +8,13 @@ use std::time::{Duration, Instant};
 use futures::channel::mpsc;
 use futures::StreamExt;
 use tether_core::backoff::{BackoffConfig, Jitter};
-use tether_core::client::ClientConfig;
+use tether_core::client::{ClientConfig, Event, State};
 use tether_core::server::{Outcome, ServerConfig, ServerEvent, SessionId};
+use tether_driver::{Bound, Server, ServerEvents};
 use tether_redis::testing::RedisServer;
-use tether_redis::{serve, NodeError, RedisConfig, RedisNode};
+use tether_redis::{NodeError, RedisConfig, RedisNode};
+use tether_tokio::ServerOptions;
+use tether_tokio::TokioRuntime;
 
 pub fn redis() -> RedisServer {
     RedisServer::for_tests()
@@ -78,8 +81,114 @@ pub fn server_config() -> ServerConfig {
         agents: vec!["echo".into()],
         recovery_session_events: 50_000,
         recovery_session_bytes: 64 << 20,
-        heartbeat_interval: Duration::from_secs(5),
+        heartbeat_interval: Some(Duration::from_secs(5)),
         ..ServerConfig::default()
+    }
+}
+
+/// A node on tokio listening on `addr`.
+pub async fn serve_tokio(
+    addr: &str,
+    config: ServerConfig,
+    redis: RedisConfig,
+) -> Result<(Bound, RedisNode), NodeError> {
+    tether_redis::serve(TokioRuntime, config, redis, |config| {
+        tether_tokio::serve(TokioRuntime, addr, config, ServerOptions::default())
+    })
+    .await
+}
+
+/// The application of a test node: answers requests with `echo: <content>` and reports the
+/// sessions created.
+pub async fn echo(
+    mut events: ServerEvents,
+    server: Server,
+    created: mpsc::UnboundedSender<SessionId>,
+) {
+    while let Some(event) = events.next().await {
+        match event {
+            ServerEvent::SessionCreated { session, .. } => {
+                let _ = created.unbounded_send(session);
+            }
+            ServerEvent::Request {
+                session,
+                request_id,
+                content,
+                ..
+            } => {
+                let answer = Outcome::ok(format!("echo: {content}"));
+                let _ = server.respond(&session, &request_id, answer).await;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Publishes events `from..from + count` (see [`event`]) through `node`, in batches of 250.
+pub async fn publish(node: &RedisNode, session: &SessionId, from: u64, count: u64) {
+    const BATCH: u64 = 250;
+    let mut i = from;
+    while i < from + count {
+        let n = BATCH.min(from + count - i);
+        let batch = (i..i + n).map(event).collect();
+        node.publish_many(session, "message", batch)
+            .await
+            .expect("published");
+        i += n;
+    }
+}
+
+/// A client of the `echo` agent that reconnects after 300 ms: long enough that the events
+/// published while it is away are surely published before it is back (they must then come
+/// as replays of its resume).
+pub fn failover_client_config() -> ClientConfig {
+    ClientConfig {
+        backoff: BackoffConfig {
+            initial: Duration::from_millis(300),
+            max: Duration::from_millis(300),
+            jitter: Jitter::None,
+            ..BackoffConfig::default()
+        },
+        ..ClientConfig::new("echo")
+    }
+}
+
+/// What a client application saw.
+#[derive(Default)]
+pub struct Seen {
+    /// Sequences delivered, in order.
+    pub seqs: Vec<u64>,
+    /// Those delivered as replays.
+    pub replayed: Vec<u64>,
+    /// Resumes of the session.
+    pub resumed: u32,
+    /// Losses reported.
+    pub bad: Vec<String>,
+}
+
+impl Seen {
+    /// Notes `event`; returns whether it was a delivery.
+    pub fn note(&mut self, event: Event) -> bool {
+        match event {
+            Event::Delivered(d) => {
+                self.seqs.push(d.seq);
+                if d.replayed {
+                    self.replayed.push(d.seq);
+                }
+                return true;
+            }
+            Event::StateChanged(State::Connected { resumed: true, .. }) => self.resumed += 1,
+            Event::Lost { .. } | Event::ServerReset { .. } | Event::SessionReplaced { .. } => {
+                self.bad.push(format!("{event:?}"));
+            }
+            _ => {}
+        }
+        false
+    }
+
+    /// (events delivered, resumes).
+    pub fn progress(&self) -> (u64, u32) {
+        (self.seqs.len() as u64, self.resumed)
     }
 }
 
@@ -106,8 +215,8 @@ impl Node {
         let addr = addr.to_owned();
         let started = runtime.spawn(async move {
             let deadline = Instant::now() + Duration::from_secs(10);
-            let (mut bound, node) = loop {
-                match serve(&addr, config.clone(), redis.clone()).await {
+            let (bound, node) = loop {
+                match serve_tokio(&addr, config.clone(), redis.clone()).await {
                     Ok(x) => break x,
                     // A killed predecessor's listener may still hold the port for a moment.
                     Err(NodeError::Serve(_)) if Instant::now() < deadline => {
@@ -117,26 +226,7 @@ impl Node {
                 }
             };
             let local = bound.local_addr;
-            let server = node.server().clone();
-            tokio::spawn(async move {
-                while let Some(event) = bound.events.next().await {
-                    match event {
-                        ServerEvent::SessionCreated { session, .. } => {
-                            let _ = created_tx.unbounded_send(session);
-                        }
-                        ServerEvent::Request {
-                            session,
-                            request_id,
-                            content,
-                            ..
-                        } => {
-                            let answer = Outcome::ok(format!("echo: {content}"));
-                            let _ = server.respond(&session, &request_id, answer).await;
-                        }
-                        _ => {}
-                    }
-                }
-            });
+            tokio::spawn(echo(bound.events, node.server().clone(), created_tx));
             (node, local)
         });
         let (node, addr) = started.await.expect("node task");

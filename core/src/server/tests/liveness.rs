@@ -54,7 +54,7 @@ fn garbage_binary_and_oversize_frames_get_typed_errors_and_clean_closes() {
     let t0 = t0();
     let mut s = Server::new(
         ServerConfig {
-            max_payload: 100,
+            max_frame_bytes: 100,
             ..cfg()
         },
         t0,

@@ -125,13 +125,13 @@ fn connect_v1(s: &mut Server, now: Instant, conn: ConnId) -> SessionId {
             out.is_empty(),
             "nothing before the store holds the session: {out:?}"
         );
-        let created = std::iter::from_fn(|| s.poll_event())
-            .find_map(|e| match e {
-                ServerEvent::StoreSession(stored) => Some(stored.session_id),
+        let created = std::iter::from_fn(|| s.poll_store_request())
+            .find_map(|r| match r {
+                StoreRequest::WriteSession { session, .. } => Some(session.session_id),
                 _ => None,
             })
             .expect("the session goes to the store");
-        s.session_stored(now, &created);
+        s.handle_store_written(now, &created);
         out = drain(s, now);
     }
     let f = frames_of(&out, conn);

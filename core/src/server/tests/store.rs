@@ -26,13 +26,19 @@ fn a_gap_the_store_cannot_fill_releases_the_holder_so_its_resume_reports_the_los
         }
         .into_recorded(n)
     };
-    assert_eq!(s.ingest(now, &sid, frame(1)), Ok(Ingest::Appended));
-    assert_eq!(s.ingest(now, &sid, frame(1)), Ok(Ingest::Duplicate));
     assert_eq!(
-        s.ingest(now, &sid, frame(5)),
+        s.handle_store_event(now, &sid, frame(1)),
+        Ok(Ingest::Appended)
+    );
+    assert_eq!(
+        s.handle_store_event(now, &sid, frame(1)),
+        Ok(Ingest::Duplicate)
+    );
+    assert_eq!(
+        s.handle_store_event(now, &sid, frame(5)),
         Ok(Ingest::Gap { expected: 2 })
     );
-    assert!(s.release_holder(now, &sid));
+    assert!(s.handle_store_gap(now, &sid));
     let out = drain(&mut s, now);
     let texts = texts_of(&out, conn);
     assert!(
@@ -40,7 +46,7 @@ fn a_gap_the_store_cannot_fill_releases_the_holder_so_its_resume_reports_the_los
         "what it was owed goes out first: {texts:?}"
     );
     assert_eq!(close_of(&out, conn), Some((1012, "store_gap".into())));
-    assert!(!s.release_holder(now, &SessionId("other".into())));
+    assert!(!s.handle_store_gap(now, &SessionId("other".into())));
 }
 
 #[test]
@@ -64,10 +70,10 @@ fn a_session_the_store_lost_closes_its_holder_after_what_it_was_owed() {
         timestamp: 1.0,
     };
     assert_eq!(
-        s.ingest(now, &sid, first.into_recorded(1)),
+        s.handle_store_event(now, &sid, first.into_recorded(1)),
         Ok(Ingest::Appended)
     );
-    assert!(s.session_lost(now, &sid));
+    assert!(s.handle_store_lost(now, &sid));
     let out = drain(&mut s, now);
     let texts = texts_of(&out, conn);
     assert!(
@@ -79,5 +85,5 @@ fn a_session_the_store_lost_closes_its_holder_after_what_it_was_owed() {
         Some((crate::wire::close::SESSION_LOST, "session_lost".into()))
     );
     assert!(s.held_sessions().is_empty());
-    assert!(!s.session_lost(now, &sid), "held nowhere any more");
+    assert!(!s.handle_store_lost(now, &sid), "held nowhere any more");
 }

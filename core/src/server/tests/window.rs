@@ -160,7 +160,7 @@ fn a_reader_whose_owed_event_aged_out_behind_a_full_window_is_closed_by_the_publ
     let mut s = Server::new(
         ServerConfig {
             max_queued_frames: 1,
-            heartbeat_interval: Duration::ZERO,
+            heartbeat_interval: None,
             ..window_cfg(secs(120))
         },
         t0,

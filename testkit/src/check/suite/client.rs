@@ -60,11 +60,13 @@ pub(crate) async fn exactly_once(ctx: &mut Ctx) -> Step {
             jitter: Jitter::None,
             ..BackoffConfig::default()
         },
-        seed: 1,
+        seed: Some(tether_core::rng::seed_from_u64(1)),
         ..ClientConfig::new(ctx.options.agent_id.clone())
     };
+    let mut options = tether_tokio::ConnectOptions::default();
+    options.token = ctx.options.token.clone();
     let (client, mut events) =
-        tether_tokio::connect(url.as_str(), ctx.options.token.as_deref(), config)
+        tether_tokio::connect(tether_tokio::TokioRuntime, url.as_str(), config, options)
             .map_err(|e| Finding::Fail(format!("the client did not start: {e}")))?;
     let mut seen = Seen::default();
     let session = loop {
