@@ -41,7 +41,7 @@
 //! use tether_core::server::SessionId;
 //! use tether_testkit::proptest::prelude::*;
 //! use tether_testkit::proptest::test_runner::{Config, TestRunner};
-//! use tether_testkit::sim::{Sim, SimConfig};
+//! use tether_testkit::sim::{Fault, Restore, Sim, SimConfig};
 //! use tether_testkit::strategy::fault_schedule;
 //!
 //! /// The application under test.
@@ -73,7 +73,21 @@
 //! let origin = Instant::now(); // the one clock read: the simulation's time is virtual
 //! let ms = Duration::from_millis;
 //! let mut runner = TestRunner::new(Config { cases: 32, ..Config::default() });
-//! let cases = (any::<u64>(), fault_schedule(1, ms(20_000), 5));
+//! // A crash restored from an older snapshot (`Restore::Persisted`) loses what was published
+//! // after it before anyone saw it: no protocol can report what the restored server never
+//! // knew. This game persists a snapshot with every publish, so its crashes restore the latest.
+//! let persisting_every_publish = |mut faults: Vec<(Duration, Fault)>| {
+//!     for (_, fault) in &mut faults {
+//!         if let Fault::Crash { restore, .. } = fault {
+//!             if *restore == Restore::Persisted {
+//!                 *restore = Restore::Latest;
+//!             }
+//!         }
+//!     }
+//!     faults
+//! };
+//! let faults = fault_schedule(1, ms(20_000), 5).prop_map(persisting_every_publish);
+//! let cases = (any::<u64>(), faults);
 //! runner
 //!     .run(&cases, |(seed, faults)| {
 //!         let config = SimConfig { record_events: true, ..SimConfig::new(seed) };
