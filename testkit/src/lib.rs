@@ -78,10 +78,8 @@
 //! // knew. This game persists a snapshot with every publish, so its crashes restore the latest.
 //! let persisting_every_publish = |mut faults: Vec<(Duration, Fault)>| {
 //!     for (_, fault) in &mut faults {
-//!         if let Fault::Crash { restore, .. } = fault {
-//!             if *restore == Restore::Persisted {
-//!                 *restore = Restore::Latest;
-//!             }
+//!         if let Fault::Crash { restore: restore @ Restore::Persisted, .. } = fault {
+//!             *restore = Restore::Latest;
 //!         }
 //!     }
 //!     faults
